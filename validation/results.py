@@ -1,0 +1,341 @@
+"""Typed, frozen result objects passed from `validation` to `reports` and the calibration code.
+
+Everything `validation.judge` returns lives here. Intervals unpack as `low, high`; raw bootstrap
+distributions are kept as numpy arrays (one value per resample) so that a caller can recompute an
+interval with another method or plot the distribution without re-running the bootstrap.
+`Verdict.to_json()` gives the `verdict.json` document of DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import polars as pl
+
+
+class Interval(NamedTuple):
+    """A two-sided interval; `low, high = interval`."""
+
+    low: float
+    high: float
+
+    def contains(self, value: float) -> bool:
+        return self.low <= value <= self.high
+
+
+class Status(str, enum.Enum):
+    """Three-valued status of a criterion (DESIGN.md, Pre-registered criteria)."""
+
+    PASS = "PASS"
+    FAIL = "FAIL"
+    INCONCLUSIVE = "INCONCLUSIVE"
+    TRIGGERED = "TRIGGERED"
+    NOT_TRIGGERED = "NOT_TRIGGERED"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class BootstrapMode(str, enum.Enum):
+    """Which levels the bootstrap resampled; anything but HIERARCHICAL is a degraded mode."""
+
+    HIERARCHICAL = "hierarchical"      # seeds, then documents within each eval column
+    SEEDS_ONLY = "seeds-only"          # no per-document data
+    DOCUMENTS_ONLY = "documents-only"  # one seed
+    NONE = "none"                      # one seed and no documents: degenerate intervals
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class ModelKind(str, enum.Enum):
+    MIXEDLM = "mixedlm"
+    OLS = "ols"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True, eq=False)
+class UserResult:
+    """Everything computed for one evaluation user j (one column of the matrix).
+
+    Margins and gains are fractions (0.10 = 10% lower perplexity). Gains are NaN and their
+    intervals None when the needed control row (`pooled`, `base`) is absent.
+    `draws_*` are the bootstrap distributions, shape (n_resamples,); empty when mode is NONE.
+    `seed_margins` has shape (n_seeds,), aligned with `seeds`.
+    """
+
+    user: str
+    margin: float                      # 1 - ppl[j,j] / min_{i in U, i != j} ppl[i,j]
+    ci: Interval                       # at the pre-registered confidence level
+    best_other: str                    # the adapter achieving the min above
+    worst_other: str
+    worst_other_margin: float          # anti-conservative: against the max; for comparison only
+    inverted: bool                     # ci.high < 0
+    personalization_gain: float        # 1 - ppl[j,j] / ppl[pooled,j]
+    regularization_gain: float         # 1 - ppl[pooled,j] / ppl[base,j]
+    total_gain: float                  # 1 - ppl[j,j] / ppl[base,j]
+    personalization_ci: Interval | None
+    regularization_ci: Interval | None
+    total_ci: Interval | None
+    equivalence_ci: Interval           # (1 - 2 alpha_equiv) interval, 90% by default, for TOST
+    seeds: tuple[int, ...]
+    seed_margins: np.ndarray           # (n_seeds,) margin computed within each seed
+    seed_best_other: tuple[str, ...]   # (n_seeds,) best other adapter within each seed
+    diagonal_ppl: float                # geometric mean over seeds of ppl[j,j]
+    best_other_ppl: float
+    draws_margin: np.ndarray           # (n_resamples,)
+    draws_worst_other_margin: np.ndarray
+    draws_personalization: np.ndarray  # (n_resamples,) or (0,) without `pooled`
+    draws_regularization: np.ndarray   # (n_resamples,) or (0,) without `pooled` and `base`
+    draws_total: np.ndarray            # (n_resamples,) or (0,) without `base`
+
+    @property
+    def ci_low(self) -> float:
+        return self.ci.low
+
+    @property
+    def ci_high(self) -> float:
+        return self.ci.high
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "user": self.user,
+            "margin": _num(self.margin),
+            "ci_low": _num(self.ci.low),
+            "ci_high": _num(self.ci.high),
+            "best_other": self.best_other,
+            "worst_other": self.worst_other,
+            "worst_other_margin": _num(self.worst_other_margin),
+            "worst_other_margin_note": "anti-conservative; for comparison with earlier reports",
+            "inverted": self.inverted,
+            "personalization_gain": _num(self.personalization_gain),
+            "personalization_ci": _interval(self.personalization_ci),
+            "regularization_gain": _num(self.regularization_gain),
+            "regularization_ci": _interval(self.regularization_ci),
+            "total_gain": _num(self.total_gain),
+            "total_ci": _interval(self.total_ci),
+            "equivalence_ci": _interval(self.equivalence_ci),
+            "diagonal_ppl": _num(self.diagonal_ppl),
+            "best_other_ppl": _num(self.best_other_ppl),
+            "per_seed": [
+                {"seed": int(s), "margin": _num(m), "best_other": b}
+                for s, m, b in zip(self.seeds, self.seed_margins, self.seed_best_other)
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class CriterionResult:
+    """One pre-registered criterion: interval-based status plus the point-estimate reading."""
+
+    name: str              # "strict" | "lenient" | "catastrophic"
+    status: Status         # from the intervals; this is what the gate uses
+    point: Status          # the same rule applied to point estimates (what earlier reports did)
+    threshold: float       # the margin bar (strict, lenient) or delta (catastrophic)
+    explanation: str       # one sentence naming the users that decided it
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status.value,
+            "point": self.point.value,
+            "threshold": self.threshold,
+            "explanation": self.explanation,
+        }
+
+
+@dataclass(frozen=True)
+class UserEffect:
+    """Per-user personalization effect from the `diag:C(eval)` model, as a log-ratio of ppl."""
+
+    user: str
+    effect: float          # negative = own adapter lowers log ppl
+    ci: Interval
+    se: float
+
+
+@dataclass(frozen=True)
+class ModelFit:
+    """The mixed-effects (or OLS) fit of DESIGN.md with its diagnostics."""
+
+    kind: ModelKind
+    diagonal_effect: float             # coefficient of `diag`, a log-ratio of perplexity
+    diagonal_ci: Interval              # Wald interval at the pre-registered level
+    diagonal_se: float
+    user_effects: tuple[UserEffect, ...]
+    converged: bool
+    singular_components: tuple[str, ...]   # variance / residual scale < 1e-8
+    variance_components: tuple[tuple[str, float], ...]  # (name, variance), plus ("residual", s2)
+    fallback: str | None               # e.g. "ols: one seed", "lbfgs after nm failed"
+    summary: str                       # statsmodels' text summary
+    warnings: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind.value,
+            "diagonal_effect": _num(self.diagonal_effect),
+            "diagonal_ci": _interval(self.diagonal_ci),
+            "diagonal_se": _num(self.diagonal_se),
+            "diagonal_ratio": _num(math.exp(self.diagonal_effect)),
+            "user_effects": [
+                {"user": e.user, "effect": _num(e.effect), "ci": _interval(e.ci), "se": _num(e.se)}
+                for e in self.user_effects
+            ],
+            "converged": self.converged,
+            "singular_components": list(self.singular_components),
+            "variance_components": {k: _num(v) for k, v in self.variance_components},
+            "fallback": self.fallback,
+            "warnings": list(self.warnings),
+        }
+
+
+@dataclass(frozen=True)
+class BootstrapInfo:
+    mode: BootstrapMode
+    n_resamples: int
+    level: float             # confidence level of `UserResult.ci`
+    rng_seed: int | None     # None when the caller passed a Generator of unknown provenance
+    method: str              # interval method, e.g. "percentile"
+    n_seeds: int
+    n_docs: tuple[tuple[str, int], ...]  # (eval user, number of documents); empty without docs
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode.value,
+            "n_resamples": self.n_resamples,
+            "level": self.level,
+            "rng_seed": self.rng_seed,
+            "interval_method": self.method,
+            "n_seeds": self.n_seeds,
+            "n_docs": dict(self.n_docs),
+        }
+
+
+@dataclass(frozen=True)
+class Gate:
+    passed: bool
+    reasons: tuple[str, ...]   # why it failed; empty when passed
+
+    def to_json(self) -> dict[str, Any]:
+        return {"passed": self.passed, "reasons": list(self.reasons)}
+
+
+@dataclass(frozen=True)
+class PreregStatus:
+    """Whether the criteria were fixed before the run (file hash equals the manifest's)."""
+
+    locked: bool               # False = NOT PRE-REGISTERED
+    sha256: str                # of the prereg file used now
+    expected_sha256: str | None  # from the manifest; None when there is no manifest
+    path: str
+    note: str                  # e.g. "matches manifest", "changed since the run", "no manifest"
+
+    @property
+    def label(self) -> str:
+        return "pre-registered" if self.locked else "NOT PRE-REGISTERED"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status": self.label,
+            "locked": self.locked,
+            "sha256": self.sha256,
+            "expected_sha256": self.expected_sha256,
+            "path": self.path,
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class StudyData:
+    """The validated input of `judge`; the report reads its tables from here.
+
+    `cells`: one row per (seed, adapter, eval), columns `seed:i64, adapter:str, eval:str,
+    nll_sum, n_tokens, n_bytes (may be null), ppl, bpb (may be null), status`.
+    `docs`: the same per held-out document plus `doc_id`, or None.
+    `train_log`: `seed, adapter, step, loss`, or None. `manifest`: the run's manifest.json.
+    """
+
+    cells: pl.DataFrame
+    docs: pl.DataFrame | None = None
+    train_log: pl.DataFrame | None = None
+    manifest: dict[str, Any] | None = None
+    source: Path | None = None
+
+    @property
+    def users(self) -> tuple[str, ...]:
+        """Evaluation users, sorted; every one must also be an adapter row."""
+        return tuple(sorted(self.cells["eval"].unique().to_list()))
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return tuple(sorted(int(s) for s in self.cells["seed"].unique().to_list()))
+
+    @property
+    def controls(self) -> tuple[str, ...]:
+        present = set(self.cells["adapter"].unique().to_list())
+        return tuple(c for c in ("base", "pooled") if c in present)
+
+
+@dataclass(frozen=True, eq=False)
+class Verdict:
+    """What `validation.judge` returns and `verdict.json` serializes."""
+
+    users: tuple[UserResult, ...]
+    criteria: tuple[CriterionResult, ...]  # strict, lenient, catastrophic, in that order
+    model: ModelFit | None                  # None when the fit was skipped or impossible
+    bootstrap: BootstrapInfo
+    gate: Gate
+    prereg: PreregStatus
+    warnings: tuple[str, ...]
+    comparator: str = "best_other"
+    seeds: tuple[int, ...] = ()
+    settings: dict[str, Any] = field(default_factory=dict)  # the prereg values used
+
+    def criterion(self, name: str) -> CriterionResult:
+        for c in self.criteria:
+            if c.name == name:
+                return c
+        raise KeyError(f"no criterion `{name}`; have {[c.name for c in self.criteria]}")
+
+    def user(self, name: str) -> UserResult:
+        for u in self.users:
+            if u.user == name:
+                return u
+        raise KeyError(f"no user `{name}`; have {[u.user for u in self.users]}")
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.gate.passed else 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": "normadapt-verdict/1",
+            "preregistration": self.prereg.to_json(),
+            "gate": self.gate.to_json(),
+            "criteria": {c.name: c.to_json() for c in self.criteria},
+            "users": [u.to_json() for u in self.users],
+            "comparator": self.comparator,
+            "model": None if self.model is None else self.model.to_json(),
+            "bootstrap": self.bootstrap.to_json(),
+            "seeds": list(self.seeds),
+            "settings": self.settings,
+            "warnings": list(self.warnings),
+        }
+
+
+def _num(x: float | None) -> float | None:
+    """JSON has no NaN/inf: map them to null."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _interval(iv: Interval | None) -> list[float | None] | None:
+    return None if iv is None else [_num(iv.low), _num(iv.high)]
