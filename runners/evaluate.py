@@ -1,0 +1,46 @@
+"""Held-out scoring: summed NLL per document for one bank entry (base = 0, adapters 1..A)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from runners.data import IGNORE, EvalWindows, sample_offsets, windows_at
+from runners.model import GPT
+
+EVAL_BATCH = 64  # windows per forward pass (bounds the (B, T, V) logits in memory)
+CHECK_WINDOWS = 32  # training windows for the worse-than-base health check
+CHECK_SEED = 20240601  # fixed: the check windows are the same for every seed and run
+
+
+@torch.no_grad()
+def window_nll(model: GPT, x: torch.Tensor, y: torch.Tensor, bank_index: int, device: str = "cpu") -> np.ndarray:
+    """(W,) float64 summed NLL (nats) of each window's non-padding targets under bank entry `bank_index`."""
+    out = []
+    for s in range(0, len(x), EVAL_BATCH):
+        xb, yb = x[s:s + EVAL_BATCH].to(device), y[s:s + EVAL_BATCH].to(device)  # (b, T)
+        idx = torch.full((len(xb),), bank_index, dtype=torch.long, device=device)  # (b,)
+        logits = model(xb, idx)  # (b, T, V)
+        nll = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none", ignore_index=IGNORE)
+        out.append(nll.view(len(xb), -1).double().sum(dim=1).cpu())  # (b,)
+    return torch.cat(out).numpy()
+
+
+def doc_nll(model: GPT, windows: EvalWindows, bank_index: int, device: str = "cpu") -> np.ndarray:
+    """(D,) float64 summed NLL per document; each token is scored once (tokens == bytes)."""
+    per_window = window_nll(model, windows.x, windows.y, bank_index, device)  # (W,)
+    return np.bincount(windows.doc.numpy(), weights=per_window, minlength=len(windows.doc_ids))
+
+
+def check_windows(stream: np.ndarray, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fixed training windows (CHECK_WINDOWS, T) for the health check, independent of the seed."""
+    rng = np.random.default_rng(CHECK_SEED)
+    n = CHECK_WINDOWS
+    return windows_at(stream, sample_offsets(rng, len(stream), block_size, n), block_size)
+
+
+def mean_check_nll(model: GPT, check: tuple[torch.Tensor, torch.Tensor], bank_index: int, device: str = "cpu") -> float:
+    """Mean NLL per token (nats) of bank entry `bank_index` on the check windows."""
+    x, y = check
+    return float(window_nll(model, x, y, bank_index, device).sum() / y.numel())

@@ -1,0 +1,96 @@
+"""The run directory: its id, its lock, its tables and the `latest` link. Every write is atomic."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+
+import polars as pl
+
+from validation.atomic import atomic_write_text, atomic_write_with
+
+DOC_SCHEMA = {"seed": pl.Int64, "adapter": pl.Utf8, "eval": pl.Utf8, "doc_id": pl.Utf8, "nll_sum": pl.Float64,
+              "n_tokens": pl.Int64, "n_bytes": pl.Int64, "ppl": pl.Float64, "bpb": pl.Float64, "status": pl.Utf8}
+CELL_COLUMNS = ["seed", "adapter", "eval", "nll_sum", "n_tokens", "n_bytes", "ppl", "bpb", "status"]
+LOG_SCHEMA = {"seed": pl.Int64, "adapter": pl.Utf8, "step": pl.Int64, "loss": pl.Float64}
+
+# Cell status values (docs: README / runners/__init__.py)
+OK = "ok"  # trained and evaluated normally
+DIVERGED = "diverged"  # a NaN/inf training loss or adapter weight, or a non-finite held-out NLL
+WORSE_THAN_BASE = "worse_than_base"  # the adapter ends worse than the base on its own training text
+
+
+class RunLocked(RuntimeError):
+    """Another runner holds the run directory's lock."""
+
+
+def run_id(config: dict, label: str) -> str:
+    """`<label>-<hash>`: the hash covers the full configuration, so a command finds its run again."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in label)
+    return f"{safe}-{digest}"
+
+
+class RunLock:
+    """An exclusive, non-blocking flock on `<run_dir>/.lock`; released when the process ends."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / ".lock"
+        self._fh = None
+
+    def __enter__(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            fh.close()
+            raise RunLocked(f"run directory `{self.path.parent}` is locked by another runner (pid {holder}); "
+                            "wait for it to finish, or pass a different `--out`") from None
+        fh.seek(0), fh.truncate(), fh.write(str(os.getpid())), fh.flush()
+        self._fh = fh
+        return self
+
+    def __exit__(self, *exc) -> None:
+        fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
+        self._fh.close()
+
+
+def write_parquet(df: pl.DataFrame, path: Path) -> Path:
+    return atomic_write_with(path, lambda p: df.write_parquet(p))
+
+
+def write_json(obj: dict, path: Path) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def with_rates(df: pl.DataFrame) -> pl.DataFrame:
+    """Add ppl = exp(nll_sum / n_tokens) and bpb = nll_sum / n_bytes / ln 2."""
+    return df.with_columns(
+        (pl.col("nll_sum") / pl.col("n_tokens")).exp().alias("ppl"),
+        (pl.col("nll_sum") / pl.col("n_bytes") / math.log(2)).alias("bpb"),
+    )
+
+
+def cells_from_docs(docs: pl.DataFrame) -> pl.DataFrame:
+    """One row per (seed, adapter, eval): sums over documents; status is the adapter's (worst kept)."""
+    cells = (docs.group_by(["seed", "adapter", "eval"], maintain_order=True)
+             .agg(pl.col("nll_sum").sum(), pl.col("n_tokens").sum(), pl.col("n_bytes").sum(), pl.col("status").first()))
+    cells = cells.with_columns(
+        pl.when(pl.col("nll_sum").is_finite()).then(pl.col("status")).otherwise(pl.lit(DIVERGED)).alias("status"))
+    return with_rates(cells).select(CELL_COLUMNS)
+
+
+def point_latest(out: Path, run_dir: Path) -> None:
+    """Atomically make `<out>/latest` a relative symlink to `run_dir`."""
+    tmp = out / f".latest.{os.getpid()}.tmp"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(run_dir.name, tmp)
+    os.replace(tmp, out / "latest")

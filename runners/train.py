@@ -1,0 +1,117 @@
+"""Norm-only adapter training: many adapters in one batched loop, each row gathering its own gains.
+
+The batched loop minimises sum_a mean-loss_a, so adapter a's gradient is exactly the gradient of
+its own mean loss, and Adam is element-wise: the batched loop is the same computation as training
+each adapter alone on the same windows (`train_adapters([one stream], ...)`), up to floating-point
+summation order (benchmarks/bench_grid.py measures the difference).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from runners.data import sample_offsets, windows_at
+from runners.model import GPT
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 100  # optimizer steps per adapter (the study's default)
+    batch_size: int = 8  # windows of block_size tokens per adapter per step
+    lr: float = 3e-2  # Adam learning rate for norm gains/biases: chosen by docs/lr_sweep.md
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainedAdapters:
+    states: list[dict[str, torch.Tensor]]  # one per adapter, `GPT.adapter_state` layout
+    losses: np.ndarray  # (steps, A) training loss per step per adapter (nats/token)
+    diverged: tuple[bool, ...]  # (A,) a non-finite loss was seen
+
+
+def data_order(seed: int, adapter_number: int, stream_len: int, block_size: int, cfg: TrainConfig) -> np.ndarray:
+    """(steps, batch_size) window offsets for one adapter: the seed's only source of randomness.
+
+    `adapter_number` is the adapter's fixed position (users in set order, pooled last), so the
+    same adapter sees the same windows whether trained in a batch or alone.
+    """
+    rng = np.random.default_rng([seed, adapter_number])
+    return sample_offsets(rng, stream_len, block_size, cfg.steps * cfg.batch_size).reshape(cfg.steps, cfg.batch_size)
+
+
+def adapter_loss(model: GPT, x: torch.Tensor, y: torch.Tensor, adapter_idx: torch.Tensor, n_adapters: int) -> torch.Tensor:
+    """(A,) mean next-token loss of each adapter's rows; rows are grouped by adapter, B per adapter."""
+    logits = model(x, adapter_idx)  # (A*B, T, V)
+    nll = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")  # (A*B*T,)
+    return nll.view(n_adapters, -1).mean(dim=1)  # (A,)
+
+
+def train_adapters(base: GPT, streams: list[np.ndarray], orders: list[np.ndarray], cfg: TrainConfig,
+                   device: str = "cpu", progress=None) -> TrainedAdapters:
+    """Train len(streams) norm-only adapters on a frozen copy of `base`, all in one batch.
+
+    streams[a]: (N_a,) tokens of adapter a's training text; orders[a]: (steps, B) window offsets.
+    """
+    n = len(streams)
+    model = copy.deepcopy(base).to(device)
+    model.eval()  # no dropout anywhere; eval() only documents that
+    bank = model.attach_adapters(n)
+    opt = torch.optim.Adam(bank, lr=cfg.lr)
+    T = model.config.block_size
+    adapter_idx = torch.arange(1, n + 1, device=device).repeat_interleave(cfg.batch_size)  # (A*B,)
+    losses = np.zeros((cfg.steps, n))
+    for step in range(cfg.steps):
+        xs, ys = zip(*(windows_at(s, o[step], T) for s, o in zip(streams, orders)))
+        x, y = torch.cat(xs).to(device), torch.cat(ys).to(device)  # (A*B, T)
+        loss = adapter_loss(model, x, y, adapter_idx, n)  # (A,)
+        opt.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        opt.step()
+        losses[step] = loss.detach().cpu().double().numpy()
+        if progress is not None:
+            progress.update(1)
+    diverged = tuple(not np.all(np.isfinite(losses[:, a])) or not _finite_state(model, a) for a in range(n))
+    return TrainedAdapters([model.adapter_state(a) for a in range(n)], losses, diverged)
+
+
+def _finite_state(model: GPT, a: int) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in model.adapter_state(a).values())
+
+
+def pretrain(model: GPT, stream: np.ndarray, *, seed: int, steps: int, batch_size: int, lr: float,
+             device: str = "cpu", progress=None) -> np.ndarray:
+    """Train every weight of `model` in place on `stream` (AdamW, warm-up then cosine); (steps,) losses."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model.to(device).train()
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=lr, betas=(0.9, 0.95))
+    T = model.config.block_size
+    warmup = max(1, steps // 20)
+    losses = np.zeros(steps)
+    for step in range(steps):
+        scale = (step + 1) / warmup if step < warmup else 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+        for g in opt.param_groups:
+            g["lr"] = lr * scale
+        x, y = windows_at(stream, sample_offsets(rng, len(stream), T, batch_size), T)
+        logits = model(x.to(device))  # (B, T, V)
+        loss = F.cross_entropy(logits.flatten(0, 1), y.to(device).flatten())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses[step] = loss.item()
+        if progress is not None:
+            progress.update(1)
+    model.eval()
+    return losses
