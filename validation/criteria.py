@@ -1,0 +1,92 @@
+"""The pre-registered criteria and the gate (DESIGN.md, Pre-registered criteria).
+
+Each criterion is read twice: from the intervals (its status, what the gate uses) and from the
+point estimates alone (the reading earlier reports used, shown beside it). Inputs are arrays of
+shape (J,) over users: `low`, `high` interval bounds, `point` estimates.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from validation.arrays import CellProblems
+from validation.prereg import Prereg, gate_allows
+from validation.results import CriterionResult, Gate, Status, UserResult
+
+
+def _names(users, mask) -> str:
+    picked = [u for u, m in zip(users, mask) if m]
+    return ", ".join(picked) if picked else "none"
+
+
+def strict(users, point, low, high, bar: float) -> CriterionResult:
+    """PASS: every CI low >= bar; FAIL: some CI high < bar; else INCONCLUSIVE."""
+    low, high, point = map(np.asarray, (low, high, point))
+    if np.all(low >= bar):
+        status, why = Status.PASS, f"every user's CI low >= {bar:.0%}"
+    elif np.any(high < bar):
+        status, why = Status.FAIL, f"CI entirely below {bar:.0%} for: {_names(users, high < bar)}"
+    else:
+        status, why = Status.INCONCLUSIVE, f"CI straddles {bar:.0%} for: {_names(users, (low < bar) & (high >= bar))}"
+    point_status = Status.PASS if np.all(point >= bar) else Status.FAIL
+    return CriterionResult("strict", status, point_status, bar, why)
+
+
+def lenient(users, point, low, high, bar: float, required: int) -> CriterionResult:
+    """PASS: >= `required` users with CI low >= bar; FAIL: fewer than `required` with CI high >= bar."""
+    low, high, point = map(np.asarray, (low, high, point))
+    sure, possible = int(np.sum(low >= bar)), int(np.sum(high >= bar))
+    if sure >= required:
+        status = Status.PASS
+    elif possible < required:
+        status = Status.FAIL
+    else:
+        status = Status.INCONCLUSIVE
+    why = (f"{sure} of {len(users)} users with CI low >= {bar:.0%} ({_names(users, low >= bar)}), "
+           f"{possible} with CI high >= {bar:.0%}; {required} required")
+    point_status = Status.PASS if np.sum(point >= bar) >= required else Status.FAIL
+    return CriterionResult("lenient", status, point_status, bar, why)
+
+
+def catastrophic(users, point, low, high, eq_low, eq_high, delta: float) -> CriterionResult:
+    """TRIGGERED: every user's equivalence CI inside (-delta, +delta) (TOST);
+    NOT_TRIGGERED: some user's CI low >= delta; else INCONCLUSIVE."""
+    low, point, eq_low, eq_high = map(np.asarray, (low, point, eq_low, eq_high))
+    inside = (eq_low > -delta) & (eq_high < delta)
+    if np.all(inside):
+        status, why = Status.TRIGGERED, f"every user's equivalence CI inside (-{delta:g}, +{delta:g}): off-diagonal adapters are as good"
+    elif np.any(low >= delta):
+        status, why = Status.NOT_TRIGGERED, f"CI low >= {delta:g} for: {_names(users, low >= delta)}"
+    else:
+        status, why = Status.INCONCLUSIVE, f"neither equivalent nor clearly apart; not equivalent: {_names(users, ~inside)}"
+    point_status = Status.TRIGGERED if np.all(np.abs(point) < delta) else Status.NOT_TRIGGERED
+    return CriterionResult("catastrophic", status, point_status, delta, why)
+
+
+def gate(prereg: Prereg, criteria: tuple[CriterionResult, ...], users: tuple[UserResult, ...],
+         problems: CellProblems) -> Gate:
+    """Apply the pre-registered gate; every failed condition is one reason."""
+    reasons: list[str] = []
+    for c in criteria:
+        if not gate_allows(prereg, c.name, c.status):
+            allowed = "/".join(getattr(prereg, f"gate_{c.name}"))
+            reasons.append(f"{c.name.upper()} is {c.status.value} (gate requires {allowed}): {c.explanation}")
+    if prereg.fail_on_inverted:
+        for u in users:
+            if u.inverted:
+                reasons.append(f"user {u.user!r} is inverted: own adapter worse than {u.best_other!r} "
+                               f"(margin {u.margin:+.1%}, CI high {u.ci_high:+.1%} < 0)")
+
+    def cells(kind: str, triples) -> None:
+        if triples:
+            shown = "; ".join(f"seed={s} adapter={a!r} eval={e!r}" for s, a, e in triples[:5])
+            more = f" and {len(triples) - 5} more" if len(triples) > 5 else ""
+            reasons.append(f"{len(triples)} {kind} cell(s): {shown}{more}")
+
+    if prereg.fail_on_bad_cells:
+        cells("missing", problems.missing)
+        cells("duplicated", problems.duplicated)
+        cells("diverged", problems.diverged)
+    if prereg.fail_on_worse_than_base:
+        cells("worse-than-base", problems.worse_than_base)
+    return Gate(not reasons, tuple(reasons))

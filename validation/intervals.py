@@ -1,0 +1,47 @@
+"""Reading an interval off a bootstrap distribution: the one place to add a method.
+
+`bootstrap_interval` is selected by `interval_method` in prereg.toml. To add a method (e.g. a
+small-sample correction that widens the interval when there are few seeds), add a branch here and
+its name to `validation.prereg.INTERVAL_METHODS`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from validation.results import Interval
+
+
+def _bootstrap_interval_iv(draws: np.ndarray, level: float, method: str) -> np.ndarray:
+    draws = np.asarray(draws, dtype=float)
+    if draws.ndim != 1:
+        raise ValueError(f"`draws` must be one-dimensional; got shape {draws.shape}.")
+    if not (0 < level < 1):
+        raise ValueError(f"`level` must be in (0, 1); got {level!r}.")
+    if method not in ("percentile",):
+        raise ValueError(f"`method` must be 'percentile'; got {method!r}.")
+    return draws
+
+
+def bootstrap_interval(
+    draws: np.ndarray,
+    point: float,
+    level: float,
+    *,
+    method: str = "percentile",
+    n_seeds: int | None = None,
+) -> Interval:
+    """Two-sided interval at `level` from bootstrap draws of shape (n_resamples,).
+
+    `point` is the estimate on the original data; with no draws (no resampling possible) the
+    interval is degenerate at it. NaN draws (a resample where a statistic is undefined, e.g. every
+    drawn seed lacks a cell) are dropped. `n_seeds` is for small-sample-corrected methods; the
+    percentile method (Efron & Tibshirani 1993, ch. 13) ignores it.
+    """
+    draws = _bootstrap_interval_iv(draws, level, method)
+    draws = draws[np.isfinite(draws)]
+    if draws.size == 0:
+        return Interval(float(point), float(point))
+    alpha = 1.0 - level
+    low, high = np.quantile(draws, [alpha / 2, 1 - alpha / 2])
+    return Interval(float(low), float(high))

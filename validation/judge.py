@@ -1,0 +1,169 @@
+"""`judge`: study data + pre-registration -> Verdict. Pure: no file I/O, one explicit Generator."""
+
+from __future__ import annotations
+
+import warnings as _warnings
+
+import numpy as np
+
+from validation import criteria as crit
+from validation import metrics
+from validation.arrays import StudyArrays, build_arrays
+from validation.bootstrap import bootstrap_mode, resample_logppl
+from validation.intervals import bootstrap_interval
+from validation.model import fit_model
+from validation.prereg import Prereg
+from validation.results import (BootstrapInfo, BootstrapMode, Interval, PreregStatus, StudyData,
+                                UserResult, Verdict)
+
+
+def _judge_iv(prereg: Prereg, rng: np.random.Generator, n_resamples: int | None) -> int:
+    if not isinstance(prereg, Prereg):
+        raise ValueError(f"`prereg` must be a validation.Prereg; got {type(prereg).__name__}.")
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"`rng` must be a numpy.random.Generator; got {type(rng).__name__}.")
+    n = prereg.n_resamples if n_resamples is None else n_resamples
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"`n_resamples` must be a positive integer; got {n!r}.")
+    return int(n)
+
+
+def _rng_seed(rng: np.random.Generator) -> int | None:
+    entropy = getattr(getattr(rng.bit_generator, "seed_seq", None), "entropy", None)
+    return int(entropy) if isinstance(entropy, (int, np.integer)) else None
+
+
+def judge(
+    data: StudyData,
+    prereg: Prereg | None = None,
+    *,
+    rng: np.random.Generator,
+    n_resamples: int | None = None,
+    fit: bool = True,
+    prereg_status: PreregStatus | None = None,
+    interval_method: str | None = None,
+) -> Verdict:
+    """Compute every quantity, interval, criterion and the gate for one study.
+
+    `data.cells` must be normalized (`validation.data.normalize_cells`); structural errors raise
+    `validation.data.InputError`. `n_resamples` overrides the pre-registered number (e.g. small
+    for calibration loops); `fit=False` skips the mixed model (`Verdict.model` is None).
+    `prereg_status` comes from `validation.prereg.check_prereg`; None = NOT PRE-REGISTERED
+    (not checked). Cost: about B * sum_j n_j * S * A multiply-adds plus the model fit.
+    """
+    prereg = Prereg() if prereg is None else prereg
+    B = _judge_iv(prereg, rng, n_resamples)
+    method = interval_method or prereg.interval_method
+    arrays = build_arrays(data)
+    warnings = list(arrays.warnings)
+    mode = bootstrap_mode(arrays)
+    if mode is BootstrapMode.NONE:
+        warnings.append("one seed and no per-document data: no resampling possible; intervals are "
+                        "degenerate at the point estimates and every status reads from them")
+    elif mode is not BootstrapMode.HIERARCHICAL:
+        warnings.append(f"degraded bootstrap ({mode.value}): "
+                        + ("no per-document data, only seeds are resampled" if mode is BootstrapMode.SEEDS_ONLY
+                           else "one seed, only documents are resampled; seed-to-seed variation is not captured"))
+    draws = resample_logppl(arrays, B, rng)                              # (B, A, J)
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("ignore", RuntimeWarning)  # a cell missing in every seed stays NaN
+        point = np.nanmean(arrays.logppl, axis=0)                        # (A, J)
+    users = _user_results(arrays, point, draws, prereg, method)
+
+    margins = np.array([u.margin for u in users])
+    if prereg.comparator == "worst_other":
+        warnings.append("comparator is worst_other (anti-conservative): the criteria compare each "
+                        "user with the WEAKEST other adapter")
+        margins = np.array([u.worst_other_margin for u in users])
+        cis = [bootstrap_interval(u.draws_worst_other_margin, u.worst_other_margin,
+                                  prereg.confidence, method=method, n_seeds=len(arrays.seeds))
+               for u in users]
+        eqs = [bootstrap_interval(u.draws_worst_other_margin, u.worst_other_margin,
+                                  prereg.equivalence_level, method=method, n_seeds=len(arrays.seeds))
+               for u in users]
+    else:
+        cis = [u.ci for u in users]
+        eqs = [u.equivalence_ci for u in users]
+    low, high = np.array([c.low for c in cis]), np.array([c.high for c in cis])
+    names = [u.user for u in users]
+    criteria = (
+        crit.strict(names, margins, low, high, prereg.strict_margin),
+        crit.lenient(names, margins, low, high, prereg.lenient_margin,
+                     prereg.lenient_required(len(names))),
+        crit.catastrophic(names, margins, low, high, [e.low for e in eqs], [e.high for e in eqs],
+                          prereg.delta),
+    )
+    model = None
+    if fit:
+        model = fit_model(arrays, prereg.confidence)
+        warnings += [f"model: {w}" for w in model.warnings]
+    if "pooled" not in arrays.adapters:
+        warnings.append("no `pooled` control: personalization and regularization gains not computed")
+    if "base" not in arrays.adapters:
+        warnings.append("no `base` control: regularization and total gains not computed")
+    if prereg_status is None:
+        prereg_status = PreregStatus(False, prereg.sha256, None, prereg.path, "not checked")
+    gate = crit.gate(prereg, criteria, users, arrays.problems)
+    info = BootstrapInfo(mode, 0 if mode is BootstrapMode.NONE else B, prereg.confidence,
+                         _rng_seed(rng), method, len(arrays.seeds),
+                         tuple((u, int(n.shape[0])) for u, n in zip(arrays.users, arrays.doc_nll or ())))
+    return Verdict(users, criteria, model, info, gate, prereg_status, tuple(warnings),
+                   prereg.comparator, arrays.seeds, prereg.to_json())
+
+
+def _user_results(arrays: StudyArrays, point: np.ndarray, draws: np.ndarray, prereg: Prereg,
+                  method: str) -> tuple[UserResult, ...]:
+    """point (A, J), draws (B, A, J) -> one UserResult per column."""
+    pooled, base = arrays.pooled, arrays.base
+    def stats(x: np.ndarray) -> dict[str, np.ndarray]:
+        lead = x.shape[:-2] + (x.shape[-1],)
+        none = np.full(lead, np.nan)
+        return {
+            "margin": metrics.diagonal_margin(x),
+            "worst": metrics.worst_other_margin(x),
+            "pers": metrics.personalization_gain(x, pooled) if pooled is not None else none,
+            "reg": metrics.regularization_gain(x, pooled, base) if None not in (pooled, base) else none,
+            "total": metrics.total_gain(x, base) if base is not None else none,
+        }
+
+    with np.errstate(invalid="ignore"), _warnings.catch_warnings():
+        _warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices = missing cells
+        p, d, per_seed = stats(point), stats(draws), stats(arrays.logppl)
+    best, worst = metrics.best_other_index(point), metrics.worst_other_index(point)
+    seed_best = metrics.best_other_index(np.where(np.isnan(arrays.logppl), np.inf, arrays.logppl))
+    n_seeds = len(arrays.seeds)
+
+    def iv(key: str, j: int, level: float) -> Interval:
+        return bootstrap_interval(d[key][:, j], p[key][j], level, method=method, n_seeds=n_seeds)
+
+    out = []
+    for j, user in enumerate(arrays.users):
+        ci = iv("margin", j, prereg.confidence)
+        has = {"pers": pooled is not None, "reg": None not in (pooled, base), "total": base is not None}
+        out.append(UserResult(
+            user=user,
+            margin=float(p["margin"][j]),
+            ci=ci,
+            best_other=arrays.users[best[j]],
+            worst_other=arrays.users[worst[j]],
+            worst_other_margin=float(p["worst"][j]),
+            inverted=bool(ci.high < 0),
+            personalization_gain=float(p["pers"][j]),
+            regularization_gain=float(p["reg"][j]),
+            total_gain=float(p["total"][j]),
+            personalization_ci=iv("pers", j, prereg.confidence) if has["pers"] else None,
+            regularization_ci=iv("reg", j, prereg.confidence) if has["reg"] else None,
+            total_ci=iv("total", j, prereg.confidence) if has["total"] else None,
+            equivalence_ci=iv("margin", j, prereg.equivalence_level),
+            seeds=arrays.seeds,
+            seed_margins=per_seed["margin"][:, j].copy(),
+            seed_best_other=tuple(arrays.users[k] for k in seed_best[:, j]),
+            diagonal_ppl=float(np.exp(point[j, j])),
+            best_other_ppl=float(np.exp(point[best[j], j])),
+            draws_margin=d["margin"][:, j].copy(),
+            draws_worst_other_margin=d["worst"][:, j].copy(),
+            draws_personalization=d["pers"][:, j].copy() if has["pers"] else np.empty(0),
+            draws_regularization=d["reg"][:, j].copy() if has["reg"] else np.empty(0),
+            draws_total=d["total"][:, j].copy() if has["total"] else np.empty(0),
+        ))
+    return tuple(out)

@@ -1,0 +1,169 @@
+"""The pre-registration file (`prereg.toml`): its settings, its hash, and the check against a run.
+
+The runner records `manifest["prereg"] = {"path": ..., "sha256": ...}`; `check_prereg` compares
+the file used now with that hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from validation.results import PreregStatus, Status
+
+PREREG_FILENAME = "prereg.toml"
+COMPARATORS = ("best_other", "worst_other")
+INTERVAL_METHODS = ("percentile",)
+
+
+class PreregError(ValueError):
+    """The pre-registration file is unreadable, invalid, or changed since the run."""
+
+
+@dataclass(frozen=True)
+class Prereg:
+    """Pre-registered settings; defaults are those of the repository's prereg.toml."""
+
+    comparator: str = "best_other"
+    strict_margin: float = 0.10
+    lenient_margin: float = 0.05
+    lenient_min_users: int = 0          # 0 = all users but one (at least 1)
+    delta: float = 0.02
+    equivalence_level: float = 0.90
+    confidence: float = 0.95
+    n_resamples: int = 10_000
+    interval_method: str = "percentile"
+    rng_seed: int = 20260101
+    gate_strict: tuple[str, ...] = ("PASS", "FAIL", "INCONCLUSIVE")
+    gate_lenient: tuple[str, ...] = ("PASS",)
+    gate_catastrophic: tuple[str, ...] = ("NOT_TRIGGERED",)
+    fail_on_inverted: bool = True
+    fail_on_bad_cells: bool = True
+    fail_on_worse_than_base: bool = False
+    sha256: str = field(default="", compare=False)   # of the file it was read from; "" if none
+    path: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        _prereg_iv(self)
+
+    def lenient_required(self, n_users: int) -> int:
+        """How many users must reach the LENIENT bar."""
+        if self.lenient_min_users > 0:
+            return self.lenient_min_users
+        return max(1, n_users - 1)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("gate_strict", "gate_lenient", "gate_catastrophic"):
+            d[k] = list(d[k])
+        return d
+
+
+def _prereg_iv(p: Prereg) -> None:
+    def frac(name: str, lo: float = 0.0, hi: float = 1.0) -> None:
+        v = getattr(p, name)
+        if not isinstance(v, (int, float)) or not (lo < v < hi):
+            raise PreregError(f"`{name}` must be a number in ({lo}, {hi}); got {v!r}.")
+
+    if p.comparator not in COMPARATORS:
+        raise PreregError(f"`comparator` must be one of {COMPARATORS}; got {p.comparator!r}.")
+    for name in ("strict_margin", "lenient_margin", "delta", "equivalence_level", "confidence"):
+        frac(name)
+    if not isinstance(p.lenient_min_users, int) or p.lenient_min_users < 0:
+        raise PreregError(f"`lenient_min_users` must be an integer >= 0; got {p.lenient_min_users!r}.")
+    if not isinstance(p.n_resamples, int) or p.n_resamples < 1:
+        raise PreregError(f"`n_resamples` must be a positive integer; got {p.n_resamples!r}.")
+    if p.interval_method not in INTERVAL_METHODS:
+        raise PreregError(
+            f"`interval_method` must be one of {INTERVAL_METHODS}; got {p.interval_method!r}."
+        )
+    allowed = {
+        "gate_strict": {"PASS", "FAIL", "INCONCLUSIVE"},
+        "gate_lenient": {"PASS", "FAIL", "INCONCLUSIVE"},
+        "gate_catastrophic": {"TRIGGERED", "NOT_TRIGGERED", "INCONCLUSIVE"},
+    }
+    for name, ok in allowed.items():
+        values = getattr(p, name)
+        bad = [v for v in values if v not in ok]
+        if bad or not values:
+            raise PreregError(
+                f"`gate.{name.removeprefix('gate_')}` must be a non-empty list of {sorted(ok)}; "
+                f"got {list(values)!r}."
+            )
+
+
+_SECTIONS = {
+    "criteria": ("comparator", "strict_margin", "lenient_margin", "lenient_min_users", "delta",
+                 "equivalence_level"),
+    "statistics": ("confidence", "n_resamples", "interval_method", "rng_seed"),
+    "gate": ("strict", "lenient", "catastrophic", "fail_on_inverted", "fail_on_bad_cells",
+             "fail_on_worse_than_base"),
+}
+
+
+def sha256_file(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def load_prereg(path: str | Path) -> Prereg:
+    """Read and validate a prereg.toml; errors name the file and the setting."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except FileNotFoundError:
+        raise PreregError(f"{path}: pre-registration file not found (pass `--prereg FILE`).") from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise PreregError(f"{path}: not valid TOML: {e}") from None
+    kwargs: dict[str, Any] = {}
+    for section, keys in _SECTIONS.items():
+        table = doc.get(section, {})
+        if not isinstance(table, dict):
+            raise PreregError(f"{path}: `[{section}]` must be a table.")
+        unknown = sorted(set(table) - set(keys))
+        if unknown:
+            raise PreregError(f"{path}: unknown setting(s) {unknown} in `[{section}]`; known: {list(keys)}.")
+        for k, v in table.items():
+            name = f"gate_{k}" if section == "gate" and k in ("strict", "lenient", "catastrophic") else k
+            kwargs[name] = tuple(v) if isinstance(v, list) else v
+    unknown_sections = sorted(set(doc) - set(_SECTIONS))
+    if unknown_sections:
+        raise PreregError(f"{path}: unknown section(s) {unknown_sections}; known: {list(_SECTIONS)}.")
+    try:
+        return Prereg(**kwargs, sha256=hashlib.sha256(raw).hexdigest(), path=str(path))
+    except PreregError as e:
+        raise PreregError(f"{path}: {e}") from None
+
+
+def check_prereg(prereg: Prereg, manifest: dict[str, Any] | None, *, allow_change: bool) -> PreregStatus:
+    """Compare the file's hash with the run manifest's `prereg.sha256`.
+
+    Raises PreregError when the hashes differ and `allow_change` is False. Without a manifest (or
+    without a recorded hash) the criteria cannot be shown to precede the data: NOT PRE-REGISTERED.
+    """
+    expected = None
+    if manifest is not None:
+        entry = manifest.get("prereg")
+        if isinstance(entry, dict):
+            expected = entry.get("sha256")
+    if expected is None:
+        note = ("no run manifest" if manifest is None else "the manifest records no `prereg.sha256`")
+        return PreregStatus(False, prereg.sha256, None, prereg.path,
+                            f"{note}: the criteria cannot be shown to precede the data")
+    if expected == prereg.sha256:
+        return PreregStatus(True, prereg.sha256, expected, prereg.path, "matches the run manifest")
+    if not allow_change:
+        raise PreregError(
+            f"{prereg.path}: pre-registration changed since the run (sha256 {prereg.sha256[:12]}... "
+            f"!= manifest {str(expected)[:12]}...). Restore the file, or pass "
+            "`--allow-prereg-change` to judge anyway (the outputs will say NOT PRE-REGISTERED)."
+        )
+    return PreregStatus(False, prereg.sha256, expected, prereg.path,
+                        "changed since the run; judged with --allow-prereg-change")
+
+
+def gate_allows(prereg: Prereg, name: str, status: Status) -> bool:
+    return status.value in getattr(prereg, f"gate_{name}")
