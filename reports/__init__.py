@@ -1,0 +1,9 @@
+"""HTML report and charts of a verdict: rendering only, no statistics (see STYLE.md).
+
+`write_report(verdict, data, path)` writes one self-contained, offline page; `write_charts(...)`
+writes the same charts as SVG or PNG files. `reports.browser` loads a page in headless Chromium.
+"""
+
+from reports.page import chart_sections, render_report, write_charts, write_report
+
+__all__ = ["chart_sections", "render_report", "write_charts", "write_report"]

@@ -1,0 +1,199 @@
+"""Altair charts: thin functions over the tidy tables of `tables.py`.
+
+Each function takes a polars table with the columns named in its docstring (plus thresholds read
+from the verdict) and returns an Altair chart. Nothing here computes a statistic: histogram
+binning and axis scales are Vega-Lite's drawing of the numbers it is given.
+"""
+
+from __future__ import annotations
+
+import altair as alt
+import polars as pl
+
+WIDTH = 560
+PCT = ".1%"
+STATUS_COLORS = {"inverted": "#c0392b", "ok": "#2c3e50"}
+
+
+def _data(df: pl.DataFrame) -> alt.InlineData:
+    """Inline the rows into the spec (no URL, no Altair row limit: sizes are ours to keep small)."""
+    return alt.InlineData(values=df.to_dicts())
+
+
+def _threshold_rules(lines: list[tuple[float, str, str]]) -> alt.LayerChart:
+    """Vertical reference lines at x = value, dashed, labelled at the top."""
+    df = pl.DataFrame([{"x": x, "label": label, "color": color} for x, label, color in lines])
+    base = alt.Chart(_data(df)).encode(x="x:Q")
+    rules = base.mark_rule(strokeDash=[4, 3]).encode(
+        color=alt.Color("color:N", scale=None), tooltip=["label:N", alt.Tooltip("x:Q", format=PCT)])
+    labels = base.mark_text(angle=270, align="left", dx=2, dy=-4, fontSize=10).encode(
+        y=alt.value(2), text="label:N", color=alt.Color("color:N", scale=None))
+    return rules + labels
+
+
+def reference_lines(strict: float, lenient: float, delta: float) -> list[tuple[float, str, str]]:
+    return [
+        (0.0, "0", "#7f8c8d"),
+        (lenient, f"lenient {lenient:.0%}", "#e67e22"),
+        (strict, f"strict {strict:.0%}", "#27ae60"),
+        (delta, f"+δ {delta:.0%}", "#8e44ad"),
+        (-delta, f"−δ {delta:.0%}", "#8e44ad"),
+    ]
+
+
+def matrix_heatmap(matrix: pl.DataFrame, kind: str = "geometric-mean") -> alt.VConcatChart:
+    """Heatmap of perplexity, adapter rows x evaluation columns, value labels, diagonal outlined.
+
+    `matrix`: adapter, eval, ppl, seed (null unless per-seed), group ("user adapters" |
+    "controls"), is_diagonal, row_order. Controls get their own panel below the user rows; with
+    `kind="per-seed"` each seed is a column of panels.
+    """
+    color = alt.Color("ppl:Q", title="perplexity",
+                      # a light scheme keeps the black value labels legible on every cell
+                      scale=alt.Scale(type="log", scheme="lighttealblue"))
+    panels = []
+    for group in ("user adapters", "controls"):
+        part = matrix.filter(pl.col("group") == group)
+        if part.height == 0:
+            continue
+        base = alt.Chart(_data(part)).encode(
+            x=alt.X("eval:N", title="evaluated on (held-out text of)" if not panels else None,
+                    axis=alt.Axis(orient="top", labels=not panels, ticks=not panels)),
+            y=alt.Y("adapter:N", sort=alt.EncodingSortField("row_order"), title=group))
+        cells = base.mark_rect(stroke="white").encode(
+            color=color, tooltip=["adapter:N", "eval:N", alt.Tooltip("ppl:Q", format=".3f"),
+                                  "seed:O"])
+        diag = base.transform_filter("datum.is_diagonal").mark_rect(
+            fill=None, stroke="#d62728", strokeWidth=3)
+        labels = base.mark_text(fontSize=12, color="black").encode(
+            text=alt.Text("ppl:Q", format=".2f"))
+        layer = alt.layer(cells, diag, labels).properties(width=alt.Step(90), height=alt.Step(30))
+        if kind == "per-seed":
+            layer = layer.facet(column=alt.Column("seed:O", title="seed" if not panels else None))
+        panels.append(layer)
+    return alt.vconcat(*panels, spacing=12).resolve_scale(color="shared")
+
+
+def margin_forest(margins: pl.DataFrame, strict: float, lenient: float, delta: float,
+                  level: float) -> alt.LayerChart:
+    """Forest plot: each user's diagonal margin with its interval, against the criteria's lines.
+
+    `margins`: user, margin, ci_low, ci_high, best_other, inverted.
+    """
+    base = alt.Chart(_data(margins)).encode(y=alt.Y("user:N", title="evaluation user"))
+    color = alt.condition("datum.inverted", alt.value(STATUS_COLORS["inverted"]),
+                          alt.value(STATUS_COLORS["ok"]))
+    bars = base.mark_rule(strokeWidth=2).encode(
+        x=alt.X("ci_low:Q", title=f"diagonal margin (own vs best other), {level:.0%} interval",
+                axis=alt.Axis(format="%")),
+        x2="ci_high:Q", color=color)
+    points = base.mark_point(filled=True, size=90).encode(
+        x="margin:Q", color=color,
+        tooltip=["user:N", alt.Tooltip("margin:Q", format=PCT), alt.Tooltip("ci_low:Q", format=PCT),
+                 alt.Tooltip("ci_high:Q", format=PCT), "best_other:N", "inverted:N"])
+    text = base.mark_text(align="left", dx=8, dy=-9, fontSize=10).encode(
+        x="margin:Q", text=alt.Text("best_other:N"), color=alt.value("#555"))
+    lines = _threshold_rules(reference_lines(strict, lenient, delta))
+    return alt.layer(lines, bars, points, text).properties(width=WIDTH, height=alt.Step(40))
+
+
+def seed_margins_chart(seed_margins: pl.DataFrame, margins: pl.DataFrame, strict: float,
+                       lenient: float, delta: float) -> alt.LayerChart:
+    """Per-seed margins (one dot per seed) beside the pooled point estimate (a tick).
+
+    `seed_margins`: user, seed, margin, best_other. `margins`: user, margin.
+    """
+    dots = alt.Chart(_data(seed_margins)).mark_circle(size=60, opacity=0.8).encode(
+        x=alt.X("margin:Q", title="diagonal margin within each seed", axis=alt.Axis(format="%")),
+        y=alt.Y("user:N", title="evaluation user"),
+        yOffset=alt.YOffset("seed:N"),
+        color=alt.Color("seed:N", title="seed"),
+        tooltip=["user:N", "seed:N", alt.Tooltip("margin:Q", format=PCT), "best_other:N"])
+    ticks = alt.Chart(_data(margins.select("user", "margin"))).mark_tick(
+        color="black", thickness=2, size=36).encode(
+        x="margin:Q", y="user:N", tooltip=["user:N", alt.Tooltip("margin:Q", format=PCT)])
+    lines = _threshold_rules(reference_lines(strict, lenient, delta))
+    n_users = max(1, seed_margins["user"].n_unique())
+    return alt.layer(lines, dots, ticks).properties(width=WIDTH, height=60 * n_users)
+
+
+def decomposition_chart(gains: pl.DataFrame) -> alt.FacetChart:
+    """Per user: regularization (base -> pooled), personalization (pooled -> own), total.
+
+    `gains`: user, component, label, order, gain, ci_low, ci_high (intervals may be null).
+    """
+    color = alt.Color("label:N", title=None, sort=alt.EncodingSortField("order"),
+                      scale=alt.Scale(range=["#3498db", "#e74c3c", "#7f8c8d"]),
+                      legend=alt.Legend(orient="bottom", columns=1))
+    y = alt.Y("label:N", sort=alt.EncodingSortField("order"), title=None, axis=None)
+    base = alt.Chart().encode(y=y)
+    bars = base.mark_bar(height=16).encode(
+        x=alt.X("gain:Q", title="gain (1 − ppl ratio)", axis=alt.Axis(format="%")), color=color,
+        tooltip=["user:N", "label:N", alt.Tooltip("gain:Q", format=PCT),
+                 alt.Tooltip("ci_low:Q", format=PCT), alt.Tooltip("ci_high:Q", format=PCT)])
+    errs = base.transform_filter("isValid(datum.ci_low)").mark_rule(color="black").encode(
+        x="ci_low:Q", x2="ci_high:Q")
+    text = base.mark_text(align="left", dx=4, fontSize=10).encode(
+        x=alt.X("gain:Q"), text=alt.Text("gain:Q", format=PCT))
+    zero = alt.Chart().mark_rule(color="#7f8c8d").encode(x=alt.datum(0))
+    return alt.layer(zero, bars, errs, text).properties(width=WIDTH - 80, height=alt.Step(20)) \
+        .facet(data=_data(gains), row=alt.Row("user:N", title=None,
+                                              header=alt.Header(labelAngle=0, labelAlign="left")))
+
+
+def training_curves(log: pl.DataFrame) -> alt.FacetChart:
+    """Training loss per step, one panel per adapter, one line per seed.
+
+    `log`: seed, adapter, step, loss.
+    """
+    line = alt.Chart().mark_line(strokeWidth=1.2, opacity=0.85).encode(
+        x=alt.X("step:Q", title="step"),
+        y=alt.Y("loss:Q", title="training loss", scale=alt.Scale(zero=False)),
+        color=alt.Color("seed:N", title="seed"),
+        tooltip=["adapter:N", "seed:N", "step:Q", alt.Tooltip("loss:Q", format=".4f")])
+    return line.properties(width=240, height=150).facet(
+        data=_data(log), facet=alt.Facet("adapter:N", title=None), columns=3)
+
+
+def model_effects(effects: pl.DataFrame, level: float, kind: str) -> alt.LayerChart:
+    """The model's personalization effects (log-ratio of ppl) with their Wald intervals.
+
+    `effects`: term, scope, effect, ci_low, ci_high, se. Negative = own adapter lowers log ppl.
+    """
+    base = alt.Chart(_data(effects)).encode(
+        y=alt.Y("term:N", sort=None, title=None))
+    color = alt.Color("scope:N", title=None, scale=alt.Scale(range=["#2c3e50", "#3498db"]))
+    bars = base.mark_rule(strokeWidth=2).encode(
+        x=alt.X("ci_low:Q", title=f"effect on log perplexity ({kind}, {level:.0%} Wald interval)"),
+        x2="ci_high:Q", color=color)
+    points = base.mark_point(filled=True, size=80).encode(
+        x="effect:Q", color=color,
+        tooltip=["term:N", alt.Tooltip("effect:Q", format=".4f"), alt.Tooltip("se:Q", format=".4f"),
+                 alt.Tooltip("ci_low:Q", format=".4f"), alt.Tooltip("ci_high:Q", format=".4f")])
+    zero = alt.Chart().mark_rule(color="#7f8c8d", strokeDash=[4, 3]).encode(x=alt.datum(0))
+    return alt.layer(zero, bars, points).properties(width=WIDTH, height=alt.Step(30))
+
+
+def bootstrap_histograms(draws: pl.DataFrame, level: float, strict: float,
+                         lenient: float) -> alt.FacetChart:
+    """Histogram of each user's bootstrap draws of the margin, with the point and interval.
+
+    `draws`: user, margin, ci_low, ci_high, draws (list of floats; flattened by Vega-Lite).
+    """
+    hist = alt.Chart().transform_flatten(["draws"], as_=["draw"]).mark_bar(
+        color="#5d8aa8", opacity=0.85).encode(
+        x=alt.X("draw:Q", bin=alt.Bin(maxbins=60), title="bootstrap draws of the diagonal margin",
+                axis=alt.Axis(format="%")),
+        y=alt.Y("count():Q", title="resamples"))
+    point = alt.Chart().mark_rule(color="black", strokeWidth=2).encode(
+        x="margin:Q", tooltip=[alt.Tooltip("margin:Q", format=PCT)])
+    low = alt.Chart().mark_rule(color="#c0392b", strokeDash=[4, 3]).encode(
+        x="ci_low:Q", tooltip=[alt.Tooltip("ci_low:Q", format=PCT, title=f"{level:.0%} low")])
+    high = alt.Chart().mark_rule(color="#c0392b", strokeDash=[4, 3]).encode(
+        x="ci_high:Q", tooltip=[alt.Tooltip("ci_high:Q", format=PCT, title=f"{level:.0%} high")])
+    bar = alt.Chart().mark_rule(color="#27ae60").encode(x=alt.datum(strict))
+    bar2 = alt.Chart().mark_rule(color="#e67e22").encode(x=alt.datum(lenient))
+    return alt.layer(hist, bar, bar2, point, low, high).properties(width=WIDTH, height=90).facet(
+        data=_data(draws), row=alt.Row("user:N", title=None,
+                                       header=alt.Header(labelAngle=0, labelAlign="left"))
+    ).resolve_scale(y="independent")

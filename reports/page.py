@@ -1,0 +1,230 @@
+"""The report page: one self-contained HTML file, and the same charts as SVG/PNG files.
+
+`write_report(verdict, data, path)` is what `python -m validation.verdict` calls. The page holds
+one inline copy of Vega/Vega-Lite/vega-embed (`bundle.py`), one JSON spec per chart, the tables,
+and a Content-Security-Policy that forbids every network request; it opens from file://.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import altair as alt
+import jinja2
+import polars as pl
+import vl_convert
+
+from reports import bundle, charts, tables
+from validation.atomic import atomic_write_bytes, atomic_write_text
+from validation.results import BootstrapMode, StudyData, Verdict
+
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("reports", "templates"),
+    autoescape=jinja2.select_autoescape(["html", "j2"]),
+    trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
+)
+
+
+@dataclass(frozen=True)
+class ChartSection:
+    """One chart of the page: its spec, or why it is not there."""
+
+    key: str                         # stable id: the container's id and the file name
+    title: str
+    caption: str                     # how to read it
+    chart: alt.TopLevelMixin | None  # None when the input lacks what it needs
+    missing: str | None = None       # the explanation shown instead
+
+    def spec_json(self) -> str:
+        """The Vega-Lite spec as JSON, safe inside a <script> element."""
+        text = json.dumps(self.chart.to_dict(), separators=(",", ":"), allow_nan=False)
+        return text.replace("</", "<\\/")
+
+
+def _thresholds(verdict: Verdict) -> dict[str, float]:
+    by_name = {c.name: c.threshold for c in verdict.criteria}
+    return {"strict": by_name.get("strict", 0.10), "lenient": by_name.get("lenient", 0.05),
+            "delta": by_name.get("catastrophic", 0.02), "level": verdict.bootstrap.level}
+
+
+def chart_sections(verdict: Verdict, data: StudyData) -> list[ChartSection]:
+    """Every chart of the report, in page order; missing inputs give an explained gap."""
+    t = _thresholds(verdict)
+    margins = tables.margins_table(verdict)
+    matrix, kind = tables.matrix_table(verdict, data)
+    controls = data.controls
+    out = [ChartSection(
+        "matrix", "Confusion matrix: perplexity of every adapter on every user's held-out text",
+        ("Rows: the adapter (trained on that user's text, or a control); columns: whose held-out "
+         "text it is evaluated on. Lower is better; the diagonal (outlined in red) should win its "
+         "column if adapters personalize. "
+         + ("Values are the geometric mean over seeds." if kind == "geometric-mean" else
+            "The validation layer gave no geometric-mean matrix, so each seed's matrix is shown.")
+         + ("" if controls else " This input has no control rows (base, pooled).")),
+        charts.matrix_heatmap(matrix, kind))]
+    out.append(ChartSection(
+        "margins", "Diagonal margin per user, with its interval",
+        (f"Margin = 1 − ppl(own adapter) / ppl(best other user adapter); the bar is the "
+         f"{t['level']:.0%} {verdict.bootstrap.method} interval ({verdict.bootstrap.mode} bootstrap, "
+         f"{verdict.bootstrap.n_resamples} resamples). Dashed lines: the lenient and strict bars and "
+         f"the ±δ equivalence band of the catastrophic criterion. Red = inverted (interval below 0). "
+         f"The label names the best other adapter."),
+        charts.margin_forest(margins, t["strict"], t["lenient"], t["delta"], t["level"])))
+    seeds = tables.seed_margins_table(verdict)
+    out.append(ChartSection(
+        "seed_margins", "Margins seed by seed",
+        "One dot per seed: the margin computed within that seed alone; the black tick is the "
+        "estimate over all seeds. The spread is the run-to-run variation.",
+        charts.seed_margins_chart(seeds, margins, t["strict"], t["lenient"], t["delta"])
+        if seeds["seed"].n_unique() > 1 else None,
+        None if seeds["seed"].n_unique() > 1 else
+        "Only one seed in this input: there is no run-to-run spread to show."))
+    gains = tables.gains_table(verdict)
+    out.append(ChartSection(
+        "decomposition", "Personalization or regularization? The gain, decomposed",
+        "Per user: what any norm-only adapter buys (base → pooled, regularization), what the "
+        "user's own adapter adds over the generic one (pooled → own, personalization), and the "
+        "total (base → own). (1 − total) = (1 − regularization)(1 − personalization).",
+        charts.decomposition_chart(gains) if gains.height else None,
+        None if gains.height else
+        f"No control rows in this input (present: {', '.join(controls) or 'none'}; needed: base "
+        "and pooled), so the gain cannot be split into regularization and personalization."))
+    log = tables.training_table(data)
+    out.append(ChartSection(
+        "training", "Training curves", "Training loss per logged step, one panel per adapter, "
+        "one line per seed. Divergence or a flat curve shows here first.",
+        charts.training_curves(log) if log is not None else None,
+        None if log is not None else
+        "No training log in this input (e.g. a matrix judged with --cells): curves unavailable."))
+    model = verdict.model
+    out.append(ChartSection(
+        "model", "Mixed-effects model: the personalization effect",
+        "Coefficient of `diag` (own adapter on own text) on log perplexity, after the adapter's "
+        "overall quality and the text's difficulty are absorbed; negative = personalization. "
+        "Per-user rows come from the `diag:C(eval)` variant.",
+        charts.model_effects(tables.effects_table(model), t["level"], str(model.kind))
+        if model is not None else None,
+        None if model is not None else "The model was not fitted for this input (see warnings)."))
+    draws = tables.bootstrap_table(verdict)
+    out.append(ChartSection(
+        "bootstrap", "Bootstrap distribution of each margin",
+        "Histogram of the resampled margins; black: the estimate; red dashed: the interval; "
+        "green / orange: the strict / lenient bars.",
+        charts.bootstrap_histograms(draws, t["level"], t["strict"], t["lenient"])
+        if draws.height else None,
+        None if draws.height else
+        f"No bootstrap draws (mode `{verdict.bootstrap.mode}`): one seed and no per-document "
+        "data leave nothing to resample, so the intervals are degenerate."))
+    return out
+
+
+def missing_parts(verdict: Verdict, data: StudyData) -> list[str]:
+    """Plain sentences saying what this input lacks and what the page therefore cannot show."""
+    notes = []
+    if data.manifest is None:
+        notes.append("No run manifest: provenance (fixtures, base model, versions, commit) is "
+                     "unknown, and the pre-registration could not be checked against a run.")
+    if data.docs is None:
+        notes.append("No per-document data: the bootstrap resamples seeds only"
+                     + (" — and with one seed, nothing." if len(data.seeds) < 2 else "."))
+    missing_controls = [c for c in tables.CONTROLS if c not in data.controls]
+    if missing_controls:
+        notes.append(f"No control row{'s' if len(missing_controls) > 1 else ''} "
+                     f"{' and '.join(missing_controls)}: the gains over "
+                     f"{' / '.join(missing_controls)} are not available.")
+    if data.train_log is None:
+        notes.append("No training log: training curves are not shown.")
+    if len(data.seeds) < 2:
+        notes.append("One seed: run-to-run spread is unknown and the model is fitted by OLS.")
+    if verdict.bootstrap.mode is not BootstrapMode.HIERARCHICAL:
+        notes.append(f"Bootstrap mode: {verdict.bootstrap.mode} (degraded; see DESIGN.md).")
+    return notes
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "—"
+        return f"{value:.6g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_fmt(v) for v in value)
+    return str(value)
+
+
+def _pct(value: float | None, digits: int = 1) -> str:
+    if value is None or not math.isfinite(float(value)):
+        return "—"
+    return f"{100 * float(value):.{digits}f}%"
+
+
+_ENV.filters["fmt"] = _fmt
+_ENV.filters["pct"] = _pct
+
+
+def _frame_rows(df: pl.DataFrame) -> tuple[list[str], list[list[str]]]:
+    return df.columns, [[_fmt(v) for v in row] for row in df.iter_rows()]
+
+
+def render_report(verdict: Verdict, data: StudyData, *, title: str | None = None) -> str:
+    """The report as an HTML string (see `write_report`)."""
+    manifest = data.manifest or {}
+    run_id = manifest.get("run_id") or (data.source.name if data.source else "external input")
+    sections = chart_sections(verdict, data)
+    cells_cols, cells_rows = _frame_rows(tables.cells_table(data))
+    crit = tables.criteria_table(verdict).to_dicts()
+    context = {
+        "title": title or f"Verdict: {run_id}",
+        "run_id": run_id,
+        "verdict": verdict,
+        "criteria": crit,
+        "users": tables.margins_table(verdict).to_dicts(),
+        "model": verdict.model,
+        "sections": sections,
+        "missing": missing_parts(verdict, data),
+        "manifest": tables.flatten_mapping(manifest) if manifest else [],
+        "cells_cols": cells_cols, "cells_rows": cells_rows,
+        "n_seeds": len(data.seeds), "seeds": data.seeds, "users_list": data.users,
+        "controls": data.controls, "source": str(data.source) if data.source else None,
+        "vega_js": bundle.vega_javascript(),
+        "lib_versions": bundle.versions(),
+        "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "settings": tables.flatten_mapping(verdict.settings),
+    }
+    return _ENV.get_template("report.html.j2").render(**context)
+
+
+def write_report(verdict: Verdict, data: StudyData, path: str | Path) -> Path:
+    """Write the self-contained report page to `path` atomically; returns the path."""
+    return atomic_write_text(Path(path), render_report(verdict, data))
+
+
+def write_charts(verdict: Verdict, data: StudyData, out_dir: str | Path,
+                 fmt: str = "svg", scale: float = 2.0) -> list[Path]:
+    """Write every available chart as `<out_dir>/<key>.<fmt>` (svg or png), offline via vl-convert.
+
+    `scale` multiplies the PNG resolution (2 = print quality). Returns the files written.
+    """
+    if fmt not in ("svg", "png"):
+        raise ValueError(f"`fmt` must be 'svg' or 'png', got {fmt!r}")
+    out_dir = Path(out_dir)
+    written = []
+    version = bundle.vegalite_minor()
+    for s in chart_sections(verdict, data):
+        if s.chart is None:
+            continue
+        spec = s.chart.to_dict()
+        target = out_dir / f"{s.key}.{fmt}"
+        if fmt == "svg":
+            atomic_write_text(target, vl_convert.vegalite_to_svg(spec, vl_version=version))
+        else:
+            atomic_write_bytes(target, vl_convert.vegalite_to_png(spec, vl_version=version,
+                                                                  scale=scale))
+        written.append(target)
+    return written

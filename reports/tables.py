@@ -1,0 +1,198 @@
+"""Tidy polars tables for display, read off the validation result objects and the run's tables.
+
+Reshaping only: every number here was computed by `validation` (or measured by the runner).
+Column names are stable; the chart functions in `charts.py` and the template rely on them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import polars as pl
+
+from validation.results import ModelFit, StudyData, Verdict
+
+CONTROLS = ("base", "pooled")
+
+# Order of the three gains in the decomposition chart, with the words the page uses.
+GAIN_COMPONENTS = (
+    ("regularization", "regularization: base → pooled"),
+    ("personalization", "personalization: pooled → own adapter"),
+    ("total", "total: base → own adapter"),
+)
+
+
+def _f(x: float | None) -> float | None:
+    """JSON (and hence Vega) has no NaN/inf: null them."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def margins_table(verdict: Verdict) -> pl.DataFrame:
+    """One row per evaluation user: the diagonal margin, its interval, and what it was against."""
+    return pl.DataFrame(
+        [
+            {
+                "user": u.user, "margin": _f(u.margin), "ci_low": _f(u.ci.low),
+                "ci_high": _f(u.ci.high), "best_other": u.best_other,
+                "worst_other": u.worst_other, "worst_other_margin": _f(u.worst_other_margin),
+                "inverted": bool(u.inverted), "diagonal_ppl": _f(u.diagonal_ppl),
+                "best_other_ppl": _f(u.best_other_ppl),
+                "personalization_gain": _f(u.personalization_gain),
+                "regularization_gain": _f(u.regularization_gain),
+                "total_gain": _f(u.total_gain),
+            }
+            for u in verdict.users
+        ],
+        schema={"user": pl.String, "margin": pl.Float64, "ci_low": pl.Float64,
+                "ci_high": pl.Float64, "best_other": pl.String, "worst_other": pl.String,
+                "worst_other_margin": pl.Float64, "inverted": pl.Boolean,
+                "diagonal_ppl": pl.Float64, "best_other_ppl": pl.Float64,
+                "personalization_gain": pl.Float64, "regularization_gain": pl.Float64,
+                "total_gain": pl.Float64},
+    )
+
+
+def seed_margins_table(verdict: Verdict) -> pl.DataFrame:
+    """One row per (user, seed): the margin computed within that seed."""
+    rows = [
+        {"user": u.user, "seed": int(s), "margin": _f(m), "best_other": b}
+        for u in verdict.users
+        for s, m, b in zip(u.seeds, u.seed_margins, u.seed_best_other)
+    ]
+    return pl.DataFrame(rows, schema={"user": pl.String, "seed": pl.Int64,
+                                      "margin": pl.Float64, "best_other": pl.String})
+
+
+def gains_table(verdict: Verdict) -> pl.DataFrame:
+    """One row per (user, component) with the gain and its interval; missing controls -> no row."""
+    rows = []
+    for u in verdict.users:
+        values = {
+            "regularization": (u.regularization_gain, u.regularization_ci),
+            "personalization": (u.personalization_gain, u.personalization_ci),
+            "total": (u.total_gain, u.total_ci),
+        }
+        for order, (key, label) in enumerate(GAIN_COMPONENTS):
+            gain, ci = values[key]
+            if _f(gain) is None:
+                continue
+            rows.append({
+                "user": u.user, "component": key, "label": label, "order": order,
+                "gain": _f(gain), "ci_low": None if ci is None else _f(ci.low),
+                "ci_high": None if ci is None else _f(ci.high),
+            })
+    return pl.DataFrame(rows, schema={"user": pl.String, "component": pl.String,
+                                      "label": pl.String, "order": pl.Int64, "gain": pl.Float64,
+                                      "ci_low": pl.Float64, "ci_high": pl.Float64})
+
+
+def bootstrap_table(verdict: Verdict, decimals: int = 5) -> pl.DataFrame:
+    """One row per user with its bootstrap draws of the margin as a list (flattened in Vega).
+
+    Draws are rounded to `decimals` for the page's size; this is display precision, the interval
+    itself comes from `validation`.
+    """
+    rows = [
+        {"user": u.user, "margin": _f(u.margin), "ci_low": _f(u.ci.low),
+         "ci_high": _f(u.ci.high),
+         "draws": [round(float(d), decimals) for d in u.draws_margin if math.isfinite(d)]}
+        for u in verdict.users
+        if len(u.draws_margin) > 0
+    ]
+    return pl.DataFrame(rows, schema={"user": pl.String, "margin": pl.Float64,
+                                      "ci_low": pl.Float64, "ci_high": pl.Float64,
+                                      "draws": pl.List(pl.Float64)})
+
+
+def effects_table(model: ModelFit) -> pl.DataFrame:
+    """The personalization effects of the model (log-ratio of ppl): overall `diag`, then per user."""
+    rows = [{"term": "diag (all users)", "scope": "overall", "effect": _f(model.diagonal_effect),
+             "ci_low": _f(model.diagonal_ci.low), "ci_high": _f(model.diagonal_ci.high),
+             "se": _f(model.diagonal_se)}]
+    rows += [{"term": f"diag:{e.user}", "scope": "per user", "effect": _f(e.effect),
+              "ci_low": _f(e.ci.low), "ci_high": _f(e.ci.high), "se": _f(e.se)}
+             for e in model.user_effects]
+    return pl.DataFrame(rows, schema={"term": pl.String, "scope": pl.String, "effect": pl.Float64,
+                                      "ci_low": pl.Float64, "ci_high": pl.Float64,
+                                      "se": pl.Float64})
+
+
+def criteria_table(verdict: Verdict) -> pl.DataFrame:
+    return pl.DataFrame(
+        [{"criterion": c.name, "status": c.status.value, "point": c.point.value,
+          "threshold": c.threshold, "explanation": c.explanation} for c in verdict.criteria],
+        schema={"criterion": pl.String, "status": pl.String, "point": pl.String,
+                "threshold": pl.Float64, "explanation": pl.String},
+    )
+
+
+def matrix_table(verdict: Verdict, data: StudyData) -> tuple[pl.DataFrame, str]:
+    """The confusion matrix to draw, and which one it is: `"geometric-mean"` or `"per-seed"`.
+
+    Columns: `adapter, eval, ppl, seed (null for the geometric mean), group ("user adapters" /
+    "controls"), is_diagonal, row_order`. The geometric mean over seeds is validation's number
+    (`Verdict.matrix`); with one seed the cells are that matrix already. Without either the
+    per-seed matrices are shown as they are (no averaging is done here).
+    """
+    given = getattr(verdict, "matrix", None)
+    if isinstance(given, pl.DataFrame) and {"adapter", "eval", "ppl"} <= set(given.columns):
+        df, kind = given.select("adapter", "eval", "ppl").with_columns(
+            pl.lit(None, dtype=pl.Int64).alias("seed")), "geometric-mean"
+    else:
+        df = data.cells.select("seed", "adapter", "eval", "ppl")
+        kind = "geometric-mean" if df["seed"].n_unique() == 1 else "per-seed"
+        if kind == "geometric-mean":
+            df = df.with_columns(pl.lit(None, dtype=pl.Int64).alias("seed"))
+    users = sorted(set(df["eval"].to_list()))
+    row_names = users + [a for a in sorted(set(df["adapter"].to_list())) if a not in users]
+    order = {name: i for i, name in enumerate(row_names)}
+    df = df.with_columns(
+        pl.when(pl.col("adapter").is_in(list(CONTROLS))).then(pl.lit("controls"))
+        .otherwise(pl.lit("user adapters")).alias("group"),
+        (pl.col("adapter") == pl.col("eval")).alias("is_diagonal"),
+        pl.col("adapter").replace_strict(order, return_dtype=pl.Int64).alias("row_order"),
+    )
+    return df.select("adapter", "eval", "ppl", "seed", "group", "is_diagonal",
+                     "row_order").sort("row_order", "eval", "seed"), kind
+
+
+def training_table(data: StudyData, max_points_per_curve: int = 400) -> pl.DataFrame | None:
+    """`seed, adapter, step, loss` from the train log, or None without one.
+
+    Long curves are thinned to every k-th logged step (display only) to keep the page small.
+    """
+    log = data.train_log
+    if log is None or log.height == 0:
+        return None
+    df = log.select("seed", "adapter", "step", "loss").sort("adapter", "seed", "step")
+    longest = df.group_by("seed", "adapter").len()["len"].max()
+    if longest and longest > max_points_per_curve:
+        k = math.ceil(longest / max_points_per_curve)
+        df = df.filter((pl.int_range(pl.len()).over("seed", "adapter") % k == 0)
+                       | (pl.col("step") == pl.col("step").max().over("seed", "adapter")))
+    return df
+
+
+def cells_table(data: StudyData) -> pl.DataFrame:
+    """The measured cells, in matrix order (users, then controls), for the page's table."""
+    cols = [c for c in ("seed", "adapter", "eval", "nll_sum", "n_tokens", "n_bytes", "ppl",
+                        "bpb", "status") if c in data.cells.columns]
+    users = set(data.cells["eval"].to_list())
+    return data.cells.select(cols).with_columns(
+        pl.col("adapter").is_in(list(CONTROLS)).alias("_ctl")
+    ).sort("_ctl", "adapter", "eval", *(["seed"] if "seed" in cols else [])).drop("_ctl") \
+        if users else data.cells.select(cols)
+
+
+def flatten_mapping(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested dicts -> [(dotted.key, leaf)], for the provenance tables. Lists stay leaves."""
+    if isinstance(value, dict):
+        out: list[tuple[str, Any]] = []
+        for k, v in value.items():
+            out += flatten_mapping(v, f"{prefix}.{k}" if prefix else str(k))
+        return out
+    return [(prefix, value)]
