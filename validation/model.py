@@ -94,6 +94,10 @@ def fit_model(arrays: StudyArrays, level: float = 0.95) -> ModelFit:
             if singular:
                 notes.append(f"boundary (singular) fit: variance of {', '.join(singular)} "
                              f"/ residual scale < {SINGULAR_RATIO:g}")
+            if not singular:
+                msgs = tuple(m + " (statsmodels' scale-dependent check; variance / scale >= "
+                             f"{SINGULAR_RATIO:g} for every component)" if "boundary" in m else m
+                             for m in msgs)
             fallback = None if method == METHODS[0] else f"optimizer {method} (after {'; '.join(errors)})"
             user_effects = ()
             if res_u is not None:

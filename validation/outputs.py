@@ -1,0 +1,134 @@
+"""Renderings of a Verdict as text: the stdout table, junit.xml, the Markdown step summary, JSON.
+
+Pure functions returning strings; the CLI writes them (atomically).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import xml.etree.ElementTree as ET
+
+from validation.results import Verdict
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:+.1%}"
+
+
+def _ci(iv) -> str:
+    return "n/a" if iv is None else f"[{_pct(iv.low)}, {_pct(iv.high)}]"
+
+
+def verdict_json(verdict: Verdict) -> str:
+    return json.dumps(verdict.to_json(), indent=2, allow_nan=False) + "\n"
+
+
+def _banner(v: Verdict) -> str:
+    if v.prereg.locked:
+        return f"pre-registered (prereg sha256 {v.prereg.sha256[:12]}, matches the run manifest)"
+    return f"*** NOT PRE-REGISTERED *** ({v.prereg.note})"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+    fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    return [fmt(header)] + [fmt(r) for r in rows]
+
+
+def verdict_text(v: Verdict, source: str = "") -> str:
+    """The readable verdict table printed on stdout."""
+    level = f"{v.bootstrap.level:.0%}"
+    lines = [f"VERDICT: gate {'PASSED' if v.gate.passed else 'FAILED'} (exit {v.exit_code})   {_banner(v)}"]
+    if source:
+        lines.append(f"input: {source}")
+    b = v.bootstrap
+    lines.append(f"seeds: {b.n_seeds}   bootstrap: {b.mode.value}, {b.n_resamples} resamples, "
+                 f"{level} {b.method} intervals, rng seed {b.rng_seed}   comparator: {v.comparator}")
+    lines.append("")
+    rows = [[u.user, _pct(u.margin), _ci(u.ci), u.best_other, _pct(u.worst_other_margin),
+             _pct(u.personalization_gain), _pct(u.regularization_gain), _pct(u.total_gain),
+             "INVERTED" if u.inverted else ""] for u in v.users]
+    lines += _table(["user", "margin", f"{level} CI", "best other", "worst-other*",
+                     "personalization", "regularization", "total", ""], rows)
+    lines.append("margin = 1 - ppl(own) / ppl(best other user adapter); "
+                 "* worst-other margin is anti-conservative, for comparison only")
+    lines.append("")
+    rows = [[c.name.upper(), c.status.value, c.point.value, f"{c.threshold:g}", c.explanation]
+            for c in v.criteria]
+    lines += _table(["criterion", "status (CI)", "point reading", "threshold", "why"], rows)
+    lines.append("")
+    if v.model is not None:
+        m = v.model
+        lines.append(f"model ({m.kind.value}): diag effect {m.diagonal_effect:+.4f} log ppl "
+                     f"(ppl ratio {math.exp(m.diagonal_effect):.3f}), {level} CI "
+                     f"[{m.diagonal_ci.low:+.4f}, {m.diagonal_ci.high:+.4f}]; "
+                     f"converged: {m.converged}; singular: {', '.join(m.singular_components) or 'none'}; "
+                     f"fallback: {m.fallback or 'none'}")
+    lines.append(f"gate: {'PASSED' if v.gate.passed else 'FAILED'}")
+    lines += [f"  - {r}" for r in v.gate.reasons]
+    if v.warnings:
+        lines.append("warnings:")
+        lines += [f"  - {w}" for w in v.warnings]
+    return "\n".join(lines) + "\n"
+
+
+def junit_xml(v: Verdict) -> str:
+    """One testsuite; a testcase per criterion (fails when the gate rejects its status), per
+    user (fails when inverted) and one for the gate itself."""
+    suite = ET.Element("testsuite", name="validation.verdict")
+    props = ET.SubElement(suite, "properties")
+    for k, val in (("preregistration", v.prereg.label), ("prereg_sha256", v.prereg.sha256),
+                   ("bootstrap_mode", v.bootstrap.mode.value), ("comparator", v.comparator)):
+        ET.SubElement(props, "property", name=k, value=str(val))
+    failures = 0
+
+    def case(classname: str, name: str, failed: str | None, out: str) -> None:
+        nonlocal failures
+        tc = ET.SubElement(suite, "testcase", classname=classname, name=name, time="0")
+        if failed:
+            failures += 1
+            ET.SubElement(tc, "failure", message=failed).text = out
+        ET.SubElement(tc, "system-out").text = out
+
+    settings = v.settings
+    for c in v.criteria:
+        allowed = settings.get(f"gate_{c.name}")
+        ok = c.status.value in allowed if allowed is not None else True
+        out = f"{c.status.value} (point reading {c.point.value}); {c.explanation}"
+        case("verdict.criteria", c.name, None if ok else f"{c.name.upper()} is {c.status.value}", out)
+    for u in v.users:
+        out = (f"margin {_pct(u.margin)} CI {_ci(u.ci)} vs best other {u.best_other}; "
+               f"personalization {_pct(u.personalization_gain)}, regularization {_pct(u.regularization_gain)}")
+        case("verdict.users", u.user, f"{u.user} is inverted" if u.inverted else None, out)
+    case("verdict", "gate", None if v.gate.passed else "gate failed",
+         "\n".join(v.gate.reasons) or "passed")
+    suite.set("tests", str(len(suite.findall("testcase"))))
+    suite.set("failures", str(failures))
+    suite.set("errors", "0")
+    ET.indent(suite)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
+
+
+def markdown_summary(v: Verdict) -> str:
+    """For $GITHUB_STEP_SUMMARY."""
+    level = f"{v.bootstrap.level:.0%}"
+    out = [f"## Verdict: gate {'PASSED ✅' if v.gate.passed else 'FAILED ❌'}", ""]
+    if not v.prereg.locked:
+        out += [f"> **NOT PRE-REGISTERED**: {v.prereg.note}", ""]
+    out += ["| criterion | status | point reading | threshold |", "|---|---|---|---|"]
+    out += [f"| {c.name.upper()} | **{c.status.value}** | {c.point.value} | {c.threshold:g} |"
+            for c in v.criteria]
+    out += ["", f"| user | margin | {level} CI | best other | personalization | regularization | inverted |",
+            "|---|---|---|---|---|---|---|"]
+    out += [f"| {u.user} | {_pct(u.margin)} | {_ci(u.ci)} | {u.best_other} | "
+            f"{_pct(u.personalization_gain)} | {_pct(u.regularization_gain)} | {'**yes**' if u.inverted else 'no'} |"
+            for u in v.users]
+    if v.gate.reasons:
+        out += ["", "Gate failed because:"] + [f"- {r}" for r in v.gate.reasons]
+    if v.warnings:
+        out += ["", "Warnings:"] + [f"- {w}" for w in v.warnings]
+    return "\n".join(out) + "\n\n"
+
+
+__all__ = ["verdict_json", "verdict_text", "junit_xml", "markdown_summary"]

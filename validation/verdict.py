@@ -1,0 +1,131 @@
+"""`python -m validation.verdict`: judge a run (or external cells) against prereg.toml.
+
+Exit codes: 0 the gate passed, 1 the gate failed, 2 bad input or a tool error (the message names
+the file, the row, the column or the setting). Everything is computed before anything is written,
+and every write is atomic, so bad input never leaves a partial output behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from validation.atomic import atomic_write_text
+from validation.data import InputError, load_external, load_run, resolve_run
+from validation.judge import judge
+from validation.outputs import junit_xml, markdown_summary, verdict_json, verdict_text
+from validation.prereg import PREREG_FILENAME, PreregError, check_prereg, load_prereg
+
+EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
+
+
+def default_prereg_path() -> Path:
+    """./prereg.toml if present, else the one at the repository root."""
+    here = Path(PREREG_FILENAME)
+    return here if here.is_file() else Path(__file__).resolve().parent.parent / PREREG_FILENAME
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m validation.verdict", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--run", metavar="DIR", help="run directory (default: runs/latest)")
+    src.add_argument("--cells", metavar="FILE", help="external cells, CSV or Parquet")
+    p.add_argument("--docs", metavar="FILE", help="external per-document rows (with --cells)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: the run directory, or "
+                   "<cells file stem>.verdict/ beside the cells file)")
+    p.add_argument("--runs-root", metavar="DIR", default="runs", help="where runs/latest lives")
+    p.add_argument("--prereg", metavar="FILE", help="pre-registration file (default: prereg.toml)")
+    p.add_argument("--allow-prereg-change", action="store_true",
+                   help="judge even if prereg.toml changed since the run (outputs say NOT PRE-REGISTERED)")
+    p.add_argument("--rng-seed", type=int, help="bootstrap seed (default: prereg.toml's rng_seed)")
+    p.add_argument("--n-resamples", type=int, help="override the pre-registered number of resamples")
+    p.add_argument("--no-report", action="store_true", help="do not write report.html")
+    return p
+
+
+def _load(args):
+    if args.docs and not args.cells:
+        raise InputError("`--docs` needs `--cells` (a run directory brings its own docs.parquet).")
+    if args.cells:
+        cells = Path(args.cells)
+        data = load_external(cells, args.docs)
+        out = Path(args.out) if args.out else cells.parent / f"{cells.stem}.verdict"
+    else:
+        run_dir = resolve_run(args.run, args.runs_root)
+        data = load_run(run_dir)
+        out = Path(args.out) if args.out else run_dir
+    return data, out
+
+
+def _write_report(verdict, data, out: Path) -> str | None:
+    """Call reports.write_report if it exists; a failure is reported, never fatal."""
+    try:
+        import reports
+    except Exception as e:  # pragma: no cover - reports is part of this package
+        return f"report skipped: `reports` cannot be imported ({type(e).__name__}: {e})"
+    write_report = getattr(reports, "write_report", None)
+    if write_report is None:
+        return "report skipped: `reports.write_report` is not available yet"
+    try:
+        write_report(verdict, data, out / "report.html")
+    except Exception as e:
+        return f"report failed ({type(e).__name__}: {e}); verdict.json and junit.xml are written"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        prereg = load_prereg(args.prereg or default_prereg_path())
+        data, out = _load(args)
+        status = check_prereg(prereg, data.manifest, allow_change=args.allow_prereg_change)
+        if args.n_resamples is not None and args.n_resamples < 1:
+            raise InputError(f"`--n-resamples` must be a positive integer; got {args.n_resamples}.")
+        rng_seed = prereg.rng_seed if args.rng_seed is None else args.rng_seed
+        verdict = judge(data, prereg, rng=np.random.default_rng(rng_seed),
+                        n_resamples=args.n_resamples, prereg_status=status)
+        if args.n_resamples is not None and args.n_resamples != prereg.n_resamples:
+            verdict = _with_warning(verdict, f"--n-resamples {args.n_resamples} differs from the "
+                                    f"pre-registered {prereg.n_resamples}")
+        texts = {"verdict.json": verdict_json(verdict), "junit.xml": junit_xml(verdict)}
+    except (InputError, PreregError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as e:
+        traceback.print_exc()
+        print(f"error: tool error ({type(e).__name__}: {e})", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        for name, text in texts.items():
+            atomic_write_text(out / name, text)
+    except OSError as e:
+        print(f"error: cannot write to {out}: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    print(verdict_text(verdict, str(data.source or "")), end="")
+    if not args.no_report:
+        note = _write_report(verdict, data, out)
+        print(note or f"report: {out / 'report.html'}", file=sys.stderr if note else sys.stdout)
+    print(f"outputs: {out / 'verdict.json'}, {out / 'junit.xml'}")
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        try:
+            with open(summary, "a", encoding="utf-8") as f:
+                f.write(markdown_summary(verdict))
+        except OSError as e:
+            print(f"warning: cannot append to $GITHUB_STEP_SUMMARY ({summary}): {e}", file=sys.stderr)
+    return verdict.exit_code
+
+
+def _with_warning(verdict, message: str):
+    from dataclasses import replace
+    return replace(verdict, warnings=verdict.warnings + (message,))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
