@@ -20,7 +20,7 @@ from validation.arrays import StudyArrays
 from validation.results import Interval, ModelFit, ModelKind, UserEffect
 
 SINGULAR_RATIO = 1e-8       # variance / residual scale below this = boundary (singular) fit
-METHODS = ("lbfgs", "bfgs", "cg", "powell", "nm")
+METHODS = ("lbfgs", "powell", "bfgs", "cg", "nm")
 
 
 def long_table(arrays: StudyArrays) -> pd.DataFrame:
@@ -47,11 +47,18 @@ def _formulas(J: int) -> tuple[str, str]:
 
 
 def _fit_mixed(formula: str, df: pd.DataFrame):
-    """Try optimizers in turn; returns (result, method, warnings, errors)."""
+    """Fit with several optimizers; keep the converged fit of highest REML likelihood.
+
+    L-BFGS alone can stop short of a boundary optimum (a variance component at 0) that lme4
+    reaches; Powell, derivative-free, does reach it. Returns (result, method, warnings, errors).
+    """
     model = smf.mixedlm(formula, df, groups="seed", re_formula="1",
                         vc_formula={"adapter": "0 + C(adapter)"})
     errors: list[str] = []
-    for method in METHODS:
+    best = None
+    for k, method in enumerate(METHODS):
+        if best is not None and k >= 2:
+            break   # the first two optimizers are always tried; the rest only as fallbacks
         with _warnings.catch_warnings(record=True) as caught:
             _warnings.simplefilter("always")
             try:
@@ -61,9 +68,13 @@ def _fit_mixed(formula: str, df: pd.DataFrame):
                 continue
         msgs = tuple(dict.fromkeys(str(w.message).splitlines()[0] for w in caught))
         if res.converged and np.all(np.isfinite(res.bse_fe)):
-            return res, method, msgs, errors
-        errors.append(f"{method}: not converged" + (f" ({msgs[0]})" if msgs else ""))
-    return None, None, (), errors
+            if best is None or res.llf > best[0].llf + 1e-9:
+                best = (res, method, msgs)
+        else:
+            errors.append(f"{method}: not converged" + (f" ({msgs[0]})" if msgs else ""))
+    if best is None:
+        return None, None, (), errors
+    return best[0], best[1], best[2], errors
 
 
 def _effects(res, names: list[str], level: float) -> list[tuple[float, Interval, float]]:
@@ -98,7 +109,8 @@ def fit_model(arrays: StudyArrays, level: float = 0.95) -> ModelFit:
                 msgs = tuple(m + " (statsmodels' scale-dependent check; variance / scale >= "
                              f"{SINGULAR_RATIO:g} for every component)" if "boundary" in m else m
                              for m in msgs)
-            fallback = None if method == METHODS[0] else f"optimizer {method} (after {'; '.join(errors)})"
+            fallback = (None if not errors else
+                        f"optimizer {method} (after {'; '.join(errors)})")
             user_effects = ()
             if res_u is not None:
                 user_effects = tuple(UserEffect(u, e, ci, se) for u, (e, ci, se)
@@ -108,7 +120,8 @@ def fit_model(arrays: StudyArrays, level: float = 0.95) -> ModelFit:
             (eff, ci, se), = _effects(res, ["diag"], level)
             return ModelFit(ModelKind.MIXEDLM, eff, ci, se, user_effects, True, singular,
                             tuple(comps) + (("residual", scale),), fallback,
-                            str(res.summary()), tuple(dict.fromkeys(msgs + tuple(notes))))
+                            str(res.summary()), tuple(dict.fromkeys(msgs + tuple(notes))),
+                            optimizer=method)
         notes.append("mixed model failed with every optimizer (" + "; ".join(errors)
                      + "): fixed part fitted by OLS, seed variation ignored")
         fallback = "ols: mixedlm failed"
@@ -130,4 +143,5 @@ def _fit_ols(df, overall, per_user, diag_names, users, level, fallback, notes) -
                              in zip(users, _effects(res_u, diag_names, level)))
         summary = str(res.summary())
     return ModelFit(ModelKind.OLS, eff, ci, se, user_effects, True, (),
-                    (("residual", float(res.scale)),), fallback, summary, tuple(notes))
+                    (("residual", float(res.scale)),), fallback, summary, tuple(notes),
+                    optimizer="ols")

@@ -175,6 +175,7 @@ class ModelFit:
     fallback: str | None               # e.g. "ols: one seed", "lbfgs after nm failed"
     summary: str                       # statsmodels' text summary
     warnings: tuple[str, ...]
+    optimizer: str = ""                # the optimizer whose fit was kept, or "ols"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -191,6 +192,7 @@ class ModelFit:
             "singular_components": list(self.singular_components),
             "variance_components": {k: _num(v) for k, v in self.variance_components},
             "fallback": self.fallback,
+            "optimizer": self.optimizer,
             "warnings": list(self.warnings),
         }
 
