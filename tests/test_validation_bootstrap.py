@@ -1,0 +1,103 @@
+"""Hierarchical bootstrap: determinism, pairing within a column, degraded modes, intervals."""
+
+import numpy as np
+import polars as pl
+import pytest
+
+from validation import BootstrapMode, bootstrap_interval, judge, normalize_cells
+from validation.arrays import build_arrays
+from validation.bootstrap import multinomial_counts, resample_logppl
+from validation.results import StudyData
+from validation.synthetic import simulate_study
+
+B = 400
+
+
+def test_deterministic_with_fixed_generator():
+    data = simulate_study(np.random.default_rng(1), n_seeds=3, n_docs=10)
+    a = build_arrays(data)
+    d1 = resample_logppl(a, B, np.random.default_rng(7))
+    d2 = resample_logppl(a, B, np.random.default_rng(7))
+    d3 = resample_logppl(a, B, np.random.default_rng(8))
+    np.testing.assert_array_equal(d1, d2)
+    assert not np.array_equal(d1, d3)
+    v1 = judge(data, rng=np.random.default_rng(3), n_resamples=B, fit=False)
+    v2 = judge(data, rng=np.random.default_rng(3), n_resamples=B, fit=False)
+    assert v1.to_json() == v2.to_json()
+    assert v1.bootstrap.rng_seed == 3
+
+
+def test_multinomial_counts_rows_sum_to_n():
+    c = multinomial_counts(7, 100, np.random.default_rng(0))
+    assert c.shape == (100, 7) and (c.sum(1) == 7).all()
+
+
+def _shifted_docs(n_seeds: int) -> StudyData:
+    """Own adapter's per-token loss is exactly 0.1 below every other's on every document, while
+    documents differ wildly: paired resampling gives a margin of exactly 1 - exp(-0.1)."""
+    rng = np.random.default_rng(5)
+    users, rows = ("a", "b"), []
+    for j, u in enumerate(users):
+        loss = rng.uniform(1, 6, size=12)
+        tok = rng.integers(10, 500, size=12)
+        for s in range(n_seeds):
+            for i, ad in enumerate(users):
+                shift = -0.1 if ad == u else 0.0
+                for d in range(12):
+                    rows.append((s, ad, u, f"d{d}", (loss[d] + shift + 0.3 * s) * tok[d], int(tok[d])))
+    docs = pl.DataFrame(rows, schema=["seed", "adapter", "eval", "doc_id", "nll_sum", "n_tokens"], orient="row")
+    cells = docs.group_by(["seed", "adapter", "eval"]).agg(pl.col("nll_sum").sum(), pl.col("n_tokens").sum())
+    return StudyData(cells=normalize_cells(cells), docs=normalize_cells(docs, per_doc=True))
+
+
+@pytest.mark.parametrize("n_seeds,mode", [(3, BootstrapMode.HIERARCHICAL), (1, BootstrapMode.DOCUMENTS_ONLY)])
+def test_documents_paired_within_column(n_seeds, mode):
+    v = judge(_shifted_docs(n_seeds), rng=np.random.default_rng(0), n_resamples=B, fit=False)
+    assert v.bootstrap.mode is mode
+    for u in v.users:
+        np.testing.assert_allclose(u.draws_margin, 1 - np.exp(-0.1), rtol=0, atol=1e-12)
+        assert u.ci.high - u.ci.low < 1e-12
+
+
+def test_seeds_only_without_docs():
+    data = simulate_study(np.random.default_rng(2), n_seeds=2, n_docs=5, with_docs=False)
+    v = judge(data, rng=np.random.default_rng(0), n_resamples=B, fit=False)
+    assert v.bootstrap.mode is BootstrapMode.SEEDS_ONLY
+    assert any("seeds-only" in w for w in v.warnings)
+    u = v.users[0]
+    # With two seeds a resample is (s0, s0), (s1, s1) or (s0, s1): three distinct values.
+    m0, m1 = u.seed_margins
+    assert set(np.round(u.draws_margin, 12)) <= {round(m0, 12), round(m1, 12), round(u.margin, 12)}
+    assert len(set(np.round(u.draws_margin, 12))) == 3
+
+
+def test_no_resampling_possible_gives_degenerate_interval_and_warning():
+    data = simulate_study(np.random.default_rng(2), n_seeds=1, n_docs=5, with_docs=False)
+    v = judge(data, rng=np.random.default_rng(0), n_resamples=B, fit=False)
+    assert v.bootstrap.mode is BootstrapMode.NONE and v.bootstrap.n_resamples == 0
+    for u in v.users:
+        low, high = u.ci
+        assert low == high == u.margin
+    assert any("degenerate" in w for w in v.warnings)
+
+
+def test_bootstrap_interval_percentile_and_validation():
+    draws = np.arange(1, 101, dtype=float)
+    low, high = bootstrap_interval(draws, 50.0, 0.90)
+    assert (low, high) == pytest.approx(np.quantile(draws, [0.05, 0.95]))
+    assert bootstrap_interval(np.array([np.nan, 1.0, 2.0]), 1.5, 0.5).low >= 1.0
+    assert tuple(bootstrap_interval(np.empty(0), 0.3, 0.95)) == (0.3, 0.3)
+    with pytest.raises(ValueError, match="`level`"):
+        bootstrap_interval(draws, 0.0, 1.5)
+    with pytest.raises(ValueError, match="`method`"):
+        bootstrap_interval(draws, 0.0, 0.9, method="bca")
+    with pytest.raises(ValueError, match="`draws`"):
+        bootstrap_interval(draws.reshape(10, 10), 0.0, 0.9)
+
+
+def test_docs_that_cannot_be_paired_degrade_to_seeds_only():
+    data = simulate_study(np.random.default_rng(4), n_seeds=2, n_docs=6)
+    docs = data.docs.filter(~((pl.col("adapter") == "bob") & (pl.col("doc_id") == "d000")))
+    v = judge(StudyData(cells=data.cells, docs=docs), rng=np.random.default_rng(0), n_resamples=50, fit=False)
+    assert v.bootstrap.mode is BootstrapMode.SEEDS_ONLY
+    assert any("cannot be paired" in w for w in v.warnings)
