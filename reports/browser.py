@@ -27,13 +27,22 @@ CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "chrome"
 # What the page's own script publishes when every chart has been embedded (see report.html.j2).
 _STATUS_JS = "JSON.stringify(window.__reportStatus || null)"
 
-# Per chart container: does it hold an svg/canvas with at least one drawn mark?
+# Per chart container: its svg/canvas and how many data marks of each type it drew (marks of
+# axes, legends and titles are not counted: a chart whose data failed still draws those).
 _CHARTS_JS = """JSON.stringify(Array.from(document.querySelectorAll('.chart')).map(el => {
   const svg = el.querySelector('svg');
-  const marks = svg ? svg.querySelectorAll('g[class*="mark-"] > path, g[class*="mark-"] > line,'
-    + ' g[class*="mark-"] > rect, g[class*="mark-"] > text, g[class*="mark-"] > g').length : 0;
-  return {id: el.id, svg: !!svg, canvas: !!el.querySelector('canvas'), marks: marks,
-          width: el.getBoundingClientRect().width, height: el.getBoundingClientRect().height};
+  const counts = {};
+  if (svg) {
+    svg.querySelectorAll('g.role-mark').forEach(g => {
+      if (g.closest('.role-axis, .role-legend, .role-title')) return;
+      const type = (g.getAttribute('class').match(/mark-(\\w+)/) || [])[1];
+      if (!type || type === 'group') return;
+      counts[type] = (counts[type] || 0) + g.children.length;
+    });
+  }
+  const box = el.getBoundingClientRect();
+  return {id: el.id, svg: !!svg, canvas: !!el.querySelector('canvas'), marks: counts,
+          width: box.width, height: box.height};
 }))"""
 
 
@@ -54,13 +63,13 @@ class ChartDrawn:
     id: str
     svg: bool
     canvas: bool
-    marks: int        # drawn mark elements in the chart's svg
+    marks: dict[str, int]   # data marks drawn, by Vega mark type (rect, symbol, line, rule, text)
     width: float
     height: float
 
     @property
     def drew(self) -> bool:
-        return (self.svg and self.marks > 0) or self.canvas
+        return self.svg and sum(self.marks.values()) > 0 and self.width > 0 and self.height > 0
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ def matrix_heatmap(matrix: pl.DataFrame, kind: str = "geometric-mean") -> alt.VC
     "controls"), is_diagonal, row_order. Controls get their own panel below the user rows; with
     `kind="per-seed"` each seed is a column of panels.
     """
-    color = alt.Color("ppl:Q", title="perplexity",
+    color = alt.Color("ppl:Q", title="perplexity", legend=alt.Legend(format=".3~g"),
                       # a light scheme keeps the black value labels legible on every cell
                       scale=alt.Scale(type="log", scheme="lighttealblue"))
     panels = []
@@ -122,10 +122,13 @@ def decomposition_chart(gains: pl.DataFrame) -> alt.FacetChart:
 
     `gains`: user, component, label, order, gain, ci_low, ci_high (intervals may be null).
     """
-    color = alt.Color("label:N", title=None, sort=alt.EncodingSortField("order"),
-                      scale=alt.Scale(range=["#3498db", "#e74c3c", "#7f8c8d"]),
-                      legend=alt.Legend(orient="bottom", columns=1))
-    y = alt.Y("label:N", sort=alt.EncodingSortField("order"), title=None, axis=None)
+    order = [label for label in gains.sort("order")["label"].unique(maintain_order=True)]
+    palette = {"regularization": "#3498db", "personalization": "#e74c3c", "total": "#7f8c8d"}
+    by_label = dict(zip(gains["label"], gains["component"]))
+    color = alt.Color("label:N", title=None, sort=order,
+                      scale=alt.Scale(domain=order, range=[palette[by_label[x]] for x in order]),
+                      legend=alt.Legend(orient="bottom", columns=1, labelLimit=400))
+    y = alt.Y("label:N", sort=order, title=None, axis=None)
     base = alt.Chart().encode(y=y)
     bars = base.mark_bar(height=16).encode(
         x=alt.X("gain:Q", title="gain (1 − ppl ratio)", axis=alt.Axis(format="%")), color=color,
@@ -175,25 +178,35 @@ def model_effects(effects: pl.DataFrame, level: float, kind: str) -> alt.LayerCh
 
 
 def bootstrap_histograms(draws: pl.DataFrame, level: float, strict: float,
-                         lenient: float) -> alt.FacetChart:
+                         lenient: float) -> alt.VConcatChart:
     """Histogram of each user's bootstrap draws of the margin, with the point and interval.
 
     `draws`: user, margin, ci_low, ci_high, draws (list of floats; flattened by Vega-Lite).
+    One panel per user, each with its own one-row data.
     """
-    hist = alt.Chart().transform_flatten(["draws"], as_=["draw"]).mark_bar(
-        color="#5d8aa8", opacity=0.85).encode(
-        x=alt.X("draw:Q", bin=alt.Bin(maxbins=60), title="bootstrap draws of the diagonal margin",
-                axis=alt.Axis(format="%")),
-        y=alt.Y("count():Q", title="resamples"))
-    point = alt.Chart().mark_rule(color="black", strokeWidth=2).encode(
-        x="margin:Q", tooltip=[alt.Tooltip("margin:Q", format=PCT)])
-    low = alt.Chart().mark_rule(color="#c0392b", strokeDash=[4, 3]).encode(
-        x="ci_low:Q", tooltip=[alt.Tooltip("ci_low:Q", format=PCT, title=f"{level:.0%} low")])
-    high = alt.Chart().mark_rule(color="#c0392b", strokeDash=[4, 3]).encode(
-        x="ci_high:Q", tooltip=[alt.Tooltip("ci_high:Q", format=PCT, title=f"{level:.0%} high")])
-    bar = alt.Chart().mark_rule(color="#27ae60").encode(x=alt.datum(strict))
-    bar2 = alt.Chart().mark_rule(color="#e67e22").encode(x=alt.datum(lenient))
-    return alt.layer(hist, bar, bar2, point, low, high).properties(width=WIDTH, height=90).facet(
-        data=_data(draws), row=alt.Row("user:N", title=None,
-                                       header=alt.Header(labelAngle=0, labelAlign="left"))
-    ).resolve_scale(y="independent")
+    panels = []
+    for i, row in enumerate(draws.iter_rows(named=True)):
+        one = _data(pl.DataFrame([row], schema=draws.schema))
+        last = i == draws.height - 1
+        # flatten -> explicit bin transform; an encoding-level bin loses the flattened rows as
+        # soon as another layer shares the x scale (Vega-Lite 6.4)
+        hist = alt.Chart(one).transform_flatten(["draws"], as_=["draw"]).transform_bin(
+            "bin_start", "draw", bin=alt.Bin(maxbins=60)).mark_bar(
+            color="#5d8aa8", opacity=0.85).encode(
+            x=alt.X("bin_start:Q", bin="binned",
+                    title="bootstrap draws of the diagonal margin" if last else None,
+                    axis=alt.Axis(format="%")),
+            x2="bin_start_end:Q",
+            y=alt.Y("count():Q", title=row["user"]))
+        rules = alt.Chart(one)
+        point = rules.mark_rule(color="black", strokeWidth=2).encode(
+            x="margin:Q", tooltip=[alt.Tooltip("margin:Q", format=PCT, title="estimate")])
+        low = rules.mark_rule(color="#c0392b", strokeDash=[4, 3]).encode(
+            x="ci_low:Q", tooltip=[alt.Tooltip("ci_low:Q", format=PCT, title=f"{level:.0%} low")])
+        high = rules.mark_rule(color="#c0392b", strokeDash=[4, 3]).encode(
+            x="ci_high:Q",
+            tooltip=[alt.Tooltip("ci_high:Q", format=PCT, title=f"{level:.0%} high")])
+        bars = alt.Chart(one).mark_rule(color="#27ae60").encode(x=alt.datum(strict)) + \
+            alt.Chart(one).mark_rule(color="#e67e22").encode(x=alt.datum(lenient))
+        panels.append(alt.layer(hist, bars, point, low, high).properties(width=WIDTH, height=80))
+    return alt.vconcat(*panels, spacing=8).resolve_scale(x="shared")

@@ -69,9 +69,12 @@ def chart_sections(verdict: Verdict, data: StudyData) -> list[ChartSection]:
         charts.matrix_heatmap(matrix, kind))]
     out.append(ChartSection(
         "margins", "Diagonal margin per user, with its interval",
-        (f"Margin = 1 − ppl(own adapter) / ppl(best other user adapter); the bar is the "
-         f"{t['level']:.0%} {verdict.bootstrap.method} interval ({verdict.bootstrap.mode} bootstrap, "
-         f"{verdict.bootstrap.n_resamples} resamples). Dashed lines: the lenient and strict bars and "
+        ("Margin = 1 − ppl(own adapter) / ppl(best other user adapter); "
+         + (f"the bar is the {t['level']:.0%} {verdict.bootstrap.method} interval "
+            f"({verdict.bootstrap.mode} bootstrap, {verdict.bootstrap.n_resamples} resamples). "
+            if verdict.bootstrap.mode is not BootstrapMode.NONE else
+            "no resampling was possible (one seed, no documents), so there is no interval. ")
+         + f"Dashed lines: the lenient and strict bars and "
          f"the ±δ equivalence band of the catastrophic criterion. Red = inverted (interval below 0). "
          f"The label names the best other adapter."),
         charts.margin_forest(margins, t["strict"], t["lenient"], t["delta"], t["level"])))

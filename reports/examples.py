@@ -1,0 +1,84 @@
+"""Example studies to render: for the report's tests, the benchmark, and a look at the page.
+
+The numbers come from `validation.synthetic.simulate_study` and are judged by `validation.judge`;
+the runner's side tables (train log, manifest) are fabricated in their documented shapes.
+Nothing here is a statistic of the report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from validation.judge import judge
+from validation.prereg import Prereg
+from validation.results import PreregStatus, StudyData, Verdict
+from validation.synthetic import cells_from_matrix, simulate_study
+
+USERS = ("alice", "bob", "carol")
+
+
+def example_train_log(rng: np.random.Generator, seeds: tuple[int, ...], adapters: tuple[str, ...],
+                      steps: int = 600, every: int = 10) -> pl.DataFrame:
+    """`seed, adapter, step, loss` shaped like the runner's train_log.parquet."""
+    step = np.arange(0, steps + 1, every)
+    rows = []
+    for s in seeds:
+        for a in adapters:
+            loss = 1.2 + 2.6 * np.exp(-step / (steps / 3)) + rng.normal(0, 0.04, step.size)
+            rows.append(pl.DataFrame({"seed": s, "adapter": a, "step": step, "loss": loss}))
+    return pl.concat(rows).with_columns(pl.col("seed").cast(pl.Int64), pl.col("step").cast(pl.Int64))
+
+
+def example_manifest(users: tuple[str, ...], seeds: tuple[int, ...]) -> dict[str, Any]:
+    """A manifest.json shaped like the runner's (DESIGN.md, Files)."""
+    return {
+        "run_id": "20260101-000000-example",
+        "config": {"steps": 600, "batch_size": 16, "lr": 0.003, "block_size": 128},
+        "seeds": list(seeds),
+        "fixtures": {
+            "name": "synthetic",
+            "users": {u: {"source": f"synthetic vocabulary {i}", "licence": "CC0-1.0",
+                          "sha256": f"{i:02d}" * 32, "train_bytes": 200_000,
+                          "heldout_bytes": 40_000} for i, u in enumerate(users)},
+            "leakage": {"longest_shared_substring_bytes": 41},
+        },
+        "base_model": {"sha256": "ab" * 32, "params": 820_000},
+        "prereg": {"path": "prereg.toml", "sha256": "cd" * 32},
+        "versions": {"python": "3.11.7", "torch": "2.13.0", "numpy": "2.1.0"},
+        "git_commit": "0123456789abcdef0123456789abcdef01234567",
+        "timings_s": {"pretrain": 41.2, "train": 120.5, "eval": 12.3},
+        "host": "example-host",
+        "adapter": {"params": 1536, "bytes": 6144},
+    }
+
+
+def full_study(seed: int = 0, n_resamples: int | None = None, locked: bool = False,
+               personalization: float = 0.15, n_seeds: int = 5) -> tuple[Verdict, StudyData]:
+    """The default run's shape: 3 users, 5 seeds, base + pooled, documents, train log, manifest."""
+    rng = np.random.default_rng(seed)
+    data = simulate_study(rng, n_seeds=n_seeds, users=USERS, personalization=personalization)
+    adapters = tuple(a for a in sorted(set(data.cells["adapter"].to_list())) if a != "base")
+    data = dataclasses.replace(
+        data, train_log=example_train_log(rng, data.seeds, adapters),
+        manifest=example_manifest(data.users, data.seeds))
+    prereg = Prereg()
+    status = PreregStatus(locked, "cd" * 32 if locked else "ef" * 32,
+                          "cd" * 32, "prereg.toml",
+                          "matches manifest" if locked else "changed since the run")
+    verdict = judge(data, prereg, rng=np.random.default_rng(seed + 1), n_resamples=n_resamples,
+                    prereg_status=status)
+    return verdict, data
+
+
+def external_matrix(seed: int = 0) -> tuple[Verdict, StudyData]:
+    """An external single-seed matrix given with --cells: no documents, no controls, no manifest."""
+    rng = np.random.default_rng(seed)
+    ppl = 16.0 + rng.normal(0, 0.3, size=(3, 3))
+    ppl[np.arange(3), np.arange(3)] *= np.array([0.85, 0.97, 1.03])  # one clear, one weak, one inverted
+    data = cells_from_matrix(ppl, USERS, USERS)
+    verdict = judge(data, Prereg(), rng=np.random.default_rng(seed + 1))
+    return verdict, data
