@@ -35,6 +35,13 @@ def read_table(path: str | Path) -> pl.DataFrame:
         if path.suffix.lower() in (".parquet", ".pq"):
             df = pl.read_parquet(path)
         elif path.suffix.lower() in (".csv", ".txt", ".tsv"):
+            raw = path.read_bytes()
+            try:
+                if b"\x00" in raw:
+                    raise UnicodeDecodeError("utf-8", raw, raw.index(b"\x00"), raw.index(b"\x00") + 1, "NUL byte")
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise InputError(f"{path}: cannot be read as csv: not UTF-8 text (byte {e.start}).") from None
             df = pl.read_csv(path, separator="\t" if path.suffix.lower() == ".tsv" else ",",
                              infer_schema_length=None)
         else:
@@ -191,7 +198,7 @@ def load_external(cells_path: str | Path, docs_path: str | Path | None = None) -
 
 
 def _check_docs_match(docs: pl.DataFrame, cells: pl.DataFrame, src: str) -> None:
-    extra = docs.select(KEY).unique().join(cells.select(KEY), on=KEY, how="anti")
+    extra = docs.select(KEY).unique().join(cells.select(KEY), on=KEY, how="anti").sort(KEY)
     if extra.height:
         r = extra.row(0, named=True)
         raise InputError(f"{src}: documents for cell(s) absent from the cells table, e.g. "

@@ -1,0 +1,132 @@
+"""`python -m validation.verdict` end to end: inputs, outputs, exit codes 0/1/2."""
+
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import reports
+from validation.prereg import sha256_file
+from validation.synthetic import simulate_study
+from validation.verdict import main
+
+REPO = Path(__file__).resolve().parent.parent
+PREREG = REPO / "prereg.toml"
+FAST = ["--n-resamples", "300", "--no-report"]
+
+
+def make_run(root: Path, name="r1", personalization=0.2, prereg_sha=None, n_seeds=3) -> Path:
+    data = simulate_study(np.random.default_rng(0), n_seeds=n_seeds, n_docs=10, personalization=personalization)
+    run = root / "runs" / name
+    run.mkdir(parents=True)
+    data.cells.write_parquet(run / "cells.parquet")
+    data.docs.write_parquet(run / "docs.parquet")
+    manifest = {"run_id": name, "prereg": {"path": "prereg.toml", "sha256": prereg_sha or sha256_file(PREREG)}}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    return run
+
+
+def test_pass_exit_0_with_all_outputs(tmp_path, capsys, monkeypatch):
+    run = make_run(tmp_path)
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    assert main(["--run", str(run), "--prereg", str(PREREG), *FAST]) == 0
+    out = capsys.readouterr().out
+    assert "VERDICT: gate PASSED (exit 0)" in out and "pre-registered" in out and "STRICT" in out
+    v = json.loads((run / "verdict.json").read_text())
+    for key in ("strict", "lenient", "catastrophic"):
+        assert {"status", "point"} <= set(v["criteria"][key])
+    assert {"user", "margin", "ci_low", "ci_high", "best_other", "inverted",
+            "personalization_gain", "regularization_gain"} <= set(v["users"][0])
+    assert v["model"]["kind"] == "mixedlm" and isinstance(v["model"]["diagonal_effect"], float)
+    assert len(v["model"]["diagonal_ci"]) == 2
+    assert v["gate"]["passed"] is True and isinstance(v["warnings"], list)
+    assert v["preregistration"]["status"] == "pre-registered"
+    suite = ET.parse(run / "junit.xml").getroot()
+    names = [tc.get("name") for tc in suite.iter("testcase")]
+    assert names == ["strict", "lenient", "catastrophic", "alice", "bob", "carol", "gate"]
+    assert suite.get("failures") == "0"
+    assert "## Verdict: gate PASSED" in summary.read_text()
+
+
+def test_gate_fail_exit_1_and_junit_failures(tmp_path, capsys):
+    run = make_run(tmp_path, personalization=[-0.1, 0.0, 0.0])
+    assert main(["--run", str(run), "--prereg", str(PREREG), *FAST]) == 1
+    assert "gate FAILED (exit 1)" in capsys.readouterr().out
+    suite = ET.parse(run / "junit.xml").getroot()
+    failed = {tc.get("name") for tc in suite.iter("testcase") if tc.find("failure") is not None}
+    assert {"lenient", "alice", "gate"} <= failed
+    assert json.loads((run / "verdict.json").read_text())["gate"]["reasons"]
+
+
+def test_runs_latest_symlink_and_out_dir(tmp_path, capsys):
+    run = make_run(tmp_path)
+    (tmp_path / "runs" / "latest").symlink_to(run.name)
+    out = tmp_path / "elsewhere"
+    assert main(["--runs-root", str(tmp_path / "runs"), "--out", str(out), "--prereg", str(PREREG), *FAST]) == 0
+    assert (out / "verdict.json").is_file() and not (run / "verdict.json").exists()
+
+
+def test_prereg_changed_exit_2_unless_allowed(tmp_path, capsys):
+    run = make_run(tmp_path, prereg_sha="f" * 64)
+    assert main(["--run", str(run), "--prereg", str(PREREG), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "pre-registration changed since the run" in err and "prereg.toml" in err
+    assert not (run / "verdict.json").exists() and not (run / "junit.xml").exists()
+    assert main(["--run", str(run), "--prereg", str(PREREG), "--allow-prereg-change", *FAST]) == 0
+    assert "NOT PRE-REGISTERED" in capsys.readouterr().out
+    assert json.loads((run / "verdict.json").read_text())["preregistration"]["status"] == "NOT PRE-REGISTERED"
+    assert "NOT PRE-REGISTERED" in (run / "junit.xml").read_text()
+
+
+def test_external_cells_default_out_beside_file(tmp_path, capsys):
+    data = simulate_study(np.random.default_rng(1), n_seeds=2, n_docs=8)
+    cells, docs = tmp_path / "my.csv", tmp_path / "docs.parquet"
+    data.cells.select("seed", "adapter", "eval", "ppl").write_csv(cells)
+    assert main(["--cells", str(cells), "--prereg", str(PREREG), *FAST]) in (0, 1)
+    v = json.loads((tmp_path / "my.verdict" / "verdict.json").read_text())
+    assert v["bootstrap"]["mode"] == "seeds-only" and v["preregistration"]["status"] == "NOT PRE-REGISTERED"
+    data.cells.write_csv(cells)
+    data.docs.write_parquet(docs)
+    assert main(["--cells", str(cells), "--docs", str(docs), "--prereg", str(PREREG), *FAST]) in (0, 1)
+    assert json.loads((tmp_path / "my.verdict" / "verdict.json").read_text())["bootstrap"]["mode"] == "hierarchical"
+
+
+def test_bad_input_exit_2_no_partial_output(tmp_path, capsys):
+    cells = tmp_path / "bad.csv"
+    cells.write_text("seed,adapter,eval,ppl\n0,a,a,10\n0,b,a,nan\n0,a,b,12\n0,b,b,9\n")
+    assert main(["--cells", str(cells), "--prereg", str(PREREG), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "bad.csv" in err and "`ppl`" in err and "row(s) 2" in err
+    assert not (tmp_path / "bad.verdict").exists()
+    assert main(["--run", str(tmp_path / "missing"), *FAST]) == 2
+    assert "run directory not found" in capsys.readouterr().err
+    assert main(["--runs-root", str(tmp_path / "none"), *FAST]) == 2
+    assert "no run found" in capsys.readouterr().err
+    assert main(["--docs", str(cells), *FAST]) == 2
+
+
+def test_report_failure_keeps_verdict(tmp_path, capsys, monkeypatch):
+    run = make_run(tmp_path)
+
+    def broken(verdict, data, path):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(reports, "write_report", broken, raising=False)
+    assert main(["--run", str(run), "--prereg", str(PREREG), "--n-resamples", "200"]) == 0
+    assert "report failed (RuntimeError: boom)" in capsys.readouterr().err
+    assert (run / "verdict.json").is_file()
+    monkeypatch.delattr(reports, "write_report", raising=False)
+    assert main(["--run", str(run), "--prereg", str(PREREG), "--n-resamples", "200"]) == 0
+    assert "report skipped" in capsys.readouterr().err
+
+
+def test_module_entry_point_exit_code(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "validation.verdict", "--cells", str(tmp_path / "x.csv")],
+                       capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 2 and "x.csv: file not found" in r.stderr

@@ -1,0 +1,368 @@
+"""A seeded generative model of document-level log perplexities with known per-user margins.
+
+Used to validate the validator (`validation.calibrate`): each simulated experiment produces the
+very tables the runner writes (`cells`: seed, adapter, eval, nll_sum, n_tokens, n_bytes, ppl,
+bpb, status; `docs`: the same per held-out document plus `doc_id`) and goes through
+`validation.judge` unchanged.
+
+The model, for evaluation user j, document d, seed s and adapter row i (users, then `base`,
+`pooled`), on the per-token log-loss scale (a log-ratio scale of perplexity):
+
+    loss[s,i,j,d] = E[i,j]                                   expected cell log ppl (fixed)
+                  + doc[j,d]          ~ N(0, doc_sd)          text difficulty of the document
+                  + docadapt[i,j,d]   ~ N(0, doc_adapter_sd)  document x adapter, fixed over seeds
+                  + seed[s]           ~ N(0, seed_sd)         random intercept per seed
+                  + instance[s,i]     ~ N(0, instance_sd)     adapter instance (seed:adapter)
+                  + cell[s,i,j]       ~ N(0, cell_sd)         seed x adapter x eval
+                  + noise[s,i,j,d]    ~ N(0, noise_sd * sqrt(mean_tokens / tokens_d))
+
+`base` is not trained: it has no seed, instance or cell effect and the same noise in every seed.
+Cell log ppl = sum_d tokens_d * loss / sum_d tokens_d, exactly as the runner sums NLL.
+
+Expected cells: E[i,j] = text[j] - regularization + quality[i] + offdiag[i,j] for user adapters
+off the diagonal, E[pooled,j] = text[j] - regularization, E[base,j] = text[j], and the diagonal
+is *set from the target margin*:  E[j,j] = min_{i in U, i != j} E[i,j] + log(1 - m_j).
+
+**True margin.** m_j = 1 - exp(E[j,j] - min_{i in U, i != j} E[i,j]), i.e. the diagonal margin
+of DESIGN.md (`validation.metrics.diagonal_margin`) evaluated on the expected cell log
+perplexities: the limit of the estimate as the number of seeds and of documents drawn from the
+same population grows without bound (every random term above has mean zero). It is a margin
+against the best *other* adapter, so the truth is set through the min, not a diagonal coefficient.
+**True diagonal effect.** The `diag` coefficient of the OLS fit of `E[i,j]` (user rows) on
+`C(adapter) + C(eval) + diag`: on balanced complete data the mixed model's GLS estimate of the
+fixed effects equals OLS, so this is what `validation.model` estimates with infinite data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from validation.data import normalize_cells
+from validation.results import StudyData
+
+CONTROLS = ("base", "pooled")
+
+
+@dataclass(frozen=True, eq=False)
+class SimParams:
+    """Parameters of the generative model; all effects are on the log-ppl (nats/token) scale."""
+
+    users: tuple[str, ...] = ("user0", "user1", "user2")
+    n_docs: tuple[int, ...] = (50, 50, 50)    # held-out documents per evaluation user
+    mean_logppl: float = 3.0                  # log ppl of `base` on an average text
+    text_sd: float = 0.3                      # sd of the users' text difficulty text[j]
+    regularization: float = 0.10              # what any trained adapter buys over `base`
+    adapter_sd: float = 0.03                  # sd of user-adapter quality[i] (regularization quality)
+    offdiag_sd: float = 0.01                  # sd of the off-diagonal adapter x eval interaction
+    seed_sd: float = 0.02
+    instance_sd: float = 0.02
+    cell_sd: float = 0.005
+    doc_sd: float = 0.3
+    doc_adapter_sd: float = 0.02
+    noise_sd: float = 0.03                    # per-token log-loss noise of a document of mean length
+    mean_tokens: float = 200.0                # doc lengths ~ lognormal around this (unless doc_tokens)
+    tokens_log_sd: float = 0.5
+    bytes_per_token: float = 4.0
+    controls: tuple[str, ...] = CONTROLS
+    # From a real run (`params_from_run`): fixed expected cells of every row but the diagonal,
+    # (A, J) in the row order users + controls; and the run's document lengths per user.
+    expected: np.ndarray | None = None
+    doc_tokens: tuple[np.ndarray, ...] | None = None
+    source: str = "defaults"                  # "defaults" or the run directory it came from
+
+    def __post_init__(self) -> None:
+        _params_iv(self)
+
+    @property
+    def adapters(self) -> tuple[str, ...]:
+        return tuple(self.users) + tuple(self.controls)
+
+    def with_design(self, users: int | None = None, n_docs: int | None = None) -> "SimParams":
+        """The same parameters for another number of users / documents per user (defaults only)."""
+        J = len(self.users) if users is None else users
+        D = int(np.mean(self.n_docs)) if n_docs is None else n_docs
+        if self.expected is not None and (J != len(self.users) or n_docs is not None):
+            raise ValueError("`with_design`: parameters estimated from a run keep its users and documents.")
+        return replace(self, users=tuple(f"user{k}" for k in range(J)) if users else self.users,
+                       n_docs=(D,) * J)
+
+    def to_json(self) -> dict:
+        skip = {"expected", "doc_tokens"}
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in skip}
+        d["users"], d["n_docs"], d["controls"] = list(self.users), list(self.n_docs), list(self.controls)
+        d["expected_from_run"] = self.expected is not None
+        return d
+
+
+def _params_iv(p: SimParams) -> None:
+    if len(p.users) < 2:
+        raise ValueError(f"`users` must name at least two users; got {list(p.users)}.")
+    if len(p.n_docs) != len(p.users) or any(int(n) < 1 for n in p.n_docs):
+        raise ValueError(f"`n_docs` must hold one positive count per user; got {list(p.n_docs)}.")
+    for name in ("text_sd", "adapter_sd", "offdiag_sd", "seed_sd", "instance_sd", "cell_sd",
+                 "doc_sd", "doc_adapter_sd", "noise_sd", "tokens_log_sd"):
+        v = getattr(p, name)
+        if not (np.isfinite(v) and v >= 0):
+            raise ValueError(f"`{name}` must be a finite number >= 0; got {v!r}.")
+    if not (p.mean_tokens >= 1 and p.bytes_per_token > 0):
+        raise ValueError("`mean_tokens` must be >= 1 and `bytes_per_token` > 0.")
+    bad = [c for c in p.controls if c not in CONTROLS]
+    if bad:
+        raise ValueError(f"`controls` may hold only {CONTROLS}; got {bad}.")
+    if p.expected is not None and p.expected.shape != (len(p.adapters), len(p.users)):
+        raise ValueError(f"`expected` must have shape (A, J) = {(len(p.adapters), len(p.users))}; "
+                         f"got {p.expected.shape}.")
+
+
+@dataclass(frozen=True, eq=False)
+class Truth:
+    """The known answer of one simulated experiment."""
+
+    expected: np.ndarray          # (A, J) expected cell log ppl, rows users + controls
+    margins: np.ndarray           # (J,) true diagonal margins (see module doc)
+    diagonal_effect: float        # true `diag` coefficient (log-ratio), see module doc
+
+
+@dataclass(frozen=True, eq=False)
+class SimulatedStudy:
+    data: StudyData
+    truth: Truth
+
+
+def true_margins(expected: np.ndarray) -> np.ndarray:
+    """(A, J) expected log ppl -> (J,) 1 - exp(E[j,j] - min_{i in U, i != j} E[i,j])."""
+    from validation.metrics import diagonal_margin
+    return diagonal_margin(expected)
+
+
+def true_diagonal_effect(expected: np.ndarray) -> float:
+    """OLS `diag` coefficient of E[i,j] (user rows) on adapter + eval + diag (see module doc)."""
+    J = expected.shape[1]
+    i, j = np.meshgrid(np.arange(J), np.arange(J), indexing="ij")
+    i, j = i.ravel(), j.ravel()
+    X = np.column_stack([np.ones(J * J)]
+                        + [(i == k).astype(float) for k in range(1, J)]
+                        + [(j == k).astype(float) for k in range(1, J)]
+                        + [(i == j).astype(float)])
+    coef, *_ = np.linalg.lstsq(X, expected[:J, :J].ravel(), rcond=None)
+    return float(coef[-1])
+
+
+def expected_cells(params: SimParams, margins: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(A, J) expected cell log ppl with the diagonal set so that the true margins are `margins`.
+
+    Without `params.expected`, text difficulty, adapter quality and off-diagonal interactions are
+    drawn afresh (so calibration averages over configurations of the other adapters).
+    """
+    J, A = len(params.users), len(params.adapters)
+    margins = np.broadcast_to(np.asarray(margins, dtype=float), (J,))
+    if np.any(margins >= 1):
+        raise ValueError(f"`margins` must be < 1 (a margin of 1 is a perplexity of 0); got {margins}.")
+    if params.expected is not None:
+        E = np.array(params.expected, dtype=float, copy=True)
+    else:
+        text = params.mean_logppl + rng.normal(0, params.text_sd, size=J)
+        quality = rng.normal(0, params.adapter_sd, size=J)
+        E = np.empty((A, J))
+        E[:J] = (text[None, :] - params.regularization + quality[:, None]
+                 + rng.normal(0, params.offdiag_sd, size=(J, J)))
+        for k, c in enumerate(params.controls):
+            E[J + k] = text - (params.regularization if c == "pooled" else 0.0)
+    others = E[:J].copy()
+    others[np.arange(J), np.arange(J)] = np.inf
+    E[np.arange(J), np.arange(J)] = others.min(axis=0) + np.log1p(-margins)
+    return E
+
+
+def _doc_tokens(params: SimParams, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    if params.doc_tokens is not None:
+        return tuple(np.asarray(t, dtype=float) for t in params.doc_tokens)
+    mu = np.log(params.mean_tokens) - params.tokens_log_sd ** 2 / 2
+    return tuple(np.maximum(1, np.round(rng.lognormal(mu, params.tokens_log_sd, size=int(n))))
+                 for n in params.n_docs)
+
+
+def simulate_experiment(params: SimParams, margins, n_seeds: int, rng: np.random.Generator,
+                        *, seeds: tuple[int, ...] | None = None) -> SimulatedStudy:
+    """One experiment: S seeds x A rows x J users x n_docs documents, with known truth.
+
+    `margins` (scalar or (J,)) are the true margins m_j (module doc). Deterministic given `rng`.
+    """
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"`rng` must be a numpy.random.Generator; got {type(rng).__name__}.")
+    if not isinstance(n_seeds, (int, np.integer)) or n_seeds < 1:
+        raise ValueError(f"`n_seeds` must be a positive integer; got {n_seeds!r}.")
+    seeds = tuple(range(n_seeds)) if seeds is None else tuple(seeds)
+    p, S = params, int(n_seeds)
+    J, A = len(p.users), len(p.adapters)
+    E = expected_cells(p, margins, rng)
+    trained = np.array([a != "base" for a in p.adapters], dtype=float)           # (A,)
+    seed_eff = rng.normal(0, p.seed_sd, size=S)[:, None] * trained[None, :]      # (S, A)
+    inst = rng.normal(0, p.instance_sd, size=(S, A)) * trained[None, :]          # (S, A)
+    tokens = _doc_tokens(p, rng)
+    nll_cols, tok_cols = [], []
+    for j in range(J):
+        tok = tokens[j]                                                          # (D,)
+        D = tok.size
+        cell = rng.normal(0, p.cell_sd, size=(S, A)) * trained[None, :]
+        doc = rng.normal(0, p.doc_sd, size=D)
+        docadapt = rng.normal(0, p.doc_adapter_sd, size=(A, D))
+        noise = rng.normal(0, 1, size=(S, A, D)) * (p.noise_sd * np.sqrt(p.mean_tokens / tok))
+        noise[:, ~trained.astype(bool)] = noise[:1, ~trained.astype(bool)]      # base: deterministic
+        loss = (E[None, :, j, None] + doc[None, None, :] + docadapt[None]
+                + (seed_eff + inst + cell)[:, :, None] + noise)                  # (S, A, D)
+        nll_cols.append(loss * tok)
+        tok_cols.append(np.broadcast_to(tok, loss.shape))
+    data = study_tables(nll_cols, tok_cols, p.adapters, p.users, seeds, p.bytes_per_token)
+    return SimulatedStudy(data, Truth(E, true_margins(E), true_diagonal_effect(E)))
+
+
+def study_tables(nll_cols, tok_cols, adapters, users, seeds, bytes_per_token: float = 4.0) -> StudyData:
+    """Per column j arrays (S, A, n_j) of document NLL sums and token counts -> StudyData.
+
+    The tables have the runner's columns (DESIGN.md, Files); cells are the document sums.
+    """
+    parts_docs, parts_cells = [], []
+    for j, (nll, tok) in enumerate(zip(nll_cols, tok_cols)):
+        S, A, D = nll.shape
+        s, a, d = (x.ravel() for x in np.meshgrid(np.arange(S), np.arange(A), np.arange(D), indexing="ij"))
+        nbytes = np.round(tok * bytes_per_token)
+        parts_docs.append(pl.DataFrame({
+            "seed": np.asarray(seeds, dtype=np.int64)[s], "adapter": np.asarray(adapters)[a],
+            "eval": np.full(s.size, users[j]), "doc_id": np.char.add("d", d.astype(str)),
+            "nll_sum": nll.ravel(), "n_tokens": tok.ravel().astype(np.int64),
+            "n_bytes": nbytes.ravel().astype(np.int64),
+        }))
+        cs, ca = (x.ravel() for x in np.meshgrid(np.arange(S), np.arange(A), indexing="ij"))
+        c_nll, c_tok, c_bytes = nll.sum(-1).ravel(), tok.sum(-1).ravel(), nbytes.sum(-1).ravel()
+        parts_cells.append(pl.DataFrame({
+            "seed": np.asarray(seeds, dtype=np.int64)[cs], "adapter": np.asarray(adapters)[ca],
+            "eval": np.full(cs.size, users[j]), "nll_sum": c_nll, "n_tokens": c_tok.astype(np.int64),
+            "n_bytes": c_bytes.astype(np.int64), "ppl": np.exp(c_nll / c_tok),
+            "bpb": c_nll / c_bytes / np.log(2), "status": np.full(cs.size, "ok"),
+        }))
+    docs = pl.concat(parts_docs).with_columns(
+        (pl.col("nll_sum") / pl.col("n_tokens")).exp().alias("ppl"),
+        (pl.col("nll_sum") / pl.col("n_bytes") / np.log(2)).alias("bpb"), pl.lit("ok").alias("status"))
+    return StudyData(cells=normalize_cells(pl.concat(parts_cells), "<simulated cells>"),
+                     docs=normalize_cells(docs, "<simulated docs>", per_doc=True))
+
+
+def write_study(data: StudyData, out_dir: str | Path) -> Path:
+    """Write `cells.parquet` and `docs.parquet` as the runner would (atomically)."""
+    from validation.atomic import atomic_write_with
+    out = Path(out_dir)
+    cols = ["seed", "adapter", "eval", "nll_sum", "n_tokens", "n_bytes", "ppl", "bpb", "status"]
+    atomic_write_with(out / "cells.parquet", lambda t: data.cells.select(cols).write_parquet(t))
+    if data.docs is not None:
+        atomic_write_with(out / "docs.parquet",
+                          lambda t: data.docs.select(cols[:3] + ["doc_id"] + cols[3:]).write_parquet(t))
+    return out
+
+
+def params_from_run(source: str | Path | StudyData) -> tuple[SimParams, tuple[str, ...]]:
+    """Estimate `SimParams` from a run directory (or loaded StudyData); returns (params, notes).
+
+    Method of moments on the balanced layout, every variance clipped at 0:
+    - expected cells: the across-seed mean log ppl of every row (the diagonal is later replaced
+      by the target margin), so the other adapters keep the run's spacing (and its near-ties);
+    - documents: the run's held-out document lengths per user;
+    - per column, per-token document losses x[d,s,i] of the trained rows: centred within each
+      cell, their seed-to-seed spread (scaled by sqrt(tokens / mean tokens)) gives `noise_sd`,
+      their adapter-to-adapter spread of the seed means `doc_adapter_sd`, the rest `doc_sd`;
+    - cells: two-way ANOVA of z = logppl - seed mean on seeds x (adapter, eval) gives the seed,
+      instance (seed:adapter) and cell (seed:adapter:eval) variances, less the part the document
+      noise explains. Balanced-data ANOVA estimates equal REML's when none is clipped.
+    """
+    from validation.arrays import build_arrays
+    from validation.data import load_run
+
+    data = source if isinstance(source, StudyData) else load_run(source)
+    name = str(getattr(data, "source", None) or "<study data>")
+    arrays = build_arrays(data)
+    notes: list[str] = list(arrays.warnings)
+    users, adapters = arrays.users, arrays.adapters
+    J, S = len(users), len(arrays.seeds)
+    controls = tuple(a for a in adapters[J:])
+    with np.errstate(invalid="ignore"):
+        expected = np.nanmean(arrays.logppl, axis=0)                       # (A, J)
+    if not np.all(np.isfinite(expected)):
+        raise ValueError(f"{name}: some cells are missing or diverged in every seed; cannot "
+                         "estimate expected perplexities for the simulation.")
+    trained = np.array([a != "base" for a in adapters])
+    kw: dict = {}
+    if arrays.doc_nll is None:
+        notes.append("no per-document data: document-level spreads keep their defaults")
+        doc_tokens = None
+        n_docs = (50,) * J
+        mean_tok = SimParams.mean_tokens
+    else:
+        doc_tokens = tuple(t[:, 0, 0].copy() for t in arrays.doc_tok)
+        n_docs = tuple(int(t.size) for t in doc_tokens)
+        mean_tok = float(np.mean(np.concatenate(doc_tokens)))
+        kw.update(_doc_components(arrays.doc_nll, arrays.doc_tok, trained, mean_tok, notes))
+    noise_cell = (kw.get("noise_sd", SimParams.noise_sd) ** 2 * mean_tok
+                  / np.mean([t.sum() for t in doc_tokens]) if doc_tokens else 0.0)
+    kw.update(_cell_components(arrays.logppl[:, trained], noise_cell, notes))
+    bpt = 4.0
+    cells = data.cells.filter(data.cells["n_bytes"].is_not_null() & data.cells["n_tokens"].is_not_null())
+    if cells.height:
+        bpt = float(cells["n_bytes"].sum() / cells["n_tokens"].sum())
+    params = SimParams(users=users, n_docs=n_docs, controls=controls, expected=expected,
+                       doc_tokens=doc_tokens, mean_tokens=mean_tok, bytes_per_token=bpt,
+                       mean_logppl=float(expected.mean()), source=name, **kw)
+    return params, tuple(notes)
+
+
+def _doc_components(doc_nll, doc_tok, trained, mean_tok, notes) -> dict:
+    ss = {"noise": [0.0, 0], "da": [0.0, 0], "doc": [0.0, 0]}
+    inv_tok = []
+    for nll, tok in zip(doc_nll, doc_tok):
+        x = (nll / tok)[:, :, trained]                                      # (n, S, A')
+        n, S, A = x.shape
+        w = np.sqrt(tok[:, 0, 0] / mean_tok)[:, None, None]
+        xc = x - x.mean(axis=0, keepdims=True)                              # remove cell level
+        xbar = xc.mean(axis=1)                                              # (n, A')
+        if S > 1:
+            ss["noise"][0] += float(np.sum(((xc - xbar[:, None]) * w) ** 2))
+            ss["noise"][1] += n * A * (S - 1)
+        ss["da"][0] += float(np.sum((xbar - xbar.mean(axis=1, keepdims=True)) ** 2))
+        ss["da"][1] += n * (A - 1)
+        ss["doc"][0] += float(np.sum((xbar.mean(axis=1) - xbar.mean()) ** 2))
+        ss["doc"][1] += n - 1
+        inv_tok.append(np.mean(mean_tok / tok[:, 0, 0]))
+    noise_var = ss["noise"][0] / ss["noise"][1] if ss["noise"][1] else 0.0
+    if not ss["noise"][1]:
+        notes.append("one seed: document noise cannot be told from the document x adapter "
+                     "interaction; all of it is put in `doc_adapter_sd`")
+    da_var = max(0.0, ss["da"][0] / max(ss["da"][1], 1) - noise_var * float(np.mean(inv_tok)) / x.shape[1])
+    doc_var = max(0.0, ss["doc"][0] / max(ss["doc"][1], 1))
+    return {"noise_sd": float(np.sqrt(noise_var)), "doc_adapter_sd": float(np.sqrt(da_var)),
+            "doc_sd": float(np.sqrt(doc_var))}
+
+
+def _cell_components(logppl: np.ndarray, noise_cell_var: float, notes) -> dict:
+    """logppl (S, A', J) of the trained rows -> seed_sd, instance_sd, cell_sd (ANOVA)."""
+    S, A, J = logppl.shape
+    if S < 2:
+        notes.append("one seed: seed, instance and cell variances cannot be estimated; set to 0")
+        return {"seed_sd": 0.0, "instance_sd": 0.0, "cell_sd": 0.0}
+    z = logppl - np.nanmean(logppl, axis=0, keepdims=True)                 # (S, A', J)
+    z = np.nan_to_num(z)
+    zi = z.mean(axis=2)                                                     # (S, A')
+    zs = zi.mean(axis=1)                                                    # (S,)
+    ms_cell = np.sum((z - zi[:, :, None]) ** 2) / ((S - 1) * A * (J - 1))
+    ms_inst = J * np.sum((zi - zs[:, None]) ** 2) / ((S - 1) * (A - 1))
+    ms_seed = A * J * np.sum(zs ** 2) / (S - 1)
+    cell_var = max(0.0, ms_cell - noise_cell_var)
+    inst_var = max(0.0, (ms_inst - ms_cell) / J)
+    seed_var = max(0.0, (ms_seed - ms_inst) / (A * J))
+    for nm, v in (("cell", cell_var), ("instance", inst_var), ("seed", seed_var)):
+        if v == 0.0:
+            notes.append(f"{nm} variance estimated at the boundary (0)")
+    return {"seed_sd": float(np.sqrt(seed_var)), "instance_sd": float(np.sqrt(inst_var)),
+            "cell_sd": float(np.sqrt(cell_var))}
