@@ -130,3 +130,14 @@ def test_module_entry_point_exit_code(tmp_path):
     r = subprocess.run([sys.executable, "-m", "validation.verdict", "--cells", str(tmp_path / "x.csv")],
                        capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert r.returncode == 2 and "x.csv: file not found" in r.stderr
+
+
+def test_validation_never_imports_rendering_libraries():
+    code = ("import sys, numpy as np, validation, validation.verdict\n"
+            "from validation.synthetic import simulate_study\n"
+            "validation.judge(simulate_study(np.random.default_rng(0), n_seeds=2, n_docs=3), "
+            "rng=np.random.default_rng(0), n_resamples=10, fit=False)\n"
+            "bad = [m for m in ('jinja2', 'altair') if m in sys.modules]\n"
+            "assert not bad, bad\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr

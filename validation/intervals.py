@@ -8,18 +8,24 @@ its name to `validation.prereg.INTERVAL_METHODS`.
 from __future__ import annotations
 
 import numpy as np
+from scipy import stats
 
 from validation.results import Interval
 
 
-def _bootstrap_interval_iv(draws: np.ndarray, level: float, method: str) -> np.ndarray:
+METHODS = ("percentile", "student-t", "percentile-t")
+
+
+def _bootstrap_interval_iv(draws: np.ndarray, level: float, method: str, n_seeds) -> np.ndarray:
     draws = np.asarray(draws, dtype=float)
     if draws.ndim != 1:
         raise ValueError(f"`draws` must be one-dimensional; got shape {draws.shape}.")
     if not (0 < level < 1):
         raise ValueError(f"`level` must be in (0, 1); got {level!r}.")
-    if method not in ("percentile",):
-        raise ValueError(f"`method` must be 'percentile'; got {method!r}.")
+    if method not in METHODS:
+        raise ValueError(f"`method` must be one of {METHODS}; got {method!r}.")
+    if method != "percentile" and (not isinstance(n_seeds, (int, np.integer)) or n_seeds < 1):
+        raise ValueError(f"`n_seeds` must be a positive integer for method {method!r}; got {n_seeds!r}.")
     return draws
 
 
@@ -38,10 +44,21 @@ def bootstrap_interval(
     drawn seed lacks a cell) are dropped. `n_seeds` is for small-sample-corrected methods; the
     percentile method (Efron & Tibshirani 1993, ch. 13) ignores it.
     """
-    draws = _bootstrap_interval_iv(draws, level, method)
+    draws = _bootstrap_interval_iv(draws, level, method, n_seeds)
     draws = draws[np.isfinite(draws)]
     if draws.size == 0:
         return Interval(float(point), float(point))
     alpha = 1.0 - level
     low, high = np.quantile(draws, [alpha / 2, 1 - alpha / 2])
-    return Interval(float(low), float(high))
+    if method == "percentile" or n_seeds < 2:
+        return Interval(float(low), float(high))
+    # Small-sample corrections (validation/calibrate.py measures their coverage): the bootstrap
+    # SD of a mean over S seeds is sqrt((S-1)/S) times the usual standard error, and the normal
+    # quantile ignores that S-1 degrees of freedom estimate the seed variance.
+    factor = stats.t.ppf(1 - alpha / 2, n_seeds - 1) * np.sqrt(n_seeds / (n_seeds - 1))
+    if method == "student-t":
+        half = factor * float(np.std(draws, ddof=1))
+        return Interval(float(point - half), float(point + half))
+    # percentile-t: the percentile half-widths, each widened by t_{S-1} sqrt(S/(S-1)) / z
+    widen = factor / stats.norm.ppf(1 - alpha / 2)
+    return Interval(float(point - widen * (point - low)), float(point + widen * (high - point)))
