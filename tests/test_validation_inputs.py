@@ -140,3 +140,23 @@ def test_prereg_hash_check(tmp_path):
     st = check_prereg(prereg, changed, allow_change=True)
     assert not st.locked and st.label == "NOT PRE-REGISTERED" and st.expected_sha256 == "0" * 64
     assert check_prereg(prereg, None, allow_change=False).label == "NOT PRE-REGISTERED"
+
+
+def test_documents_of_a_diverged_cell_may_be_nan(tmp_path):
+    data = simulate_study(np.random.default_rng(0), n_seeds=2, n_docs=3)
+    hit = (pl.col("seed") == 1) & (pl.col("adapter") == "bob") & (pl.col("eval") == "alice")
+    cells = data.cells.with_columns(pl.when(hit).then(pl.lit("diverged")).otherwise(pl.col("status")).alias("status"),
+                                    pl.when(hit).then(float("nan")).otherwise(pl.col("nll_sum")).alias("nll_sum"))
+    docs = data.docs.with_columns(pl.when(hit).then(float("nan")).otherwise(pl.col("nll_sum")).alias("nll_sum"))
+    c, d = _write(tmp_path, cells), _write(tmp_path, docs, "docs.parquet")
+    loaded = load_external(c, d)
+    assert loaded.docs.height == docs.height
+    from validation import judge
+    v = judge(loaded, rng=np.random.default_rng(0), n_resamples=100, fit=True)
+    assert v.bootstrap.mode.value == "hierarchical" and np.isfinite(v.user("alice").ci_low)
+    assert any("1 diverged cell(s): seed=1 adapter='bob' eval='alice'" in r for r in v.gate.reasons)
+    d2 = _write(tmp_path, data.docs.with_columns(
+        pl.when(pl.int_range(pl.len()) == 7).then(float("nan")).otherwise(pl.col("nll_sum")).alias("nll_sum")),
+        "docs2.parquet")
+    with pytest.raises(InputError, match=r"docs2.parquet: column `nll_sum` has NaN, infinite or missing values at row\(s\) 8"):
+        load_external(_write(tmp_path, data.cells, "cells2.csv"), d2)

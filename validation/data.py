@@ -84,12 +84,14 @@ def _numeric(df: pl.DataFrame, src: str, col: str, *, positive: bool, finite_onl
     return s
 
 
-def normalize_cells(df: pl.DataFrame, source: str | Path = "<cells>", *, per_doc: bool = False) -> pl.DataFrame:
+def normalize_cells(df: pl.DataFrame, source: str | Path = "<cells>", *, per_doc: bool = False,
+                    exempt: pl.Series | None = None) -> pl.DataFrame:
     """Validate one cells (or docs, `per_doc=True`) table and return it with canonical columns.
 
     Output columns: seed (i64), adapter, eval, [doc_id], nll_sum, n_tokens, n_bytes, logppl, ppl,
     bpb, status; nll_sum/n_tokens/n_bytes/bpb may be null (only `ppl` given). Rows of status
-    "diverged" may hold any number: they are excluded from every statistic.
+    "diverged" (and rows where the boolean `exempt` is True, e.g. documents of a diverged cell)
+    may hold any number: they are excluded from every statistic.
     """
     src = str(source)
     _require_columns(df, src, ["adapter", "eval"] + (["doc_id"] if per_doc else []))
@@ -119,6 +121,8 @@ def normalize_cells(df: pl.DataFrame, source: str | Path = "<cells>", *, per_doc
         raise InputError(f"{src}: column `status` must be one of {list(STATUSES)}; row(s) "
                          f"{_rows(unknown)} hold {status.filter(unknown).unique().to_list()[:3]}.")
     checked = status != "diverged"
+    if exempt is not None:
+        checked = checked & ~exempt
     out: dict[str, Any] = {
         "seed": seed,
         "adapter": df["adapter"].cast(pl.Utf8).str.strip_chars(),
@@ -191,10 +195,29 @@ def load_external(cells_path: str | Path, docs_path: str | Path | None = None) -
     check_structure(cells, str(cells_path))
     docs = None
     if docs_path is not None:
-        docs = normalize_cells(read_table(docs_path), docs_path, per_doc=True)
+        raw = read_table(docs_path)
+        docs = normalize_cells(raw, docs_path, per_doc=True, exempt=_in_diverged_cell(raw, cells))
         check_duplicates(docs, str(docs_path), KEY + ["doc_id"])
         _check_docs_match(docs, cells, str(docs_path))
     return StudyData(cells=cells, docs=docs, source=Path(cells_path))
+
+
+def _in_diverged_cell(raw_docs: pl.DataFrame, cells: pl.DataFrame) -> pl.Series | None:
+    """Per document row: does it belong to a cell marked diverged? (None if it cannot be told.)"""
+    if not {"adapter", "eval"} <= set(raw_docs.columns):
+        return None
+    diverged = cells.filter(pl.col("status") == "diverged").select(KEY).with_columns(
+        pl.lit(True).alias("_diverged"))
+    try:
+        keys = raw_docs.select(
+            (pl.col("seed").cast(pl.Int64, strict=False) if "seed" in raw_docs.columns
+             else pl.lit(0, dtype=pl.Int64)).alias("seed"),
+            pl.col("adapter").cast(pl.Utf8).str.strip_chars(),
+            pl.col("eval").cast(pl.Utf8).str.strip_chars())
+    except Exception:
+        return None
+    joined = keys.with_row_index("_row").join(diverged, on=KEY, how="left").sort("_row")
+    return joined["_diverged"].fill_null(False)
 
 
 def _check_docs_match(docs: pl.DataFrame, cells: pl.DataFrame, src: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings as _warnings
 
 import numpy as np
+import polars as pl
 
 from validation import criteria as crit
 from validation import metrics
@@ -108,7 +109,20 @@ def judge(
                          _rng_seed(rng), method, len(arrays.seeds),
                          tuple((u, int(n.shape[0])) for u, n in zip(arrays.users, arrays.doc_nll or ())))
     return Verdict(users, criteria, model, info, gate, prereg_status, tuple(warnings),
-                   prereg.comparator, arrays.seeds, prereg.to_json())
+                   prereg.comparator, arrays.seeds, prereg.to_json(), _matrix(arrays, point))
+
+
+def _matrix(arrays: StudyArrays, point: np.ndarray) -> pl.DataFrame:
+    """point (A, J) mean log ppl -> tidy `adapter, eval, ppl, log_ppl, n_seeds`."""
+    A, J = point.shape
+    a, j = np.meshgrid(np.arange(A), np.arange(J), indexing="ij")
+    return pl.DataFrame({
+        "adapter": [arrays.adapters[k] for k in a.ravel()],
+        "eval": [arrays.users[k] for k in j.ravel()],
+        "ppl": np.exp(point).ravel(),
+        "log_ppl": point.ravel(),
+        "n_seeds": np.isfinite(arrays.logppl).sum(0).ravel().astype(np.int64),
+    })
 
 
 def _user_results(arrays: StudyArrays, point: np.ndarray, draws: np.ndarray, prereg: Prereg,
@@ -165,5 +179,9 @@ def _user_results(arrays: StudyArrays, point: np.ndarray, draws: np.ndarray, pre
             draws_personalization=d["pers"][:, j].copy() if has["pers"] else np.empty(0),
             draws_regularization=d["reg"][:, j].copy() if has["reg"] else np.empty(0),
             draws_total=d["total"][:, j].copy() if has["total"] else np.empty(0),
+            seed_worst_other_margins=per_seed["worst"][:, j].copy(),
+            seed_personalization=per_seed["pers"][:, j].copy(),
+            seed_regularization=per_seed["reg"][:, j].copy(),
+            seed_total=per_seed["total"][:, j].copy(),
         ))
     return tuple(out)

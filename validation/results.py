@@ -95,6 +95,11 @@ class UserResult:
     draws_personalization: np.ndarray  # (n_resamples,) or (0,) without `pooled`
     draws_regularization: np.ndarray   # (n_resamples,) or (0,) without `pooled` and `base`
     draws_total: np.ndarray            # (n_resamples,) or (0,) without `base`
+    # Per seed, aligned with `seeds` (NaN where a control is absent or a cell is missing):
+    seed_worst_other_margins: np.ndarray = field(default_factory=lambda: np.empty(0))
+    seed_personalization: np.ndarray = field(default_factory=lambda: np.empty(0))
+    seed_regularization: np.ndarray = field(default_factory=lambda: np.empty(0))
+    seed_total: np.ndarray = field(default_factory=lambda: np.empty(0))
 
     @property
     def ci_low(self) -> float:
@@ -125,8 +130,12 @@ class UserResult:
             "diagonal_ppl": _num(self.diagonal_ppl),
             "best_other_ppl": _num(self.best_other_ppl),
             "per_seed": [
-                {"seed": int(s), "margin": _num(m), "best_other": b}
-                for s, m, b in zip(self.seeds, self.seed_margins, self.seed_best_other)
+                {"seed": int(s), "margin": _num(m), "best_other": b,
+                 "worst_other_margin": _num(_at(self.seed_worst_other_margins, k)),
+                 "personalization_gain": _num(_at(self.seed_personalization, k)),
+                 "regularization_gain": _num(_at(self.seed_regularization, k)),
+                 "total_gain": _num(_at(self.seed_total, k))}
+                for k, (s, m, b) in enumerate(zip(self.seeds, self.seed_margins, self.seed_best_other))
             ],
         }
 
@@ -298,6 +307,9 @@ class Verdict:
     comparator: str = "best_other"
     seeds: tuple[int, ...] = ()
     settings: dict[str, Any] = field(default_factory=dict)  # the prereg values used
+    # The matrix the margins are computed from: one row per (adapter, eval), columns
+    # `adapter, eval, ppl, log_ppl, n_seeds`; ppl = geometric mean over the seeds that have the cell.
+    matrix: pl.DataFrame | None = None
 
     def criterion(self, name: str) -> CriterionResult:
         for c in self.criteria:
@@ -315,6 +327,30 @@ class Verdict:
     def exit_code(self) -> int:
         return 0 if self.gate.passed else 1
 
+    def users_table(self) -> pl.DataFrame:
+        """One tidy row per user: user, margin, ci_low, ci_high, best_other, worst_other_margin,
+        inverted, personalization_gain, regularization_gain, total_gain."""
+        cols = ("user", "margin", "ci_low", "ci_high", "best_other", "worst_other_margin",
+                "inverted", "personalization_gain", "regularization_gain", "total_gain")
+        return pl.DataFrame([{c: getattr(u, c) for c in cols} for u in self.users])
+
+    def per_seed_table(self) -> pl.DataFrame:
+        """One tidy row per (seed, user): seed, user, margin, best_other, worst_other_margin,
+        personalization_gain, regularization_gain, total_gain (NaN where not computable)."""
+        rows = []
+        for u in self.users:
+            for k, seed in enumerate(u.seeds):
+                rows.append({"seed": int(seed), "user": u.user, "margin": float(u.seed_margins[k]),
+                             "best_other": u.seed_best_other[k],
+                             "worst_other_margin": _at(u.seed_worst_other_margins, k),
+                             "personalization_gain": _at(u.seed_personalization, k),
+                             "regularization_gain": _at(u.seed_regularization, k),
+                             "total_gain": _at(u.seed_total, k)})
+        return pl.DataFrame(rows, schema={"seed": pl.Int64, "user": pl.String, "margin": pl.Float64,
+                                          "best_other": pl.String, "worst_other_margin": pl.Float64,
+                                          "personalization_gain": pl.Float64,
+                                          "regularization_gain": pl.Float64, "total_gain": pl.Float64})
+
     def to_json(self) -> dict[str, Any]:
         return {
             "schema": "normadapt-verdict/1",
@@ -328,7 +364,14 @@ class Verdict:
             "seeds": list(self.seeds),
             "settings": self.settings,
             "warnings": list(self.warnings),
+            "matrix": [] if self.matrix is None else [
+                {"adapter": r["adapter"], "eval": r["eval"], "ppl": _num(r["ppl"]), "n_seeds": r["n_seeds"]}
+                for r in self.matrix.iter_rows(named=True)],
         }
+
+
+def _at(a: np.ndarray, k: int) -> float:
+    return float(a[k]) if len(a) > k else math.nan
 
 
 def _num(x: float | None) -> float | None:
