@@ -16,7 +16,7 @@ from validation.results import PreregStatus, Status
 
 PREREG_FILENAME = "prereg.toml"
 COMPARATORS = ("best_other", "worst_other")
-INTERVAL_METHODS = ("percentile", "student-t", "percentile-t")  # validation/intervals.py
+INTERVAL_METHODS = ("percentile", "student-t")  # validation/intervals.py
 
 
 class PreregError(ValueError):
