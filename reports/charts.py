@@ -15,15 +15,30 @@ PCT = ".1%"
 STATUS_COLORS = {"inverted": "#c0392b", "ok": "#2c3e50"}
 
 
-def _data(df: pl.DataFrame) -> alt.InlineData:
-    """Inline the rows into the spec (no URL, no Altair row limit: sizes are ours to keep small)."""
-    return alt.InlineData(values=df.to_dicts())
+class _Datasets:
+    """Rows of one chart, referenced by name and attached once to the top-level spec.
+
+    Inline values inside layers would be deep-copied by Altair at every composition step (seconds
+    for 30,000 bootstrap draws); named datasets are copied once. No URL, no Altair row limit.
+    """
+
+    def __init__(self, prefix: str):
+        self.prefix, self.values = prefix, {}
+
+    def __call__(self, df: pl.DataFrame) -> alt.NamedData:
+        name = f"{self.prefix}_{len(self.values)}"
+        self.values[name] = df.to_dicts()
+        return alt.NamedData(name=name)
+
+    def attach(self, chart: alt.TopLevelMixin) -> alt.TopLevelMixin:
+        chart.datasets = self.values  # set in place: `.properties()` would deep-copy the rows
+        return chart
 
 
-def _threshold_rules(lines: list[tuple[float, str, str]]) -> alt.LayerChart:
+def _threshold_rules(ds: _Datasets, lines: list[tuple[float, str, str]]) -> alt.LayerChart:
     """Vertical reference lines at x = value, dashed, labelled at the top."""
     df = pl.DataFrame([{"x": x, "label": label, "color": color} for x, label, color in lines])
-    base = alt.Chart(_data(df)).encode(x="x:Q")
+    base = alt.Chart(ds(df)).encode(x="x:Q")
     rules = base.mark_rule(strokeDash=[4, 3]).encode(
         color=alt.Color("color:N", scale=None), tooltip=["label:N", alt.Tooltip("x:Q", format=PCT)])
     labels = base.mark_text(angle=270, align="left", dx=2, dy=-4, fontSize=10).encode(
@@ -44,10 +59,11 @@ def reference_lines(strict: float, lenient: float, delta: float) -> list[tuple[f
 def matrix_heatmap(matrix: pl.DataFrame, kind: str = "geometric-mean") -> alt.VConcatChart:
     """Heatmap of perplexity, adapter rows x evaluation columns, value labels, diagonal outlined.
 
-    `matrix`: adapter, eval, ppl, seed (null unless per-seed), group ("user adapters" |
+    `matrix`: adapter, eval, ppl, n_seeds, seed (null unless per-seed), group ("user adapters" |
     "controls"), is_diagonal, row_order. Controls get their own panel below the user rows; with
     `kind="per-seed"` each seed is a column of panels.
     """
+    ds = _Datasets("matrix")
     color = alt.Color("ppl:Q", title="perplexity", legend=alt.Legend(format=".3~g"),
                       # a light scheme keeps the black value labels legible on every cell
                       scale=alt.Scale(type="log", scheme="lighttealblue"))
@@ -56,13 +72,13 @@ def matrix_heatmap(matrix: pl.DataFrame, kind: str = "geometric-mean") -> alt.VC
         part = matrix.filter(pl.col("group") == group)
         if part.height == 0:
             continue
-        base = alt.Chart(_data(part)).encode(
+        base = alt.Chart(ds(part)).encode(
             x=alt.X("eval:N", title="evaluated on (held-out text of)" if not panels else None,
                     axis=alt.Axis(orient="top", labels=not panels, ticks=not panels)),
             y=alt.Y("adapter:N", sort=alt.EncodingSortField("row_order"), title=group))
         cells = base.mark_rect(stroke="white").encode(
             color=color, tooltip=["adapter:N", "eval:N", alt.Tooltip("ppl:Q", format=".3f"),
-                                  "seed:O"])
+                                  "n_seeds:Q", "seed:O"])
         diag = base.transform_filter("datum.is_diagonal").mark_rect(
             fill=None, stroke="#d62728", strokeWidth=3)
         labels = base.mark_text(fontSize=12, color="black").encode(
@@ -71,7 +87,7 @@ def matrix_heatmap(matrix: pl.DataFrame, kind: str = "geometric-mean") -> alt.VC
         if kind == "per-seed":
             layer = layer.facet(column=alt.Column("seed:O", title="seed" if not panels else None))
         panels.append(layer)
-    return alt.vconcat(*panels, spacing=12).resolve_scale(color="shared")
+    return ds.attach(alt.vconcat(*panels, spacing=12).resolve_scale(color="shared"))
 
 
 def margin_forest(margins: pl.DataFrame, strict: float, lenient: float, delta: float,
@@ -80,7 +96,8 @@ def margin_forest(margins: pl.DataFrame, strict: float, lenient: float, delta: f
 
     `margins`: user, margin, ci_low, ci_high, best_other, inverted.
     """
-    base = alt.Chart(_data(margins)).encode(y=alt.Y("user:N", title="evaluation user"))
+    ds = _Datasets("margin")
+    base = alt.Chart(ds(margins)).encode(y=alt.Y("user:N", title="evaluation user"))
     color = alt.condition("datum.inverted", alt.value(STATUS_COLORS["inverted"]),
                           alt.value(STATUS_COLORS["ok"]))
     bars = base.mark_rule(strokeWidth=2).encode(
@@ -93,8 +110,9 @@ def margin_forest(margins: pl.DataFrame, strict: float, lenient: float, delta: f
                  alt.Tooltip("ci_high:Q", format=PCT), "best_other:N", "inverted:N"])
     text = base.mark_text(align="left", dx=8, dy=-9, fontSize=10).encode(
         x="margin:Q", text=alt.Text("best_other:N"), color=alt.value("#555"))
-    lines = _threshold_rules(reference_lines(strict, lenient, delta))
-    return alt.layer(lines, bars, points, text).properties(width=WIDTH, height=alt.Step(40))
+    lines = _threshold_rules(ds, reference_lines(strict, lenient, delta))
+    return ds.attach(alt.layer(lines, bars, points, text).properties(width=WIDTH,
+                                                                    height=alt.Step(40)))
 
 
 def seed_margins_chart(seed_margins: pl.DataFrame, margins: pl.DataFrame, strict: float,
@@ -103,18 +121,19 @@ def seed_margins_chart(seed_margins: pl.DataFrame, margins: pl.DataFrame, strict
 
     `seed_margins`: user, seed, margin, best_other. `margins`: user, margin.
     """
-    dots = alt.Chart(_data(seed_margins)).mark_circle(size=60, opacity=0.8).encode(
+    ds = _Datasets("seed")
+    dots = alt.Chart(ds(seed_margins)).mark_circle(size=60, opacity=0.8).encode(
         x=alt.X("margin:Q", title="diagonal margin within each seed", axis=alt.Axis(format="%")),
         y=alt.Y("user:N", title="evaluation user"),
         yOffset=alt.YOffset("seed:N"),
         color=alt.Color("seed:N", title="seed"),
         tooltip=["user:N", "seed:N", alt.Tooltip("margin:Q", format=PCT), "best_other:N"])
-    ticks = alt.Chart(_data(margins.select("user", "margin"))).mark_tick(
+    ticks = alt.Chart(ds(margins.select("user", "margin"))).mark_tick(
         color="black", thickness=2, size=36).encode(
         x="margin:Q", y="user:N", tooltip=["user:N", alt.Tooltip("margin:Q", format=PCT)])
-    lines = _threshold_rules(reference_lines(strict, lenient, delta))
+    lines = _threshold_rules(ds, reference_lines(strict, lenient, delta))
     n_users = max(1, seed_margins["user"].n_unique())
-    return alt.layer(lines, dots, ticks).properties(width=WIDTH, height=60 * n_users)
+    return ds.attach(alt.layer(lines, dots, ticks).properties(width=WIDTH, height=60 * n_users))
 
 
 def decomposition_chart(gains: pl.DataFrame) -> alt.FacetChart:
@@ -122,6 +141,7 @@ def decomposition_chart(gains: pl.DataFrame) -> alt.FacetChart:
 
     `gains`: user, component, label, order, gain, ci_low, ci_high (intervals may be null).
     """
+    ds = _Datasets("decomposition")
     order = [label for label in gains.sort("order")["label"].unique(maintain_order=True)]
     palette = {"regularization": "#3498db", "personalization": "#e74c3c", "total": "#7f8c8d"}
     by_label = dict(zip(gains["label"], gains["component"]))
@@ -139,9 +159,9 @@ def decomposition_chart(gains: pl.DataFrame) -> alt.FacetChart:
     text = base.mark_text(align="left", dx=4, fontSize=10).encode(
         x=alt.X("gain:Q"), text=alt.Text("gain:Q", format=PCT))
     zero = alt.Chart().mark_rule(color="#7f8c8d").encode(x=alt.datum(0))
-    return alt.layer(zero, bars, errs, text).properties(width=WIDTH - 80, height=alt.Step(20)) \
-        .facet(data=_data(gains), row=alt.Row("user:N", title=None,
-                                              header=alt.Header(labelAngle=0, labelAlign="left")))
+    panel = alt.layer(zero, bars, errs, text).properties(width=WIDTH - 80, height=alt.Step(20))
+    return ds.attach(panel.facet(data=ds(gains), row=alt.Row(
+        "user:N", title=None, header=alt.Header(labelAngle=0, labelAlign="left"))))
 
 
 def training_curves(log: pl.DataFrame) -> alt.FacetChart:
@@ -149,13 +169,14 @@ def training_curves(log: pl.DataFrame) -> alt.FacetChart:
 
     `log`: seed, adapter, step, loss.
     """
+    ds = _Datasets("training")
     line = alt.Chart().mark_line(strokeWidth=1.2, opacity=0.85).encode(
         x=alt.X("step:Q", title="step"),
         y=alt.Y("loss:Q", title="training loss", scale=alt.Scale(zero=False)),
         color=alt.Color("seed:N", title="seed"),
         tooltip=["adapter:N", "seed:N", "step:Q", alt.Tooltip("loss:Q", format=".4f")])
-    return line.properties(width=240, height=150).facet(
-        data=_data(log), facet=alt.Facet("adapter:N", title=None), columns=3)
+    return ds.attach(line.properties(width=240, height=150).facet(
+        data=ds(log), facet=alt.Facet("adapter:N", title=None), columns=3))
 
 
 def model_effects(effects: pl.DataFrame, level: float, kind: str) -> alt.LayerChart:
@@ -163,7 +184,8 @@ def model_effects(effects: pl.DataFrame, level: float, kind: str) -> alt.LayerCh
 
     `effects`: term, scope, effect, ci_low, ci_high, se. Negative = own adapter lowers log ppl.
     """
-    base = alt.Chart(_data(effects)).encode(
+    ds = _Datasets("model")
+    base = alt.Chart(ds(effects)).encode(
         y=alt.Y("term:N", sort=None, title=None))
     color = alt.Color("scope:N", title=None, scale=alt.Scale(range=["#2c3e50", "#3498db"]))
     bars = base.mark_rule(strokeWidth=2).encode(
@@ -174,7 +196,7 @@ def model_effects(effects: pl.DataFrame, level: float, kind: str) -> alt.LayerCh
         tooltip=["term:N", alt.Tooltip("effect:Q", format=".4f"), alt.Tooltip("se:Q", format=".4f"),
                  alt.Tooltip("ci_low:Q", format=".4f"), alt.Tooltip("ci_high:Q", format=".4f")])
     zero = alt.Chart().mark_rule(color="#7f8c8d", strokeDash=[4, 3]).encode(x=alt.datum(0))
-    return alt.layer(zero, bars, points).properties(width=WIDTH, height=alt.Step(30))
+    return ds.attach(alt.layer(zero, bars, points).properties(width=WIDTH, height=alt.Step(30)))
 
 
 def bootstrap_histograms(draws: pl.DataFrame, level: float, strict: float,
@@ -184,9 +206,10 @@ def bootstrap_histograms(draws: pl.DataFrame, level: float, strict: float,
     `draws`: user, margin, ci_low, ci_high, draws (list of floats; flattened by Vega-Lite).
     One panel per user, each with its own one-row data.
     """
+    ds = _Datasets("bootstrap")
     panels = []
     for i, row in enumerate(draws.iter_rows(named=True)):
-        one = _data(pl.DataFrame([row], schema=draws.schema))
+        one = ds(pl.DataFrame([row], schema=draws.schema))
         last = i == draws.height - 1
         # flatten -> explicit bin transform; an encoding-level bin loses the flattened rows as
         # soon as another layer shares the x scale (Vega-Lite 6.4)
@@ -209,4 +232,4 @@ def bootstrap_histograms(draws: pl.DataFrame, level: float, strict: float,
         bars = alt.Chart(one).mark_rule(color="#27ae60").encode(x=alt.datum(strict)) + \
             alt.Chart(one).mark_rule(color="#e67e22").encode(x=alt.datum(lenient))
         panels.append(alt.layer(hist, bars, point, low, high).properties(width=WIDTH, height=80))
-    return alt.vconcat(*panels, spacing=8).resolve_scale(x="shared")
+    return ds.attach(alt.vconcat(*panels, spacing=8).resolve_scale(x="shared"))

@@ -133,17 +133,21 @@ def criteria_table(verdict: Verdict) -> pl.DataFrame:
 def matrix_table(verdict: Verdict, data: StudyData) -> tuple[pl.DataFrame, str]:
     """The confusion matrix to draw, and which one it is: `"geometric-mean"` or `"per-seed"`.
 
-    Columns: `adapter, eval, ppl, seed (null for the geometric mean), group ("user adapters" /
-    "controls"), is_diagonal, row_order`. The geometric mean over seeds is validation's number
-    (`Verdict.matrix`); with one seed the cells are that matrix already. Without either the
-    per-seed matrices are shown as they are (no averaging is done here).
+    Columns: `adapter, eval, ppl, n_seeds, seed (null for the geometric mean), group ("user
+    adapters" / "controls"), is_diagonal, row_order`. The geometric mean over seeds is
+    validation's number (`Verdict.matrix`); with one seed the cells are that matrix already.
+    Without either the per-seed matrices are shown as they are (no averaging is done here).
     """
     given = getattr(verdict, "matrix", None)
     if isinstance(given, pl.DataFrame) and {"adapter", "eval", "ppl"} <= set(given.columns):
-        df, kind = given.select("adapter", "eval", "ppl").with_columns(
-            pl.lit(None, dtype=pl.Int64).alias("seed")), "geometric-mean"
+        n_seeds = (pl.col("n_seeds").cast(pl.Int64) if "n_seeds" in given.columns
+                   else pl.lit(None, dtype=pl.Int64))
+        df = given.select("adapter", "eval", "ppl", n_seeds.alias("n_seeds"),
+                          pl.lit(None, dtype=pl.Int64).alias("seed"))
+        kind = "geometric-mean"
     else:
-        df = data.cells.select("seed", "adapter", "eval", "ppl")
+        df = data.cells.select("seed", "adapter", "eval", "ppl").with_columns(
+            pl.lit(1, dtype=pl.Int64).alias("n_seeds"))
         kind = "geometric-mean" if df["seed"].n_unique() == 1 else "per-seed"
         if kind == "geometric-mean":
             df = df.with_columns(pl.lit(None, dtype=pl.Int64).alias("seed"))
@@ -156,7 +160,7 @@ def matrix_table(verdict: Verdict, data: StudyData) -> tuple[pl.DataFrame, str]:
         (pl.col("adapter") == pl.col("eval")).alias("is_diagonal"),
         pl.col("adapter").replace_strict(order, return_dtype=pl.Int64).alias("row_order"),
     )
-    return df.select("adapter", "eval", "ppl", "seed", "group", "is_diagonal",
+    return df.select("adapter", "eval", "ppl", "n_seeds", "seed", "group", "is_diagonal",
                      "row_order").sort("row_order", "eval", "seed"), kind
 
 

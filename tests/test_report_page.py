@@ -1,0 +1,222 @@
+"""The report page's content, size and files, without a browser (see test_report_browser.py)."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import polars as pl
+import pytest
+
+import reports
+from reports import bundle, examples, tables
+from validation.results import PreregStatus
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def full():
+    return examples.full_study(seed=0)  # 3 users, 5 seeds, controls, docs, train log, 10k draws
+
+
+@pytest.fixture(scope="module")
+def full_html(full):
+    return reports.render_report(*full)
+
+
+@pytest.fixture(scope="module")
+def external():
+    return examples.external_matrix(seed=0)  # one seed, no docs, no controls, no manifest
+
+
+@pytest.fixture(scope="module")
+def external_html(external):
+    return reports.render_report(*external)
+
+
+def _text(html: str) -> str:
+    """Visible text, roughly: scripts and tags removed, whitespace collapsed."""
+    html = re.sub(r"<script.*?</script>", " ", html, flags=re.S)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
+
+# -- top of the page -------------------------------------------------------------------------
+def test_statuses_points_and_gate_are_shown(full, full_html):
+    verdict, _ = full
+    text = _text(full_html)
+    for c in verdict.criteria:
+        row = re.search(rf"{c.name.upper()}\s+(\S+)\s+(\S+)", text)
+        assert row, f"criterion {c.name} missing"
+        assert row.groups() == (c.status.value, c.point.value)
+    assert f"Gate: {'PASSED' if verdict.gate.passed else 'FAILED'}" in text
+
+
+def test_not_preregistered_banner_when_not_locked(full_html):
+    assert "NOT PRE-REGISTERED" in _text(full_html)
+    assert 'class="banner notprereg"' in full_html
+
+
+def test_no_banner_when_locked():
+    verdict, data = examples.full_study(seed=0, n_resamples=200, locked=True)
+    assert verdict.prereg.locked
+    html = reports.render_report(verdict, data)
+    assert "NOT PRE-REGISTERED" not in html
+    assert "Pre-registered: criteria file" in _text(html)
+
+
+def test_warnings_are_listed(full, full_html, external, external_html):
+    for verdict, html in ((full[0], full_html), (external[0], external_html)):
+        text = _text(html)
+        assert verdict.warnings, "the examples are meant to carry warnings"
+        for w in verdict.warnings:
+            assert re.sub(r"\s+", " ", w).replace("`", "") in text.replace("`", "").replace(
+                "&#39;", "'").replace("&lt;", "<").replace("&gt;", ">")
+
+
+def test_provenance_from_the_manifest(full, full_html):
+    _, data = full
+    text = _text(full_html)
+    for key in ("fixtures.users.alice.licence", "base_model.sha256", "git_commit",
+                "versions.torch"):
+        assert key in text
+    assert data.manifest["git_commit"] in text
+    assert "CC0-1.0" in text
+
+
+# -- the external single-seed matrix ---------------------------------------------------------
+def test_external_matrix_explains_what_is_missing(external_html):
+    text = _text(external_html)
+    assert "What this input lacks" in text
+    assert "No run manifest" in text
+    assert "No control rows base and pooled" in text
+    assert "No training log" in text
+    assert "Not shown: Only one seed" in text
+    assert "Not shown: No control rows" in text
+    assert "Not shown: No training log" in text
+    assert "Not shown: No bootstrap draws" in text
+    # what it has is drawn: matrix, margins, model
+    for key in ("matrix", "margins", "model"):
+        assert f'data-chart="chart-{key}"' in external_html
+
+
+# -- self-contained, offline, small ----------------------------------------------------------
+def test_one_inline_vega_bundle_and_no_external_resource(full_html):
+    assert full_html.count("window.vegaEmbed=") == 1
+    assert len(re.findall(r'data-chart="chart-', full_html)) == 7
+    markup = re.sub(r"(<script[^>]*>).*?</script>", r"\1</script>", full_html, flags=re.S)
+    assert not re.search(r"<script[^>]+src=", markup)
+    assert not re.search(r"<(link|img|iframe|object|embed|source)\b", markup)
+    csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', full_html)
+    assert csp and "default-src 'none'" in csp.group(1)
+
+
+def test_default_run_report_is_at_most_3_mb(full_html):
+    size = len(full_html.encode("utf-8"))
+    assert size <= 3_000_000, f"report is {size / 1e6:.2f} MB"
+
+
+def test_write_report_is_atomic_and_returns_the_path(full, tmp_path):
+    path = reports.write_report(*full, tmp_path / "sub" / "report.html")
+    assert path == tmp_path / "sub" / "report.html"
+    assert path.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    assert [p.name for p in path.parent.iterdir()] == ["report.html"]  # no temporary left over
+
+
+@pytest.mark.parametrize("fmt, magic", [("svg", b"<svg"), ("png", b"\x89PNG")])
+def test_write_charts(external, tmp_path, fmt, magic):
+    files = reports.write_charts(*external, tmp_path, fmt=fmt)
+    assert sorted(f.name for f in files) == sorted(f"{k}.{fmt}" for k in ("matrix", "margins", "model"))
+    for f in files:
+        assert f.read_bytes()[:4] == magic[:4]
+
+
+def test_write_charts_rejects_other_formats(external, tmp_path):
+    with pytest.raises(ValueError, match="`fmt` must be 'svg' or 'png'"):
+        reports.write_charts(*external, tmp_path, fmt="pdf")
+
+
+def test_bundle_matches_altairs_vegalite():
+    assert bundle.vegalite_minor().startswith("v6")
+    assert "</script" not in bundle.vega_javascript().lower()
+
+
+# -- tables: reshaping only ------------------------------------------------------------------
+def test_tables_read_the_result_objects(full):
+    verdict, data = full
+    m = tables.margins_table(verdict)
+    assert m["user"].to_list() == [u.user for u in verdict.users]
+    assert m["margin"].to_list() == [u.margin for u in verdict.users]
+    assert m["ci_low"].to_list() == [u.ci.low for u in verdict.users]
+    s = tables.seed_margins_table(verdict)
+    assert s.height == len(verdict.users) * len(data.seeds)
+    g = tables.gains_table(verdict)
+    assert g.height == 3 * len(verdict.users)
+    alice = {r["component"]: r["gain"] for r in g.filter(pl.col("user") == "alice").to_dicts()}
+    assert alice["personalization"] == verdict.user("alice").personalization_gain
+    b = tables.bootstrap_table(verdict)
+    assert b["draws"].list.len().to_list() == [len(u.draws_margin) for u in verdict.users]
+
+
+def test_matrix_prefers_validations_geometric_mean(full):
+    verdict, data = full
+    given = pl.DataFrame({"adapter": ["alice", "pooled"], "eval": ["alice", "alice"],
+                          "ppl": [10.0, 12.0]})
+    df, kind = tables.matrix_table(SimpleNamespace(matrix=given), data)
+    assert kind == "geometric-mean"
+    assert df["ppl"].to_list() == [10.0, 12.0]
+    assert df["group"].to_list() == ["user adapters", "controls"]
+    assert df["is_diagonal"].to_list() == [True, False]
+    df, kind = tables.matrix_table(verdict, data)  # what judge gives: its own matrix
+    assert kind == "geometric-mean"
+    assert df.sort("adapter", "eval")["ppl"].to_list() == verdict.matrix.sort(
+        "adapter", "eval")["ppl"].to_list()
+    # without it, several seeds are shown seed by seed, never averaged here
+    df, kind = tables.matrix_table(dataclasses.replace(verdict, matrix=None), data)
+    assert kind == "per-seed" and df.height == data.cells.height
+
+
+def test_gains_without_controls_is_empty(external):
+    assert tables.gains_table(external[0]).height == 0
+
+
+def test_training_log_is_thinned_for_display_only(full):
+    _, data = full
+    log = tables.training_table(data, max_points_per_curve=20)
+    per_curve = log.group_by("seed", "adapter").len()["len"]
+    assert per_curve.max() <= 21
+    last = data.train_log["step"].max()
+    assert log.filter(pl.col("step") == last).height == data.train_log.filter(
+        pl.col("step") == last).height  # the last logged step is always kept
+
+
+# -- architecture ----------------------------------------------------------------------------
+def _imports(folder: str) -> set[str]:
+    names = set()
+    for f in (REPO / folder).glob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module.split(".")[0])
+    return names
+
+
+def test_reports_compute_no_statistics():
+    offenders = _imports("reports") & {"scipy", "statsmodels"}
+    assert not offenders, f"reports/ imports {offenders}"
+    # numpy only in the example builders (fabricating inputs), never in the rendering modules
+    for f in ("page.py", "charts.py", "tables.py", "bundle.py", "browser.py"):
+        assert "import numpy" not in (REPO / "reports" / f).read_text()
+
+
+def test_validation_never_imports_the_drawing_stack():
+    offenders = _imports("validation") & {"jinja2", "altair", "vl_convert"}
+    assert not offenders, f"validation/ imports {offenders}"
+
+
+def test_prereg_status_label():
+    assert PreregStatus(False, "x", None, "p", "n").label == "NOT PRE-REGISTERED"
