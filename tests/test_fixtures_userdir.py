@@ -31,15 +31,15 @@ def userdir(tmp_path: Path) -> Path:
     return root
 
 
-def test_loads_users_in_alphabetical_order_with_own_pretraining(userdir):
-    fs = load_fixture_set(str(userdir))
+def test_loads_users_in_alphabetical_order_with_own_pretraining(userdir, tmp_path):
+    fs = load_fixture_set(str(userdir), cache_dir=tmp_path / "cache")
     assert [u.name for u in fs.users] == ["alice", "bob", "carol"]
     assert [u.name for u in fs.take(2).users] == ["alice", "bob"]
     alice = fs.users[0]
     assert len(alice.train) == 12 and len(alice.heldout) == MIN_HELDOUT_DOCS + 2
     assert alice.heldout[0].doc_id == "000.txt" and alice.heldout[0].text == _doc("aliceheldout", 0)
     assert fs.pretrain[0].doc_id == "base.txt" and fs.leakage
-    assert load_fixture_set(str(userdir)) == fs  # deterministic
+    assert load_fixture_set(str(userdir), cache_dir=tmp_path / "cache") == fs  # deterministic
 
 
 def test_one_text_file_is_split_by_the_suite(tmp_path):
@@ -49,7 +49,7 @@ def test_one_text_file_is_split_by_the_suite(tmp_path):
     (root / "dana" / "all.txt").write_text("\n".join(paras))
     (root / "pretrain").mkdir()
     (root / "pretrain" / "p.txt").write_text("base text. " * 100)
-    (user,) = load_fixture_set(str(root)).users
+    (user,) = load_fixture_set(str(root), cache_dir=tmp_path / "cache").users
     assert len(user.heldout) >= MIN_HELDOUT_DOCS
     assert not {d.doc_id for d in user.train} & {d.doc_id for d in user.heldout}
     assert all(d.doc_id.startswith("all.txt#") for d in user.train + user.heldout)
@@ -118,11 +118,11 @@ def _break(userdir: Path, how: str) -> str:
 @pytest.mark.parametrize("how", ["missing-dir", "no-users", "missing-heldout", "empty-user", "empty-train",
                                  "non-utf8", "empty-file", "too-few-heldout", "tiny-heldout-doc",
                                  "reserved-name", "loose-files", "small-single-file", "leak", "empty-pretrain"])
-def test_every_bad_input_names_the_file_and_the_fix(userdir, how):
+def test_every_bad_input_names_the_file_and_the_fix(userdir, how, tmp_path):
     match = _break(userdir, how)
     target = userdir.parent / "nowhere" if how == "missing-dir" else userdir
     with pytest.raises(FixtureError, match=match):
-        load_fixture_set(str(target))
+        load_fixture_set(str(target), cache_dir=tmp_path / "cache")
 
 
 def test_unknown_set_name(tmp_path):
@@ -143,7 +143,7 @@ def test_cli_lists_sets_and_exits_2_on_errors(userdir, tmp_path, capsys):
     assert main(["synthetic", "synthetic-null", "--cache-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "synthetic: 3 synthetic users" in out and "user3" in out and "leakage" in out
-    assert main(["list", str(userdir)]) == 0 and "carol" in capsys.readouterr().out
+    assert main(["list", str(userdir), "--cache-dir", str(tmp_path)]) == 0 and "carol" in capsys.readouterr().out
     assert main(["classics", "--cache-dir", str(tmp_path / "empty")]) == 0  # nothing fetched: says so
     assert "not fetched yet: run `python -m fixtures fetch`" in capsys.readouterr().out
     for argv, message in ((["nope"], "`--fixture-set nope`"), (["fetch", "--source", "x"], "expected NAME=PATH"),
