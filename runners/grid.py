@@ -10,7 +10,6 @@ are kept, so an interrupted command resumes where it stopped when run again.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import os
@@ -35,7 +34,7 @@ from runners.base_model import PRETRAIN_PRESETS, BaseModel, PretrainConfig, file
 from runners.data import eval_windows, training_stream
 from runners.evaluate import check_windows, doc_nll, mean_check_nll
 from runners.model import GPT, PRESETS, GPTConfig
-from runners.train import TrainConfig, data_order, train_adapters
+from runners.train import TrainConfig, TrainedAdapters, data_order, train_adapters
 
 log = logging.getLogger("runners.grid")
 POOLED, BASE = "pooled", "base"
@@ -200,40 +199,52 @@ def adapter_status(diverged: bool, own_nll: float, base_nll: float) -> str:
     return rundir.WORSE_THAN_BASE if own_nll > base_nll else rundir.OK
 
 
-def run_seed(seed: int, base: BaseModel, prep: Prepared, s: GridSettings, run_dir: Path) -> dict:
-    """Train and evaluate one seed; write its files (done.json last). Returns its timings."""
+@dataclass(frozen=True)
+class SeedResult:
+    trained: TrainedAdapters
+    statuses: tuple[str, ...]  # per adapter, in `Prepared.names` order
+    docs: pl.DataFrame  # docs.parquet rows of this seed (base rows included)
+    train_s: float
+    eval_s: float
+
+
+def train_and_score(seed: int, base: GPT, prep: Prepared, train: TrainConfig, device: str) -> SeedResult:
+    """Train every adapter of one seed in one batched loop, then score all of them on every user."""
     torch.manual_seed(seed)
-    T = base.model.config.block_size
-    orders = [data_order(seed, k, len(st), T, s.train) for k, st in enumerate(prep.streams)]
+    T = base.config.block_size
+    orders = [data_order(seed, k, len(st), T, train) for k, st in enumerate(prep.streams)]
     t0 = time.perf_counter()
-    with tqdm(total=s.train.steps, desc=f"seed {seed} train", file=sys.stderr, disable=not sys.stderr.isatty()) as bar:
-        trained = train_adapters(base.model, prep.streams, orders, s.train, s.device, progress=bar)
+    with tqdm(total=train.steps, desc=f"seed {seed} train", file=sys.stderr, disable=not sys.stderr.isatty()) as bar:
+        trained = train_adapters(base, prep.streams, orders, train, device, progress=bar)
     t_train = time.perf_counter() - t0
-    model = copy.deepcopy(base.model).to(s.device)
-    model.load_adapter_bank([{k: v.to(s.device) for k, v in st.items()} for st in trained.states])
-    statuses = [adapter_status(trained.diverged[k], mean_check_nll(model, prep.checks[k], k + 1, s.device), prep.base_check[k])
-                for k in range(len(prep.names))]
+    model = trained.model  # frozen base + the bank just trained
+    statuses = tuple(adapter_status(trained.diverged[k], mean_check_nll(model, prep.checks[k], k + 1, device),
+                                    prep.base_check[k]) for k in range(len(prep.names)))
     frames = [prep.base_docs]
     for k, name in enumerate(prep.names):
         for j, w in prep.windows.items():
-            frames.append(_doc_frame(name, j, w, doc_nll(model, w, k + 1, s.device), statuses[k]))
+            frames.append(_doc_frame(name, j, w, doc_nll(model, w, k + 1, device), statuses[k]))
     docs = rundir.with_rates(pl.concat(frames).with_columns(pl.lit(seed, pl.Int64).alias("seed")))
-    docs = docs.select(list(rundir.DOC_SCHEMA))
-    t_eval = time.perf_counter() - t0 - t_train
+    return SeedResult(trained, statuses, docs.select(list(rundir.DOC_SCHEMA)), t_train, time.perf_counter() - t0 - t_train)
+
+
+def run_seed(seed: int, base: BaseModel, prep: Prepared, s: GridSettings, run_dir: Path) -> dict:
+    """Train and evaluate one seed; write its files (done.json last). Returns its timings."""
+    r = train_and_score(seed, base.model, prep, s.train, s.device)
     for k, name in enumerate(prep.names):
-        _save_adapter(run_dir / "adapters" / f"seed-{seed}" / f"{name}.safetensors", trained.states[k],
-                      {"seed": seed, "adapter": name, "status": statuses[k], "model": s.model.to_dict(),
+        _save_adapter(run_dir / "adapters" / f"seed-{seed}" / f"{name}.safetensors", r.trained.states[k],
+                      {"seed": seed, "adapter": name, "status": r.statuses[k], "model": s.model.to_dict(),
                        "train": s.train.to_dict(), "base_model_sha256": base.sha256})
     log_rows = pl.DataFrame({"seed": seed, "adapter": np.repeat(prep.names, s.train.steps).tolist(),
                              "step": np.tile(np.arange(s.train.steps), len(prep.names)),
-                             "loss": trained.losses.T.reshape(-1)}, schema=rundir.LOG_SCHEMA)
+                             "loss": r.trained.losses.T.reshape(-1)}, schema=rundir.LOG_SCHEMA)
     seed_dir = run_dir / "seeds" / f"seed-{seed}"
-    rundir.write_parquet(docs, seed_dir / "docs.parquet")
+    rundir.write_parquet(r.docs, seed_dir / "docs.parquet")
     rundir.write_parquet(log_rows, seed_dir / "train_log.parquet")
-    timing = {"seed": seed, "train_s": t_train, "eval_s": t_eval, "statuses": dict(zip(prep.names, statuses))}
+    timing = {"seed": seed, "train_s": r.train_s, "eval_s": r.eval_s, "statuses": dict(zip(prep.names, r.statuses))}
     rundir.write_json(timing, seed_dir / "done.json")
-    log.info("seed %d: trained in %.1f s, evaluated in %.1f s; %s", seed, t_train, t_eval,
-             ", ".join(f"{n}={st}" for n, st in zip(prep.names, statuses)))
+    log.info("seed %d: trained in %.1f s, evaluated in %.1f s; %s", seed, r.train_s, r.eval_s,
+             ", ".join(f"{n}={st}" for n, st in zip(prep.names, r.statuses)))
     return timing
 
 

@@ -35,6 +35,7 @@ class TrainedAdapters:
     states: list[dict[str, torch.Tensor]]  # one per adapter, `GPT.adapter_state` layout
     losses: np.ndarray  # (steps, A) training loss per step per adapter (nats/token)
     diverged: tuple[bool, ...]  # (A,) a non-finite loss was seen
+    model: GPT  # the trained copy of the base: frozen base weights + the bank of A adapters
 
 
 def data_order(seed: int, adapter_number: int, stream_len: int, block_size: int, cfg: TrainConfig) -> np.ndarray:
@@ -79,7 +80,7 @@ def train_adapters(base: GPT, streams: list[np.ndarray], orders: list[np.ndarray
         if progress is not None:
             progress.update(1)
     diverged = tuple(not np.all(np.isfinite(losses[:, a])) or not _finite_state(model, a) for a in range(n))
-    return TrainedAdapters([model.adapter_state(a) for a in range(n)], losses, diverged)
+    return TrainedAdapters([model.adapter_state(a) for a in range(n)], losses, diverged, model)
 
 
 def _finite_state(model: GPT, a: int) -> bool:

@@ -1,0 +1,123 @@
+"""The grid runner: files and schemas, determinism, resume, lock, health statuses."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import polars as pl
+import pytest
+from safetensors import safe_open
+
+from runners import rundir
+from runners.grid import adapter_status, run_grid
+from runners.train import TrainConfig
+from test_runner_helpers import cache_env, session_cache, small_set, tiny_settings  # noqa: F401
+
+CELL_SCHEMA = {"seed": pl.Int64, "adapter": pl.Utf8, "eval": pl.Utf8, "nll_sum": pl.Float64, "n_tokens": pl.Int64,
+               "n_bytes": pl.Int64, "ppl": pl.Float64, "bpb": pl.Float64, "status": pl.Utf8}
+
+
+@pytest.fixture
+def fs():
+    return small_set(3)
+
+
+def test_files_and_schemas(tmp_path, cache_env, fs):
+    s = tiny_settings(tmp_path / "runs", tmp_path / "prereg.toml")
+    run_dir = run_grid(fs, s)
+    assert (s.out / "latest").resolve() == run_dir.resolve()
+    cells = pl.read_parquet(run_dir / "cells.parquet")
+    assert dict(cells.schema) == CELL_SCHEMA
+    assert len(cells) == 2 * 5 * 3  # seeds x (base, pooled, 3 users) x eval users
+    assert set(cells["adapter"]) == {"base", "pooled", "user1", "user2", "user3"}
+    docs = pl.read_parquet(run_dir / "docs.parquet")
+    assert dict(docs.schema) == {**{k: v for k, v in CELL_SCHEMA.items() if k != "status"}, "doc_id": pl.Utf8,
+                                 "status": pl.Utf8}
+    assert len(docs) == 2 * 5 * sum(len(u.heldout) for u in fs.users)
+    summed = docs.group_by(["seed", "adapter", "eval"]).agg(pl.col("nll_sum").sum(), pl.col("n_bytes").sum())
+    joined = cells.join(summed, on=["seed", "adapter", "eval"], suffix="_d")
+    assert (joined["nll_sum"] - joined["nll_sum_d"]).abs().max() < 1e-9
+    assert (joined["n_bytes"] == joined["n_bytes_d"]).all() and (cells["n_tokens"] == cells["n_bytes"]).all()
+    by_user = {u.name: u.heldout_bytes for u in fs.users}
+    assert all(r["n_bytes"] == by_user[r["eval"]] for r in cells.iter_rows(named=True))
+    # the base is seed-independent: one evaluation, a row per seed
+    base = cells.filter(pl.col("adapter") == "base").sort(["eval", "seed"])
+    assert base.filter(pl.col("seed") == 0)["nll_sum"].to_list() == base.filter(pl.col("seed") == 1)["nll_sum"].to_list()
+    log = pl.read_parquet(run_dir / "train_log.parquet")
+    assert dict(log.schema) == {"seed": pl.Int64, "adapter": pl.Utf8, "step": pl.Int64, "loss": pl.Float64}
+    assert len(log) == 2 * 4 * s.train.steps
+    m = json.loads((run_dir / "manifest.json").read_text())
+    assert m["prereg"]["sha256"] == s.prereg_sha256 and m["seeds"] == [0, 1]
+    assert m["adapter"]["params"] == 320 and m["adapter"]["bytes_fp32"] == 1280
+    assert [u["name"] for u in m["fixture_set"]["users"]] == ["user1", "user2", "user3"]
+    assert {"source", "licence", "sha256", "train_bytes", "heldout_bytes"} <= set(m["fixture_set"]["users"][0])
+    assert len(m["base_model"]["sha256"]) == 64 and m["versions"]["torch"]
+    files = sorted(p.relative_to(run_dir / "adapters").as_posix() for p in (run_dir / "adapters").rglob("*.safetensors"))
+    assert files == [f"seed-{k}/{n}.safetensors" for k in (0, 1) for n in ("pooled", "user1", "user2", "user3")]
+    with safe_open(run_dir / "adapters/seed-1/user2.safetensors", "pt") as f:
+        meta = json.loads(f.metadata()["config"])
+        assert meta["adapter"] == "user2" and meta["seed"] == 1 and meta["model"]["n_embd"] == 32
+        assert sum(f.get_tensor(k).numel() for k in f.keys()) == 320
+
+
+def test_same_command_twice_gives_identical_nll(tmp_path, cache_env, fs):
+    a = run_grid(fs, tiny_settings(tmp_path / "a", tmp_path / "prereg.toml"))
+    b = run_grid(fs, tiny_settings(tmp_path / "b", tmp_path / "prereg.toml"))
+    assert a.name == b.name  # the run id derives from the configuration only
+    ca, cb = (pl.read_parquet(d / "cells.parquet").sort(["seed", "adapter", "eval"]) for d in (a, b))
+    assert ca["nll_sum"].to_list() == cb["nll_sum"].to_list()
+
+
+def test_interrupted_run_resumes_to_the_same_cells(tmp_path, cache_env, fs):
+    prereg = tmp_path / "prereg.toml"
+    full = run_grid(fs, tiny_settings(tmp_path / "full", prereg, seeds=(0, 1, 2)))
+
+    def crash(seed):
+        if seed == 1:
+            raise KeyboardInterrupt
+
+    s = tiny_settings(tmp_path / "resumed", prereg, seeds=(0, 1, 2))
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(fs, s, on_seed_done=crash)
+    run_dir = s.out / full.name
+    assert (run_dir / "seeds/seed-1/done.json").exists() and not (run_dir / "seeds/seed-2").exists()
+    assert not (run_dir / "cells.parquet").exists()
+    kept = (run_dir / "seeds/seed-0/docs.parquet").stat().st_mtime_ns
+    resumed = run_grid(fs, s)
+    assert (run_dir / "seeds/seed-0/docs.parquet").stat().st_mtime_ns == kept  # finished seeds are not redone
+    assert json.loads((resumed / "manifest.json").read_text())["timings"]["resumed_seeds"] == [0, 1]
+    assert pl.read_parquet(resumed / "cells.parquet").equals(pl.read_parquet(full / "cells.parquet"))
+
+
+def test_lock_stops_a_second_runner(tmp_path, cache_env, fs):
+    s = tiny_settings(tmp_path / "runs", tmp_path / "prereg.toml", seeds=(0,))
+    first = run_grid(fs, s)
+    with rundir.RunLock(first):
+        with pytest.raises(rundir.RunLocked, match=r"locked by another runner .*pass a different `--out`"):
+            run_grid(fs, s)
+    run_grid(fs, s)  # released: fine again
+
+
+def test_run_id_changes_with_the_configuration(tmp_path, cache_env, fs):
+    s = tiny_settings(tmp_path / "runs", tmp_path / "prereg.toml", seeds=(0,), steps=2)
+    a = run_grid(fs, s)
+    b = run_grid(fs, replace(s, train=replace(s.train, lr=1e-2)))
+    assert a != b and (s.out / "latest").resolve() == b.resolve()
+
+
+def test_adapter_status():
+    assert adapter_status(False, 1.0, 1.5) == "ok"
+    assert adapter_status(False, 1.6, 1.5) == "worse_than_base"
+    assert adapter_status(True, 1.0, 1.5) == "diverged"
+    assert adapter_status(False, float("nan"), 1.5) == "diverged"
+
+
+def test_a_blown_up_training_is_flagged_not_averaged(tmp_path, cache_env, fs):
+    s = tiny_settings(tmp_path / "runs", tmp_path / "prereg.toml", seeds=(0,), steps=4)
+    run_dir = run_grid(fs, replace(s, train=TrainConfig(steps=4, batch_size=4, lr=1e4)))
+    cells = pl.read_parquet(run_dir / "cells.parquet")
+    adapters = cells.filter(~pl.col("adapter").is_in(["base"]))
+    assert set(adapters["status"]) <= {"diverged", "worse_than_base"}
+    assert set(cells.filter(pl.col("adapter") == "base")["status"]) == {"ok"}

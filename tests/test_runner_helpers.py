@@ -1,0 +1,39 @@
+"""Shared helpers of the runner tests (no tests here): tiny corpora, settings and a cache dir."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fixtures import synthetic_fixture_set
+from runners.base_model import PRETRAIN_PRESETS
+from runners.grid import GridSettings
+from runners.model import PRESETS
+from runners.train import TrainConfig
+
+
+def small_set(n_users: int = 3):
+    """3 synthetic users with little text: the grid runs in about a second on the tiny preset."""
+    return synthetic_fixture_set(n_users, train_docs=8, heldout_docs=5, heldout_doc_bytes=(150, 300),
+                                 pretrain_bytes=40_000)
+
+
+def tiny_settings(out: Path, prereg: Path, seeds=(0, 1), steps: int = 6, lr: float = 3e-2) -> GridSettings:
+    prereg.write_text("# test pre-registration\n") if not prereg.exists() else None
+    from runners.base_model import file_sha256
+    return GridSettings(preset="tiny", model=PRESETS["tiny"], pretrain=PRETRAIN_PRESETS["tiny"],
+                        train=TrainConfig(steps=steps, batch_size=4, lr=lr), seeds=tuple(seeds), device="cpu",
+                        out=out, prereg=prereg, prereg_sha256=file_sha256(prereg))
+
+
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("normadapt-cache")
+
+
+@pytest.fixture
+def cache_env(session_cache, monkeypatch) -> Path:
+    """Base models are cached once per test session, outside the user's cache."""
+    monkeypatch.setenv("NORMADAPT_CACHE_DIR", str(session_cache))
+    return session_cache
