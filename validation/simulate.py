@@ -233,7 +233,7 @@ def study_tables(nll_cols, tok_cols, adapters, users, seeds, bytes_per_token: fl
         nbytes = np.round(tok * bytes_per_token)
         parts_docs.append(pl.DataFrame({
             "seed": np.asarray(seeds, dtype=np.int64)[s], "adapter": np.asarray(adapters)[a],
-            "eval": np.full(s.size, users[j]), "doc_id": np.char.add("d", d.astype(str)),
+            "eval": np.full(s.size, users[j]), "doc_id": d,  # integers; normalize_cells makes them strings
             "nll_sum": nll.ravel(), "n_tokens": tok.ravel().astype(np.int64),
             "n_bytes": nbytes.ravel().astype(np.int64),
         }))
