@@ -27,6 +27,9 @@ class _Datasets:
 
     def __call__(self, df: pl.DataFrame) -> alt.NamedData:
         name = f"{self.prefix}_{len(self.values)}"
+        # JSON has no NaN/inf (a diverged loss, a missing cell): they become null, drawn as gaps
+        floats = [c for c, t in df.schema.items() if t.is_float()]
+        df = df.with_columns(pl.when(pl.col(c).is_finite()).then(pl.col(c)).alias(c) for c in floats)
         self.values[name] = df.to_dicts()
         return alt.NamedData(name=name)
 
@@ -156,8 +159,11 @@ def decomposition_chart(gains: pl.DataFrame) -> alt.FacetChart:
                  alt.Tooltip("ci_low:Q", format=PCT), alt.Tooltip("ci_high:Q", format=PCT)])
     errs = base.transform_filter("isValid(datum.ci_low)").mark_rule(color="black").encode(
         x="ci_low:Q", x2="ci_high:Q")
-    text = base.mark_text(align="left", dx=4, fontSize=10).encode(
-        x=alt.X("gain:Q"), text=alt.Text("gain:Q", format=PCT))
+    # the value is written just right of the bar or of its interval, whichever ends later
+    text = base.transform_calculate(
+        label_at="isValid(datum.ci_high) ? max(datum.gain, datum.ci_high) : datum.gain"
+    ).mark_text(align="left", dx=4, fontSize=10).encode(
+        x=alt.X("label_at:Q"), text=alt.Text("gain:Q", format=PCT))
     zero = alt.Chart().mark_rule(color="#7f8c8d").encode(x=alt.datum(0))
     panel = alt.layer(zero, bars, errs, text).properties(width=WIDTH - 80, height=alt.Step(20))
     return ds.attach(panel.facet(data=ds(gains), row=alt.Row(

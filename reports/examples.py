@@ -22,7 +22,7 @@ USERS = ("alice", "bob", "carol")
 
 
 def example_train_log(rng: np.random.Generator, seeds: tuple[int, ...], adapters: tuple[str, ...],
-                      steps: int = 600, every: int = 10) -> pl.DataFrame:
+                      steps: int = 100, every: int = 1) -> pl.DataFrame:
     """`seed, adapter, step, loss` shaped like the runner's train_log.parquet."""
     step = np.arange(0, steps + 1, every)
     rows = []
@@ -37,7 +37,7 @@ def example_manifest(users: tuple[str, ...], seeds: tuple[int, ...]) -> dict[str
     """A manifest.json shaped like the runner's (DESIGN.md, Files)."""
     return {
         "run_id": "20260101-000000-example",
-        "config": {"steps": 600, "batch_size": 16, "lr": 0.003, "block_size": 128},
+        "config": {"steps": 100, "batch_size": 16, "lr": 0.003, "block_size": 128},
         "seeds": list(seeds),
         "fixtures": {
             "name": "synthetic",
