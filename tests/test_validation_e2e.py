@@ -1,0 +1,29 @@
+"""One end-to-end run of the real commands: runners.grid (tiny preset) then validation.verdict."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_grid_then_verdict(tmp_path):
+    runs = tmp_path / "runs"
+    grid = subprocess.run(
+        [sys.executable, "-m", "runners.grid", "--seeds", "2", "--fixtures", "3", "--fixture-set", "synthetic",
+         "--preset", "tiny", "--steps", "10", "--out", str(runs), "-q"],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert grid.returncode == 0, grid.stderr[-2000:]
+    r = subprocess.run([sys.executable, "-m", "validation.verdict", "--runs-root", str(runs),
+                        "--n-resamples", "2000", "--no-report"],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode in (0, 1), r.stderr[-2000:]
+    v = json.loads((runs / "latest" / "verdict.json").read_text())
+    assert v["preregistration"]["status"] == "pre-registered"
+    assert v["bootstrap"]["mode"] == "hierarchical" and len(v["users"]) == 3
+    assert v["gate"]["passed"] is (r.returncode == 0)
+    assert (runs / "latest" / "junit.xml").is_file()
