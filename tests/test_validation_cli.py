@@ -141,3 +141,13 @@ def test_validation_never_imports_rendering_libraries():
             "assert not bad, bad\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0, r.stderr
+
+
+def test_rng_seed_reproduces_verdict(tmp_path, capsys):
+    run = make_run(tmp_path)
+    outs = []
+    for seed in ("5", "5", "6"):
+        assert main(["--run", str(run), "--prereg", str(PREREG), "--rng-seed", seed, *FAST]) == 0
+        v = json.loads((run / "verdict.json").read_text())
+        outs.append((v["bootstrap"]["rng_seed"], [u["ci_low"] for u in v["users"]]))
+    assert outs[0] == outs[1] and outs[0][0] == 5 and outs[2][1] != outs[0][1]

@@ -110,3 +110,13 @@ def test_worst_other_comparator_is_flagged():
     data = cells_from_matrix(_ok_matrix(), tuple(U), tuple(U))
     v = judge(data, Prereg(comparator="worst_other"), rng=np.random.default_rng(0), n_resamples=100, fit=False)
     assert v.comparator == "worst_other" and any("anti-conservative" in w for w in v.warnings)
+
+
+def test_judge_validates_its_arguments():
+    data = cells_from_matrix(_ok_matrix(), tuple(U), tuple(U))
+    with pytest.raises(ValueError, match="`rng` must be a numpy.random.Generator"):
+        judge(data, rng=np.random.RandomState(0))
+    with pytest.raises(ValueError, match="`n_resamples` must be a positive integer"):
+        judge(data, rng=np.random.default_rng(0), n_resamples=0)
+    with pytest.raises(ValueError, match="`prereg` must be a validation.Prereg"):
+        judge(data, {"delta": 0.02}, rng=np.random.default_rng(0))
