@@ -133,13 +133,20 @@ class Chromium:
         ]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             args.insert(1, "--no-sandbox")  # Chromium refuses to run as root with the sandbox
-        self._proc = subprocess.Popen(
-            args, preexec_fn=_map_fds, pass_fds=(3, 4),  # kept open after preexec_fn
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        os.close(to_child_r)
-        os.close(from_child_w)
-        self.send("Target.getBrowserContexts", timeout=30)  # first answer = browser is up
+        try:
+            try:
+                self._proc = subprocess.Popen(
+                    args, preexec_fn=_map_fds, pass_fds=(3, 4),  # kept open after preexec_fn
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            finally:
+                os.close(to_child_r)
+                os.close(from_child_w)
+            self.send("Target.getBrowserContexts", timeout=30)  # first answer = browser is up
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -169,7 +176,12 @@ class Chromium:
         msg: dict[str, Any] = {"id": self._next_id, "method": method, "params": params or {}}
         if session:
             msg["sessionId"] = session
-        os.write(self._to_child_w, json.dumps(msg).encode() + b"\0")
+        try:
+            os.write(self._to_child_w, json.dumps(msg).encode() + b"\0")
+        except BrokenPipeError:
+            code = self._proc.poll() if self._proc else None
+            raise BrowserError(f"Chromium ({self.executable}) exited (code {code}) before "
+                               f"{method}; run it by hand with --headless to see why") from None
         return self._next_id
 
     def send(self, method: str, params: dict | None = None, session: str | None = None,

@@ -220,3 +220,17 @@ def test_validation_never_imports_the_drawing_stack():
 
 def test_prereg_status_label():
     assert PreregStatus(False, "x", None, "p", "n").label == "NOT PRE-REGISTERED"
+
+
+def test_the_verdict_command_writes_the_report(tmp_path):
+    """End to end through `python -m validation.verdict --cells` (external single-seed matrix)."""
+    from validation import verdict as cli
+
+    _, data = examples.external_matrix(seed=0)
+    cells = tmp_path / "cells.csv"
+    data.cells.select("adapter", "eval", "ppl").write_csv(cells)
+    rc = cli.main(["--cells", str(cells), "--out", str(tmp_path / "out")])
+    assert rc in (0, 1)
+    html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert "NOT PRE-REGISTERED" in html
+    assert "What this input lacks" in html
