@@ -34,25 +34,30 @@ def example_train_log(rng: np.random.Generator, seeds: tuple[int, ...], adapters
 
 
 def example_manifest(users: tuple[str, ...], seeds: tuple[int, ...]) -> dict[str, Any]:
-    """A manifest.json shaped like the runner's (DESIGN.md, Files)."""
+    """A manifest.json shaped like the runner's (`runners.grid.manifest`)."""
     return {
         "run_id": "20260101-000000-example",
+        "created": "2026-01-01T00:00:00+0000",
         "config": {"steps": 100, "batch_size": 16, "lr": 0.003, "block_size": 128},
         "seeds": list(seeds),
-        "fixtures": {
-            "name": "synthetic",
-            "users": {u: {"source": f"synthetic vocabulary {i}", "licence": "CC0-1.0",
-                          "sha256": f"{i:02d}" * 32, "train_bytes": 200_000,
-                          "heldout_bytes": 40_000} for i, u in enumerate(users)},
-            "leakage": {"longest_shared_substring_bytes": 41},
+        "fixture_set": {
+            "name": "synthetic", "description": "generated vocabularies, one per user",
+            "users_sha256": "12" * 32, "pretrain_sha256": "34" * 32,
+            "users": [{"name": u, "sha256": f"{i:02d}" * 32, "source": f"synthetic vocabulary {i}",
+                       "licence": "CC0-1.0", "source_sha256": f"{i + 10:02d}" * 32,
+                       "route": "generated (fixtures.synthetic)", "notes": "",
+                       "train_bytes": 200_000, "heldout_bytes": 40_000, "n_train_docs": 200,
+                       "n_heldout_docs": 50} for i, u in enumerate(users)],
+            "leakage": [{"part_a": f"{u}/train", "part_b": f"{u}/heldout",
+                         "longest_shared_bytes": 41} for u in users],
         },
-        "base_model": {"sha256": "ab" * 32, "params": 820_000},
+        "base_model": {"key": "tiny", "sha256": "ab" * 32, "params": 820_000},
         "prereg": {"path": "prereg.toml", "sha256": "cd" * 32},
+        "adapter": {"params": 1536, "bytes_fp32": 6144, "file_bytes": 7012, "norm_layers": 9},
         "versions": {"python": "3.11.7", "torch": "2.13.0", "numpy": "2.1.0"},
-        "git_commit": "0123456789abcdef0123456789abcdef01234567",
-        "timings_s": {"pretrain": 41.2, "train": 120.5, "eval": 12.3},
-        "host": "example-host",
-        "adapter": {"params": 1536, "bytes": 6144},
+        "git": {"commit": "0123456789abcdef0123456789abcdef01234567", "dirty": False},
+        "timings": {"pretrain_s": 41.2, "train_s": 120.5, "eval_s": 12.3},
+        "host": {"hostname": "example-host", "cpu_count": 2, "device": "cpu"},
     }
 
 

@@ -182,6 +182,8 @@ def render_report(verdict: Verdict, data: StudyData, *, title: str | None = None
     sections = chart_sections(verdict, data)
     cells_cols, cells_rows = _frame_rows(tables.cells_table(data))
     crit = tables.criteria_table(verdict).to_dicts()
+    manifest_leaves, manifest_records = tables.manifest_tables(manifest) if manifest else ([], [])
+    provenance, fixtures = tables.provenance_summary(manifest) if manifest else ([], None)
     context = {
         "title": title or f"Verdict: {run_id}",
         "run_id": run_id,
@@ -191,7 +193,8 @@ def render_report(verdict: Verdict, data: StudyData, *, title: str | None = None
         "model": verdict.model,
         "sections": sections,
         "missing": missing_parts(verdict, data),
-        "manifest": tables.flatten_mapping(manifest) if manifest else [],
+        "manifest": manifest_leaves, "manifest_records": manifest_records,
+        "provenance": provenance, "fixtures": fixtures,
         "cells_cols": cells_cols, "cells_rows": cells_rows,
         "n_seeds": len(data.seeds), "seeds": data.seeds, "users_list": data.users,
         "controls": data.controls, "source": str(data.source) if data.source else None,

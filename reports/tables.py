@@ -7,6 +7,7 @@ Column names are stable; the chart functions in `charts.py` and the template rel
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
@@ -200,3 +201,78 @@ def flatten_mapping(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
             out += flatten_mapping(v, f"{prefix}.{k}" if prefix else str(k))
         return out
     return [(prefix, value)]
+
+
+@dataclass(frozen=True)
+class RecordTable:
+    """A list of records from the manifest (e.g. `fixture_set.users`), as a table."""
+
+    key: str
+    columns: list[str]
+    rows: list[list[Any]]
+
+
+def _is_records(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def manifest_tables(manifest: dict[str, Any]) -> tuple[list[tuple[str, Any]], list[RecordTable]]:
+    """The whole manifest: scalar leaves as (dotted.key, value), lists of records as tables."""
+    leaves: list[tuple[str, Any]] = []
+    records: list[RecordTable] = []
+
+    def walk(value: Any, prefix: str) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{prefix}.{k}" if prefix else str(k))
+        elif _is_records(value):
+            flat = [dict(flatten_mapping(r)) for r in value]
+            columns = list(dict.fromkeys(k for r in flat for k in r))
+            records.append(RecordTable(prefix, columns, [[r.get(c) for c in columns] for r in flat]))
+        else:
+            leaves.append((prefix, value))
+
+    walk(manifest, "")
+    return leaves, records
+
+
+def _get(d: Any, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
+
+
+def provenance_summary(manifest: dict[str, Any]) -> tuple[list[tuple[str, Any]], RecordTable | None]:
+    """The lines for the top of the page (run, seeds, base model, versions, commit) and the
+    fixtures with their sources and licences, read from the runner's manifest keys."""
+    git = _get(manifest, "git.commit") or manifest.get("git_commit")
+    dirty = _get(manifest, "git.dirty")
+    versions = manifest.get("versions")
+    lines = [
+        ("run", manifest.get("run_id")),
+        ("created", manifest.get("created")),
+        ("seeds", manifest.get("seeds")),
+        ("fixture set", _get(manifest, "fixture_set.name") or _get(manifest, "fixtures.name")),
+        ("base model sha256", _get(manifest, "base_model.sha256")),
+        ("pre-registration sha256 (run)", _get(manifest, "prereg.sha256")),
+        ("git commit", None if git is None else f"{git}{' (dirty tree)' if dirty else ''}"),
+        ("package versions", ", ".join(f"{k} {v}" for k, v in versions.items())
+         if isinstance(versions, dict) else versions),
+        ("adapter size", _adapter_size(manifest.get("adapter"))),
+    ]
+    users = _get(manifest, "fixture_set.users")
+    fixtures = None
+    if _is_records(users):
+        cols = [c for c in ("name", "source", "licence", "sha256", "route", "train_bytes",
+                            "heldout_bytes", "n_heldout_docs") if any(c in u for u in users)]
+        fixtures = RecordTable("fixture_set.users", cols, [[u.get(c) for c in cols] for u in users])
+    return [(k, v) for k, v in lines if v is not None], fixtures
+
+
+def _adapter_size(adapter: Any) -> str | None:
+    if not isinstance(adapter, dict) or "params" not in adapter:
+        return None
+    size = adapter.get("file_bytes") or adapter.get("bytes_fp32")
+    return f"{adapter['params']} parameters" + (f", {size} bytes" if size else "")
