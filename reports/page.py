@@ -171,8 +171,11 @@ _ENV.filters["fmt"] = _fmt
 _ENV.filters["pct"] = _pct
 
 
-def _frame_rows(df: pl.DataFrame) -> tuple[list[str], list[list[str]]]:
-    return df.columns, [[_fmt(v) for v in row] for row in df.iter_rows()]
+def _frame_rows(df: pl.DataFrame) -> tuple[list[str], list[tuple[bool, list[str]]]]:
+    """Column names, and per row (flagged, formatted values); flagged = a status other than ok."""
+    status = df.columns.index("status") if "status" in df.columns else None
+    return df.columns, [(status is not None and row[status] not in (None, "ok"),
+                         [_fmt(v) for v in row]) for row in df.iter_rows()]
 
 
 def render_report(verdict: Verdict, data: StudyData, *, title: str | None = None) -> str:

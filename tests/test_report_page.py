@@ -238,3 +238,13 @@ def test_the_verdict_command_writes_the_report(tmp_path):
     html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
     assert "NOT PRE-REGISTERED" in html
     assert "What this input lacks" in html
+
+
+def test_cells_with_a_bad_status_are_flagged(full):
+    verdict, data = full
+    cells = data.cells.with_columns(
+        pl.when((pl.col("seed") == 1) & (pl.col("adapter") == "bob"))
+        .then(pl.lit("diverged")).otherwise(pl.col("status")).alias("status"))
+    html = reports.render_report(verdict, dataclasses.replace(data, cells=cells))
+    assert "3 with a status other than ok" in html
+    assert html.count('<tr class="inverted"><td>1</td><td>bob</td>') == 3
