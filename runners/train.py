@@ -9,6 +9,7 @@ summation order (benchmarks/bench_grid.py measures the difference).
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from dataclasses import asdict, dataclass
 
@@ -18,6 +19,8 @@ from torch.nn import functional as F
 
 from runners.data import sample_offsets, windows_at
 from runners.model import GPT
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -114,5 +117,7 @@ def pretrain(model: GPT, stream: np.ndarray, *, seed: int, steps: int, batch_siz
         losses[step] = loss.item()
         if progress is not None:
             progress.update(1)
+        if (step + 1) % max(1, steps // 10) == 0:
+            log.info("pretrain step %d/%d: loss %.3f nats/byte", step + 1, steps, losses[max(0, step - 19):step + 1].mean())
     model.eval()
     return losses
