@@ -338,7 +338,7 @@ def calibrate(
     started: dict[int, float] = {}
     if jobs > 1:
         import multiprocessing as mp
-        with mp.get_context("fork").Pool(jobs) as pool:
+        with mp.get_context("spawn").Pool(jobs) as pool:  # fork deadlocks with polars threads
             for S, r, out in pool.imap(_run_chunk, tasks):
                 records[S][r].extend(out)
                 if progress:
