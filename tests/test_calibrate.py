@@ -132,7 +132,7 @@ def test_margin_ladder_holds_every_threshold():
 
 def test_coverage_estimates_are_sane_on_a_small_run(small_calibration):
     d3, d12 = small_calibration.design(3), small_calibration.design(12)
-    assert d3.n_experiments == 50 and d3.n_model_fits == 5
+    assert d3.n_experiments == 56 and d3.n_model_fits == 7  # 7 scenarios x ceil(50 / 7)
     cov3, cov12 = dict(d3.margin_coverage_by_method), dict(d12.margin_coverage_by_method)
     # the percentile interval under-covers at 3 seeds; the t correction widens it
     assert cov3["student-t"] > cov3["percentile"]
@@ -160,6 +160,7 @@ def test_calibration_json_has_the_required_keys(small_calibration, tmp_path):
                     "pass_rate_at_threshold"):
             assert key in d
         assert set(d["pass_rate_at_threshold"]) == {"strict", "lenient", "catastrophic"}
+        assert set(d["pass_rate_least_favourable"]) == {"strict", "lenient"}
     back = read_calibration(path)
     assert back.design(12).margin_coverage == small_calibration.design(12).margin_coverage
     assert back.design(3).status_rates == small_calibration.design(3).status_rates
@@ -171,7 +172,7 @@ def test_calibration_for_study_uses_the_run_file_then_the_cache(small_calibratio
     d, warnings = calibration_for_study(st.data, run_dir=tmp_path / "run", cache_dir=tmp_path / "c")
     assert d == small_calibration.design(3) and warnings == ()
     d1, w1 = calibration_for_study(st.data, cache_dir=tmp_path / "c", n_experiments=10, n_resamples=50)
-    assert d1.seeds == 3 and d1.n_experiments == 10 and "quick simulation" in w1[-1]
+    assert d1.seeds == 3 and d1.n_experiments == 14 and "quick simulation" in w1[-1]
     d2, w2 = calibration_for_study(st.data, cache_dir=tmp_path / "c", n_experiments=10, n_resamples=50)
     assert d2 == d1 and w2 == ()
     one_seed = simulate_experiment(SimParams(), 0.1, 1, np.random.default_rng(0))

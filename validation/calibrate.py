@@ -15,7 +15,10 @@ compared on identical data. Reported per design:
 - diagonal-effect coverage: the share of the mixed model's Wald intervals containing the true
   `diag` coefficient, on a subsample of experiments (`--model-fits`, the fit is the slow part);
 - per criterion, PASS / FAIL / INCONCLUSIVE rates at the ladder rung just below its threshold,
-  at it, and just above it; for CATASTROPHIC (TRIGGERED is its "pass"): at 0, delta and above.
+  at it, and just above it; for CATASTROPHIC (TRIGGERED is its "pass"): at 0, delta and above;
+- for STRICT and LENIENT also at their least-favourable boundary configuration (`least_favourable`:
+  one user at the bar and the others far above for STRICT; for LENIENT all but `required - 1`
+  users at the bar), where a criterion over several users is most likely to PASS by chance.
 
 `calibration.json` is written atomically; `CalibrationResult.from_json` reads it back.
 """
@@ -75,11 +78,12 @@ class DesignCalibration:
     method: str                                          # the pre-registered interval method
     level: float
     margin_coverage: float                               # with `method`
-    margin_coverage_by_method: tuple[tuple[str, float], ...]
+    margin_coverage_by_method: tuple[tuple[str, float], ...]   # over every scenario
     margin_coverage_by_margin: tuple[tuple[float, float], ...]   # (true margin, coverage), `method`
     mean_interval_width: tuple[tuple[str, float], ...]   # per method
     diagonal_effect_coverage: float | None               # None when no model was fitted
     pass_rate_at_threshold: tuple[tuple[str, float], ...]  # criterion -> PASS (TRIGGERED) rate
+    pass_rate_least_favourable: tuple[tuple[str, float], ...]  # strict, lenient (`least_favourable`)
     status_rates: tuple[StatusRate, ...]                 # every criterion x relation x method
     wall_s: float
 
@@ -99,6 +103,7 @@ class DesignCalibration:
             "mean_interval_width": dict(self.mean_interval_width),
             "diagonal_effect_coverage": self.diagonal_effect_coverage,
             "pass_rate_at_threshold": dict(self.pass_rate_at_threshold),
+            "pass_rate_least_favourable": dict(self.pass_rate_least_favourable),
             "status_rates": [r.__dict__ for r in self.status_rates],
             "wall_s": self.wall_s,
         }
@@ -115,6 +120,7 @@ class DesignCalibration:
             mean_interval_width=tuple(d["mean_interval_width"].items()),
             diagonal_effect_coverage=d["diagonal_effect_coverage"],
             pass_rate_at_threshold=tuple(d["pass_rate_at_threshold"].items()),
+            pass_rate_least_favourable=tuple(d["pass_rate_least_favourable"].items()),
             status_rates=tuple(StatusRate(**r) for r in d["status_rates"]),
             wall_s=float(d["wall_s"]),
         )
@@ -160,6 +166,22 @@ def margin_ladder(prereg: Prereg) -> tuple[float, ...]:
     rungs = {0.0, prereg.delta, prereg.lenient_margin, prereg.strict_margin,
              prereg.strict_margin + (step if step > 0 else prereg.strict_margin / 2)}
     return tuple(sorted(round(r, 10) for r in rungs))
+
+
+FAR_ABOVE = 0.20   # how far above the bar the "sure" users of a least-favourable scenario sit
+
+
+def least_favourable(prereg: Prereg, n_users: int) -> tuple[tuple[str, np.ndarray], ...]:
+    """Per criterion, the boundary configuration most likely to PASS while the truth does not:
+    STRICT: one user at the bar, the others far above it; LENIENT: `required - 1` users far
+    above, the other users at the bar (so that any one of them, by chance, makes the count).
+    """
+    req = prereg.lenient_required(n_users)
+    strict = np.full(n_users, prereg.strict_margin + FAR_ABOVE)
+    strict[0] = prereg.strict_margin
+    lenient = np.full(n_users, prereg.lenient_margin)
+    lenient[:req - 1] = prereg.lenient_margin + FAR_ABOVE
+    return (("strict", strict), ("lenient", lenient))
 
 
 def thresholds(prereg: Prereg) -> dict[str, float]:
@@ -258,7 +280,7 @@ def summarize_design(n_seeds: int, params: SimParams, prereg: Prereg, ladder: tu
     cov_by_method = tuple((m, float(covered[:, k].mean())) for k, m in enumerate(methods))
     width = tuple((m, float(np.mean(high[:, k] - low[:, k]))) for k, m in enumerate(methods))
     by_margin = []
-    for r_i, rung in enumerate(per_rung):
+    for r_i, rung in enumerate(per_rung[:len(ladder)]):
         c = np.stack([(r["low"][k_pre] <= r["truth"]) & (r["truth"] <= r["high"][k_pre]) for r in rung])
         by_margin.append((float(ladder[r_i]), float(c.mean())))
     diag = np.stack([r["diag"] for r in allrec])
@@ -272,8 +294,19 @@ def summarize_design(n_seeds: int, params: SimParams, prereg: Prereg, ladder: tu
             rates.append(StatusRate(name, relation, float(ladder[r_i]), m, int(x.size),
                                     float(np.mean(x == 0)), float(np.mean(x == 1)),
                                     float(np.mean(x == 2))))
+    lf_names = [name for name, _ in least_favourable(prereg, len(params.users))]
+    for k_lf, name in enumerate(lf_names):
+        codes = np.stack([r["codes"] for r in per_rung[len(ladder) + k_lf]])
+        c = CRITERIA.index(name)
+        for k, m in enumerate(methods):
+            x = codes[:, k, c]
+            rates.append(StatusRate(name, "at, least favourable", thresholds(prereg)[name], m,
+                                    int(x.size), float(np.mean(x == 0)), float(np.mean(x == 1)),
+                                    float(np.mean(x == 2))))
     at = tuple((r.criterion, r.pass_rate) for r in rates
                if r.relation == "at" and r.method == prereg.interval_method)
+    lf = tuple((r.criterion, r.pass_rate) for r in rates
+               if r.relation == "at, least favourable" and r.method == prereg.interval_method)
     return DesignCalibration(
         seeds=n_seeds, n_users=len(params.users), n_docs=tuple(int(n) for n in params.n_docs),
         n_experiments=len(allrec), n_model_fits=int(fitted.sum()),
@@ -281,7 +314,7 @@ def summarize_design(n_seeds: int, params: SimParams, prereg: Prereg, ladder: tu
         margin_coverage=cov_by_method[k_pre][1], margin_coverage_by_method=cov_by_method,
         margin_coverage_by_margin=tuple(by_margin), mean_interval_width=width,
         diagonal_effect_coverage=float(diag[fitted, 0].mean()) if fitted.any() else None,
-        pass_rate_at_threshold=at, status_rates=tuple(rates), wall_s=wall_s)
+        pass_rate_at_threshold=at, pass_rate_least_favourable=lf, status_rates=tuple(rates), wall_s=wall_s)
 
 
 # ---- the driver -----------------------------------------------------------------------------
@@ -300,7 +333,7 @@ def calibrate(
     prereg: Prereg | None = None,
     *,
     seeds: tuple[int, ...] = (3, 5, 8, 12),
-    n_experiments: int = 1000,
+    n_experiments: int = 1400,
     n_resamples: int = 1000,
     n_model_fits: int = 100,
     rng_seed: int = 20260101,
@@ -309,7 +342,8 @@ def calibrate(
     notes: tuple[str, ...] = (),
     progress=None,
 ) -> CalibrationResult:
-    """Simulate `n_experiments` per design (split evenly over the margin ladder) and summarize.
+    """Simulate `n_experiments` per design (split evenly over the scenarios: the margin ladder,
+    every user at one rung, then the least-favourable configurations) and summarize.
 
     `n_model_fits` experiments per design (spread over the ladder) also fit the mixed model for
     the diagonal-effect coverage. Deterministic given `rng_seed`, whatever `jobs` is.
@@ -326,11 +360,13 @@ def calibrate(
     if prereg.interval_method not in methods:
         methods = (prereg.interval_method,) + tuple(methods)
     ladder = margin_ladder(prereg)
-    L = len(ladder)
+    J = len(params.users)
+    scenarios = [np.full(J, m) for m in ladder] + [v for _, v in least_favourable(prereg, J)]
+    L = len(scenarios)
     per_rung_n = math.ceil(n_experiments / L)
     fit_per_rung = math.ceil(n_model_fits / L) if n_model_fits else 0
     chunk = max(10, per_rung_n // 8)
-    tasks = [(params, prereg, S, r, ladder[r], a, min(a + chunk, per_rung_n), fit_per_rung,
+    tasks = [(params, prereg, S, r, scenarios[r], a, min(a + chunk, per_rung_n), fit_per_rung,
               n_resamples, rng_seed, methods)
              for S in seeds for r in range(L) for a in range(0, per_rung_n, chunk)]
     t0 = time.perf_counter()
@@ -372,7 +408,7 @@ def read_calibration(path: str | Path) -> CalibrationResult:
 
 # ---- the calibration of one run's design, cheaply (for validation.verdict) -------------------
 
-QUICK_EXPERIMENTS = 250     # 50 per rung of the margin ladder: coverage to about +-0.02
+QUICK_EXPERIMENTS = 280     # 40 per scenario: coverage to about +-0.02
 QUICK_RESAMPLES = 500
 
 
@@ -464,10 +500,10 @@ def format_table(result: CalibrationResult) -> str:
                      + f"  {diag:>16}")
     for m in methods:
         lines += ["", f"Criterion status rates, intervals: {m}  (pass = PASS, or TRIGGERED for catastrophic)",
-                  f"{'seeds':>5} {'criterion':>12} {'relation':>8} {'margin':>7} {'pass':>7} {'fail':>7} {'inconcl':>7}"]
+                  f"{'seeds':>5} {'criterion':>12} {'relation':>21} {'margin':>7} {'pass':>7} {'fail':>7} {'inconcl':>7}"]
         for d in result.designs:
             for r in d.rates(m):
-                lines.append(f"{d.seeds:>5} {r.criterion:>12} {r.relation:>8} {r.true_margin:>7.3f} "
+                lines.append(f"{d.seeds:>5} {r.criterion:>12} {r.relation:>21} {r.true_margin:>7.3f} "
                              f"{r.pass_rate:>7.3f} {r.fail_rate:>7.3f} {r.inconclusive_rate:>7.3f}")
     return "\n".join(lines)
 
@@ -501,8 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="calibration", help="directory for calibration.json (default ./calibration)")
     p.add_argument("--from-run", metavar="DIR", help="estimate the simulation's parameters and design from a run")
     p.add_argument("--seeds", type=_parse_seeds, default=(3, 5, 8, 12), help="designs: numbers of seeds (default 3,5,8,12)")
-    p.add_argument("--experiments", type=_positive("--experiments"), default=1000,
-                   help="simulated experiments per design, split over the margin ladder (default 1000)")
+    p.add_argument("--experiments", type=_positive("--experiments"), default=1400,
+                   help="simulated experiments per design, split over the 7 scenarios (default 1400)")
     p.add_argument("--resamples", type=_positive("--resamples", 10), default=1000,
                    help="bootstrap resamples per experiment (default 1000)")
     p.add_argument("--model-fits", type=_positive("--model-fits", 0), default=100,

@@ -1,0 +1,35 @@
+"""reports/calibration.py: the chart and tables render from a CalibrationResult design."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from validation import Prereg
+from validation.calibrate import calibrate, least_favourable
+from validation.simulate import SimParams
+
+
+def _design():
+    return calibrate(SimParams(), Prereg(), seeds=(3,), n_experiments=7, n_resamples=50,
+                     n_model_fits=0, rng_seed=3).designs[0]
+
+
+def test_least_favourable_configurations():
+    (s_name, strict), (l_name, lenient) = least_favourable(Prereg(), 3)
+    assert (s_name, l_name) == ("strict", "lenient")
+    assert strict[0] == 0.10 and np.all(strict[1:] > 0.25)
+    assert lenient[0] > 0.2 and np.all(lenient[1:] == 0.05)   # 2 of 3 required
+
+
+def test_tables_and_chart_render():
+    from reports.calibration import calibration_chart, calibration_table, status_rates_table
+
+    d = _design()
+    table = calibration_table(d)
+    assert table.columns == ["quantity", "value", "note"]
+    assert any("coverage, student-t" in q for q in table["quantity"])
+    rates = status_rates_table(d)
+    assert set(rates["criterion"]) == {"strict", "lenient", "catastrophic"}
+    assert np.allclose(rates["pass"] + rates["fail"] + rates["inconclusive"], 1.0)
+    spec = calibration_chart(d).to_dict()
+    assert "hconcat" in spec
