@@ -22,6 +22,7 @@ import torch
 from runners.base_model import PRETRAIN_PRESETS, load_or_pretrain
 from runners.grid import load_fixtures, prepare, train_and_score
 from runners.model import PRESETS
+from runners.rundir import cells_from_docs
 from runners.train import TrainConfig
 
 log = logging.getLogger("runners.lr_sweep")
@@ -68,13 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=lr)
         docs = pl.concat([train_and_score(seed, base.model, prep, cfg, "cpu").docs for seed in range(args.seeds)])
-        from runners.rundir import cells_from_docs
         rows.append(sweep_row(cells_from_docs(docs), lr) | {"seconds": time.perf_counter() - t0})
         log.info("%s", rows[-1])
     table = pl.DataFrame(rows)
     with pl.Config(tbl_rows=50, float_precision=4):
         print(f"fixture set {fs.name}, preset {args.preset}, {args.seeds} seeds, {args.steps} steps, "
-              f"batch {args.batch_size}; ppl ratios are geometric-mean-free plain means over users and seeds")
+              f"batch {args.batch_size}; ratios and margins are plain means over users and seeds")
         print(table)
     return 0
 
