@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_model, save_model
 from tqdm import tqdm
 
@@ -26,7 +27,7 @@ from runners.train import pretrain
 from validation.atomic import atomic_write_text, atomic_write_with
 
 log = logging.getLogger(__name__)
-CACHE_FORMAT = 1  # bump when the cached layout or the pretraining code changes meaning
+CACHE_FORMAT = 2  # bump when the cached layout or the pretraining code changes meaning (2: seeded init)
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ def load_or_pretrain(config: GPTConfig, pretrain_cfg: PretrainConfig, corpus: tu
         log.info("base model %s loaded from %s", found.sha256[:12], entry)
         return found
     log.info("pretraining the base model (%d steps) into %s", pretrain_cfg.steps, entry)
+    torch.manual_seed(pretrain_cfg.seed)  # the initial weights too: the entry is reproducible
     model = GPT(config)
     t0 = time.perf_counter()
     with tqdm(total=pretrain_cfg.steps, desc="pretrain base", file=sys.stderr, disable=not sys.stderr.isatty()) as bar:
