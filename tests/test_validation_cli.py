@@ -20,7 +20,7 @@ PREREG = REPO / "prereg.toml"
 FAST = ["--n-resamples", "300", "--no-report"]
 
 
-def make_run(root: Path, name="r1", personalization=0.2, prereg_sha=None, n_seeds=3) -> Path:
+def make_run(root: Path, name="r1", personalization=0.2, prereg_sha=None, n_seeds=5) -> Path:
     data = simulate_study(np.random.default_rng(0), n_seeds=n_seeds, n_docs=10, personalization=personalization)
     run = root / "runs" / name
     run.mkdir(parents=True)

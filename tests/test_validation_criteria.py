@@ -50,7 +50,7 @@ def test_catastrophic(low, high, eq_low, eq_high, status):
 
 
 def test_inverted_user_fails_gate():
-    data = simulate_study(np.random.default_rng(0), n_seeds=3, n_docs=20, personalization=[-0.1, 0.2, 0.2])
+    data = simulate_study(np.random.default_rng(0), n_seeds=5, n_docs=20, personalization=[-0.1, 0.2, 0.2])
     v = judge(data, rng=np.random.default_rng(0), n_resamples=300, fit=False)
     alice = v.user("alice")
     assert alice.inverted and alice.ci_high < 0 and alice.margin < 0
@@ -59,7 +59,7 @@ def test_inverted_user_fails_gate():
 
 
 def test_clear_personalization_passes_gate():
-    data = simulate_study(np.random.default_rng(0), n_seeds=3, n_docs=20, personalization=0.2)
+    data = simulate_study(np.random.default_rng(0), n_seeds=5, n_docs=20, personalization=0.2)
     v = judge(data, rng=np.random.default_rng(0), n_resamples=300, fit=False)
     assert [c.status for c in v.criteria] == [Status.PASS, Status.PASS, Status.NOT_TRIGGERED]
     assert v.gate.passed and v.gate.reasons == () and v.exit_code == 0
@@ -120,3 +120,32 @@ def test_judge_validates_its_arguments():
         judge(data, rng=np.random.default_rng(0), n_resamples=0)
     with pytest.raises(ValueError, match="`prereg` must be a validation.Prereg"):
         judge(data, {"delta": 0.02}, rng=np.random.default_rng(0))
+
+
+def test_lenient_level_is_bonferroni_over_the_users_that_can_tip_it():
+    # 3 users, 2 required: any one of the 3 - 2 + 1 = 2 boundary users can tip LENIENT
+    assert Prereg().lenient_level(3) == pytest.approx(1 - 0.05 / 2)
+    assert Prereg().lenient_level(5) == pytest.approx(1 - 0.05 / 2)        # 4 of 5 required
+    assert Prereg(lenient_min_users=2).lenient_level(5) == pytest.approx(1 - 0.05 / 4)
+    assert Prereg(lenient_min_users=3).lenient_level(3) == 0.95            # all required: no family
+    assert Prereg(lenient_adjust="none").lenient_level(3) == 0.95
+
+
+def test_lenient_adjustment_changes_a_borderline_pass():
+    """Uniform draws on [0.01, 1.81]: the 2.5% quantile is 0.055 (>= 5%), the 1.25% one 0.0325."""
+    data = simulate_study(np.random.default_rng(0), n_seeds=3, n_docs=20, personalization=[0.2, 0.2, -0.2])
+    v = judge(data, rng=np.random.default_rng(0), n_resamples=200, fit=False)
+    draws = {"alice": np.linspace(0.01, 1.81, 100_001), "bob": np.linspace(0.01, 1.81, 100_001),
+             "carol": np.linspace(-0.3, -0.1, 100_001)}
+    import dataclasses
+    users = tuple(dataclasses.replace(u, margin=float(np.median(draws[u.user])), draws_margin=draws[u.user])
+                  for u in v.users)
+    plain = crit.read_criteria(users, Prereg(lenient_adjust="none"), method="percentile", n_seeds=3)[1]
+    adjusted = crit.read_criteria(users, Prereg(), method="percentile", n_seeds=3)[1]
+    assert plain.status is Status.PASS
+    assert adjusted.status is Status.INCONCLUSIVE and "97.50%" in adjusted.explanation
+
+
+def test_unknown_lenient_adjustment_is_refused():
+    with pytest.raises(ValueError, match="`lenient_adjust` must be one of"):
+        Prereg(lenient_adjust="holm")

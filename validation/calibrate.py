@@ -191,14 +191,6 @@ def thresholds(prereg: Prereg) -> dict[str, float]:
 
 # ---- one experiment -------------------------------------------------------------------------
 
-def _criteria_codes(names, margins, low, high, eq_low, eq_high, prereg: Prereg) -> list[int]:
-    res = (crit.strict(names, margins, low, high, prereg.strict_margin),
-           crit.lenient(names, margins, low, high, prereg.lenient_margin,
-                        prereg.lenient_required(len(names))),
-           crit.catastrophic(names, margins, low, high, eq_low, eq_high, prereg.delta))
-    return [_STATUS_CODE[r.status] for r in res]
-
-
 def run_experiment(params: SimParams, margin: float, n_seeds: int, prereg: Prereg,
                    n_resamples: int, rng: np.random.Generator, *, fit: bool,
                    methods: tuple[str, ...] = INTERVAL_METHODS) -> dict[str, np.ndarray]:
@@ -218,16 +210,12 @@ def run_experiment(params: SimParams, margin: float, n_seeds: int, prereg: Prere
     low, high, codes = np.empty((M, J)), np.empty((M, J)), np.empty((M, 3), dtype=np.int8)
     for k, m in enumerate(methods):
         if m == prereg.interval_method:
-            ci = [u.ci for u in v.users]
-            eq = [u.equivalence_ci for u in v.users]
-            codes[k] = [_STATUS_CODE[c.status] for c in v.criteria]
+            ci, criteria = [u.ci for u in v.users], v.criteria
         else:
             ci = [bootstrap_interval(u.draws_margin, u.margin, prereg.confidence, method=m,
                                      n_seeds=n_seeds) for u in v.users]
-            eq = [bootstrap_interval(u.draws_margin, u.margin, prereg.equivalence_level, method=m,
-                                     n_seeds=n_seeds) for u in v.users]
-            codes[k] = _criteria_codes(names, point, [c.low for c in ci], [c.high for c in ci],
-                                       [e.low for e in eq], [e.high for e in eq], prereg)
+            criteria = crit.read_criteria(v.users, prereg, method=m, n_seeds=n_seeds)
+        codes[k] = [_STATUS_CODE[c.status] for c in criteria]
         low[k], high[k] = [c.low for c in ci], [c.high for c in ci]
     diag = np.full(3, np.nan)
     if v.model is not None and np.isfinite(v.model.diagonal_se):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from validation.arrays import CellProblems
+from validation.intervals import bootstrap_interval
 from validation.prereg import Prereg, gate_allows
 from validation.results import CriterionResult, Gate, Status, UserResult
 
@@ -32,8 +33,12 @@ def strict(users, point, low, high, bar: float) -> CriterionResult:
     return CriterionResult("strict", status, point_status, bar, why)
 
 
-def lenient(users, point, low, high, bar: float, required: int) -> CriterionResult:
-    """PASS: >= `required` users with CI low >= bar; FAIL: fewer than `required` with CI high >= bar."""
+def lenient(users, point, low, high, bar: float, required: int, level: float | None = None) -> CriterionResult:
+    """PASS: >= `required` users with CI low >= bar; FAIL: fewer than `required` with CI high >= bar.
+
+    `low`, `high` are read at `level` (Prereg.lenient_level: Bonferroni-adjusted by default);
+    `level` only enters the explanation.
+    """
     low, high, point = map(np.asarray, (low, high, point))
     sure, possible = int(np.sum(low >= bar)), int(np.sum(high >= bar))
     if sure >= required:
@@ -43,7 +48,8 @@ def lenient(users, point, low, high, bar: float, required: int) -> CriterionResu
     else:
         status = Status.INCONCLUSIVE
     why = (f"{sure} of {len(users)} users with CI low >= {bar:.0%} ({_names(users, low >= bar)}), "
-           f"{possible} with CI high >= {bar:.0%}; {required} required")
+           f"{possible} with CI high >= {bar:.0%}; {required} required"
+           + (f" (per-user intervals at {level:.2%}, multiplicity-adjusted)" if level is not None else ""))
     point_status = Status.PASS if np.sum(point >= bar) >= required else Status.FAIL
     return CriterionResult("lenient", status, point_status, bar, why)
 
@@ -61,6 +67,37 @@ def catastrophic(users, point, low, high, eq_low, eq_high, delta: float) -> Crit
         status, why = Status.INCONCLUSIVE, f"neither equivalent nor clearly apart; not equivalent: {_names(users, ~inside)}"
     point_status = Status.TRIGGERED if np.all(np.abs(point) < delta) else Status.NOT_TRIGGERED
     return CriterionResult("catastrophic", status, point_status, delta, why)
+
+
+def read_criteria(users: tuple[UserResult, ...], prereg: Prereg, *, method: str,
+                  n_seeds: int) -> tuple[CriterionResult, CriterionResult, CriterionResult]:
+    """STRICT, LENIENT, CATASTROPHIC from the users' bootstrap draws, intervals read by `method`.
+
+    The margin compared is the pre-registered comparator's (best-other, or worst-other). STRICT
+    reads intervals at `confidence`, LENIENT at `Prereg.lenient_level` (multiplicity-adjusted),
+    CATASTROPHIC's equivalence at `equivalence_level` (TOST). The one place the criteria are read,
+    for `judge` and for the calibration's alternative interval methods alike.
+    """
+    worst = prereg.comparator == "worst_other"
+    names = [u.user for u in users]
+    point = np.array([u.worst_other_margin if worst else u.margin for u in users])  # (J,)
+    draws = [u.draws_worst_other_margin if worst else u.draws_margin for u in users]
+
+    def bounds(level: float) -> tuple[np.ndarray, np.ndarray]:
+        cis = [bootstrap_interval(d, p, level, method=method, n_seeds=n_seeds) for d, p in zip(draws, point)]
+        return np.array([c.low for c in cis]), np.array([c.high for c in cis])
+
+    low, high = bounds(prereg.confidence)
+    len_level = prereg.lenient_level(len(names))
+    len_low, len_high = (low, high) if len_level == prereg.confidence else bounds(len_level)
+    eq_low, eq_high = bounds(prereg.equivalence_level)
+    return (
+        strict(names, point, low, high, prereg.strict_margin),
+        lenient(names, point, len_low, len_high, prereg.lenient_margin,
+                prereg.lenient_required(len(names)),
+                level=None if len_level == prereg.confidence else len_level),
+        catastrophic(names, point, low, high, eq_low, eq_high, prereg.delta),
+    )
 
 
 def gate(prereg: Prereg, criteria: tuple[CriterionResult, ...], users: tuple[UserResult, ...],

@@ -71,29 +71,10 @@ def judge(
         point = np.nanmean(arrays.logppl, axis=0)                        # (A, J)
     users = _user_results(arrays, point, draws, prereg, method)
 
-    margins = np.array([u.margin for u in users])
     if prereg.comparator == "worst_other":
         warnings.append("comparator is worst_other (anti-conservative): the criteria compare each "
                         "user with the WEAKEST other adapter")
-        margins = np.array([u.worst_other_margin for u in users])
-        cis = [bootstrap_interval(u.draws_worst_other_margin, u.worst_other_margin,
-                                  prereg.confidence, method=method, n_seeds=len(arrays.seeds))
-               for u in users]
-        eqs = [bootstrap_interval(u.draws_worst_other_margin, u.worst_other_margin,
-                                  prereg.equivalence_level, method=method, n_seeds=len(arrays.seeds))
-               for u in users]
-    else:
-        cis = [u.ci for u in users]
-        eqs = [u.equivalence_ci for u in users]
-    low, high = np.array([c.low for c in cis]), np.array([c.high for c in cis])
-    names = [u.user for u in users]
-    criteria = (
-        crit.strict(names, margins, low, high, prereg.strict_margin),
-        crit.lenient(names, margins, low, high, prereg.lenient_margin,
-                     prereg.lenient_required(len(names))),
-        crit.catastrophic(names, margins, low, high, [e.low for e in eqs], [e.high for e in eqs],
-                          prereg.delta),
-    )
+    criteria = crit.read_criteria(users, prereg, method=method, n_seeds=len(arrays.seeds))
     model = None
     if fit:
         model = fit_model(arrays, prereg.confidence)

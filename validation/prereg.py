@@ -17,6 +17,7 @@ from validation.results import PreregStatus, Status
 PREREG_FILENAME = "prereg.toml"
 COMPARATORS = ("best_other", "worst_other")
 INTERVAL_METHODS = ("percentile", "student-t")  # validation/intervals.py
+LENIENT_ADJUSTMENTS = ("bonferroni", "none")
 
 
 class PreregError(ValueError):
@@ -31,11 +32,12 @@ class Prereg:
     strict_margin: float = 0.10
     lenient_margin: float = 0.05
     lenient_min_users: int = 0          # 0 = all users but one (at least 1)
+    lenient_adjust: str = "bonferroni"  # multiplicity adjustment of LENIENT's per-user bounds
     delta: float = 0.02
     equivalence_level: float = 0.90
     confidence: float = 0.95
     n_resamples: int = 10_000
-    interval_method: str = "percentile"
+    interval_method: str = "student-t"
     rng_seed: int = 20260101
     gate_strict: tuple[str, ...] = ("PASS", "FAIL", "INCONCLUSIVE")
     gate_lenient: tuple[str, ...] = ("PASS",)
@@ -54,6 +56,21 @@ class Prereg:
         if self.lenient_min_users > 0:
             return self.lenient_min_users
         return max(1, n_users - 1)
+
+    def lenient_level(self, n_users: int) -> float:
+        """Two-sided level of the per-user intervals LENIENT reads.
+
+        LENIENT's null hypothesis is "fewer than `required` users reach the bar". Its least
+        favourable case has `required - 1` users far above the bar and the other
+        m = n_users - required + 1 exactly at it; LENIENT then passes if ANY of those m clears the
+        bar by chance, so each is read at level 1 - alpha / m (Bonferroni) to keep the
+        criterion's false-PASS rate at alpha / 2 or below. `lenient_adjust = "none"` reads them at
+        `confidence`, as DESIGN.md's table does literally.
+        """
+        m = max(1, n_users - self.lenient_required(n_users) + 1)
+        if self.lenient_adjust == "none" or m == 1:
+            return self.confidence
+        return 1.0 - (1.0 - self.confidence) / m
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -76,6 +93,8 @@ def _prereg_iv(p: Prereg) -> None:
         raise PreregError(f"`lenient_min_users` must be an integer >= 0; got {p.lenient_min_users!r}.")
     if not isinstance(p.n_resamples, int) or p.n_resamples < 1:
         raise PreregError(f"`n_resamples` must be a positive integer; got {p.n_resamples!r}.")
+    if p.lenient_adjust not in LENIENT_ADJUSTMENTS:
+        raise PreregError(f"`lenient_adjust` must be one of {LENIENT_ADJUSTMENTS}; got {p.lenient_adjust!r}.")
     if p.interval_method not in INTERVAL_METHODS:
         raise PreregError(
             f"`interval_method` must be one of {INTERVAL_METHODS}; got {p.interval_method!r}."
@@ -96,8 +115,8 @@ def _prereg_iv(p: Prereg) -> None:
 
 
 _SECTIONS = {
-    "criteria": ("comparator", "strict_margin", "lenient_margin", "lenient_min_users", "delta",
-                 "equivalence_level"),
+    "criteria": ("comparator", "strict_margin", "lenient_margin", "lenient_min_users",
+                 "lenient_adjust", "delta", "equivalence_level"),
     "statistics": ("confidence", "n_resamples", "interval_method", "rng_seed"),
     "gate": ("strict", "lenient", "catastrophic", "fail_on_inverted", "fail_on_bad_cells",
              "fail_on_worse_than_base"),
