@@ -20,7 +20,9 @@ import polars as pl
 import vl_convert
 
 from reports import bundle, charts, tables
+from reports.calibration import calibration_chart, calibration_table
 from validation.atomic import atomic_write_bytes, atomic_write_text
+from validation.calibrate import DesignCalibration
 from validation.results import BootstrapMode, StudyData, Verdict
 
 _ENV = jinja2.Environment(
@@ -52,8 +54,12 @@ def _thresholds(verdict: Verdict) -> dict[str, float]:
             "delta": by_name.get("catastrophic", 0.02), "level": verdict.bootstrap.level}
 
 
-def chart_sections(verdict: Verdict, data: StudyData) -> list[ChartSection]:
-    """Every chart of the report, in page order; missing inputs give an explained gap."""
+def chart_sections(verdict: Verdict, data: StudyData,
+                   calibration: DesignCalibration | None = None) -> list[ChartSection]:
+    """Every chart of the report, in page order; missing inputs give an explained gap.
+
+    `calibration` is `validation.calibrate.calibration_for_study`'s result for the run's design.
+    """
     t = _thresholds(verdict)
     margins = tables.margins_table(verdict)
     matrix, kind = tables.matrix_table(verdict, data)
@@ -123,6 +129,17 @@ def chart_sections(verdict: Verdict, data: StudyData) -> list[ChartSection]:
         None if draws.height else
         f"No bootstrap draws (mode `{verdict.bootstrap.mode}`): one seed and no per-document "
         "data leave nothing to resample, so the intervals are degenerate."))
+    out.append(ChartSection(
+        "calibration", "How far the intervals can be trusted: simulated calibration of this design",
+        ("Experiments simulated with known margins for this run's design "
+         f"({calibration.seeds} seeds, {calibration.n_users} users) and pushed through the same "
+         "verdict code. Left: how often the margin interval held the true margin (dashed: the "
+         "nominal level). Right: each criterion's status when every user's true margin sits "
+         "below, at or above its threshold.") if calibration is not None else "",
+        calibration_chart(calibration) if calibration is not None else None,
+        None if calibration is not None else
+        ("Calibration not computed (one seed: the seed-level bootstrap cannot be calibrated, or "
+         "`--no-calibration` was given). `python -m validation.calibrate` measures it.")))
     return out
 
 
@@ -178,11 +195,14 @@ def _frame_rows(df: pl.DataFrame) -> tuple[list[str], list[tuple[bool, list[str]
                          [_fmt(v) for v in row]) for row in df.iter_rows()]
 
 
-def render_report(verdict: Verdict, data: StudyData, *, title: str | None = None) -> str:
+def render_report(verdict: Verdict, data: StudyData, *, title: str | None = None,
+                  calibration: DesignCalibration | None = None) -> str:
     """The report as an HTML string (see `write_report`)."""
     manifest = data.manifest or {}
     run_id = manifest.get("run_id") or (data.source.name if data.source else "external input")
-    sections = chart_sections(verdict, data)
+    sections = chart_sections(verdict, data, calibration)
+    calibration_rows = (_frame_rows(calibration_table(calibration)) if calibration is not None
+                        else None)
     cells_cols, cells_rows = _frame_rows(tables.cells_table(data))
     crit = tables.criteria_table(verdict).to_dicts()
     manifest_leaves, manifest_records = tables.manifest_tables(manifest) if manifest else ([], [])
@@ -205,17 +225,20 @@ def render_report(verdict: Verdict, data: StudyData, *, title: str | None = None
         "lib_versions": bundle.versions(),
         "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "settings": tables.flatten_mapping(verdict.settings),
+        "calibration": calibration, "calibration_rows": calibration_rows,
     }
     return _ENV.get_template("report.html.j2").render(**context)
 
 
-def write_report(verdict: Verdict, data: StudyData, path: str | Path) -> Path:
+def write_report(verdict: Verdict, data: StudyData, path: str | Path, *,
+                 calibration: DesignCalibration | None = None) -> Path:
     """Write the self-contained report page to `path` atomically; returns the path."""
-    return atomic_write_text(Path(path), render_report(verdict, data))
+    return atomic_write_text(Path(path), render_report(verdict, data, calibration=calibration))
 
 
 def write_charts(verdict: Verdict, data: StudyData, out_dir: str | Path,
-                 fmt: str = "svg", scale: float = 2.0) -> list[Path]:
+                 fmt: str = "svg", scale: float = 2.0, *,
+                 calibration: DesignCalibration | None = None) -> list[Path]:
     """Write every available chart as `<out_dir>/<key>.<fmt>` (svg or png), offline via vl-convert.
 
     `scale` multiplies the PNG resolution (2 = print quality). Returns the files written.
@@ -225,7 +248,7 @@ def write_charts(verdict: Verdict, data: StudyData, out_dir: str | Path,
     out_dir = Path(out_dir)
     written = []
     version = bundle.vegalite_minor()
-    for s in chart_sections(verdict, data):
+    for s in chart_sections(verdict, data, calibration):
         if s.chart is None:
             continue
         spec = s.chart.to_dict()

@@ -17,7 +17,7 @@ from validation.verdict import main
 
 REPO = Path(__file__).resolve().parent.parent
 PREREG = REPO / "prereg.toml"
-FAST = ["--n-resamples", "300", "--no-report"]
+FAST = ["--n-resamples", "300", "--no-report", "--no-calibration"]
 
 
 def make_run(root: Path, name="r1", personalization=0.2, prereg_sha=None, n_seeds=5) -> Path:
@@ -114,7 +114,7 @@ def test_bad_input_exit_2_no_partial_output(tmp_path, capsys):
 def test_report_failure_keeps_verdict(tmp_path, capsys, monkeypatch):
     run = make_run(tmp_path)
 
-    def broken(verdict, data, path):
+    def broken(verdict, data, path, **kwargs):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(reports, "write_report", broken, raising=False)
@@ -151,3 +151,31 @@ def test_rng_seed_reproduces_verdict(tmp_path, capsys):
         v = json.loads((run / "verdict.json").read_text())
         outs.append((v["bootstrap"]["rng_seed"], [u["ci_low"] for u in v["users"]]))
     assert outs[0] == outs[1] and outs[0][0] == 5 and outs[2][1] != outs[0][1]
+
+
+def test_calibration_of_the_design_reaches_json_report_and_charts(tmp_path, monkeypatch):
+    """Default CLI path: calibration computed once for the run's design, cached, then reused."""
+    monkeypatch.setenv("NORMADAPT_CACHE_DIR", str(tmp_path / "cache"))
+    run = make_run(tmp_path)
+    args = ["--run", str(run), "--prereg", str(PREREG), "--n-resamples", "300", "--charts", "svg"]
+    assert main(args) == 0
+    v = json.loads((run / "verdict.json").read_text())
+    cal = v["calibration"]
+    assert cal["seeds"] == 5 and 0.0 <= cal["margin_coverage"] <= 1.0
+    assert set(cal["pass_rate_at_threshold"]) == {"strict", "lenient", "catastrophic"}
+    assert any("from a quick simulation" in w for w in v["warnings"])
+    html = (run / "report.html").read_text(encoding="utf-8")
+    assert 'id="calibration"' in html and 'id="chart-calibration"' in html
+    assert (run / "charts" / "calibration.svg").read_text().lstrip().startswith("<svg")
+    assert list((tmp_path / "cache" / "calibration").iterdir()), "calibration not cached"
+    # the second verdict reads the cache: no new quick-calibration warning
+    assert main(args) == 0
+    v2 = json.loads((run / "verdict.json").read_text())
+    assert v2["calibration"] == cal and not any("from a quick simulation" in w for w in v2["warnings"])
+
+
+def test_no_calibration_is_said_in_the_json(tmp_path):
+    run = make_run(tmp_path)
+    assert main(["--run", str(run), "--prereg", str(PREREG), *FAST]) == 0
+    v = json.loads((run / "verdict.json").read_text())
+    assert v["calibration"] is None and any("--no-calibration" in w for w in v["warnings"])

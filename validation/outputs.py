@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import xml.etree.ElementTree as ET
+from typing import Any
 
 from validation.results import Verdict
 
@@ -20,8 +21,11 @@ def _ci(iv) -> str:
     return "n/a" if iv is None else f"[{_pct(iv.low)}, {_pct(iv.high)}]"
 
 
-def verdict_json(verdict: Verdict) -> str:
-    return json.dumps(verdict.to_json(), indent=2, allow_nan=False) + "\n"
+def verdict_json(verdict: Verdict, calibration: Any = None) -> str:
+    """verdict.json; `calibration` (a `DesignCalibration`, or None) under the key `calibration`."""
+    doc = verdict.to_json()
+    doc["calibration"] = None if calibration is None else calibration.to_json()
+    return json.dumps(doc, indent=2, allow_nan=False) + "\n"
 
 
 def _banner(v: Verdict) -> str:

@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rng-seed", type=int, help="bootstrap seed (default: prereg.toml's rng_seed)")
     p.add_argument("--n-resamples", type=int, help="override the pre-registered number of resamples")
     p.add_argument("--no-report", action="store_true", help="do not write report.html")
+    p.add_argument("--no-calibration", action="store_true",
+                   help="skip the simulated calibration of this design (otherwise read from the "
+                        "run's calibration.json or the cache, else computed quickly: ~20 s, cached)")
+    p.add_argument("--charts", choices=("svg", "png"),
+                   help="also write every chart as <out>/charts/<name>.svg|png (for papers)")
     return p
+
+
+def _calibration(args, data, prereg, run_dir: Path | None):
+    """The calibration of this design, or None; warnings to add to the verdict."""
+    if args.no_calibration:
+        return None, ("calibration skipped (--no-calibration): how far the intervals can be "
+                      "trusted for this design was not measured",)
+    from validation.calibrate import calibration_for_study
+    return calibration_for_study(data, prereg, run_dir=run_dir)
 
 
 def _load(args):
@@ -56,14 +71,15 @@ def _load(args):
         cells = Path(args.cells)
         data = load_external(cells, args.docs)
         out = Path(args.out) if args.out else cells.parent / f"{cells.stem}.verdict"
+        run_dir = None
     else:
         run_dir = resolve_run(args.run, args.runs_root)
         data = load_run(run_dir)
         out = Path(args.out) if args.out else run_dir
-    return data, out
+    return data, out, run_dir
 
 
-def _write_report(verdict, data, out: Path) -> str | None:
+def _write_report(verdict, data, out: Path, calibration, charts: str | None) -> str | None:
     """Call reports.write_report if it exists; a failure is reported, never fatal."""
     try:
         import reports
@@ -73,7 +89,9 @@ def _write_report(verdict, data, out: Path) -> str | None:
     if write_report is None:
         return "report skipped: `reports.write_report` is not available yet"
     try:
-        write_report(verdict, data, out / "report.html")
+        write_report(verdict, data, out / "report.html", calibration=calibration)
+        if charts:
+            reports.write_charts(verdict, data, out / "charts", fmt=charts, calibration=calibration)
     except Exception as e:
         return f"report failed ({type(e).__name__}: {e}); verdict.json and junit.xml are written"
     return None
@@ -83,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         prereg = load_prereg(args.prereg or default_prereg_path())
-        data, out = _load(args)
+        data, out, run_dir = _load(args)
         status = check_prereg(prereg, data.manifest, allow_change=args.allow_prereg_change)
         if args.n_resamples is not None and args.n_resamples < 1:
             raise InputError(f"`--n-resamples` must be a positive integer; got {args.n_resamples}.")
@@ -93,7 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.n_resamples is not None and args.n_resamples != prereg.n_resamples:
             verdict = _with_warning(verdict, f"--n-resamples {args.n_resamples} differs from the "
                                     f"pre-registered {prereg.n_resamples}")
-        texts = {"verdict.json": verdict_json(verdict), "junit.xml": junit_xml(verdict)}
+        calibration, cal_warnings = _calibration(args, data, prereg, run_dir)
+        if cal_warnings:
+            verdict = replace(verdict, warnings=verdict.warnings + tuple(cal_warnings))
+        texts = {"verdict.json": verdict_json(verdict, calibration), "junit.xml": junit_xml(verdict)}
     except (InputError, PreregError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_ERROR
@@ -109,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     print(verdict_text(verdict, str(data.source or "")), end="")
     if not args.no_report:
-        note = _write_report(verdict, data, out)
+        note = _write_report(verdict, data, out, calibration, args.charts)
         print(note or f"report: {out / 'report.html'}", file=sys.stderr if note else sys.stdout)
     print(f"outputs: {out / 'verdict.json'}, {out / 'junit.xml'}")
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
@@ -123,7 +144,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _with_warning(verdict, message: str):
-    from dataclasses import replace
     return replace(verdict, warnings=verdict.warnings + (message,))
 
 
