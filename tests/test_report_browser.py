@@ -31,6 +31,7 @@ EXPECTED_MARKS = {
     "chart-training": {"line": 1},
     "chart-model": {"symbol": 1},
     "chart-bootstrap": {"rect": 10},
+    "chart-calibration": {"rect": 2},
 }
 
 
@@ -59,7 +60,11 @@ def _check_drawn(load, expected_ids):
 
 
 def test_full_study_renders_every_chart_offline(browser, tmp_path):
-    path = reports.write_report(*examples.full_study(seed=0), tmp_path / "report.html")
+    from validation.calibrate import calibration_for_study
+
+    verdict, data = examples.full_study(seed=0)
+    calibration, _ = calibration_for_study(data, cache_dir=tmp_path / "cal")
+    path = reports.write_report(verdict, data, tmp_path / "report.html", calibration=calibration)
     load = browser.load(path)
     _check_drawn(load, EXPECTED_MARKS)
     assert load.render_ms < 5000, f"rendered in {load.render_ms:.0f} ms"
@@ -73,7 +78,7 @@ def test_external_single_seed_matrix_renders_with_gaps_explained(browser, tmp_pa
     path = reports.write_report(*examples.external_matrix(seed=0), tmp_path / "report.html")
     load = browser.load(path)
     _check_drawn(load, ["chart-matrix", "chart-margins", "chart-model"])
-    for gap in ("Not shown: Only one seed", "Not shown: No control rows",
+    for gap in ("Not shown: Only one seed", "Not shown: Calibration not computed", "Not shown: No control rows",
                 "Not shown: No training log", "Not shown: No bootstrap draws",
                 "No run manifest"):
         assert gap in load.text
