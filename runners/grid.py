@@ -35,6 +35,7 @@ from runners.data import eval_windows, training_stream
 from runners.evaluate import check_windows, doc_nll, mean_check_nll
 from runners.model import GPT, PRESETS, GPTConfig
 from runners.train import TrainConfig, TrainedAdapters, data_order, train_adapters
+from validation.prereg import default_prereg_path
 
 log = logging.getLogger("runners.grid")
 POOLED, BASE = "pooled", "base"
@@ -74,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrain-steps", type=int, default=None, help="override the preset's base-model pretraining steps")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--out", default="runs", help="parent directory of run directories (default runs/)")
-    p.add_argument("--prereg", default="prereg.toml", help="pre-registration file (default prereg.toml in the cwd)")
+    p.add_argument("--prereg", default=None,
+                   help="pre-registration file (default: ./prereg.toml, else the repository's prereg.toml)")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     return p
 
@@ -122,7 +124,7 @@ def settings_from_args(args: argparse.Namespace) -> GridSettings:
     _positive("--batch-size", args.batch_size)
     if not (args.lr > 0 and np.isfinite(args.lr)):
         raise UsageError(f"`--lr {args.lr}`: must be a positive number")
-    prereg = Path(args.prereg)
+    prereg = Path(args.prereg) if args.prereg else default_prereg_path()
     if not prereg.is_file():
         raise UsageError(f"`--prereg {prereg}`: pre-registration file not found; create it before the run "
                          "(see DESIGN.md, 'Pre-registered criteria') or pass its path")

@@ -123,6 +123,12 @@ _SECTIONS = {
 }
 
 
+def default_prereg_path() -> Path:
+    """./prereg.toml if present, else the repository's own (the default for both commands)."""
+    here = Path(PREREG_FILENAME)
+    return here if here.is_file() else Path(__file__).resolve().parent.parent / PREREG_FILENAME
+
+
 def sha256_file(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 

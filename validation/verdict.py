@@ -20,15 +20,9 @@ from validation.atomic import atomic_write_text
 from validation.data import InputError, load_external, load_run, resolve_run
 from validation.judge import judge
 from validation.outputs import junit_xml, markdown_summary, verdict_json, verdict_text
-from validation.prereg import PREREG_FILENAME, PreregError, check_prereg, load_prereg
+from validation.prereg import PreregError, check_prereg, default_prereg_path, load_prereg
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
-
-
-def default_prereg_path() -> Path:
-    """./prereg.toml if present, else the one at the repository root."""
-    here = Path(PREREG_FILENAME)
-    return here if here.is_file() else Path(__file__).resolve().parent.parent / PREREG_FILENAME
 
 
 def build_parser() -> argparse.ArgumentParser:
