@@ -119,7 +119,9 @@ def settings_from_args(args: argparse.Namespace) -> GridSettings:
         raise UsageError("`--device cuda`: no CUDA GPU is visible to torch on this machine; use `--device cpu` "
                          "(or install a CUDA build of torch on a GPU machine)")
     seeds = _seeds(args)
-    _positive("--fixtures", args.fixtures)
+    if args.fixtures < 2:
+        raise UsageError(f"`--fixtures {args.fixtures}`: the confusion matrix needs at least two users "
+                         "(own adapter against another user's); ask for 2 or more")
     _positive("--steps", args.steps)
     _positive("--batch-size", args.batch_size)
     if not (args.lr > 0 and np.isfinite(args.lr)):
@@ -154,6 +156,18 @@ def load_fixtures(name: str, n_users: int, sources: dict[str, Path]) -> FixtureS
     from fixtures import load_fixture_set
 
     return load_fixture_set(name, sources=sources or None).take(n_users)
+
+
+def check_corpus_sizes(fs: FixtureSet, block_size: int) -> None:
+    """Every training corpus must hold at least one training window (before anything is written)."""
+    need = block_size + 2  # BOS-prefixed tokens of one window plus its shifted target
+    parts = [(f"user {u.name!r} training text", u.train) for u in fs.users]
+    parts.append(("the pretraining corpus", fs.pretrain))
+    for what, docs in parts:
+        n = len(training_stream(docs))
+        if n < need:
+            raise UsageError(f"{what} of fixture set {fs.name!r} has {n} tokens, fewer than one training window "
+                             f"of {need} for this preset; add text or pick a preset with a shorter context")
 
 
 # -- the grid ----------------------------------------------------------------------------------
@@ -243,7 +257,8 @@ def run_seed(seed: int, base: BaseModel, prep: Prepared, s: GridSettings, run_di
     seed_dir = run_dir / "seeds" / f"seed-{seed}"
     rundir.write_parquet(r.docs, seed_dir / "docs.parquet")
     rundir.write_parquet(log_rows, seed_dir / "train_log.parquet")
-    timing = {"seed": seed, "train_s": r.train_s, "eval_s": r.eval_s, "statuses": dict(zip(prep.names, r.statuses))}
+    timing = {"seed": seed, "train_s": r.train_s, "eval_s": r.eval_s, "statuses": dict(zip(prep.names, r.statuses)),
+              "base_model_sha256": base.sha256}
     rundir.write_json(timing, seed_dir / "done.json")
     log.info("seed %d: trained in %.1f s, evaluated in %.1f s; %s", seed, r.train_s, r.eval_s,
              ", ".join(f"{n}={st}" for n, st in zip(prep.names, r.statuses)))
@@ -274,10 +289,16 @@ def run_grid(fs: FixtureSet, s: GridSettings, *, on_seed_done=None) -> Path:
         for seed in s.seeds:
             done = run_dir / "seeds" / f"seed-{seed}" / "done.json"
             if done.exists():
-                resumed.append(seed)
-                timings.append(json.loads(done.read_text()))
-                log.info("seed %d: already done, kept", seed)
-                continue
+                kept = json.loads(done.read_text())
+                if kept.get("base_model_sha256") == base.sha256:
+                    resumed.append(seed)
+                    timings.append(kept)
+                    log.info("seed %d: already done, kept", seed)
+                    continue
+                # the base model was rebuilt since (cache evicted, corrupt, other device): a kept
+                # seed would mix two base models in one run
+                log.warning("seed %d: done with base model %s, now %s: redone", seed,
+                            str(kept.get("base_model_sha256"))[:12], base.sha256[:12])
             timings.append(run_seed(seed, base, prep, s, run_dir))
             if on_seed_done is not None:
                 on_seed_done(seed)
@@ -297,7 +318,7 @@ def run_grid(fs: FixtureSet, s: GridSettings, *, on_seed_done=None) -> Path:
 
 def manifest(config: dict, s: GridSettings, fs: FixtureSet, base: BaseModel, run_dir: Path, timings: dict) -> dict:
     n_params = base.model.n_adapter_params()
-    one = next((run_dir / "adapters" / f"seed-{s.seeds[0]}").glob("*.safetensors"))
+    one = next((run_dir / "adapters" / f"seed-{s.seeds[0]}").glob("*.safetensors"), None)
     return {
         "run_id": run_dir.name,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -316,7 +337,7 @@ def manifest(config: dict, s: GridSettings, fs: FixtureSet, base: BaseModel, run
         "base_model": {"key": base.key, "sha256": base.sha256, "path": str(base.path), "params": base.model.n_base_params(),
                        "pretrain_seconds": base.pretrain_seconds, "built_now": base.built_now},
         "prereg": {"path": str(s.prereg.resolve()), "sha256": s.prereg_sha256},
-        "adapter": {"params": n_params, "bytes_fp32": 4 * n_params, "file_bytes": one.stat().st_size,
+        "adapter": {"params": n_params, "bytes_fp32": 4 * n_params, "file_bytes": one.stat().st_size if one else None,
                     "norm_layers": 2 * s.model.n_layer + 1},
         "status_values": {rundir.OK: "trained and evaluated normally",
                           rundir.DIVERGED: "NaN/inf training loss or weights, or non-finite held-out NLL",
@@ -372,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = settings_from_args(args)
         fs = load_fixtures(args.fixture_set, args.fixtures, parse_sources(args.source))
+        check_corpus_sizes(fs, settings.model.block_size)
         run_dir = run_grid(fs, settings)
     except (UsageError, FixtureError, rundir.RunLocked) as exc:
         print(f"error: {exc}", file=sys.stderr)

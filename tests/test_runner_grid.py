@@ -121,3 +121,26 @@ def test_a_blown_up_training_is_flagged_not_averaged(tmp_path, cache_env, fs):
     adapters = cells.filter(~pl.col("adapter").is_in(["base"]))
     assert set(adapters["status"]) <= {"diverged", "worse_than_base"}
     assert set(cells.filter(pl.col("adapter") == "base")["status"]) == {"ok"}
+
+
+def test_a_kept_seed_from_another_base_model_is_redone(tmp_path, cache_env, fs):
+    s = tiny_settings(tmp_path / "runs", tmp_path / "prereg.toml", seeds=(0, 1))
+    run_dir = run_grid(fs, s)
+    cells = pl.read_parquet(run_dir / "cells.parquet")
+    done = run_dir / "seeds/seed-0/done.json"
+    stale = json.loads(done.read_text()) | {"base_model_sha256": "an-older-base"}
+    done.write_text(json.dumps(stale))
+    again = run_grid(fs, s)
+    assert json.loads((again / "manifest.json").read_text())["timings"]["resumed_seeds"] == [1]
+    assert json.loads(done.read_text())["base_model_sha256"] != "an-older-base"
+    assert pl.read_parquet(again / "cells.parquet").equals(cells)
+
+
+def test_training_text_shorter_than_one_window_is_refused_before_anything_is_written(fs):
+    from fixtures import Document
+    from runners.grid import UsageError, check_corpus_sizes
+    short = replace(fs.users[0], train=(Document("tiny.txt", "too short"),))
+    bad = replace(fs, users=(short,) + fs.users[1:])
+    with pytest.raises(UsageError, match=r"user 'user1' training text .* has 10 tokens, fewer than one training window of 66"):
+        check_corpus_sizes(bad, 64)
+    check_corpus_sizes(fs, 64)  # the normal set is fine

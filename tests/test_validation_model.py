@@ -70,3 +70,15 @@ def test_one_seed_falls_back_to_ols_and_says_so():
     assert any("one seed" in w for w in m.warnings)
     assert m.diagonal_effect == pytest.approx(-0.1, abs=0.03)
     assert len(m.user_effects) == 3
+
+
+@pytest.mark.parametrize("n_seeds", [1, 3])
+def test_per_user_effects_are_not_reported_with_two_users(n_seeds):
+    """2 users: 4 cells per seed, 5 mean parameters in the per-user model: not identifiable."""
+    from validation import judge
+    data = simulate_study(np.random.default_rng(0), n_seeds=n_seeds, n_docs=10, users=("a", "b"),
+                          personalization=[0.3, 0.0])
+    v = judge(data, rng=np.random.default_rng(0), n_resamples=100)
+    assert v.model.user_effects == ()
+    assert any("not identifiable with 2 users" in w for w in v.model.warnings)
+    assert np.isfinite(v.model.diagonal_effect)

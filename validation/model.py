@@ -93,11 +93,17 @@ def fit_model(arrays: StudyArrays, level: float = 0.95) -> ModelFit:
     overall, per_user = _formulas(J)
     diag_names = [f"diag_{k}" for k in range(J)]
     notes: list[str] = []
+    # adapter + eval + one diag per user: 1 + 2(J-1) + J mean parameters for J*J cells, so the
+    # per-user effects are identifiable only from 3 users on
+    per_user_ok = J >= 3
+    if not per_user_ok:
+        notes.append(f"per-user diag effects not identifiable with {J} users (need 3 or more): not fitted")
     n_seeds = df["seed"].nunique()
     if n_seeds > 1:
         res, method, msgs, errors = _fit_mixed(overall, df)
         if res is not None:
-            res_u, method_u, msgs_u, errors_u = _fit_mixed(per_user, df)
+            res_u, method_u, msgs_u, errors_u = (_fit_mixed(per_user, df) if per_user_ok
+                                                 else (None, None, (), []))
             scale = float(res.scale)
             comps = [("seed", float(np.asarray(res.cov_re)[0, 0]))]
             comps += [("seed:adapter", float(v)) for v in np.atleast_1d(res.vcomp)]
@@ -115,7 +121,7 @@ def fit_model(arrays: StudyArrays, level: float = 0.95) -> ModelFit:
             if res_u is not None:
                 user_effects = tuple(UserEffect(u, e, ci, se) for u, (e, ci, se)
                                      in zip(arrays.users, _effects(res_u, diag_names, level)))
-            else:
+            elif per_user_ok:
                 notes.append("per-user mixed model did not converge: " + "; ".join(errors_u))
             (eff, ci, se), = _effects(res, ["diag"], level)
             return ModelFit(ModelKind.MIXEDLM, eff, ci, se, user_effects, True, singular,
@@ -128,19 +134,20 @@ def fit_model(arrays: StudyArrays, level: float = 0.95) -> ModelFit:
     else:
         notes.append("one seed: random effects cannot be estimated; fixed part fitted by OLS")
         fallback = "ols: one seed"
-    return _fit_ols(df, overall, per_user, diag_names, arrays.users, level, fallback, notes)
+    return _fit_ols(df, overall, per_user if per_user_ok else None, diag_names, arrays.users,
+                    level, fallback, notes)
 
 
 def _fit_ols(df, overall, per_user, diag_names, users, level, fallback, notes) -> ModelFit:
     res = smf.ols(overall, df).fit()
-    res_u = smf.ols(per_user, df).fit()
+    res_u = smf.ols(per_user, df).fit() if per_user is not None else None
     if res.df_resid < 1:
         notes.append("OLS has no residual degrees of freedom: no standard errors")
     with np.errstate(all="ignore"), _warnings.catch_warnings():
         _warnings.simplefilter("ignore")
         (eff, ci, se), = _effects(res, ["diag"], level)
-        user_effects = tuple(UserEffect(u, e, c, s) for u, (e, c, s)
-                             in zip(users, _effects(res_u, diag_names, level)))
+        user_effects = () if res_u is None else tuple(
+            UserEffect(u, e, c, s) for u, (e, c, s) in zip(users, _effects(res_u, diag_names, level)))
         summary = str(res.summary())
     return ModelFit(ModelKind.OLS, eff, ci, se, user_effects, True, (),
                     (("residual", float(res.scale)),), fallback, summary, tuple(notes),
