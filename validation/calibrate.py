@@ -462,9 +462,11 @@ def calibration_for_study(data, prereg: Prereg | None = None, *, run_dir: str | 
         atomic_write_text(path, json.dumps(res.to_json(), indent=2, allow_nan=False) + "\n")
     except OSError:
         pass  # a read-only cache only costs the next run the same seconds
+    defaults = [n for n in notes if n.startswith("default parameters")]
+    params_from = f"at their defaults ({defaults[0]})" if defaults else "estimated from this run"
     msg = (f"calibration of this design ({S} seeds, {J} users) from a quick simulation: "
            f"{res.designs[0].n_experiments} experiments, {n_resamples} resamples, no model fits "
-           f"({time.perf_counter() - t0:.0f} s), parameters estimated from this run; coverage is "
+           f"({time.perf_counter() - t0:.0f} s), parameters {params_from}; coverage is "
            f"known to about +-0.02. For the full figures: python -m validation.calibrate "
            f"--from-run RUN_DIR --seeds {S} --out RUN_DIR")
     return res.designs[0], warn + (msg,)

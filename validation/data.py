@@ -139,9 +139,15 @@ def normalize_cells(df: pl.DataFrame, source: str | Path = "<cells>", *, per_doc
         ppl_in = _numeric(df, src, "ppl", positive=True, finite_only=checked)
         logppl = ppl_in.log()
     if "ppl" in df.columns and has_nll:
-        _numeric(df, src, "ppl", positive=True, finite_only=checked)
+        given = _numeric(df, src, "ppl", positive=True, finite_only=checked).log()
+        # a `ppl` that disagrees with exp(nll_sum / n_tokens) means a corrupted or mixed-up file
+        off = checked.to_numpy() & ~(np.abs(given.to_numpy() - logppl.to_numpy())
+                                     <= 1e-6 * np.maximum(1.0, np.abs(logppl.to_numpy())))
+        if off.any():
+            raise InputError(f"{src}: column `ppl` disagrees with exp(`nll_sum` / `n_tokens`) at row(s) "
+                             f"{_rows(pl.Series(off))}; drop `ppl` or fix the file.")
     if "n_bytes" in df.columns:
-        nbytes = df["n_bytes"].cast(pl.Float64, strict=False)
+        nbytes = _numeric(df, src, "n_bytes", positive=True, finite_only=checked)
     null = pl.Series([None] * n, dtype=pl.Float64)
     out.update(
         nll_sum=nll if nll is not None else null,

@@ -89,9 +89,17 @@ def _prereg_iv(p: Prereg) -> None:
         raise PreregError(f"`comparator` must be one of {COMPARATORS}; got {p.comparator!r}.")
     for name in ("strict_margin", "lenient_margin", "delta", "equivalence_level", "confidence"):
         frac(name)
-    if not isinstance(p.lenient_min_users, int) or p.lenient_min_users < 0:
+    def integer(v) -> bool:  # TOML true/false are Python bools, which isinstance(int) accepts
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    for name in ("fail_on_inverted", "fail_on_bad_cells", "fail_on_worse_than_base"):
+        if not isinstance(getattr(p, name), bool):
+            raise PreregError(f"`gate.{name}` must be true or false; got {getattr(p, name)!r}.")
+    if not integer(p.rng_seed) or p.rng_seed < 0:
+        raise PreregError(f"`rng_seed` must be an integer >= 0; got {p.rng_seed!r}.")
+    if not integer(p.lenient_min_users) or p.lenient_min_users < 0:
         raise PreregError(f"`lenient_min_users` must be an integer >= 0; got {p.lenient_min_users!r}.")
-    if not isinstance(p.n_resamples, int) or p.n_resamples < 1:
+    if not integer(p.n_resamples) or p.n_resamples < 1:
         raise PreregError(f"`n_resamples` must be a positive integer; got {p.n_resamples!r}.")
     if p.lenient_adjust not in LENIENT_ADJUSTMENTS:
         raise PreregError(f"`lenient_adjust` must be one of {LENIENT_ADJUSTMENTS}; got {p.lenient_adjust!r}.")

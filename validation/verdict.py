@@ -55,7 +55,10 @@ def _calibration(args, data, prereg, run_dir: Path | None):
         return None, ("calibration skipped (--no-calibration): how far the intervals can be "
                       "trusted for this design was not measured",)
     from validation.calibrate import calibration_for_study
-    return calibration_for_study(data, prereg, run_dir=run_dir)
+    try:
+        return calibration_for_study(data, prereg, run_dir=run_dir)
+    except Exception as e:  # an optional extra must never cost a finished verdict
+        return None, (f"calibration failed ({type(e).__name__}: {e}); the verdict does not depend on it",)
 
 
 def _load(args):
