@@ -23,13 +23,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_training import load_state, matmul_peak, report  # noqa: E402
+from bench_training import host_and_peak, load_state, report  # noqa: E402
 from runners.base_model import PRETRAIN_PRESETS, load_or_pretrain  # noqa: E402
 from runners.model import PRESETS  # noqa: E402
 from runners.train import TrainConfig  # noqa: E402
@@ -65,11 +64,7 @@ def main(argv=None) -> int:
     p.add_argument("--fixtures", type=int, default=3)
     p.add_argument("--fresh-pretrain", action="store_true")
     args = p.parse_args(argv)
-    torch.set_num_threads(os.cpu_count() or 1)
-    print(f"host: {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"load average before: {os.getloadavg()}")
-    peak = matmul_peak()
-    print(f"matmul peak (fp32, measured now): {peak / 1e9:.1f} GFLOP/s")
+    peak = host_and_peak()
     fs, base, streams = load_state(args.fixture_set, args.fixtures, args.preset)
     seconds, how = pretrain_seconds(fs, args.preset, args.fresh_pretrain)
     print(f"pretraining the base ({args.preset}, {PRETRAIN_PRESETS[args.preset].steps} steps): {seconds:.0f} s, {how} "

@@ -107,6 +107,16 @@ def report(base: GPT, streams, cfg: TrainConfig, peak: float) -> list[str]:
     ]
 
 
+def host_and_peak() -> float:
+    """Use every core, print the host and its load, and measure the fp32 matmul peak (FLOP/s)."""
+    torch.set_num_threads(os.cpu_count() or 1)
+    print(f"host: {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"load average before {os.getloadavg()[0]:.2f}")
+    peak = matmul_peak()
+    print(f"matmul peak (fp32, measured now): {peak / 1e9:.1f} GFLOP/s")
+    return peak
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--fixture-set", default="classics")
@@ -114,11 +124,7 @@ def main(argv=None) -> int:
     p.add_argument("--preset", default="cpu", choices=list(PRESETS))
     p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="windows per adapter per step")
     args = p.parse_args(argv)
-    torch.set_num_threads(os.cpu_count() or 1)
-    print(f"host: {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"load average before {os.getloadavg()[0]:.2f}")
-    peak = matmul_peak()
-    print(f"matmul peak (fp32, measured now): {peak / 1e9:.1f} GFLOP/s")
+    peak = host_and_peak()
     _, base, streams = load_state(args.fixture_set, args.fixtures, args.preset)
     for line in report(base.model, streams, TrainConfig(batch_size=args.batch_size), peak):
         print(line)

@@ -80,9 +80,9 @@ def chart_sections(verdict: Verdict, data: StudyData,
             f"({verdict.bootstrap.mode} bootstrap, {verdict.bootstrap.n_resamples} resamples). "
             if verdict.bootstrap.mode is not BootstrapMode.NONE else
             "no resampling was possible (one seed, no documents), so there is no interval. ")
-         + f"Dashed lines: the lenient and strict bars and "
-         f"the ±δ equivalence band of the catastrophic criterion. Red = inverted (interval below 0). "
-         f"The label names the best other adapter."),
+         + "Dashed lines: the lenient and strict bars and "
+         "the ±δ equivalence band of the catastrophic criterion. Red = inverted (interval below 0). "
+         "The label names the best other adapter."),
         charts.margin_forest(margins, t["strict"], t["lenient"], t["delta"], t["level"])))
     seeds = tables.seed_margins_table(verdict)
     out.append(ChartSection(

@@ -146,6 +146,10 @@ class GPT(nn.Module):
         """Every normalization layer, in a fixed order (ln_1, ln_2 per block, then ln_f)."""
         return [m for b in self.blocks for m in (b.ln_1, b.ln_2)] + [self.ln_f]
 
+    def norm_names(self) -> list[str]:
+        """The names of `norms()`, same order, e.g. `blocks.0.ln_1`."""
+        return [f"blocks.{i}.{ln}" for i in range(self.config.n_layer) for ln in ("ln_1", "ln_2")] + ["ln_f"]
+
     def forward(self, idx: torch.Tensor, adapter_idx: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, T, V) for tokens `idx` (B, T); `adapter_idx` (B,) picks each row's norm adapter."""
         B, T = idx.size()
@@ -172,9 +176,8 @@ class GPT(nn.Module):
 
     def adapter_state(self, k: int) -> dict[str, torch.Tensor]:
         """Adapter `k` (0-based bank entry) as named (C,) tensors, e.g. `blocks.0.ln_1.weight`."""
-        names = [f"blocks.{i}.{ln}" for i in range(self.config.n_layer) for ln in ("ln_1", "ln_2")] + ["ln_f"]
         out = {}
-        for name, norm in zip(names, self.norms()):
+        for name, norm in zip(self.norm_names(), self.norms()):
             out[f"{name}.weight"] = norm.adapter_weight[k].detach().clone()
             if norm.adapter_bias is not None:
                 out[f"{name}.bias"] = norm.adapter_bias[k].detach().clone()
@@ -182,8 +185,7 @@ class GPT(nn.Module):
 
     def load_adapter_bank(self, states: list[dict[str, torch.Tensor]]) -> None:
         """Replace the bank with `states` (as returned by `adapter_state`), in that order."""
-        names = [f"blocks.{i}.{ln}" for i in range(self.config.n_layer) for ln in ("ln_1", "ln_2")] + ["ln_f"]
-        for name, norm in zip(names, self.norms()):
+        for name, norm in zip(self.norm_names(), self.norms()):
             norm.adapter_weight = nn.Parameter(torch.stack([s[f"{name}.weight"] for s in states]))
             if norm.bias is not None:
                 norm.adapter_bias = nn.Parameter(torch.stack([s[f"{name}.bias"] for s in states]))

@@ -13,7 +13,6 @@ import torch
 
 from runners import rundir
 from runners.grid import main
-from test_runner_helpers import cache_env, session_cache  # noqa: F401
 
 FAST = ["--preset", "tiny", "--fixture-set", "synthetic", "--seeds", "1", "--steps", "3", "--fixtures", "2"]
 

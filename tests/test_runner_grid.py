@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import polars as pl
 import pytest
@@ -13,7 +12,7 @@ from safetensors import safe_open
 from runners import rundir
 from runners.grid import adapter_status, run_grid
 from runners.train import TrainConfig
-from test_runner_helpers import cache_env, session_cache, small_set, tiny_settings  # noqa: F401
+from test_runner_helpers import small_set, tiny_settings
 
 CELL_SCHEMA = {"seed": pl.Int64, "adapter": pl.Utf8, "eval": pl.Utf8, "nll_sum": pl.Float64, "n_tokens": pl.Int64,
                "n_bytes": pl.Int64, "ppl": pl.Float64, "bpb": pl.Float64, "status": pl.Utf8}

@@ -1,10 +1,10 @@
-"""Shared helpers of the runner tests (no tests here): tiny corpora, settings and a cache dir."""
+"""Shared helpers of the runner tests (no tests here): tiny corpora and settings.
+
+The cache-dir fixtures live in tests/conftest.py."""
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import pytest
 
 from fixtures import synthetic_fixture_set
 from runners.base_model import PRETRAIN_PRESETS
@@ -25,15 +25,3 @@ def tiny_settings(out: Path, prereg: Path, seeds=(0, 1), steps: int = 6, lr: flo
     return GridSettings(preset="tiny", model=PRESETS["tiny"], pretrain=PRETRAIN_PRESETS["tiny"],
                         train=TrainConfig(steps=steps, batch_size=4, lr=lr), seeds=tuple(seeds), device="cpu",
                         out=out, prereg=prereg, prereg_sha256=file_sha256(prereg))
-
-
-@pytest.fixture(scope="session")
-def session_cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("normadapt-cache")
-
-
-@pytest.fixture
-def cache_env(session_cache, monkeypatch) -> Path:
-    """Base models are cached once per test session, outside the user's cache."""
-    monkeypatch.setenv("NORMADAPT_CACHE_DIR", str(session_cache))
-    return session_cache

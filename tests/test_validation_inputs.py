@@ -120,6 +120,9 @@ def test_repository_prereg_is_valid_and_matches_defaults():
     ("[gate]\nlenient = ['MAYBE']\n", r"`gate.lenient` must be a non-empty list"),
     ("[criteria]\nstrictmargin = 0.1\n", r"unknown setting\(s\) \['strictmargin'\] in `\[criteria\]`"),
     ("[criteria\n", r"not valid TOML"),
+    ("[gate]\nfail_on_inverted = \"false\"\n", r"`gate.fail_on_inverted` must be true or false"),
+    ("[statistics]\nrng_seed = \"x\"\n", r"`rng_seed` must be an integer >= 0"),
+    ("[statistics]\nn_resamples = true\n", r"`n_resamples` must be a positive integer"),
 ])
 def test_bad_prereg_names_the_setting(tmp_path, text, match):
     p = tmp_path / "prereg.toml"
@@ -162,36 +165,15 @@ def test_documents_of_a_diverged_cell_may_be_nan(tmp_path):
         load_external(_write(tmp_path, data.cells, "cells2.csv"), d2)
 
 
-def test_ppl_that_disagrees_with_nll_is_refused(tmp_path):
-    import polars as pl
-    from validation import InputError, load_external
-    cells = tmp_path / "cells.csv"
-    pl.DataFrame({"adapter": ["a", "b", "a", "b"], "eval": ["a", "a", "b", "b"],
-                  "nll_sum": [10.0, 12.0, 11.0, 9.0], "n_tokens": [10, 10, 10, 10],
-                  "ppl": [2.718281828, 3.320116923, 3.004166024, 9.9]}).write_csv(cells)
-    with pytest.raises(InputError, match=r"column `ppl` disagrees with exp\(`nll_sum` / `n_tokens`\) at row\(s\) 4"):
-        load_external(cells)
 
-
-def test_non_positive_n_bytes_is_refused(tmp_path):
-    import polars as pl
-    from validation import InputError, load_external
-    cells = tmp_path / "cells.csv"
-    pl.DataFrame({"adapter": ["a", "b", "a", "b"], "eval": ["a", "a", "b", "b"],
-                  "nll_sum": [10.0, 12.0, 11.0, 9.0], "n_tokens": [10, 10, 10, 10],
-                  "n_bytes": [10, 0, 10, 10]}).write_csv(cells)
-    with pytest.raises(InputError, match=r"column `n_bytes` must be > 0; not at row\(s\) 2"):
-        load_external(cells)
-
-
-@pytest.mark.parametrize("text, message", [
-    ("[gate]\nfail_on_inverted = \"false\"\n", r"`gate.fail_on_inverted` must be true or false"),
-    ("[statistics]\nrng_seed = \"x\"\n", r"`rng_seed` must be an integer >= 0"),
-    ("[statistics]\nn_resamples = true\n", r"`n_resamples` must be a positive integer"),
+@pytest.mark.parametrize("extra, message", [
+    ({"ppl": [2.718281828, 3.320116923, 3.004166024, 9.9]},   # row 4 is not exp(9/10)
+     r"column `ppl` disagrees with exp\(`nll_sum` / `n_tokens`\) at row\(s\) 4"),
+    ({"n_bytes": [10, 0, 10, 10]}, r"column `n_bytes` must be > 0; not at row\(s\) 2"),
 ])
-def test_prereg_types_are_checked(tmp_path, text, message):
-    from validation import PreregError, load_prereg
-    path = tmp_path / "prereg.toml"
-    path.write_text(text)
-    with pytest.raises(PreregError, match=message):
-        load_prereg(path)
+def test_external_columns_must_agree_and_be_positive(tmp_path, extra, message):
+    cells = tmp_path / "cells.csv"
+    pl.DataFrame({"adapter": ["a", "b", "a", "b"], "eval": ["a", "a", "b", "b"],
+                  "nll_sum": [10.0, 12.0, 11.0, 9.0], "n_tokens": [10, 10, 10, 10], **extra}).write_csv(cells)
+    with pytest.raises(InputError, match=message):
+        load_external(cells)

@@ -359,7 +359,6 @@ def calibrate(
              for S in seeds for r in range(L) for a in range(0, per_rung_n, chunk)]
     t0 = time.perf_counter()
     records: dict[int, list[list]] = {S: [[] for _ in range(L)] for S in seeds}
-    started: dict[int, float] = {}
     if jobs > 1:
         import multiprocessing as mp
         with mp.get_context("spawn").Pool(jobs) as pool:  # fork deadlocks with polars threads

@@ -35,7 +35,7 @@ fixed effects equals OLS, so this is what `validation.model` estimates with infi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -290,7 +290,7 @@ def params_from_run(source: str | Path | StudyData) -> tuple[SimParams, tuple[st
     arrays = build_arrays(data)
     notes: list[str] = list(arrays.warnings)
     users, adapters = arrays.users, arrays.adapters
-    J, S = len(users), len(arrays.seeds)
+    J = len(users)
     controls = tuple(a for a in adapters[J:])
     with np.errstate(invalid="ignore"):
         expected = np.nanmean(arrays.logppl, axis=0)                       # (A, J)
