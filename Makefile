@@ -1,23 +1,51 @@
 # The two commands of the README:
-#   make run    installs (torch CPU build first), trains + evaluates the grid on the built-in
-#               defaults, then judges it against prereg.toml
-#   make test   installs, then runs the whole test suite (what .ci/run runs)
+#   make run    installs into ./.venv (torch CPU build first), trains + evaluates the grid on the
+#               built-in defaults, then judges it against prereg.toml
+#   make test   installs the same way, checks the layers and lint, then runs the whole test suite
+#               (what .ci/run runs)
+#
+# Everything goes into a virtual environment of the project's own (./.venv), so a system Python
+# marked externally managed (PEP 668, Debian/Ubuntu) is never touched. Variables:
+#   PYTHON=python3.12          the interpreter that makes the venv (3.11 or newer)
+#   VENV=/path/to/venv         another venv (made if missing); VENV= (empty) installs into PYTHON itself
+#   TORCH_INDEX_URL=...        where the CPU build of torch comes from (default: PyTorch's CPU
+#                              wheel index, next to PyPI); TORCH_INDEX_URL= (empty) uses pip's
+#                              own configuration only
+#   EXTRAS=test,hf             the package extras to install (make test adds `test`)
 PYTHON ?= python3
-PIP := $(PYTHON) -m pip
+VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
+TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
+EXTRAS ?= test
 
-.PHONY: setup run test
+ifeq ($(strip $(VENV)),)
+PY := $(PYTHON)
+else
+PY := $(VENV)/bin/python
+endif
 
-setup:
-	@$(PYTHON) -c "import torch, sys; sys.exit(0 if torch.__version__.split('+')[0] else 1)" 2>/dev/null \
-		|| $(PIP) install "torch==$(TORCH_VERSION)"
-	$(PIP) install -q -e '.[test]'
+.PHONY: setup run test lint
+
+$(if $(strip $(VENV)),$(VENV)/bin/python):
+	$(PYTHON) -m venv $(VENV) || { echo "error: \`$(PYTHON) -m venv\` failed: install the venv module (Debian/Ubuntu: apt-get install python3-venv) or pass PYTHON=/path/to/python3.11+"; exit 2; }
+
+# torch first: a plain `torch` requirement on a machine without torch pulls several GB of CUDA
+# packages from PyPI; `==2.13.0` also matches PyTorch's `2.13.0+cpu` wheels, which the CPU index serves.
+setup: $(if $(strip $(VENV)),$(VENV)/bin/python)
+	@$(PY) -c "import torch" 2>/dev/null && echo "torch already installed: $$($(PY) -c 'import torch; print(torch.__version__)') (kept)" \
+		|| { echo "$(PY) -m pip install torch==$(TORCH_VERSION) $(if $(strip $(TORCH_INDEX_URL)),--extra-index-url $(TORCH_INDEX_URL))"; \
+		     $(PY) -m pip install -q "torch==$(TORCH_VERSION)" $(if $(strip $(TORCH_INDEX_URL)),--extra-index-url $(TORCH_INDEX_URL)); }
+	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
 
 run: setup
-	$(PYTHON) -m runners.grid --seeds 5 --fixtures 3
-	$(PYTHON) -m validation.verdict
+	$(PY) -m runners.grid --seeds 5 --fixtures 3
+	$(PY) -m validation.verdict
+
+lint: setup
+	$(PY) -c "from importlinter.cli import lint_imports_command; lint_imports_command()" --no-cache
+	$(PY) -m ruff check .
 
 # pytest exits 5 when it collects no test: that must fail, and it does, since make stops on
 # any non-zero exit code.
-test: setup
-	$(PYTHON) -m pytest
+test: setup lint
+	$(PY) -m pytest

@@ -8,12 +8,12 @@ Nothing here is a statistic of the report.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import numpy as np
 import polars as pl
 
-from validation.judge import judge
+from validation.judging import judge
+from validation.manifest import Manifest, manifest_from_json
 from validation.prereg import Prereg
 from validation.results import PreregStatus, StudyData, Verdict
 from validation.synthetic import cells_from_matrix, simulate_study
@@ -33,9 +33,9 @@ def example_train_log(rng: np.random.Generator, seeds: tuple[int, ...], adapters
     return pl.concat(rows).with_columns(pl.col("seed").cast(pl.Int64), pl.col("step").cast(pl.Int64))
 
 
-def example_manifest(users: tuple[str, ...], seeds: tuple[int, ...]) -> dict[str, Any]:
-    """A manifest.json shaped like the runner's (`runners.grid.manifest`)."""
-    return {
+def example_manifest(users: tuple[str, ...], seeds: tuple[int, ...]) -> Manifest:
+    """A manifest like the runner's (`runners.provenance.build_manifest`), validated on read."""
+    return manifest_from_json({
         "run_id": "20260101-000000-example",
         "created": "2026-01-01T00:00:00+0000",
         "config": {"steps": 100, "batch_size": 16, "lr": 0.003, "block_size": 128},
@@ -51,14 +51,15 @@ def example_manifest(users: tuple[str, ...], seeds: tuple[int, ...]) -> dict[str
             "leakage": [{"part_a": f"{u}/train", "part_b": f"{u}/heldout",
                          "longest_shared_bytes": 41} for u in users],
         },
-        "base_model": {"key": "tiny", "sha256": "ab" * 32, "params": 820_000},
+        "base_model": {"key": "tiny", "sha256": "ab" * 32, "path": "~/.cache/normadapt/base-models/tiny",
+                       "params": 820_000},
         "prereg": {"path": "prereg.toml", "sha256": "cd" * 32},
         "adapter": {"params": 1536, "bytes_fp32": 6144, "file_bytes": 7012, "norm_layers": 9},
         "versions": {"python": "3.11.7", "torch": "2.13.0", "numpy": "2.1.0"},
         "git": {"commit": "0123456789abcdef0123456789abcdef01234567", "dirty": False},
         "timings": {"pretrain_s": 41.2, "train_s": 120.5, "eval_s": 12.3},
         "host": {"hostname": "example-host", "cpu_count": 2, "device": "cpu"},
-    }
+    })
 
 
 def full_study(seed: int = 0, n_resamples: int | None = None, locked: bool = False,

@@ -21,7 +21,7 @@ import vl_convert
 
 from reports import bundle, charts, tables
 from reports.calibration import calibration_chart, calibration_table
-from validation.atomic import atomic_write_bytes, atomic_write_text
+from common.atomic import atomic_write_bytes, atomic_write_text
 from validation.calibrate import DesignCalibration
 from validation.results import BootstrapMode, StudyData, Verdict
 
@@ -198,14 +198,14 @@ def _frame_rows(df: pl.DataFrame) -> tuple[list[str], list[tuple[bool, list[str]
 def render_report(verdict: Verdict, data: StudyData, *, title: str | None = None,
                   calibration: DesignCalibration | None = None) -> str:
     """The report as an HTML string (see `write_report`)."""
-    manifest = data.manifest or {}
-    run_id = manifest.get("run_id") or (data.source.name if data.source else "external input")
+    manifest = data.manifest
+    run_id = manifest.run_id if manifest else (data.source.name if data.source else "external input")
     sections = chart_sections(verdict, data, calibration)
     calibration_rows = (_frame_rows(calibration_table(calibration)) if calibration is not None
                         else None)
     cells_cols, cells_rows = _frame_rows(tables.cells_table(data))
     crit = tables.criteria_table(verdict).to_dicts()
-    manifest_leaves, manifest_records = tables.manifest_tables(manifest) if manifest else ([], [])
+    manifest_leaves, manifest_records = tables.manifest_tables(manifest.to_json()) if manifest else ([], [])
     provenance, fixtures = tables.provenance_summary(manifest) if manifest else ([], None)
     context = {
         "title": title or f"Verdict: {run_id}",

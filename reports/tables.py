@@ -12,9 +12,9 @@ from typing import Any
 
 import polars as pl
 
+from common.contract import CONTROLS
+from validation.manifest import Manifest
 from validation.results import ModelFit, StudyData, Verdict
-
-CONTROLS = ("base", "pooled")
 
 # Order of the three gains in the decomposition chart, with the words the page uses.
 GAIN_COMPONENTS = (
@@ -236,43 +236,23 @@ def manifest_tables(manifest: dict[str, Any]) -> tuple[list[tuple[str, Any]], li
     return leaves, records
 
 
-def _get(d: Any, path: str) -> Any:
-    for part in path.split("."):
-        if not isinstance(d, dict) or part not in d:
-            return None
-        d = d[part]
-    return d
-
-
-def provenance_summary(manifest: dict[str, Any]) -> tuple[list[tuple[str, Any]], RecordTable | None]:
+def provenance_summary(manifest: Manifest) -> tuple[list[tuple[str, Any]], RecordTable]:
     """The lines for the top of the page (run, seeds, base model, versions, commit) and the
-    fixtures with their sources and licences, read from the runner's manifest keys."""
-    git = _get(manifest, "git.commit") or manifest.get("git_commit")
-    dirty = _get(manifest, "git.dirty")
-    versions = manifest.get("versions")
+    fixtures with their sources and licences."""
+    git = manifest.git
+    size = manifest.adapter.file_bytes or manifest.adapter.bytes_fp32
     lines = [
-        ("run", manifest.get("run_id")),
-        ("created", manifest.get("created")),
-        ("seeds", manifest.get("seeds")),
-        ("fixture set", _get(manifest, "fixture_set.name") or _get(manifest, "fixtures.name")),
-        ("base model sha256", _get(manifest, "base_model.sha256")),
-        ("pre-registration sha256 (run)", _get(manifest, "prereg.sha256")),
-        ("git commit", None if git is None else f"{git}{' (dirty tree)' if dirty else ''}"),
-        ("package versions", ", ".join(f"{k} {v}" for k, v in versions.items())
-         if isinstance(versions, dict) else versions),
-        ("adapter size", _adapter_size(manifest.get("adapter"))),
+        ("run", manifest.run_id),
+        ("created", manifest.created),
+        ("seeds", list(manifest.seeds)),
+        ("fixture set", manifest.fixture_set.name),
+        ("base model sha256", manifest.base_model.sha256),
+        ("pre-registration sha256 (run)", manifest.prereg.sha256),
+        ("git commit", None if git.commit is None else f"{git.commit}{' (dirty tree)' if git.dirty else ''}"),
+        ("package versions", ", ".join(f"{k} {v}" for k, v in manifest.versions.items()) or None),
+        ("adapter size", f"{manifest.adapter.params} parameters, {size} bytes"),
     ]
-    users = _get(manifest, "fixture_set.users")
-    fixtures = None
-    if _is_records(users):
-        cols = [c for c in ("name", "source", "licence", "sha256", "route", "train_bytes",
-                            "heldout_bytes", "n_heldout_docs") if any(c in u for u in users)]
-        fixtures = RecordTable("fixture_set.users", cols, [[u.get(c) for c in cols] for u in users])
+    cols = ["name", "source", "licence", "sha256", "route", "train_bytes", "heldout_bytes", "n_heldout_docs"]
+    fixtures = RecordTable("fixture_set.users", cols,
+                           [[getattr(u, c) for c in cols] for u in manifest.fixture_set.users])
     return [(k, v) for k, v in lines if v is not None], fixtures
-
-
-def _adapter_size(adapter: Any) -> str | None:
-    if not isinstance(adapter, dict) or "params" not in adapter:
-        return None
-    size = adapter.get("file_bytes") or adapter.get("bytes_fp32")
-    return f"{adapter['params']} parameters" + (f", {size} bytes" if size else "")

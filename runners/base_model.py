@@ -19,12 +19,13 @@ import torch
 from safetensors.torch import load_model, save_model
 from tqdm import tqdm
 
-from fixtures.cache import cache_root
+from common.atomic import atomic_write_text, atomic_write_with
+from common.cache import cache_root
+from common.hashing import sha256_file
 from fixtures.corpus import Document
 from runners.data import training_stream
 from runners.model import GPT, GPTConfig
 from runners.train import pretrain
-from validation.atomic import atomic_write_text, atomic_write_with
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 2  # bump when the cached layout or the pretraining code changes meaning (2: seeded init)
@@ -64,17 +65,13 @@ def cache_key(config: GPTConfig, pretrain_cfg: PretrainConfig, corpus_sha256: st
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def _try_load(entry: Path, config: GPTConfig) -> BaseModel | None:
     weights, meta_path = entry / "model.safetensors", entry / "meta.json"
     if not (weights.exists() and meta_path.exists()):
         return None
     try:
         meta = json.loads(meta_path.read_text())
-        sha = file_sha256(weights)
+        sha = sha256_file(weights)
         if sha != meta["weights_sha256"]:
             log.warning("base model cache entry %s fails its hash (%s != %s): rebuilding", entry, sha, meta["weights_sha256"])
             return None
@@ -106,7 +103,7 @@ def load_or_pretrain(config: GPTConfig, pretrain_cfg: PretrainConfig, corpus: tu
     seconds = time.perf_counter() - t0
     model.to("cpu").eval()
     weights = atomic_write_with(entry / "model.safetensors", lambda p: save_model(model, p))
-    sha = file_sha256(weights)
+    sha = sha256_file(weights)
     meta = {"key": key, "weights_sha256": sha, "model": config.to_dict(), "pretrain": pretrain_cfg.to_dict(),
             "corpus_sha256": corpus_sha256, "pretrain_seconds": seconds, "device": device,
             "final_loss": float(losses[-max(1, len(losses) // 20):].mean())}

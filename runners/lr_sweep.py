@@ -19,8 +19,10 @@ import numpy as np
 import polars as pl
 import torch
 
+from common.contract import BASE, OK, POOLED
 from runners.base_model import PRETRAIN_PRESETS, load_or_pretrain
-from runners.grid import load_fixtures, prepare, train_and_score
+from runners.execute import prepare, train_and_score
+from runners.settings import load_fixtures
 from runners.model import PRESETS
 from runners.rundir import cells_from_docs
 from runners.train import TrainConfig
@@ -32,18 +34,18 @@ DEFAULT_LRS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
 def sweep_row(cells: pl.DataFrame, lr: float) -> dict:
     """Summary of one learning rate from cells (seed, adapter, eval, ppl, status)."""
     users = sorted(set(cells["eval"]))
-    base = {r["eval"]: r["ppl"] for r in cells.filter(pl.col("adapter") == "base").iter_rows(named=True)}
+    base = {r["eval"]: r["ppl"] for r in cells.filter(pl.col("adapter") == BASE).iter_rows(named=True)}
     own, pooled, margin = [], [], []
     for seed in sorted(set(cells["seed"])):
         c = cells.filter(pl.col("seed") == seed)
         ppl = {(r["adapter"], r["eval"]): r["ppl"] for r in c.iter_rows(named=True)}
         for j in users:
             own.append(ppl[(j, j)] / base[j])
-            pooled.append(ppl[("pooled", j)] / base[j])
+            pooled.append(ppl[(POOLED, j)] / base[j])
             others = [ppl[(i, j)] for i in users if i != j]
             if others:
                 margin.append(1 - ppl[(j, j)] / min(others))
-    bad = cells.filter((pl.col("status") != "ok") & (pl.col("adapter") != "base"))
+    bad = cells.filter((pl.col("status") != OK) & (pl.col("adapter") != BASE))
     return {"lr": lr, "own_vs_base": float(np.mean(own)), "pooled_vs_base": float(np.mean(pooled)),
             "diag_margin": float(np.mean(margin)) if margin else float("nan"),
             "non_ok_adapters": bad.select(["seed", "adapter"]).unique().height}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import math
 import os
@@ -11,17 +10,16 @@ from pathlib import Path
 
 import polars as pl
 
-from validation.atomic import atomic_write_text, atomic_write_with
+from common.atomic import atomic_write_text, atomic_write_with
+from common.contract import DIVERGED, OK, WORSE_THAN_BASE
+from common.hashing import sha256_json
+
+__all__ = ["DIVERGED", "OK", "WORSE_THAN_BASE"]  # cell statuses, re-exported for the runner
 
 DOC_SCHEMA = {"seed": pl.Int64, "adapter": pl.Utf8, "eval": pl.Utf8, "doc_id": pl.Utf8, "nll_sum": pl.Float64,
               "n_tokens": pl.Int64, "n_bytes": pl.Int64, "ppl": pl.Float64, "bpb": pl.Float64, "status": pl.Utf8}
 CELL_COLUMNS = ["seed", "adapter", "eval", "nll_sum", "n_tokens", "n_bytes", "ppl", "bpb", "status"]
 LOG_SCHEMA = {"seed": pl.Int64, "adapter": pl.Utf8, "step": pl.Int64, "loss": pl.Float64}
-
-# Cell status values (docs: README / runners/__init__.py)
-OK = "ok"  # trained and evaluated normally
-DIVERGED = "diverged"  # a NaN/inf training loss or adapter weight, or a non-finite held-out NLL
-WORSE_THAN_BASE = "worse_than_base"  # the adapter ends worse than the base on its own training text
 
 
 class RunLocked(RuntimeError):
@@ -30,7 +28,7 @@ class RunLocked(RuntimeError):
 
 def run_id(config: dict, label: str) -> str:
     """`<label>-<hash>`: the hash covers the full configuration, so a command finds its run again."""
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+    digest = sha256_json(config, 12)
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in label)
     return f"{safe}-{digest}"
 

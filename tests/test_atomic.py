@@ -1,10 +1,10 @@
-"""validation.atomic: a failed write keeps the old file and leaves no temporary behind."""
+"""common.atomic: a failed write keeps the old file and leaves no temporary behind."""
 
 import os
 
 import pytest
 
-from validation.atomic import atomic_write_text, atomic_write_with
+from common.atomic import atomic_write_text, atomic_write_with
 
 
 def test_failed_writer_keeps_the_old_file_and_no_temporary(tmp_path):

@@ -82,9 +82,9 @@ def test_provenance_from_the_manifest(full, full_html):
     text = _text(full_html)
     m = data.manifest
     top = text[:text.index("Per user")]  # provenance is near the top, before the results
-    for value in (m["run_id"], m["fixture_set"]["name"], m["base_model"]["sha256"],
-                  m["git"]["commit"], "torch 2.13.0", "CC0-1.0", "synthetic vocabulary 1",
-                  m["fixture_set"]["users"][2]["sha256"]):
+    for value in (m.run_id, m.fixture_set.name, m.base_model.sha256,
+                  m.git.commit, "torch 2.13.0", "CC0-1.0", "synthetic vocabulary 1",
+                  m.fixture_set.users[2].sha256):
         assert value in top, value
     # the whole manifest, records as tables, at the end
     for key in ("fixture_set.users", "fixture_set.leakage", "host.hostname", "timings.train_s"):

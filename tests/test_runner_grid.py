@@ -10,7 +10,7 @@ import pytest
 from safetensors import safe_open
 
 from runners import rundir
-from runners.grid import adapter_status, run_grid
+from runners.execute import adapter_status, run_grid
 from runners.train import TrainConfig
 from test_runner_helpers import small_set, tiny_settings
 
@@ -137,7 +137,7 @@ def test_a_kept_seed_from_another_base_model_is_redone(tmp_path, cache_env, fs):
 
 def test_training_text_shorter_than_one_window_is_refused_before_anything_is_written(fs):
     from fixtures import Document
-    from runners.grid import UsageError, check_corpus_sizes
+    from runners.settings import UsageError, check_corpus_sizes
     short = replace(fs.users[0], train=(Document("tiny.txt", "too short"),))
     bad = replace(fs, users=(short,) + fs.users[1:])
     with pytest.raises(UsageError, match=r"user 'user1' training text .* has 10 tokens, fewer than one training window of 66"):

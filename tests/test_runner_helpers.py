@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fixtures import synthetic_fixture_set
 from runners.base_model import PRETRAIN_PRESETS
-from runners.grid import GridSettings
+from runners.settings import GridSettings
 from runners.model import PRESETS
 from runners.train import TrainConfig
 
@@ -21,7 +21,7 @@ def small_set(n_users: int = 3):
 
 def tiny_settings(out: Path, prereg: Path, seeds=(0, 1), steps: int = 6, lr: float = 3e-2) -> GridSettings:
     prereg.write_text("# test pre-registration\n") if not prereg.exists() else None
-    from runners.base_model import file_sha256
+    from common.hashing import sha256_file
     return GridSettings(preset="tiny", model=PRESETS["tiny"], pretrain=PRETRAIN_PRESETS["tiny"],
                         train=TrainConfig(steps=steps, batch_size=4, lr=lr), seeds=tuple(seeds), device="cpu",
-                        out=out, prereg=prereg, prereg_sha256=file_sha256(prereg))
+                        out=out, prereg=prereg, prereg_sha256=sha256_file(prereg))

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 import reports
-from validation.prereg import sha256_file
+from common.hashing import sha256_file
 from validation.synthetic import simulate_study
 from validation.verdict import main
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from common.contract import BASE, POOLED
 from validation.data import CONTROLS, KEY, InputError, check_structure
 from validation.results import StudyData
 
@@ -38,11 +39,11 @@ class StudyArrays:
 
     @property
     def pooled(self) -> int | None:
-        return self.adapters.index("pooled") if "pooled" in self.adapters else None
+        return self.adapters.index(POOLED) if POOLED in self.adapters else None
 
     @property
     def base(self) -> int | None:
-        return self.adapters.index("base") if "base" in self.adapters else None
+        return self.adapters.index(BASE) if BASE in self.adapters else None
 
 
 def _triples(df: pl.DataFrame) -> tuple[tuple[int, str, str], ...]:

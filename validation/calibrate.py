@@ -200,7 +200,7 @@ def run_experiment(params: SimParams, margin: float, n_seeds: int, prereg: Prere
     (M, 3) criterion statuses (0 pass/triggered, 1 fail/not triggered, 2 inconclusive), and
     `diag` (3,) = (covered, estimate, truth), NaN when not fitted.
     """
-    from validation.judge import judge
+    from validation.judging import judge
 
     study = simulate_experiment(params, margin, n_seeds, rng)
     v = judge(study.data, prereg, rng=rng, n_resamples=n_resamples, fit=fit)
@@ -380,7 +380,7 @@ def calibrate(
 
 
 def write_calibration(result: CalibrationResult, out_dir: str | Path) -> Path:
-    from validation.atomic import atomic_write_text
+    from common.atomic import atomic_write_text
     return atomic_write_text(Path(out_dir) / "calibration.json",
                              json.dumps(result.to_json(), indent=2, allow_nan=False) + "\n")
 
@@ -422,7 +422,7 @@ def calibration_for_study(data, prereg: Prereg | None = None, *, run_dir: str | 
     experiments with `n_resamples` resamples, no mixed-model fits: about 10-30 s), cached,
     with a warning saying so. (None, warnings) with one seed: nothing to calibrate.
     """
-    from validation.atomic import atomic_write_text
+    from common.atomic import atomic_write_text
     prereg = Prereg() if prereg is None else prereg
     S, J = len(data.seeds), len(data.users)
     if S < 2:
@@ -446,7 +446,7 @@ def calibration_for_study(data, prereg: Prereg | None = None, *, run_dir: str | 
         params, notes = SimParams().with_design(users=J, n_docs=50), (f"default parameters: {e}",)
     key = _design_key(params, prereg, S, n_experiments, n_resamples, rng_seed)
     if cache_dir is None:
-        from fixtures.cache import cache_root  # the cache contract shared by every layer
+        from common.cache import cache_root  # the cache contract shared by every layer
         cache_dir = cache_root() / "calibration"
     path = Path(cache_dir) / f"{key}.json"
     if path.is_file():

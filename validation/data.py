@@ -6,16 +6,16 @@ counted) or the column at fault, and saying how to fix it. Nothing here writes a
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 
+from common.contract import CONTROLS
+from validation.manifest import ManifestError, read_manifest
 from validation.results import StudyData
 
-CONTROLS = ("base", "pooled")
 STATUSES = ("ok", "diverged", "worse_than_base")
 KEY = ["seed", "adapter", "eval"]
 
@@ -261,11 +261,10 @@ def load_run(run_dir: str | Path) -> StudyData:
     mpath = run_dir / "manifest.json"
     if mpath.is_file():
         try:
-            manifest = json.loads(mpath.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise InputError(f"{mpath}: not valid JSON: {e}") from None
-        if not isinstance(manifest, dict):
-            raise InputError(f"{mpath}: must hold a JSON object.")
+            manifest = read_manifest(mpath)
+        except ManifestError as e:
+            raise InputError(f"{e}; the run directory is damaged: rerun `python -m runners.grid` with the "
+                             "same flags to rewrite it.") from None
     docs_path = run_dir / "docs.parquet"
     data = load_external(cells_path, docs_path if docs_path.is_file() else None)
     train_log = None

@@ -1,7 +1,7 @@
 """The pre-registration file (`prereg.toml`): its settings, its hash, and the check against a run.
 
-The runner records `manifest["prereg"] = {"path": ..., "sha256": ...}`; `check_prereg` compares
-the file used now with that hash.
+The runner records the file's path and SHA-256 in the run's manifest (`Manifest.prereg`);
+`check_prereg` compares the file used now with that hash.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.contract import DEFAULT_RNG_SEED
+from validation.manifest import Manifest
 from validation.results import PreregStatus, Status
 
 PREREG_FILENAME = "prereg.toml"
@@ -38,7 +40,7 @@ class Prereg:
     confidence: float = 0.95
     n_resamples: int = 10_000
     interval_method: str = "student-t"
-    rng_seed: int = 20260101
+    rng_seed: int = DEFAULT_RNG_SEED
     gate_strict: tuple[str, ...] = ("PASS", "FAIL", "INCONCLUSIVE")
     gate_lenient: tuple[str, ...] = ("PASS",)
     gate_catastrophic: tuple[str, ...] = ("NOT_TRIGGERED",)
@@ -137,10 +139,6 @@ def default_prereg_path() -> Path:
     return here if here.is_file() else Path(__file__).resolve().parent.parent / PREREG_FILENAME
 
 
-def sha256_file(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def load_prereg(path: str | Path) -> Prereg:
     """Read and validate a prereg.toml; errors name the file and the setting."""
     path = Path(path)
@@ -171,19 +169,15 @@ def load_prereg(path: str | Path) -> Prereg:
         raise PreregError(f"{path}: {e}") from None
 
 
-def check_prereg(prereg: Prereg, manifest: dict[str, Any] | None, *, allow_change: bool) -> PreregStatus:
+def check_prereg(prereg: Prereg, manifest: Manifest | None, *, allow_change: bool) -> PreregStatus:
     """Compare the file's hash with the run manifest's `prereg.sha256`.
 
     Raises PreregError when the hashes differ and `allow_change` is False. Without a manifest (or
     without a recorded hash) the criteria cannot be shown to precede the data: NOT PRE-REGISTERED.
     """
-    expected = None
-    if manifest is not None:
-        entry = manifest.get("prereg")
-        if isinstance(entry, dict):
-            expected = entry.get("sha256")
+    expected = None if manifest is None else manifest.prereg.sha256
     if expected is None:
-        note = ("no run manifest" if manifest is None else "the manifest records no `prereg.sha256`")
+        note = "no run manifest"
         return PreregStatus(False, prereg.sha256, None, prereg.path,
                             f"{note}: the criteria cannot be shown to precede the data")
     if expected == prereg.sha256:

@@ -17,6 +17,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import polars as pl
 
+from common.contract import CONTROLS
+from validation.manifest import Manifest
+
 
 class Interval(NamedTuple):
     """A two-sided interval; `low, high = interval`."""
@@ -275,7 +278,7 @@ class StudyData:
     cells: pl.DataFrame
     docs: pl.DataFrame | None = None
     train_log: pl.DataFrame | None = None
-    manifest: dict[str, Any] | None = None
+    manifest: Manifest | None = None
     source: Path | None = None
 
     @property
@@ -290,7 +293,7 @@ class StudyData:
     @property
     def controls(self) -> tuple[str, ...]:
         present = set(self.cells["adapter"].unique().to_list())
-        return tuple(c for c in ("base", "pooled") if c in present)
+        return tuple(c for c in CONTROLS if c in present)
 
 
 @dataclass(frozen=True, eq=False)

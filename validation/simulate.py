@@ -258,7 +258,7 @@ def study_tables(nll_cols, tok_cols, adapters, users, seeds, bytes_per_token: fl
 
 def write_study(data: StudyData, out_dir: str | Path) -> Path:
     """Write `cells.parquet` and `docs.parquet` as the runner would (atomically)."""
-    from validation.atomic import atomic_write_with
+    from common.atomic import atomic_write_with
     out = Path(out_dir)
     cols = ["seed", "adapter", "eval", "nll_sum", "n_tokens", "n_bytes", "ppl", "bpb", "status"]
     atomic_write_with(out / "cells.parquet", lambda t: data.cells.select(cols).write_parquet(t))

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from validation.atomic import atomic_write_text
+from common.atomic import atomic_write_text
 from validation.data import InputError, load_external, load_run, resolve_run
-from validation.judge import judge
+from validation.judging import judge
 from validation.outputs import junit_xml, markdown_summary, verdict_json, verdict_text
 from validation.prereg import PreregError, check_prereg, default_prereg_path, load_prereg
 

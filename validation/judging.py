@@ -7,6 +7,7 @@ import warnings as _warnings
 import numpy as np
 import polars as pl
 
+from common.contract import BASE, POOLED
 from validation import criteria as crit
 from validation import metrics
 from validation.arrays import StudyArrays, build_arrays
@@ -14,8 +15,15 @@ from validation.bootstrap import bootstrap_mode, resample_logppl
 from validation.intervals import bootstrap_interval
 from validation.model import fit_model
 from validation.prereg import Prereg
-from validation.results import (BootstrapInfo, BootstrapMode, Interval, PreregStatus, StudyData,
-                                UserResult, Verdict)
+from validation.results import (
+    BootstrapInfo,
+    BootstrapMode,
+    Interval,
+    PreregStatus,
+    StudyData,
+    UserResult,
+    Verdict,
+)
 
 
 def _judge_iv(prereg: Prereg, rng: np.random.Generator, n_resamples: int | None) -> int:
@@ -79,9 +87,9 @@ def judge(
     if fit:
         model = fit_model(arrays, prereg.confidence)
         warnings += [f"model: {w}" for w in model.warnings]
-    if "pooled" not in arrays.adapters:
+    if POOLED not in arrays.adapters:
         warnings.append("no `pooled` control: personalization and regularization gains not computed")
-    if "base" not in arrays.adapters:
+    if BASE not in arrays.adapters:
         warnings.append("no `base` control: regularization and total gains not computed")
     if prereg_status is None:
         prereg_status = PreregStatus(False, prereg.sha256, None, prereg.path, "not checked")

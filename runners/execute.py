@@ -1,0 +1,173 @@
+"""Running a grid: train every adapter of a seed in one batched loop, score every adapter on every
+user's held-out documents, write the seed's files, resume finished seeds, assemble the run's tables.
+
+For each seed, the user adapters and the `pooled` control (trained on the union of the users'
+training text, same steps, batch and learning rate) train together on the frozen base model; then
+`base`, `pooled` and every user adapter are scored on every user's held-out documents. Results
+land in `<out>/<run_id>/` (docs/formats.md); finished seeds are kept, so an interrupted command
+resumes where it stopped when run again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from common.contract import BASE, POOLED
+from fixtures.corpus import FixtureSet
+from runners import rundir
+from runners.base_model import BaseModel, load_or_pretrain
+from runners.data import eval_windows, training_stream
+from runners.evaluate import check_windows, doc_nll, mean_check_nll
+from runners.model import GPT
+from runners.provenance import build_manifest
+from runners.settings import GridSettings, run_config
+from runners.train import TrainConfig, TrainedAdapters, data_order, train_adapters
+
+log = logging.getLogger("runners.grid")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Per-run inputs shared by every seed."""
+
+    names: tuple[str, ...]  # adapter names in bank order: users, then pooled
+    streams: list[np.ndarray]  # training token streams, same order
+    checks: list[tuple[torch.Tensor, torch.Tensor]]  # health-check windows, same order
+    base_check: tuple[float, ...]  # base mean NLL on each check set
+    windows: dict  # eval user -> EvalWindows
+    base_docs: pl.DataFrame  # base rows of docs.parquet without the seed column
+
+
+def prepare(base: GPT, fs: FixtureSet, device: str) -> Prepared:
+    T = base.config.block_size
+    names = tuple(u.name for u in fs.users) + (POOLED,)
+    streams = [training_stream(u.train) for u in fs.users]
+    streams.append(training_stream(tuple(d for u in fs.users for d in u.train)))
+    checks = [check_windows(s, T) for s in streams]
+    windows = {u.name: eval_windows(u.heldout, T) for u in fs.users}
+    base_check = tuple(mean_check_nll(base, c, 0, device) for c in checks)
+    frames = [_doc_frame(BASE, j, w, doc_nll(base, w, 0, device), rundir.OK) for j, w in windows.items()]
+    return Prepared(names, streams, checks, base_check, windows, pl.concat(frames))
+
+
+def _doc_frame(adapter: str, eval_user: str, w, nll: np.ndarray, status: str) -> pl.DataFrame:
+    return pl.DataFrame({"adapter": adapter, "eval": eval_user, "doc_id": list(w.doc_ids), "nll_sum": nll,
+                         "n_tokens": list(w.n_bytes), "n_bytes": list(w.n_bytes), "status": status},
+                        schema_overrides={"n_tokens": pl.Int64, "n_bytes": pl.Int64})
+
+
+def adapter_status(diverged: bool, own_nll: float, base_nll: float) -> str:
+    if diverged or not np.isfinite(own_nll):
+        return rundir.DIVERGED
+    return rundir.WORSE_THAN_BASE if own_nll > base_nll else rundir.OK
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    trained: TrainedAdapters
+    statuses: tuple[str, ...]  # per adapter, in `Prepared.names` order
+    docs: pl.DataFrame  # docs.parquet rows of this seed (base rows included)
+    train_s: float
+    eval_s: float
+
+
+def train_and_score(seed: int, base: GPT, prep: Prepared, train: TrainConfig, device: str) -> SeedResult:
+    """Train every adapter of one seed in one batched loop, then score all of them on every user."""
+    torch.manual_seed(seed)
+    T = base.config.block_size
+    orders = [data_order(seed, k, len(st), T, train) for k, st in enumerate(prep.streams)]
+    t0 = time.perf_counter()
+    with tqdm(total=train.steps, desc=f"seed {seed} train", file=sys.stderr, disable=not sys.stderr.isatty()) as bar:
+        trained = train_adapters(base, prep.streams, orders, train, device, progress=bar)
+    t_train = time.perf_counter() - t0
+    model = trained.model  # frozen base + the bank just trained
+    statuses = tuple(adapter_status(trained.diverged[k], mean_check_nll(model, prep.checks[k], k + 1, device),
+                                    prep.base_check[k]) for k in range(len(prep.names)))
+    frames = [prep.base_docs]
+    for k, name in enumerate(prep.names):
+        for j, w in prep.windows.items():
+            frames.append(_doc_frame(name, j, w, doc_nll(model, w, k + 1, device), statuses[k]))
+    docs = rundir.with_rates(pl.concat(frames).with_columns(pl.lit(seed, pl.Int64).alias("seed")))
+    return SeedResult(trained, statuses, docs.select(list(rundir.DOC_SCHEMA)), t_train, time.perf_counter() - t0 - t_train)
+
+
+def run_seed(seed: int, base: BaseModel, prep: Prepared, s: GridSettings, run_dir: Path) -> dict:
+    """Train and evaluate one seed; write its files (done.json last). Returns its timings."""
+    r = train_and_score(seed, base.model, prep, s.train, s.device)
+    for k, name in enumerate(prep.names):
+        _save_adapter(run_dir / "adapters" / f"seed-{seed}" / f"{name}.safetensors", r.trained.states[k],
+                      {"seed": seed, "adapter": name, "status": r.statuses[k], "model": s.model.to_dict(),
+                       "train": s.train.to_dict(), "base_model_sha256": base.sha256})
+    log_rows = pl.DataFrame({"seed": seed, "adapter": np.repeat(prep.names, s.train.steps).tolist(),
+                             "step": np.tile(np.arange(s.train.steps), len(prep.names)),
+                             "loss": r.trained.losses.T.reshape(-1)}, schema=rundir.LOG_SCHEMA)
+    seed_dir = run_dir / "seeds" / f"seed-{seed}"
+    rundir.write_parquet(r.docs, seed_dir / "docs.parquet")
+    rundir.write_parquet(log_rows, seed_dir / "train_log.parquet")
+    timing = {"seed": seed, "train_s": r.train_s, "eval_s": r.eval_s, "statuses": dict(zip(prep.names, r.statuses)),
+              "base_model_sha256": base.sha256}
+    rundir.write_json(timing, seed_dir / "done.json")
+    log.info("seed %d: trained in %.1f s, evaluated in %.1f s; %s", seed, r.train_s, r.eval_s,
+             ", ".join(f"{n}={st}" for n, st in zip(prep.names, r.statuses)))
+    return timing
+
+
+def _save_adapter(path: Path, state: dict[str, torch.Tensor], meta: dict) -> None:
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    rundir.atomic_write_with(path, lambda p: save_file(tensors, p, metadata={"config": json.dumps(meta)}))
+
+
+def run_grid(fs: FixtureSet, s: GridSettings, *, on_seed_done=None) -> Path:
+    """Run (or resume) the grid for fixture set `fs`; returns the run directory."""
+    t_start = time.perf_counter()
+    torch.set_num_threads(os.cpu_count() or 1)
+    config = run_config(s, fs)
+    run_dir = s.out / rundir.run_id(config, f"{Path(fs.name).name}-{s.preset}")
+    with rundir.RunLock(run_dir):
+        rundir.write_json(config, run_dir / "config.json")
+        t0 = time.perf_counter()
+        base = load_or_pretrain(s.model, s.pretrain, fs.pretrain, fs.pretrain_sha256(), device=s.device)
+        t_base = time.perf_counter() - t0
+        base.model.to(s.device)
+        t0 = time.perf_counter()
+        prep = prepare(base.model, fs, s.device)
+        t_base_eval = time.perf_counter() - t0
+        timings, resumed = [], []
+        for seed in s.seeds:
+            done = run_dir / "seeds" / f"seed-{seed}" / "done.json"
+            if done.exists():
+                kept = json.loads(done.read_text())
+                if kept.get("base_model_sha256") == base.sha256:
+                    resumed.append(seed)
+                    timings.append(kept)
+                    log.info("seed %d: already done, kept", seed)
+                    continue
+                # the base model was rebuilt since (cache evicted, corrupt, other device): a kept
+                # seed would mix two base models in one run
+                log.warning("seed %d: done with base model %s, now %s: redone", seed,
+                            str(kept.get("base_model_sha256"))[:12], base.sha256[:12])
+            timings.append(run_seed(seed, base, prep, s, run_dir))
+            if on_seed_done is not None:
+                on_seed_done(seed)
+        docs = pl.concat([pl.read_parquet(run_dir / "seeds" / f"seed-{k}" / "docs.parquet") for k in s.seeds])
+        logs = pl.concat([pl.read_parquet(run_dir / "seeds" / f"seed-{k}" / "train_log.parquet") for k in s.seeds])
+        rundir.write_parquet(docs, run_dir / "docs.parquet")
+        rundir.write_parquet(rundir.cells_from_docs(docs), run_dir / "cells.parquet")
+        rundir.write_parquet(logs, run_dir / "train_log.parquet")
+        wall = {"base_model_s": t_base, "base_eval_s": t_base_eval, "seeds": timings, "resumed_seeds": resumed,
+                "total_s": time.perf_counter() - t_start}
+        rundir.write_json(build_manifest(config, s, fs, base, run_dir, wall).to_json(), run_dir / "manifest.json")
+        rundir.point_latest(s.out, run_dir)
+    return run_dir

@@ -1,0 +1,88 @@
+"""The run's manifest (validation.manifest.Manifest): configuration, fixture provenance, base model,
+pre-registration, package versions, git commit, timings and host."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from common.contract import STATUS_VALUES
+from fixtures.corpus import FixtureSet
+from runners.base_model import BaseModel
+from runners.settings import GridSettings
+from validation.manifest import (
+    AdapterRecord,
+    BaseModelRecord,
+    FixtureSetRecord,
+    GitRecord,
+    LeakageRecord,
+    Manifest,
+    PreregRecord,
+    Provenance,
+    UserRecord,
+)
+
+
+def build_manifest(config: dict, s: GridSettings, fs: FixtureSet, base: BaseModel, run_dir: Path,
+                   timings: dict) -> Manifest:
+    n_params = base.model.n_adapter_params()
+    one = next((run_dir / "adapters" / f"seed-{s.seeds[0]}").glob("*.safetensors"), None)
+    return Manifest(
+        run_id=run_dir.name,
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        command=tuple(sys.argv) if sys.argv and "grid" in sys.argv[0] else None,
+        config=config,
+        seeds=tuple(s.seeds),
+        fixture_set=FixtureSetRecord(
+            name=fs.name, description=fs.description, users_sha256=fs.sha256(),
+            pretrain_sha256=fs.pretrain_sha256(), pretrain_provenance=Provenance(**_prov(fs.pretrain_provenance)),
+            pretrain_bytes=sum(d.n_bytes for d in fs.pretrain),
+            users=tuple(UserRecord(name=u.name, sha256=u.sha256(), **_prov(u.provenance), train_bytes=u.train_bytes,
+                                   heldout_bytes=u.heldout_bytes, n_train_docs=len(u.train),
+                                   n_heldout_docs=len(u.heldout)) for u in fs.users),
+            leakage=tuple(LeakageRecord(a, b, n) for a, b, n in fs.leakage),
+        ),
+        base_model=BaseModelRecord(key=base.key, sha256=base.sha256, path=str(base.path),
+                                   params=base.model.n_base_params(), pretrain_seconds=base.pretrain_seconds,
+                                   built_now=base.built_now),
+        prereg=PreregRecord(path=str(s.prereg.resolve()), sha256=s.prereg_sha256),
+        adapter=AdapterRecord(params=n_params, bytes_fp32=4 * n_params, norm_layers=2 * s.model.n_layer + 1,
+                              file_bytes=one.stat().st_size if one else None),
+        status_values=dict(STATUS_VALUES),
+        versions=_versions(),
+        git=_git(),
+        timings=timings,
+        host={"hostname": socket.gethostname(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
+              "torch_threads": torch.get_num_threads(), "device": s.device,
+              "cuda": torch.cuda.get_device_name() if s.device == "cuda" else None},
+    )
+
+
+def _prov(p) -> dict:
+    return {"source": p.source, "licence": p.licence, "source_sha256": p.sha256, "route": p.route, "notes": p.notes}
+
+
+def _versions() -> dict:
+    import numpy
+    import polars
+    import safetensors
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
+            "polars": polars.__version__, "safetensors": safetensors.__version__}
+
+
+def _git() -> GitRecord:
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True,
+                               text=True, timeout=10).stdout.strip() != ""
+        return GitRecord(commit=commit or None, dirty=dirty)
+    except (OSError, subprocess.SubprocessError):
+        return GitRecord()

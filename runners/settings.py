@@ -1,0 +1,138 @@
+"""What a grid run is asked to do: the validated settings, the fixture set, the run's configuration.
+
+`settings_from_args` checks every flag before anything is trained or written; `run_config` is what
+determines the results (its hash names the run directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common.hashing import sha256_file
+from fixtures.corpus import FixtureSet
+from runners.base_model import PRETRAIN_PRESETS, PretrainConfig
+from runners.data import training_stream
+from runners.model import PRESETS, GPTConfig
+from runners.train import TrainConfig
+from validation.prereg import default_prereg_path
+
+
+class UsageError(ValueError):
+    """Bad command-line input: the message names the flag or file and the fix (exit code 2)."""
+
+
+@dataclass(frozen=True)
+class GridSettings:
+    preset: str  # key of runners.model.PRESETS
+    model: GPTConfig  # the preset's model config
+    pretrain: PretrainConfig  # base-model pretraining schedule
+    train: TrainConfig  # adapter training: steps, batch size, learning rate
+    seeds: tuple[int, ...]  # adapter-training seeds (data order and torch seed)
+    device: str  # "cpu" or "cuda"
+    out: Path  # parent of the run directories
+    prereg: Path  # the pre-registration file whose SHA-256 goes into the manifest
+    prereg_sha256: str
+
+
+# -- flags ---------------------------------------------------------------------------------------
+
+def _positive(flag: str, value: int) -> int:
+    if value < 1:
+        raise UsageError(f"`{flag} {value}`: must be at least 1")
+    return value
+
+
+def _seeds(args: argparse.Namespace) -> tuple[int, ...]:
+    if args.seed_list:
+        try:
+            seeds = tuple(int(s) for s in args.seed_list.split(",") if s.strip())
+        except ValueError:
+            raise UsageError(f"`--seed-list {args.seed_list}`: give comma-separated integers, e.g. 0,1,2") from None
+        if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+            raise UsageError(f"`--seed-list {args.seed_list}`: give distinct non-negative integers, e.g. 0,1,2")
+        return seeds
+    return tuple(range(_positive("--seeds", args.seeds)))
+
+
+def _check_out(out: Path) -> Path:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test."):
+            pass
+    except OSError as exc:
+        raise UsageError(f"`--out {out}`: cannot write there ({exc.strerror}); pass a writable directory") from None
+    return out
+
+
+def settings_from_args(args: argparse.Namespace) -> GridSettings:
+    """Validate every flag that needs no fixture data; raises UsageError naming the flag and the fix."""
+    if args.preset not in PRESETS:
+        raise UsageError(f"`--preset {args.preset}`: unknown preset; use one of {', '.join(PRESETS)}")
+    if args.device not in ("cpu", "cuda"):
+        raise UsageError(f"`--device {args.device}`: use cpu or cuda")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("`--device cuda`: no CUDA GPU is visible to torch on this machine; use `--device cpu` "
+                         "(or install a CUDA build of torch on a GPU machine)")
+    seeds = _seeds(args)
+    if args.fixtures < 2:
+        raise UsageError(f"`--fixtures {args.fixtures}`: the confusion matrix needs at least two users "
+                         "(own adapter against another user's); ask for 2 or more")
+    _positive("--steps", args.steps)
+    _positive("--batch-size", args.batch_size)
+    if not (args.lr > 0 and np.isfinite(args.lr)):
+        raise UsageError(f"`--lr {args.lr}`: must be a positive number")
+    prereg = Path(args.prereg) if args.prereg else default_prereg_path()
+    if not prereg.is_file():
+        raise UsageError(f"`--prereg {prereg}`: pre-registration file not found; create it before the run "
+                         "(see DESIGN.md, 'Pre-registered criteria') or pass its path")
+    pretrain = PRETRAIN_PRESETS[args.preset]
+    if args.pretrain_steps is not None:
+        pretrain = replace(pretrain, steps=_positive("--pretrain-steps", args.pretrain_steps))
+    return GridSettings(
+        preset=args.preset, model=PRESETS[args.preset], pretrain=pretrain,
+        train=TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr),
+        seeds=seeds, device=args.device, out=_check_out(Path(args.out)), prereg=prereg,
+        prereg_sha256=sha256_file(prereg),
+    )
+
+
+def parse_sources(items: list[str]) -> dict[str, Path]:
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise UsageError(f"`--source {item}`: write NAME=PATH, e.g. --source botchan=~/texts/botchan.txt")
+        out[name] = Path(path).expanduser()
+    return out
+
+
+def load_fixtures(name: str, n_users: int, sources: dict[str, Path]) -> FixtureSet:
+    """The first `n_users` users of set `name` (FixtureError on any problem)."""
+    from fixtures import load_fixture_set
+
+    return load_fixture_set(name, sources=sources or None).take(n_users)
+
+
+def check_corpus_sizes(fs: FixtureSet, block_size: int) -> None:
+    """Every training corpus must hold at least one training window (before anything is written)."""
+    need = block_size + 2  # BOS-prefixed tokens of one window plus its shifted target
+    parts = [(f"user {u.name!r} training text", u.train) for u in fs.users]
+    parts.append(("the pretraining corpus", fs.pretrain))
+    for what, docs in parts:
+        n = len(training_stream(docs))
+        if n < need:
+            raise UsageError(f"{what} of fixture set {fs.name!r} has {n} tokens, fewer than one training window "
+                             f"of {need} for this preset; add text or pick a preset with a shorter context")
+
+
+def run_config(s: GridSettings, fs: FixtureSet) -> dict:
+    """Everything that determines the results: its hash names the run directory."""
+    return {"preset": s.preset, "model": s.model.to_dict(), "pretrain": s.pretrain.to_dict(), "train": s.train.to_dict(),
+            "seeds": list(s.seeds), "device": s.device, "fixture_set": fs.name, "users": [u.name for u in fs.users],
+            "users_sha256": fs.sha256(), "pretrain_corpus_sha256": fs.pretrain_sha256(), "prereg_sha256": s.prereg_sha256}
