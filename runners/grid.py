@@ -3,7 +3,7 @@
 For each seed, the user adapters and the `pooled` control (trained on the union of the users'
 training text, same steps, batch and learning rate) train together in one batched loop on the
 frozen base model; then `base`, `pooled` and every user adapter are scored on every user's
-held-out documents. Results land in `<out>/<run_id>/` (see DESIGN.md, "Files"); finished seeds
+held-out documents. Results land in `<out>/<run_id>/` (see docs/formats.md); finished seeds
 are kept, so an interrupted command resumes where it stopped when run again.
 """
 
@@ -129,7 +129,7 @@ def settings_from_args(args: argparse.Namespace) -> GridSettings:
     prereg = Path(args.prereg) if args.prereg else default_prereg_path()
     if not prereg.is_file():
         raise UsageError(f"`--prereg {prereg}`: pre-registration file not found; create it before the run "
-                         "(see DESIGN.md, 'Pre-registered criteria') or pass its path")
+                         "(keys in docs/formats.md, 'prereg.toml') or pass its path")
     pretrain = PRETRAIN_PRESETS[args.preset]
     if args.pretrain_steps is not None:
         pretrain = replace(pretrain, steps=_positive("--pretrain-steps", args.pretrain_steps))

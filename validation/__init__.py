@@ -1,6 +1,6 @@
 """Statistics and verdicts: `judge(data, prereg, rng=...)` -> `Verdict`; CLI `python -m validation.verdict`.
 
-Never imports jinja2 or altair (STYLE.md): rendering lives in `reports/`.
+Never imports jinja2 or altair (docs/README.md, Code layout): rendering lives in `reports/`.
 """
 
 from validation.data import InputError, load_external, load_run, normalize_cells
