@@ -162,7 +162,7 @@ def missing_parts(verdict: Verdict, data: StudyData) -> list[str]:
     if len(data.seeds) < 2:
         notes.append("One seed: run-to-run spread is unknown and the model is fitted by OLS.")
     if verdict.bootstrap.mode is not BootstrapMode.HIERARCHICAL:
-        notes.append(f"Bootstrap mode: {verdict.bootstrap.mode} (degraded; see DESIGN.md).")
+        notes.append(f"Bootstrap mode: {verdict.bootstrap.mode} (degraded; see docs/methods.md, section 5).")
     return notes
 
 

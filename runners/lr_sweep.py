@@ -3,7 +3,7 @@
 For each learning rate, train the user adapters and `pooled` (one batched loop, the grid's own
 code) for the default steps and seeds, and report, averaged over users and seeds: the held-out
 perplexity of each user's own adapter and of `pooled`, relative to the base, the diagonal margin
-(own adapter vs the best other one, DESIGN.md) and the count of non-ok adapters. The results table
+(own adapter vs the best other one, docs/methods.md) and the count of non-ok adapters. The results table
 is what docs/lr_sweep.md quotes.
 """
 

@@ -90,7 +90,7 @@ def settings_from_args(args: argparse.Namespace) -> GridSettings:
     prereg = Path(args.prereg) if args.prereg else default_prereg_path()
     if not prereg.is_file():
         raise UsageError(f"`--prereg {prereg}`: pre-registration file not found; create it before the run "
-                         "(see DESIGN.md, 'Pre-registered criteria') or pass its path")
+                         "(keys in docs/formats.md, 'prereg.toml') or pass its path")
     pretrain = PRETRAIN_PRESETS[args.preset]
     if args.pretrain_steps is not None:
         pretrain = replace(pretrain, steps=_positive("--pretrain-steps", args.pretrain_steps))

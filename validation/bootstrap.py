@@ -1,4 +1,4 @@
-"""The hierarchical bootstrap of DESIGN.md, vectorized over resamples.
+"""The hierarchical bootstrap of docs/methods.md (section 5), vectorized over resamples.
 
 One resample: draw S seeds with replacement; then, independently for each evaluation column j,
 draw that column's n_j documents with replacement and apply the *same* document indices to every

@@ -1,4 +1,4 @@
-"""The pre-registered criteria and the gate (DESIGN.md, Pre-registered criteria).
+"""The pre-registered criteria and the gate (docs/methods.md, sections 8 and 9).
 
 Each criterion is read twice: from the intervals (its status, what the gate uses) and from the
 point estimates alone (the reading earlier reports used, shown beside it). Inputs are arrays of

@@ -254,7 +254,7 @@ def resolve_run(run: str | Path | None, runs_root: str | Path = "runs") -> Path:
 
 
 def load_run(run_dir: str | Path) -> StudyData:
-    """A runner output directory (DESIGN.md, Files) -> validated StudyData."""
+    """A runner output directory (docs/formats.md) -> validated StudyData."""
     run_dir = Path(run_dir)
     cells_path = run_dir / "cells.parquet"
     manifest = None

@@ -1,4 +1,4 @@
-"""Tiny metric functions on a matrix of mean log perplexities (DESIGN.md, Quantities).
+"""Tiny metric functions on a matrix of mean log perplexities (docs/methods.md, section 3).
 
 Every function takes `logppl` of shape (..., A, J): leading batch dimensions (seeds, bootstrap
 resamples), A adapter rows whose first J are the user adapters in the order of the J evaluation

@@ -1,4 +1,4 @@
-"""The mixed-effects model of DESIGN.md, fitted with statsmodels, diagnostics surfaced.
+"""The mixed-effects model of docs/methods.md (section 7), fitted with statsmodels, diagnostics surfaced.
 
 Response y = log ppl per (seed, adapter i, eval j), user adapters only:
     y ~ C(adapter) + C(eval) + diag,  diag = 1[i == j]

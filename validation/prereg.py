@@ -67,7 +67,7 @@ class Prereg:
         m = n_users - required + 1 exactly at it; LENIENT then passes if ANY of those m clears the
         bar by chance, so each is read at level 1 - alpha / m (Bonferroni) to keep the
         criterion's false-PASS rate at alpha / 2 or below. `lenient_adjust = "none"` reads them at
-        `confidence`, as DESIGN.md's table does literally.
+        `confidence`, unadjusted (docs/methods.md, section 8).
         """
         m = max(1, n_users - self.lenient_required(n_users) + 1)
         if self.lenient_adjust == "none" or m == 1:

@@ -3,7 +3,7 @@
 Everything `validation.judge` returns lives here. Intervals unpack as `low, high`; raw bootstrap
 distributions are kept as numpy arrays (one value per resample) so that a caller can recompute an
 interval with another method or plot the distribution without re-running the bootstrap.
-`Verdict.to_json()` gives the `verdict.json` document of DESIGN.md.
+`Verdict.to_json()` gives the `verdict.json` document of docs/formats.md.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class Interval(NamedTuple):
 
 
 class Status(str, enum.Enum):
-    """Three-valued status of a criterion (DESIGN.md, Pre-registered criteria)."""
+    """Three-valued status of a criterion (docs/methods.md, section 8)."""
 
     PASS = "PASS"
     FAIL = "FAIL"
@@ -174,7 +174,7 @@ class UserEffect:
 
 @dataclass(frozen=True)
 class ModelFit:
-    """The mixed-effects (or OLS) fit of DESIGN.md with its diagnostics."""
+    """The mixed-effects (or OLS) fit of docs/methods.md (section 7) with its diagnostics."""
 
     kind: ModelKind
     diagonal_effect: float             # coefficient of `diag`, a log-ratio of perplexity

@@ -24,7 +24,7 @@ off the diagonal, E[pooled,j] = text[j] - regularization, E[base,j] = text[j], a
 is *set from the target margin*:  E[j,j] = min_{i in U, i != j} E[i,j] + log(1 - m_j).
 
 **True margin.** m_j = 1 - exp(E[j,j] - min_{i in U, i != j} E[i,j]), i.e. the diagonal margin
-of DESIGN.md (`validation.metrics.diagonal_margin`) evaluated on the expected cell log
+of docs/methods.md (`validation.metrics.diagonal_margin`) evaluated on the expected cell log
 perplexities: the limit of the estimate as the number of seeds and of documents drawn from the
 same population grows without bound (every random term above has mean zero). It is a margin
 against the best *other* adapter, so the truth is set through the min, not a diagonal coefficient.
@@ -228,7 +228,7 @@ def simulate_experiment(params: SimParams, margins, n_seeds: int, rng: np.random
 def study_tables(nll_cols, tok_cols, adapters, users, seeds, bytes_per_token: float = 4.0) -> StudyData:
     """Per column j arrays (S, A, n_j) of document NLL sums and token counts -> StudyData.
 
-    The tables have the runner's columns (DESIGN.md, Files); cells are the document sums.
+    The tables have the runner's columns (docs/formats.md); cells are the document sums.
     """
     parts_docs, parts_cells = [], []
     for j, (nll, tok) in enumerate(zip(nll_cols, tok_cols)):
