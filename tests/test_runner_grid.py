@@ -8,11 +8,12 @@ from dataclasses import replace
 import polars as pl
 import pytest
 from safetensors import safe_open
+from test_runner_helpers import small_set, tiny_settings
 
 from runners import rundir
 from runners.execute import adapter_status, run_grid
 from runners.train import TrainConfig
-from test_runner_helpers import small_set, tiny_settings
+from validation.manifest import MANIFEST_FORMAT, read_manifest
 
 CELL_SCHEMA = {"seed": pl.Int64, "adapter": pl.Utf8, "eval": pl.Utf8, "nll_sum": pl.Float64, "n_tokens": pl.Int64,
                "n_bytes": pl.Int64, "ppl": pl.Float64, "bpb": pl.Float64, "status": pl.Utf8}
@@ -53,6 +54,8 @@ def test_files_and_schemas(tmp_path, cache_env, fs):
     assert [u["name"] for u in m["fixture_set"]["users"]] == ["user1", "user2", "user3"]
     assert {"source", "licence", "sha256", "train_bytes", "heldout_bytes"} <= set(m["fixture_set"]["users"][0])
     assert len(m["base_model"]["sha256"]) == 64 and m["versions"]["torch"]
+    typed = read_manifest(run_dir / "manifest.json")  # what the verdict reads: the same, typed
+    assert typed.format == MANIFEST_FORMAT and typed.seeds == (0, 1) and typed.to_json() == m
     files = sorted(p.relative_to(run_dir / "adapters").as_posix() for p in (run_dir / "adapters").rglob("*.safetensors"))
     assert files == [f"seed-{k}/{n}.safetensors" for k in (0, 1) for n in ("pooled", "user1", "user2", "user3")]
     with safe_open(run_dir / "adapters/seed-1/user2.safetensors", "pt") as f:

@@ -11,6 +11,7 @@ import numpy as np
 
 import reports
 from common.hashing import sha256_file
+from reports.examples import example_manifest
 from validation.synthetic import simulate_study
 from validation.verdict import main
 
@@ -25,9 +26,20 @@ def make_run(root: Path, name="r1", personalization=0.2, prereg_sha=None, n_seed
     run.mkdir(parents=True)
     data.cells.write_parquet(run / "cells.parquet")
     data.docs.write_parquet(run / "docs.parquet")
-    manifest = {"run_id": name, "prereg": {"path": "prereg.toml", "sha256": prereg_sha or sha256_file(PREREG)}}
+    manifest = example_manifest(data.users, data.seeds).to_json()
+    manifest.update(run_id=name, prereg={"path": "prereg.toml", "sha256": prereg_sha or sha256_file(PREREG)})
     (run / "manifest.json").write_text(json.dumps(manifest))
     return run
+
+
+def test_a_malformed_manifest_is_refused_naming_the_field(tmp_path, capsys):
+    run = make_run(tmp_path)
+    m = json.loads((run / "manifest.json").read_text())
+    m["seeds"] = ["zero"]
+    (run / "manifest.json").write_text(json.dumps(m))
+    assert main(["--run", str(run), "--prereg", str(PREREG), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "manifest.json" in err and "seeds" in err and "list of integers" in err
 
 
 def test_pass_exit_0_with_all_outputs(tmp_path, capsys, monkeypatch):
