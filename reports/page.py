@@ -224,7 +224,7 @@ def render_report(verdict: Verdict, data: StudyData, *, title: str | None = None
         "vega_js": bundle.vega_javascript(),
         "lib_versions": bundle.versions(),
         "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "settings": tables.flatten_mapping(verdict.settings),
+        "settings": tables.flatten_mapping(verdict.settings.to_json()),
         "calibration": calibration, "calibration_rows": calibration_rows,
     }
     return _ENV.get_template("report.html.j2").render(**context)

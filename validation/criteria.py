@@ -11,7 +11,7 @@ import numpy as np
 
 from validation.arrays import CellProblems
 from validation.intervals import bootstrap_interval
-from validation.prereg import Prereg, gate_allows
+from validation.prereg import Prereg
 from validation.results import CriterionResult, Gate, Status, UserResult
 
 
@@ -105,8 +105,8 @@ def gate(prereg: Prereg, criteria: tuple[CriterionResult, ...], users: tuple[Use
     """Apply the pre-registered gate; every failed condition is one reason."""
     reasons: list[str] = []
     for c in criteria:
-        if not gate_allows(prereg, c.name, c.status):
-            allowed = "/".join(getattr(prereg, f"gate_{c.name}"))
+        if not prereg.gate_allows(c.name, c.status):
+            allowed = "/".join(prereg.gate_requires(c.name))
             reasons.append(f"{c.name.upper()} is {c.status.value} (gate requires {allowed}): {c.explanation}")
     if prereg.fail_on_inverted:
         for u in users:

@@ -98,7 +98,7 @@ def judge(
                          _rng_seed(rng), method, len(arrays.seeds),
                          tuple((u, int(n.shape[0])) for u, n in zip(arrays.users, arrays.doc_nll or ())))
     return Verdict(users, criteria, model, info, gate, prereg_status, tuple(warnings),
-                   prereg.comparator, arrays.seeds, prereg.to_json(), _matrix(arrays, point))
+                   prereg.comparator, arrays.seeds, prereg, _matrix(arrays, point))
 
 
 def _matrix(arrays: StudyArrays, point: np.ndarray) -> pl.DataFrame:

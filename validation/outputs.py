@@ -95,10 +95,8 @@ def junit_xml(v: Verdict) -> str:
             ET.SubElement(tc, "failure", message=failed).text = out
         ET.SubElement(tc, "system-out").text = out
 
-    settings = v.settings
     for c in v.criteria:
-        allowed = settings.get(f"gate_{c.name}")
-        ok = c.status.value in allowed if allowed is not None else True
+        ok = v.settings.gate_allows(c.name, c.status)
         out = f"{c.status.value} (point reading {c.point.value}); {c.explanation}"
         case("verdict.criteria", c.name, None if ok else f"{c.name.upper()} is {c.status.value}", out)
     for u in v.users:

@@ -74,6 +74,14 @@ class Prereg:
             return self.confidence
         return 1.0 - (1.0 - self.confidence) / m
 
+    def gate_requires(self, criterion: str) -> tuple[str, ...]:
+        """The statuses of `criterion` (strict, lenient, catastrophic) that the gate accepts."""
+        return getattr(self, f"gate_{criterion}")
+
+    def gate_allows(self, criterion: str, status: Status) -> bool:
+        """The one gate-membership check (criteria.gate, junit.xml, the report)."""
+        return status.value in self.gate_requires(criterion)
+
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         for k in ("gate_strict", "gate_lenient", "gate_catastrophic"):
@@ -191,6 +199,3 @@ def check_prereg(prereg: Prereg, manifest: Manifest | None, *, allow_change: boo
     return PreregStatus(False, prereg.sha256, expected, prereg.path,
                         "changed since the run; judged with --allow-prereg-change")
 
-
-def gate_allows(prereg: Prereg, name: str, status: Status) -> bool:
-    return status.value in getattr(prereg, f"gate_{name}")

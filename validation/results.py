@@ -12,13 +12,16 @@ import enum
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import polars as pl
 
 from common.contract import CONTROLS
 from validation.manifest import Manifest
+
+if TYPE_CHECKING:
+    from validation.prereg import Prereg
 
 
 class Interval(NamedTuple):
@@ -309,7 +312,7 @@ class Verdict:
     warnings: tuple[str, ...]
     comparator: str = "best_other"
     seeds: tuple[int, ...] = ()
-    settings: dict[str, Any] = field(default_factory=dict)  # the prereg values used
+    settings: Prereg = field(default_factory=lambda: _default_prereg())  # the pre-registered values used
     # The matrix the margins are computed from: one row per (adapter, eval), columns
     # `adapter, eval, ppl, log_ppl, n_seeds`; ppl = geometric mean over the seeds that have the cell.
     matrix: pl.DataFrame | None = None
@@ -365,12 +368,18 @@ class Verdict:
             "model": None if self.model is None else self.model.to_json(),
             "bootstrap": self.bootstrap.to_json(),
             "seeds": list(self.seeds),
-            "settings": self.settings,
+            "settings": self.settings.to_json(),
             "warnings": list(self.warnings),
             "matrix": [] if self.matrix is None else [
                 {"adapter": r["adapter"], "eval": r["eval"], "ppl": _num(r["ppl"]), "n_seeds": r["n_seeds"]}
                 for r in self.matrix.iter_rows(named=True)],
         }
+
+
+def _default_prereg() -> Prereg:
+    from validation.prereg import Prereg  # prereg imports this module's PreregStatus and Status
+
+    return Prereg()
 
 
 def _at(a: np.ndarray, k: int) -> float:
