@@ -61,7 +61,7 @@ def chart_sections(verdict: Verdict, data: StudyData,
     `calibration` is `validation.calibrate.calibration_for_study`'s result for the run's design.
     """
     t = _thresholds(verdict)
-    margins = tables.margins_table(verdict)
+    margins = verdict.users_table()
     matrix, kind = tables.matrix_table(verdict, data)
     controls = data.controls
     out = [ChartSection(
@@ -84,7 +84,7 @@ def chart_sections(verdict: Verdict, data: StudyData,
          "the ±δ equivalence band of the catastrophic criterion. Red = inverted (interval below 0). "
          "The label names the best other adapter."),
         charts.margin_forest(margins, t["strict"], t["lenient"], t["delta"], t["level"])))
-    seeds = tables.seed_margins_table(verdict)
+    seeds = verdict.per_seed_table().select(["user", "seed", "margin", "best_other"])
     out.append(ChartSection(
         "seed_margins", "Margins seed by seed",
         "One dot per seed: the margin computed within that seed alone; the black tick is the "
@@ -212,7 +212,7 @@ def render_report(verdict: Verdict, data: StudyData, *, title: str | None = None
         "run_id": run_id,
         "verdict": verdict,
         "criteria": crit,
-        "users": tables.margins_table(verdict).to_dicts(),
+        "users": verdict.users_table().to_dicts(),
         "model": verdict.model,
         "sections": sections,
         "missing": missing_parts(verdict, data),

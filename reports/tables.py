@@ -32,42 +32,6 @@ def _f(x: float | None) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def margins_table(verdict: Verdict) -> pl.DataFrame:
-    """One row per evaluation user: the diagonal margin, its interval, and what it was against."""
-    return pl.DataFrame(
-        [
-            {
-                "user": u.user, "margin": _f(u.margin), "ci_low": _f(u.ci.low),
-                "ci_high": _f(u.ci.high), "best_other": u.best_other,
-                "worst_other": u.worst_other, "worst_other_margin": _f(u.worst_other_margin),
-                "inverted": bool(u.inverted), "diagonal_ppl": _f(u.diagonal_ppl),
-                "best_other_ppl": _f(u.best_other_ppl),
-                "personalization_gain": _f(u.personalization_gain),
-                "regularization_gain": _f(u.regularization_gain),
-                "total_gain": _f(u.total_gain),
-            }
-            for u in verdict.users
-        ],
-        schema={"user": pl.String, "margin": pl.Float64, "ci_low": pl.Float64,
-                "ci_high": pl.Float64, "best_other": pl.String, "worst_other": pl.String,
-                "worst_other_margin": pl.Float64, "inverted": pl.Boolean,
-                "diagonal_ppl": pl.Float64, "best_other_ppl": pl.Float64,
-                "personalization_gain": pl.Float64, "regularization_gain": pl.Float64,
-                "total_gain": pl.Float64},
-    )
-
-
-def seed_margins_table(verdict: Verdict) -> pl.DataFrame:
-    """One row per (user, seed): the margin computed within that seed."""
-    rows = [
-        {"user": u.user, "seed": int(s), "margin": _f(m), "best_other": b}
-        for u in verdict.users
-        for s, m, b in zip(u.seeds, u.seed_margins, u.seed_best_other)
-    ]
-    return pl.DataFrame(rows, schema={"user": pl.String, "seed": pl.Int64,
-                                      "margin": pl.Float64, "best_other": pl.String})
-
-
 def gains_table(verdict: Verdict) -> pl.DataFrame:
     """One row per (user, component) with the gain and its interval; missing controls -> no row."""
     rows = []

@@ -3,7 +3,11 @@
 Modules: `model` (byte-level GPT whose LayerNorms take per-row adapters), `data` (bytes to
 windows), `train` (batched adapter training, base pretraining), `evaluate` (held-out scoring),
 `base_model` (pretrain once, cache, verify), `rundir` (run id, lock, tables, `latest`),
-`grid` (the CLI), `lr_sweep` (the sweep behind the default learning rate, docs/lr_sweep.md).
+`settings` (flags -> validated GridSettings, the run's configuration), `execute` (prepare, train
+and score each seed, resume, assemble the run), `provenance` (the manifest), `grid` (the CLI).
+The learning-rate sweep behind the default `--lr` is `benchmarks/lr_sweep.py` (docs/lr_sweep.md).
+Imports: `common`, `fixtures`, and of `validation` only its data contract (`validation.prereg`,
+`validation.manifest`), checked by `lint-imports`.
 
 Cell `status` values in cells.parquet / docs.parquet:
 - `ok`: trained and evaluated normally;

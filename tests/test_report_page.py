@@ -151,11 +151,11 @@ def test_bundle_matches_altairs_vegalite():
 # -- tables: reshaping only ------------------------------------------------------------------
 def test_tables_read_the_result_objects(full):
     verdict, data = full
-    m = tables.margins_table(verdict)
+    m = verdict.users_table()
     assert m["user"].to_list() == [u.user for u in verdict.users]
     assert m["margin"].to_list() == [u.margin for u in verdict.users]
     assert m["ci_low"].to_list() == [u.ci.low for u in verdict.users]
-    s = tables.seed_margins_table(verdict)
+    s = verdict.per_seed_table()
     assert s.height == len(verdict.users) * len(data.seeds)
     g = tables.gains_table(verdict)
     assert g.height == 3 * len(verdict.users)

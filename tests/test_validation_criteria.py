@@ -4,7 +4,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from validation import Prereg, Status, StudyData, judge
+from validation import InputError, Prereg, Status, StudyData, judge
 from validation import criteria as crit
 from validation.synthetic import cells_from_matrix, simulate_study
 
@@ -95,15 +95,21 @@ def test_cell_status_and_gate(status, reason):
         assert any("worse-than-base" in r for r in v.gate.reasons)
 
 
-def test_missing_and_duplicated_cells_fail_gate():
+def test_missing_cells_fail_gate():
     data = cells_from_matrix(_ok_matrix(), tuple(U), tuple(U))
     cells = data.cells.filter(~((pl.col("seed") == 2) & (pl.col("adapter") == "c") & (pl.col("eval") == "b")))
-    cells = pl.concat([cells, cells.head(1)])
     v = judge(StudyData(cells=cells), rng=np.random.default_rng(0), n_resamples=100, fit=False)
-    text = " | ".join(v.gate.reasons)
-    assert "1 missing cell(s): seed=2 adapter='c' eval='b'" in text
-    assert "1 duplicated cell(s): seed=0 adapter='a' eval='a'" in text
+    assert "1 missing cell(s): seed=2 adapter='c' eval='b'" in " | ".join(v.gate.reasons)
     assert np.isfinite(v.user("b").margin)
+
+
+def test_duplicated_cells_are_an_input_error_on_every_path():
+    """Files (load_external, load_run) and a StudyData built in code are refused alike (exit 2
+    from the CLI), naming the rows: never a gate failure on one path and an error on another."""
+    data = cells_from_matrix(_ok_matrix(), tuple(U), tuple(U))
+    cells = pl.concat([data.cells, data.cells.head(1)])
+    with pytest.raises(InputError, match=r"duplicated cell\(s\) at row\(s\) 1, \d+: seed=0, adapter='a', eval='a'"):
+        judge(StudyData(cells=cells), rng=np.random.default_rng(0), n_resamples=100, fit=False)
 
 
 def test_worst_other_comparator_is_flagged():

@@ -1,12 +1,22 @@
 """Every bad input of issue 4 section 8, and the pre-registration file: messages name the culprit."""
 
 import hashlib
+from dataclasses import replace
 
 import numpy as np
 import polars as pl
 import pytest
 
-from validation import InputError, Prereg, PreregError, check_prereg, load_external, load_prereg
+from reports.examples import example_manifest
+from validation import (
+    InputError,
+    Prereg,
+    PreregError,
+    check_prereg,
+    load_external,
+    load_prereg,
+)
+from validation.manifest import PreregRecord
 from validation.synthetic import simulate_study
 
 
@@ -135,9 +145,10 @@ def test_prereg_hash_check(tmp_path):
     p = tmp_path / "prereg.toml"
     p.write_text("[criteria]\ndelta = 0.02\n")
     prereg = load_prereg(p)
-    ok = check_prereg(prereg, {"prereg": {"sha256": prereg.sha256, "path": "prereg.toml"}}, allow_change=False)
+    run = example_manifest(("a", "b"), (0, 1))
+    ok = check_prereg(prereg, replace(run, prereg=PreregRecord("prereg.toml", prereg.sha256)), allow_change=False)
     assert ok.locked and ok.label == "pre-registered"
-    changed = {"prereg": {"sha256": "0" * 64, "path": "prereg.toml"}}
+    changed = replace(run, prereg=PreregRecord("prereg.toml", "0" * 64))
     with pytest.raises(PreregError, match=r"pre-registration changed since the run .*--allow-prereg-change"):
         check_prereg(prereg, changed, allow_change=False)
     st = check_prereg(prereg, changed, allow_change=True)

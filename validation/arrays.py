@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 
 from common.contract import BASE, POOLED
-from validation.data import CONTROLS, KEY, InputError, check_structure
+from validation.data import CONTROLS, KEY, InputError, check_duplicates, check_structure
 from validation.results import StudyData
 
 
@@ -21,7 +21,6 @@ class CellProblems:
     """(seed, adapter, eval) triples, each a problem for the gate."""
 
     missing: tuple[tuple[int, str, str], ...]
-    duplicated: tuple[tuple[int, str, str], ...]
     diverged: tuple[tuple[int, str, str], ...]
     worse_than_base: tuple[tuple[int, str, str], ...]
 
@@ -64,9 +63,9 @@ def build_arrays(data: StudyData) -> StudyArrays:
     seeds = tuple(sorted(int(s) for s in cells["seed"].unique().to_list()))
     warnings: list[str] = []
 
-    dup_mask = cells.select(KEY).is_duplicated()
-    duplicated = _triples(cells.filter(dup_mask).unique(KEY))
-    cells = cells.unique(KEY, keep="first", maintain_order=True)
+    # One policy for duplicated cells, whatever the path (files or a StudyData built in code):
+    # an input error naming the rows, never a silent choice of one of the copies.
+    check_duplicates(cells, src, KEY)
     diverged = _triples(cells.filter(pl.col("status") == "diverged"))
     worse = _triples(cells.filter(pl.col("status") == "worse_than_base"))
     full = pl.DataFrame({"seed": list(seeds)}).join(pl.DataFrame({"adapter": list(adapters)}), how="cross") \
@@ -84,7 +83,7 @@ def build_arrays(data: StudyData) -> StudyArrays:
         doc_nll, doc_tok, doc_warn = _doc_arrays(data.docs, cells, seeds, adapters, users)
         warnings += doc_warn
     return StudyArrays(users, adapters, seeds, logppl, doc_nll, doc_tok,
-                       CellProblems(missing, duplicated, diverged, worse), tuple(warnings))
+                       CellProblems(missing, diverged, worse), tuple(warnings))
 
 
 def _indices(df: pl.DataFrame, seeds, adapters, users) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -122,7 +122,6 @@ def gate(prereg: Prereg, criteria: tuple[CriterionResult, ...], users: tuple[Use
 
     if prereg.fail_on_bad_cells:
         cells("missing", problems.missing)
-        cells("duplicated", problems.duplicated)
         cells("diverged", problems.diverged)
     if prereg.fail_on_worse_than_base:
         cells("worse-than-base", problems.worse_than_base)

@@ -334,11 +334,22 @@ class Verdict:
         return 0 if self.gate.passed else 1
 
     def users_table(self) -> pl.DataFrame:
-        """One tidy row per user: user, margin, ci_low, ci_high, best_other, worst_other_margin,
-        inverted, personalization_gain, regularization_gain, total_gain."""
-        cols = ("user", "margin", "ci_low", "ci_high", "best_other", "worst_other_margin",
-                "inverted", "personalization_gain", "regularization_gain", "total_gain")
-        return pl.DataFrame([{c: getattr(u, c) for c in cols} for u in self.users])
+        """The one tidy per-user summary (as arviz's `summary()`), read by the report, the terminal
+        and anyone scripting on a Verdict: one row per evaluation user with the diagonal margin,
+        its interval, what it was against, and the gains. Non-finite values are null."""
+        schema = {"user": pl.String, "margin": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64,
+                  "best_other": pl.String, "worst_other": pl.String, "worst_other_margin": pl.Float64,
+                  "inverted": pl.Boolean, "diagonal_ppl": pl.Float64, "best_other_ppl": pl.Float64,
+                  "personalization_gain": pl.Float64, "regularization_gain": pl.Float64,
+                  "total_gain": pl.Float64}
+        rows = [{"user": u.user, "margin": _num(u.margin), "ci_low": _num(u.ci.low), "ci_high": _num(u.ci.high),
+                 "best_other": u.best_other, "worst_other": u.worst_other,
+                 "worst_other_margin": _num(u.worst_other_margin), "inverted": bool(u.inverted),
+                 "diagonal_ppl": _num(u.diagonal_ppl), "best_other_ppl": _num(u.best_other_ppl),
+                 "personalization_gain": _num(u.personalization_gain),
+                 "regularization_gain": _num(u.regularization_gain), "total_gain": _num(u.total_gain)}
+                for u in self.users]
+        return pl.DataFrame(rows, schema=schema)
 
     def per_seed_table(self) -> pl.DataFrame:
         """One tidy row per (seed, user): seed, user, margin, best_other, worst_other_margin,
@@ -346,7 +357,7 @@ class Verdict:
         rows = []
         for u in self.users:
             for k, seed in enumerate(u.seeds):
-                rows.append({"seed": int(seed), "user": u.user, "margin": float(u.seed_margins[k]),
+                rows.append({"seed": int(seed), "user": u.user, "margin": _num(u.seed_margins[k]),
                              "best_other": u.seed_best_other[k],
                              "worst_other_margin": _at(u.seed_worst_other_margins, k),
                              "personalization_gain": _at(u.seed_personalization, k),
