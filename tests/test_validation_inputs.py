@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from validation import InputError, Prereg, PreregError, check_prereg, load_external, load_prereg
-from validation.synthetic import simulate_study
+from validation.simulate import simulate_study
 
 
 def _cells() -> pl.DataFrame:

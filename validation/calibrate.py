@@ -41,7 +41,8 @@ from validation import criteria as crit
 from validation.intervals import bootstrap_interval
 from validation.prereg import INTERVAL_METHODS, Prereg, PreregError, load_prereg
 from validation.results import Status
-from validation.simulate import SimParams, params_from_run, simulate_experiment
+from validation.simulate import SimParams, simulate_experiment
+from validation.simulate_from_run import params_from_run
 
 SCHEMA = "normadapt-calibration/1"
 CRITERIA = ("strict", "lenient", "catastrophic")
