@@ -22,7 +22,7 @@ import vl_convert
 from reports import bundle, charts, tables
 from reports.calibration import calibration_chart, calibration_table
 from common.atomic import atomic_write_bytes, atomic_write_text
-from validation.calibrate import DesignCalibration
+from validation.calibration_results import DesignCalibration
 from validation.results import BootstrapMode, StudyData, Verdict
 
 _ENV = jinja2.Environment(

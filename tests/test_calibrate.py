@@ -133,12 +133,12 @@ def test_margin_ladder_holds_every_threshold():
 def test_coverage_estimates_are_sane_on_a_small_run(small_calibration):
     d3, d12 = small_calibration.design(3), small_calibration.design(12)
     assert d3.n_experiments == 56 and d3.n_model_fits == 7  # 7 scenarios x ceil(50 / 7)
-    cov3, cov12 = dict(d3.margin_coverage_by_method), dict(d12.margin_coverage_by_method)
+    cov3, cov12 = ({f.method: f.coverage for f in d.by_method} for d in (d3, d12))
     # the percentile interval under-covers at 3 seeds; the t correction widens it
     assert cov3["student-t"] > cov3["percentile"]
     assert 0.8 <= cov12["percentile"] <= 1.0 and 0.8 <= cov12["student-t"] <= 1.0
     assert 0.0 <= d12.diagonal_effect_coverage <= 1.0
-    assert {c for c, _ in d12.pass_rate_at_threshold} == {"strict", "lenient", "catastrophic"}
+    assert {c.criterion for c in d12.pass_rate_at_threshold} == {"strict", "lenient", "catastrophic"}
     # far above the strict bar (15% vs 10%) with 12 seeds, STRICT passes most of the time
     above = [r for r in d12.rates("percentile") if r.criterion == "lenient" and r.relation == "above"]
     assert above[0].pass_rate > 0.8
@@ -147,7 +147,7 @@ def test_coverage_estimates_are_sane_on_a_small_run(small_calibration):
 def test_calibration_is_independent_of_the_number_of_processes():
     kw = dict(seeds=(3,), n_experiments=10, n_resamples=50, n_model_fits=0, rng_seed=1)
     one, two = calibrate(**kw, jobs=1), calibrate(**kw, jobs=2)
-    assert one.designs[0].margin_coverage_by_method == two.designs[0].margin_coverage_by_method
+    assert one.designs[0].by_method == two.designs[0].by_method
     assert one.designs[0].status_rates == two.designs[0].status_rates
 
 
