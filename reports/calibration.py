@@ -21,6 +21,10 @@ def calibration_table(design: DesignCalibration) -> pl.DataFrame:
     rows = [("design", f"{design.seeds} seeds x {design.n_users} users x "
              f"{round(sum(design.n_docs) / len(design.n_docs))} documents",
              f"{design.n_experiments} simulated experiments")]
+    if design.seed_share is not None:
+        rows.append(("simulated regime", f"{design.regime or 'unnamed'}: seed share {design.seed_share:.0%}",
+                     "estimated share of the margins' variance from seed to seed; the rest is "
+                     "the held-out documents'"))
     for f in design.by_method:
         used = " (pre-registered)" if f.method == design.method else ""
         rows.append((f"margin CI coverage, {f.method}{used}", f"{f.coverage:.1%}",

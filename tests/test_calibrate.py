@@ -193,12 +193,19 @@ def test_calibrate_rejects_bad_arguments():
     (["--seeds", "a,b"], "--seeds"),
     (["--experiments", "0"], "--experiments"),
     (["--resamples", "x"], "--resamples"),
+    (["--regime", "noisy"], "--regime"),
+    (["--docs", "0"], "--docs"),
 ])
 def test_cli_rejects_bad_input(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_cli_refuses_a_regime_with_a_run(tmp_path, capsys):
+    assert main(["--from-run", str(tmp_path), "--regime", "mixed", "--out", str(tmp_path)]) == 2
+    assert "--regime" in capsys.readouterr().err
 
 
 def test_cli_names_a_missing_run(tmp_path, capsys):
@@ -208,8 +215,13 @@ def test_cli_names_a_missing_run(tmp_path, capsys):
 
 
 def test_cli_writes_calibration_json(tmp_path, capsys):
-    rc = main(["--seeds", "3", "--experiments", "5", "--resamples", "50", "--model-fits", "0",
-               "--jobs", "1", "--out", str(tmp_path), "--prereg", "prereg.toml"])
+    rc = main(["--seeds", "3", "--experiments", "5", "--resamples", "50", "--regime",
+               "document-dominated,mixed", "--docs", "20", "--jobs", "1", "--out", str(tmp_path),
+               "--prereg", "prereg.toml"])
     assert rc == 0
-    assert json.loads((tmp_path / "calibration.json").read_text())["designs"][0]["seeds"] == 3
-    assert "coverage" in capsys.readouterr().out
+    designs = json.loads((tmp_path / "calibration.json").read_text())["designs"]
+    assert [(d["regime"], d["seeds"], d["n_docs"]) for d in designs] == [
+        ("document-dominated", 3, [20] * 3), ("mixed", 3, [20] * 3)]
+    assert designs[0]["seed_share"] < 0.2   # the regime is what its name says
+    out = capsys.readouterr().out
+    assert "coverage" in out and "False PASS at the least-favourable boundary" in out

@@ -38,14 +38,17 @@ from pathlib import Path
 
 import numpy as np
 
-from validation.calibration_plan import least_favourable, margin_ladder, thresholds
-from validation.calibration_results import (CalibrationResult, DesignCalibration, StatusRate,
+from common.contract import DEFAULT_RNG_SEED
+from validation.calibration_plan import REGIMES, least_favourable, margin_ladder, regime_params, thresholds
+from validation.calibration_results import (LEAST_FAVOURABLE, CalibrationResult, DesignCalibration, StatusRate,
                                             read_calibration, write_calibration)
 from validation.calibration_run import calibrate, run_experiment, summarize_design
 from validation.calibration_study import calibration_for_study
 from validation.prereg import Prereg, PreregError, load_prereg
-from validation.simulate import SimParams
 from validation.simulate_from_run import params_from_run
+
+DEFAULT_EXPERIMENTS = 420      # per design: 60 per scenario; coverage to about +-0.01
+DEFAULT_DOCS = (20, 50, 200)
 
 __all__ = ["CalibrationResult", "DesignCalibration", "StatusRate", "calibrate",
            "calibration_for_study", "format_table", "least_favourable", "main", "margin_ladder",
@@ -55,39 +58,75 @@ __all__ = ["CalibrationResult", "DesignCalibration", "StatusRate", "calibrate",
 
 # ---- the table ------------------------------------------------------------------------------
 
+def _design_head(d: DesignCalibration) -> str:
+    share = "n/a" if d.seed_share is None else f"{d.seed_share:.2f}"
+    return f"{d.regime or '-':>18} {share:>5} {d.seeds:>5} {d.n_users:>5} {d.docs:>5} {d.n_experiments:>6}"
+
+
+_HEAD = f"{'regime':>18} {'share':>5} {'seeds':>5} {'users':>5} {'docs':>5} {'N':>6}"
+
+
+def _rate(d: DesignCalibration, criterion: str, relation: str) -> str:
+    r = [x for x in d.rates() if x.criterion == criterion and x.relation == relation]
+    return f"{r[0].pass_rate:.3f}" if r else "n/a"
+
+
 def format_table(result: CalibrationResult) -> str:
-    """A plain-text summary: coverage per design and method, then status rates per criterion."""
-    lines = []
-    methods = result.designs[0].methods
-    head = f"{'seeds':>5} {'users':>5} {'docs':>5} {'N':>6}  " + "  ".join(
-        f"{'cov ' + m:>22}" for m in methods) + f"  {'diag cov (fits)':>16}"
-    lines += [f"Margin-interval coverage (nominal {result.designs[0].level:.0%})", head]
+    """A plain-text summary: coverage per design and method; false-PASS rates at the
+    least-favourable boundaries beside power (pre-registered method); status rates."""
+    d0 = result.designs[0]
+    methods = d0.methods
+    lines = [f"Margin-interval coverage (nominal {d0.level:.0%}); share = estimated seed share of "
+             "the margins' variance", _HEAD + "  " + "  ".join(f"{'cov ' + m:>26}" for m in methods)
+             + f"  {'diag cov (fits)':>16}"]
     for d in result.designs:
         diag = "n/a" if d.diagonal_effect_coverage is None else f"{d.diagonal_effect_coverage:.3f} ({d.n_model_fits})"
-        figs = [d.figures(m) for m in methods]
-        lines.append(f"{d.seeds:>5} {d.n_users:>5} {int(np.mean(d.n_docs)):>5} {d.n_experiments:>6}  "
-                     + "  ".join(f"{f.coverage:>8.3f} (w {f.mean_width:.3f})".rjust(22) for f in figs)
-                     + f"  {diag:>16}")
-    for m in methods:
-        lines += ["", f"Criterion status rates, intervals: {m}  (pass = PASS, or TRIGGERED for catastrophic)",
-                  f"{'seeds':>5} {'criterion':>12} {'relation':>21} {'margin':>7} {'pass':>7} {'fail':>7} {'inconcl':>7}"]
-        for d in result.designs:
-            for r in d.rates(m):
-                lines.append(f"{d.seeds:>5} {r.criterion:>12} {r.relation:>21} {r.true_margin:>7.3f} "
-                             f"{r.pass_rate:>7.3f} {r.fail_rate:>7.3f} {r.inconclusive_rate:>7.3f}")
+        lines.append(_design_head(d) + "  " + "  ".join(
+            f"{f.coverage:>8.3f} (w {f.mean_width:.3f})".rjust(26) for f in (d.figures(m) for m in methods))
+            + f"  {diag:>16}")
+    lf = LEAST_FAVOURABLE
+    above = {r.criterion: f"{r.true_margin:.0%}" for r in d0.rates() if r.relation == "above"}
+    lines += ["", f"False PASS at the least-favourable boundary | power ({d0.method} intervals)",
+              _HEAD + f"  {'STRICT LF':>9} {'LENIENT LF':>10} {'CATA@delta':>10} | "
+              f"{'STRICT@' + above.get('strict', '?'):>11} {'LENIENT@' + above.get('lenient', '?'):>12} {'CATA@0':>7}"]
+    for d in result.designs:
+        lines.append(_design_head(d) + f"  {_rate(d, 'strict', lf):>9} {_rate(d, 'lenient', lf):>10} "
+                     f"{_rate(d, 'catastrophic', 'at'):>10} | {_rate(d, 'strict', 'above'):>11} "
+                     f"{_rate(d, 'lenient', 'above'):>12} {_rate(d, 'catastrophic', 'below'):>7}")
+    lines += ["", f"Criterion status rates, intervals: {d0.method}  (pass = PASS, or TRIGGERED for "
+              "catastrophic; every method's are in calibration.json)",
+              _HEAD + f" {'criterion':>12} {'relation':>21} {'margin':>7} {'pass':>7} {'fail':>7} {'inconcl':>7}"]
+    for d in result.designs:
+        for r in d.rates():
+            lines.append(_design_head(d) + f" {r.criterion:>12} {r.relation:>21} {r.true_margin:>7.3f} "
+                         f"{r.pass_rate:>7.3f} {r.fail_rate:>7.3f} {r.inconclusive_rate:>7.3f}")
     return "\n".join(lines)
 
 
 # ---- CLI ------------------------------------------------------------------------------------
 
-def _parse_seeds(text: str) -> tuple[int, ...]:
-    try:
-        seeds = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"`--seeds` must be comma-separated integers, e.g. 3,5,8,12; got {text!r}") from None
-    if not seeds or min(seeds) < 2:
-        raise argparse.ArgumentTypeError(f"`--seeds` needs integers >= 2; got {text!r}")
-    return seeds
+def _int_list(flag: str, lo: int, example: str):
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            values = tuple(int(x) for x in text.split(",") if x.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"`{flag}` must be comma-separated integers, e.g. {example}; got {text!r}") from None
+        if not values or min(values) < lo:
+            raise argparse.ArgumentTypeError(f"`{flag}` needs integers >= {lo}; got {text!r}")
+        return values
+    return parse
+
+
+_parse_seeds = _int_list("--seeds", 2, "3,5,8,12")
+
+
+def _parse_regimes(text: str) -> tuple[str, ...]:
+    names = tuple(REGIMES) if text == "all" else tuple(x.strip() for x in text.split(",") if x.strip())
+    bad = [n for n in names if n not in REGIMES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"`--regime` must be `all` or comma-separated names from "
+                                         f"{', '.join(REGIMES)}; got {text!r}")
+    return names
 
 
 def _positive(name: str, lo: int = 1):
@@ -107,16 +146,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="calibration", help="directory for calibration.json (default ./calibration)")
     p.add_argument("--from-run", metavar="DIR", help="estimate the simulation's parameters and design from a run")
     p.add_argument("--seeds", type=_parse_seeds, default=(3, 5, 8, 12), help="designs: numbers of seeds (default 3,5,8,12)")
-    p.add_argument("--experiments", type=_positive("--experiments"), default=1400,
-                   help="simulated experiments per design, split over the 7 scenarios (default 1400)")
+    p.add_argument("--regime", type=_parse_regimes, default=None,
+                   help="noise regimes to simulate: `all` (default) or a comma-separated list of "
+                        + ", ".join(REGIMES) + " (validation/calibration_plan.py)")
+    p.add_argument("--experiments", type=_positive("--experiments"), default=DEFAULT_EXPERIMENTS,
+                   help="simulated experiments per design (regime x seeds x documents), split over "
+                        f"the 7 scenarios (default {DEFAULT_EXPERIMENTS})")
     p.add_argument("--resamples", type=_positive("--resamples", 10), default=1000,
                    help="bootstrap resamples per experiment (default 1000)")
-    p.add_argument("--model-fits", type=_positive("--model-fits", 0), default=100,
-                   help="experiments per design that also fit the mixed model (default 100)")
+    p.add_argument("--model-fits", type=_positive("--model-fits", 0), default=0,
+                   help="experiments per design that also fit the mixed model, ~0.6 s each (default 0)")
     p.add_argument("--users", type=_positive("--users", 2), default=None, help="users (default 3, or the run's)")
-    p.add_argument("--docs", type=_positive("--docs"), default=None, help="documents per user (default 50, or the run's)")
+    p.add_argument("--docs", type=_int_list("--docs", 1, "20,50,200"), default=None,
+                   help="held-out documents per user, comma-separated (default 20,50,200, or the run's)")
     p.add_argument("--prereg", default=None, help="pre-registration file (default prereg.toml if present)")
-    p.add_argument("--rng-seed", type=int, default=20260101, help="seed of every simulation (default 20260101)")
+    p.add_argument("--rng-seed", type=int, default=DEFAULT_RNG_SEED, help=f"seed of every simulation (default {DEFAULT_RNG_SEED})")
     p.add_argument("--jobs", type=_positive("--jobs"), default=min(2, os.cpu_count() or 1),
                    help="worker processes (default 2)")
     return p
@@ -129,19 +173,23 @@ def main(argv: list[str] | None = None) -> int:
         prereg = load_prereg(prereg_path) if prereg_path else Prereg()
         notes: tuple[str, ...] = ()
         if args.from_run:
-            if args.users or args.docs:
-                raise ValueError("`--users`/`--docs` cannot be combined with `--from-run` (the run fixes them).")
+            if args.users or args.docs or args.regime:
+                raise ValueError("`--users`/`--docs`/`--regime` cannot be combined with `--from-run` "
+                                 "(the run fixes its design and its parameters).")
             params, notes = params_from_run(args.from_run)
+            every = [params]
         else:
-            params = SimParams().with_design(users=args.users, n_docs=args.docs)
+            every = [regime_params(r, users=args.users, n_docs=d)
+                     for r in (args.regime or tuple(REGIMES)) for d in (args.docs or DEFAULT_DOCS)]
     except (ValueError, PreregError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"calibrating {len(args.seeds)} design(s) x {args.experiments} experiments, "
-          f"B={args.resamples}, {args.jobs} process(es); parameters: {params.source}", file=sys.stderr)
-    result = calibrate(params, prereg, seeds=args.seeds, n_experiments=args.experiments,
+    print(f"calibrating {len(every) * len(args.seeds)} design(s) x {args.experiments} experiments, "
+          f"B={args.resamples}, {args.jobs} process(es); parameters: "
+          + ", ".join(sorted({p.source for p in every})), file=sys.stderr)
+    result = calibrate(every[0], prereg, seeds=args.seeds, n_experiments=args.experiments,
                        n_resamples=args.resamples, n_model_fits=args.model_fits,
-                       rng_seed=args.rng_seed, jobs=args.jobs, notes=notes)
+                       rng_seed=args.rng_seed, jobs=args.jobs, notes=notes, variants=tuple(every[1:]))
     path = write_calibration(result, args.out)
     print(format_table(result))
     print(f"\nwrote {path} in {result.wall_s:.0f} s")

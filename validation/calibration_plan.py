@@ -54,3 +54,27 @@ def relations(prereg: Prereg, ladder: tuple[float, ...]) -> list[tuple[str, str,
         if at + 1 < len(ladder):
             out.append((name, "above", at + 1))
     return out
+
+
+# The noise regimes calibrated by default: overrides of `SimParams`' defaults (log-ppl scale).
+# seed-dominated: the defaults (seed, seed:adapter and cell terms dominate the margins);
+# document-dominated: no seed-level terms, the document x adapter interaction carries the
+# uncertainty (the default `classics` run's situation: its seed and seed:adapter variances are
+# estimated at 0); mixed: both, of comparable size at 5 seeds x 50 documents.
+REGIMES: dict[str, dict[str, float]] = {
+    "seed-dominated": {},
+    "document-dominated": {"seed_sd": 0.0, "instance_sd": 0.0, "cell_sd": 0.0, "noise_sd": 0.002,
+                           "doc_adapter_sd": 0.03},
+    "mixed": {"instance_sd": 0.005, "cell_sd": 0.003, "noise_sd": 0.003, "doc_adapter_sd": 0.015},
+}
+
+
+def regime_params(regime: str, users: int | None = None, n_docs: int | None = None):
+    """`SimParams` of a named regime (`REGIMES`) for a design of `users` x `n_docs`."""
+    from dataclasses import replace
+
+    from validation.simulate import SimParams
+    if regime not in REGIMES:
+        raise ValueError(f"unknown regime {regime!r}; choose from {sorted(REGIMES)}.")
+    return replace(SimParams(**REGIMES[regime]).with_design(users=users, n_docs=n_docs),
+                   source=f"regime {regime}")

@@ -72,6 +72,13 @@ class DesignCalibration:
     diagonal_effect_coverage: float | None        # None when no model was fitted
     status_rates: tuple[StatusRate, ...]          # every criterion x relation x method
     wall_s: float
+    regime: str = ""                  # the simulated noise regime ("" in files before it existed)
+    seed_share: float | None = None   # mean estimated seed share of the margins' variance
+
+    @property
+    def docs(self) -> int:
+        """Mean held-out documents per user."""
+        return round(sum(self.n_docs) / len(self.n_docs))
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -121,6 +128,7 @@ class DesignCalibration:
                                            for c in self.pass_rate_least_favourable},
             "status_rates": [asdict(r) for r in self.status_rates],
             "wall_s": self.wall_s,
+            "regime": self.regime, "seed_share": self.seed_share,
         }
 
     @classmethod
@@ -135,7 +143,8 @@ class DesignCalibration:
                                      for r in d["margin_coverage_by_margin"]),
             diagonal_effect_coverage=d["diagonal_effect_coverage"],
             status_rates=tuple(StatusRate(**r) for r in d["status_rates"]),
-            wall_s=float(d["wall_s"]),
+            wall_s=float(d["wall_s"]), regime=str(d.get("regime", "")),
+            seed_share=None if d.get("seed_share") is None else float(d["seed_share"]),
         )
 
 
@@ -152,11 +161,13 @@ class CalibrationResult:
     notes: tuple[str, ...]
     wall_s: float
 
-    def design(self, seeds: int) -> DesignCalibration:
+    def design(self, seeds: int, regime: str | None = None, docs: int | None = None) -> DesignCalibration:
+        """The first design with `seeds` seeds (and `regime`, `docs` per user when given)."""
         for d in self.designs:
-            if d.seeds == seeds:
+            if d.seeds == seeds and regime in (None, d.regime) and docs in (None, d.docs):
                 return d
-        raise KeyError(f"no design with {seeds} seeds; have {[d.seeds for d in self.designs]}")
+        have = [(d.regime, d.seeds, d.docs) for d in self.designs]
+        raise KeyError(f"no design with {seeds} seeds, regime {regime}, docs {docs}; have {have}")
 
     def to_json(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "designs": [d.to_json() for d in self.designs],

@@ -12,12 +12,12 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from common.contract import DEFAULT_RNG_SEED
 from validation import criteria as crit
 from validation.calibration_plan import (CRITERIA, least_favourable, margin_ladder, relations,
                                          scenarios, thresholds)
 from validation.calibration_results import (LEAST_FAVOURABLE, CalibrationResult, DesignCalibration,
                                             MarginCoverage, MethodFigures, StatusRate)
-from validation.intervals import bootstrap_interval
 from validation.prereg import INTERVAL_METHODS, Prereg
 from validation.results import Status
 from validation.simulate import SimParams, simulate_experiment
@@ -36,6 +36,7 @@ class ExperimentRecord:
     high: np.ndarray
     codes: np.ndarray     # (M, 3) statuses: 0 pass/triggered, 1 fail/not triggered, 2 inconclusive
     diag: np.ndarray      # (3,) (covered, estimate, truth) of the diagonal effect; NaN if not fitted
+    seed_share: float     # the judged study's estimated seed share of the margins' variance
 
 
 def run_experiment(params: SimParams, margin, n_seeds: int, prereg: Prereg,
@@ -47,31 +48,34 @@ def run_experiment(params: SimParams, margin, n_seeds: int, prereg: Prereg,
     study = simulate_experiment(params, margin, n_seeds, rng)
     v = judge(study.data, prereg, rng=rng, n_resamples=n_resamples, fit=fit)
     M, J = len(methods), len(v.users)
+    n_docs = tuple(n for _, n in v.bootstrap.n_docs) or None
     low, high, codes = np.empty((M, J)), np.empty((M, J)), np.empty((M, 3), dtype=np.int8)
     for k, m in enumerate(methods):
         if m == prereg.interval_method:
-            ci, criteria = [u.ci for u in v.users], v.criteria
+            ci, criteria = ([u.ci.low for u in v.users], [u.ci.high for u in v.users]), v.criteria
         else:
-            ci = [bootstrap_interval(u.draws_margin, u.margin, prereg.confidence, method=m,
-                                     n_seeds=n_seeds) for u in v.users]
-            criteria = crit.read_criteria(v.users, prereg, method=m, n_seeds=n_seeds)
+            ci = crit.margin_intervals(v.users, prereg, prereg.confidence, method=m, n_seeds=n_seeds,
+                                       n_docs=n_docs)
+            criteria = crit.read_criteria(v.users, prereg, method=m, n_seeds=n_seeds, n_docs=n_docs)
         codes[k] = [_STATUS_CODE[c.status] for c in criteria]
-        low[k], high[k] = [c.low for c in ci], [c.high for c in ci]
+        low[k], high[k] = ci
     diag = np.full(3, np.nan)
     if v.model is not None and np.isfinite(v.model.diagonal_se):
         truth_d = study.truth.diagonal_effect
         diag[:] = (float(v.model.diagonal_ci.contains(truth_d)), v.model.diagonal_effect, truth_d)
+    share = v.bootstrap.regime.seed_share if v.bootstrap.regime is not None else np.nan
     return ExperimentRecord(study.truth.margins, np.array([u.margin for u in v.users]),
-                            low, high, codes, diag)
+                            low, high, codes, diag, float(share))
 
 
-def _experiment_rng(rng_seed: int, n_seeds: int, rung: int, index: int) -> np.random.Generator:
+def _experiment_rng(rng_seed: int, n_seeds: int, rung: int, index: int, variant: int = 0) -> np.random.Generator:
     """Independent of how experiments are split across processes."""
-    return np.random.default_rng([rng_seed, n_seeds, rung, index])
+    return np.random.default_rng([rng_seed, n_seeds, rung, index] + ([variant] if variant else []))
 
 
 @dataclass(frozen=True)
 class _Chunk:
+    variant: int
     params: SimParams
     prereg: Prereg
     n_seeds: int
@@ -85,12 +89,12 @@ class _Chunk:
     methods: tuple[str, ...]
 
 
-def _run_chunk(task: _Chunk) -> tuple[int, int, list[ExperimentRecord]]:
+def _run_chunk(task: _Chunk) -> tuple[tuple[int, int], int, list[ExperimentRecord]]:
     out = [run_experiment(task.params, task.margin, task.n_seeds, task.prereg, task.n_resamples,
-                          _experiment_rng(task.rng_seed, task.n_seeds, task.rung, i),
+                          _experiment_rng(task.rng_seed, task.n_seeds, task.rung, i, task.variant),
                           fit=i < task.n_fit, methods=task.methods)
            for i in range(task.start, task.stop)]
-    return task.n_seeds, task.rung, out
+    return (task.variant, task.n_seeds), task.rung, out
 
 
 def _rate(name: str, relation: str, margin: float, method: str, x: np.ndarray) -> StatusRate:
@@ -100,7 +104,7 @@ def _rate(name: str, relation: str, margin: float, method: str, x: np.ndarray) -
 
 def summarize_design(n_seeds: int, params: SimParams, prereg: Prereg, ladder: tuple[float, ...],
                      per_rung: list[list[ExperimentRecord]], methods: tuple[str, ...],
-                     wall_s: float) -> DesignCalibration:
+                     wall_s: float, regime: str = "") -> DesignCalibration:
     """Records of every experiment (grouped by scenario) -> DesignCalibration."""
     k_pre = methods.index(prereg.interval_method)
     allrec = [r for rung in per_rung for r in rung]
@@ -131,7 +135,21 @@ def summarize_design(n_seeds: int, params: SimParams, prereg: Prereg, ladder: tu
         method=prereg.interval_method, level=prereg.confidence, by_method=by_method,
         coverage_by_margin=tuple(by_margin),
         diagonal_effect_coverage=float(diag[fitted, 0].mean()) if fitted.any() else None,
-        status_rates=tuple(rates), wall_s=wall_s)
+        status_rates=tuple(rates), wall_s=wall_s, regime=regime, seed_share=_mean_share(allrec))
+
+
+def _mean_share(records: list[ExperimentRecord]) -> float | None:
+    x = np.array([r.seed_share for r in records])
+    return float(np.mean(x[np.isfinite(x)])) if np.isfinite(x).any() else None
+
+
+def regime_name(params: SimParams) -> str:
+    """The regime label a calibration of `params` is filed under."""
+    if params.expected is not None:
+        return "run"
+    if params.source.startswith("regime "):
+        return params.source.removeprefix("regime ")
+    return "seed-dominated" if params.source == "defaults" else params.source
 
 
 def _calibrate_iv(seeds, n_experiments, n_resamples, n_model_fits, jobs) -> None:
@@ -151,17 +169,20 @@ def calibrate(
     n_experiments: int = 1400,
     n_resamples: int = 1000,
     n_model_fits: int = 100,
-    rng_seed: int = 20260101,
+    rng_seed: int = DEFAULT_RNG_SEED,
     jobs: int = 1,
     methods: tuple[str, ...] = INTERVAL_METHODS,
     notes: tuple[str, ...] = (),
     progress=None,
+    variants: tuple[SimParams, ...] = (),
 ) -> CalibrationResult:
     """Simulate `n_experiments` per design (split evenly over the scenarios: the margin ladder,
     every user at one rung, then the least-favourable configurations) and summarize.
 
     `n_model_fits` experiments per design (spread over the ladder) also fit the mixed model for
     the diagonal-effect coverage. Deterministic given `rng_seed`, whatever `jobs` is.
+    `variants`: further parameter sets (other regimes or document counts) calibrated the same
+    way; one design per (parameter set, number of seeds), in that order.
     Cost: about n_experiments x (20 ms + B/1000 x 10 ms) per design, plus ~0.6 s per model fit.
     """
     params = SimParams() if params is None else params
@@ -175,16 +196,18 @@ def calibrate(
     if prereg.interval_method not in methods:
         methods = (prereg.interval_method,) + tuple(methods)
     ladder = margin_ladder(prereg)
-    scen = scenarios(prereg, len(params.users))
-    L = len(scen)
+    every = (params,) + tuple(variants)
+    L = len(scenarios(prereg, len(params.users)))
     per_rung_n = math.ceil(n_experiments / L)
     fit_per_rung = math.ceil(n_model_fits / L) if n_model_fits else 0
     chunk = max(10, per_rung_n // 8)
-    tasks = [_Chunk(params, prereg, S, r, scen[r], a, min(a + chunk, per_rung_n), fit_per_rung,
-                    n_resamples, rng_seed, tuple(methods))
-             for S in seeds for r in range(L) for a in range(0, per_rung_n, chunk)]
+    tasks = [_Chunk(v, p, prereg, S, r, scenarios(prereg, len(p.users))[r], a, min(a + chunk, per_rung_n),
+                    fit_per_rung, n_resamples, rng_seed, tuple(methods))
+             for v, p in enumerate(every) for S in seeds for r in range(L)
+             for a in range(0, per_rung_n, chunk)]
     t0 = time.perf_counter()
-    records: dict[int, list[list[ExperimentRecord]]] = {S: [[] for _ in range(L)] for S in seeds}
+    records: dict[tuple[int, int], list[list[ExperimentRecord]]] = {
+        (v, S): [[] for _ in range(L)] for v in range(len(every)) for S in seeds}
     if jobs > 1:
         import multiprocessing as mp
         with mp.get_context("spawn").Pool(jobs) as pool:  # fork deadlocks with polars threads
@@ -200,7 +223,8 @@ def calibrate(
             if progress:
                 progress(S, r, len(out))
     wall = time.perf_counter() - t0
-    designs = tuple(summarize_design(S, params, prereg, ladder, records[S], tuple(methods),
-                                     wall * S / sum(seeds)) for S in seeds)
+    designs = tuple(summarize_design(S, p, prereg, ladder, records[v, S], tuple(methods),
+                                     wall * S / sum(seeds) / len(every), regime_name(p))
+                    for v, p in enumerate(every) for S in seeds)
     return CalibrationResult(designs, ladder, n_resamples, rng_seed, params.to_json(),
                              prereg.to_json(), tuple(notes), wall)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.contract import DEFAULT_RNG_SEED
 from validation.calibration_results import DesignCalibration, calibration_text, read_calibration
 from validation.calibration_run import calibrate
 from validation.prereg import Prereg
@@ -37,7 +38,7 @@ def _design_key(params: SimParams, prereg: Prereg, n_seeds: int, n_experiments: 
 def calibration_for_study(data, prereg: Prereg | None = None, *, run_dir: str | Path | None = None,
                           cache_dir: str | Path | None = None,
                           n_experiments: int = QUICK_EXPERIMENTS, n_resamples: int = QUICK_RESAMPLES,
-                          rng_seed: int = 20260101) -> tuple[DesignCalibration | None, tuple[str, ...]]:
+                          rng_seed: int = DEFAULT_RNG_SEED) -> tuple[DesignCalibration | None, tuple[str, ...]]:
     """The calibration of `data`'s own design (seeds, users, documents): (design, warnings).
 
     In order: `run_dir/calibration.json` when it holds a design with the run's number of seeds
