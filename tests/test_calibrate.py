@@ -10,12 +10,25 @@ import pytest
 from scipy import stats
 
 from validation import Prereg, judge
-from validation.calibrate import (CalibrationResult, calibrate, calibration_for_study, main,
-                                  margin_ladder, read_calibration, write_calibration)
+from validation.calibrate import (
+    CalibrationResult,
+    calibrate,
+    calibration_for_study,
+    main,
+    margin_ladder,
+    read_calibration,
+    write_calibration,
+)
 from validation.intervals import bootstrap_interval
 from validation.prereg import INTERVAL_METHODS
-from validation.simulate import (SimParams, expected_cells, simulate_experiment, true_diagonal_effect,
-                                 true_margins, write_study)
+from validation.simulate import (
+    SimParams,
+    expected_cells,
+    simulate_experiment,
+    true_diagonal_effect,
+    true_margins,
+    write_study,
+)
 from validation.simulate_from_run import params_from_run
 
 RUNNER_CELL_COLUMNS = ["seed", "adapter", "eval", "nll_sum", "n_tokens", "n_bytes", "ppl", "bpb", "status"]

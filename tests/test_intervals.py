@@ -7,7 +7,12 @@ import pytest
 from scipy import stats
 
 from validation.calibration_plan import regime_params
-from validation.intervals import METHODS, bootstrap_interval, regime_label, variance_shares
+from validation.intervals import (
+    METHODS,
+    bootstrap_interval,
+    regime_label,
+    variance_shares,
+)
 from validation.judging import judge
 from validation.outputs import verdict_text
 from validation.prereg import INTERVAL_METHODS, Prereg

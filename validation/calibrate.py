@@ -36,12 +36,22 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from common.contract import DEFAULT_RNG_SEED
-from validation.calibration_plan import REGIMES, least_favourable, margin_ladder, regime_params, thresholds
-from validation.calibration_results import (LEAST_FAVOURABLE, CalibrationResult, DesignCalibration, StatusRate,
-                                            read_calibration, write_calibration)
+from validation.calibration_plan import (
+    REGIMES,
+    least_favourable,
+    margin_ladder,
+    regime_params,
+    thresholds,
+)
+from validation.calibration_results import (
+    LEAST_FAVOURABLE,
+    CalibrationResult,
+    DesignCalibration,
+    StatusRate,
+    read_calibration,
+    write_calibration,
+)
 from validation.calibration_run import calibrate, run_experiment, summarize_design
 from validation.calibration_study import calibration_for_study
 from validation.prereg import Prereg, PreregError, load_prereg

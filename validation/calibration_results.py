@@ -132,7 +132,7 @@ class DesignCalibration:
         }
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "DesignCalibration":
+    def from_json(cls, d: dict[str, Any]) -> DesignCalibration:
         cov, width = d["margin_coverage_by_method"], d["mean_interval_width"]
         return cls(
             seeds=int(d["seeds"]), n_users=int(d["n_users"]), n_docs=tuple(d["n_docs"]),
@@ -176,7 +176,7 @@ class CalibrationResult:
                 "notes": list(self.notes), "wall_s": self.wall_s}
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "CalibrationResult":
+    def from_json(cls, d: dict[str, Any]) -> CalibrationResult:
         if d.get("schema") != SCHEMA:
             raise ValueError(f"not a calibration file: `schema` is {d.get('schema')!r}, expected {SCHEMA!r}.")
         return cls(tuple(DesignCalibration.from_json(x) for x in d["designs"]), tuple(d["margins"]),

@@ -14,10 +14,22 @@ import numpy as np
 
 from common.contract import DEFAULT_RNG_SEED
 from validation import criteria as crit
-from validation.calibration_plan import (CRITERIA, least_favourable, margin_ladder, relations,
-                                         scenarios, thresholds)
-from validation.calibration_results import (LEAST_FAVOURABLE, CalibrationResult, DesignCalibration,
-                                            MarginCoverage, MethodFigures, StatusRate)
+from validation.calibration_plan import (
+    CRITERIA,
+    least_favourable,
+    margin_ladder,
+    relations,
+    scenarios,
+    thresholds,
+)
+from validation.calibration_results import (
+    LEAST_FAVOURABLE,
+    CalibrationResult,
+    DesignCalibration,
+    MarginCoverage,
+    MethodFigures,
+    StatusRate,
+)
 from validation.prereg import INTERVAL_METHODS, Prereg
 from validation.results import Status
 from validation.simulate import SimParams, simulate_experiment

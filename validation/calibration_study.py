@@ -15,12 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from common.contract import DEFAULT_RNG_SEED
-from validation.calibration_results import DesignCalibration, calibration_text, read_calibration
+from validation.calibration_results import (
+    DesignCalibration,
+    calibration_text,
+    read_calibration,
+)
 from validation.calibration_run import calibrate
 from validation.prereg import Prereg
 from validation.simulate import SimParams
 from validation.simulate_from_run import params_from_run
-
 
 QUICK_EXPERIMENTS = 280     # 40 per scenario: coverage to about +-0.02
 QUICK_RESAMPLES = 500

@@ -86,7 +86,7 @@ class SimParams:
     def adapters(self) -> tuple[str, ...]:
         return tuple(self.users) + tuple(self.controls)
 
-    def with_design(self, users: int | None = None, n_docs: int | None = None) -> "SimParams":
+    def with_design(self, users: int | None = None, n_docs: int | None = None) -> SimParams:
         """The same parameters for another number of users / documents per user (defaults only)."""
         J = len(self.users) if users is None else users
         D = int(np.mean(self.n_docs)) if n_docs is None else n_docs
