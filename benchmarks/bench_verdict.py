@@ -21,7 +21,7 @@ import numpy as np
 from validation import judge
 from validation.arrays import build_arrays
 from validation.bootstrap import resample_logppl
-from validation.synthetic import simulate_study
+from validation.simulate import simulate_study
 
 
 def plain_loop_bootstrap(arrays, n_resamples: int, rng: np.random.Generator) -> np.ndarray:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import altair as alt
 import polars as pl
 
-from validation.calibrate import DesignCalibration
+from validation.calibration_results import DesignCalibration
 
 _STATUS_ORDER = ["pass", "inconclusive", "fail"]
 _STATUS_COLORS = ["#27ae60", "#bdc3c7", "#c0392b"]
@@ -21,21 +21,24 @@ def calibration_table(design: DesignCalibration) -> pl.DataFrame:
     rows = [("design", f"{design.seeds} seeds x {design.n_users} users x "
              f"{round(sum(design.n_docs) / len(design.n_docs))} documents",
              f"{design.n_experiments} simulated experiments")]
-    for method, cov in design.margin_coverage_by_method:
-        used = " (pre-registered)" if method == design.method else ""
-        width = dict(design.mean_interval_width)[method]
-        rows.append((f"margin CI coverage, {method}{used}", f"{cov:.1%}",
-                     f"nominal {design.level:.0%}; mean width {width:.3f}"))
+    if design.seed_share is not None:
+        rows.append(("simulated regime", f"{design.regime or 'unnamed'}: seed share {design.seed_share:.0%}",
+                     "estimated share of the margins' variance from seed to seed; the rest is "
+                     "the held-out documents'"))
+    for f in design.by_method:
+        used = " (pre-registered)" if f.method == design.method else ""
+        rows.append((f"margin CI coverage, {f.method}{used}", f"{f.coverage:.1%}",
+                     f"nominal {design.level:.0%}; mean width {f.mean_width:.3f}"))
     diag = ("n/a" if design.diagonal_effect_coverage is None
             else f"{design.diagonal_effect_coverage:.1%}")
     rows.append(("diagonal-effect CI coverage (mixed model)", diag,
                  f"{design.n_model_fits} model fits"))
-    for name, rate in design.pass_rate_at_threshold:
-        what = "TRIGGERED" if name == "catastrophic" else "PASS"
-        rows.append((f"{name.upper()} {what} rate, every user at its threshold", f"{rate:.1%}",
+    for c in design.pass_rate_at_threshold:
+        what = "TRIGGERED" if c.criterion == "catastrophic" else "PASS"
+        rows.append((f"{c.criterion.upper()} {what} rate, every user at its threshold", f"{c.pass_rate:.1%}",
                      "should be at most 5%"))
-    for name, rate in design.pass_rate_least_favourable:
-        rows.append((f"{name.upper()} PASS rate, least-favourable boundary", f"{rate:.1%}",
+    for c in design.pass_rate_least_favourable:
+        rows.append((f"{c.criterion.upper()} PASS rate, least-favourable boundary", f"{c.pass_rate:.1%}",
                      "STRICT: one user at the bar, others far above; LENIENT: all but "
                      "required-1 users at the bar"))
     return pl.DataFrame(rows, schema=["quantity", "value", "note"], orient="row")
@@ -54,8 +57,8 @@ def status_rates_table(design: DesignCalibration, method: str | None = None) -> 
 def calibration_chart(design: DesignCalibration) -> alt.HConcatChart:
     """Left: margin-interval coverage per method against the nominal level. Right: the status
     rates of each criterion with every user's true margin below, at and above its threshold."""
-    cov = pl.DataFrame({"method": [m for m, _ in design.margin_coverage_by_method],
-                        "coverage": [c for _, c in design.margin_coverage_by_method]})
+    cov = pl.DataFrame({"method": [f.method for f in design.by_method],
+                        "coverage": [f.coverage for f in design.by_method]})
     bars = alt.Chart(alt.Data(values=cov.to_dicts())).mark_bar(clip=True).encode(
         y=alt.Y("method:N", title="interval method"),
         x=alt.X("coverage:Q", scale=alt.Scale(domain=[0.5, 1.0]), axis=alt.Axis(format="%"),

@@ -1,6 +1,6 @@
 """Example studies to render: for the report's tests, the benchmark, and a look at the page.
 
-The numbers come from `validation.synthetic.simulate_study` and are judged by `validation.judge`;
+The numbers come from `validation.simulate.simulate_study` and are judged by `validation.judge`;
 the runner's side tables (train log, manifest) are fabricated in their documented shapes.
 Nothing here is a statistic of the report.
 """
@@ -16,7 +16,7 @@ from validation.judging import judge
 from validation.manifest import Manifest, manifest_from_json
 from validation.prereg import Prereg
 from validation.results import PreregStatus, StudyData, Verdict
-from validation.synthetic import cells_from_matrix, simulate_study
+from validation.simulate import cells_from_matrix, simulate_study
 
 USERS = ("alice", "bob", "carol")
 

@@ -22,7 +22,7 @@ import vl_convert
 from reports import bundle, charts, tables
 from reports.calibration import calibration_chart, calibration_table
 from common.atomic import atomic_write_bytes, atomic_write_text
-from validation.calibrate import DesignCalibration
+from validation.calibration_results import DesignCalibration
 from validation.results import BootstrapMode, StudyData, Verdict
 
 _ENV = jinja2.Environment(
@@ -132,7 +132,12 @@ def chart_sections(verdict: Verdict, data: StudyData,
     out.append(ChartSection(
         "calibration", "How far the intervals can be trusted: simulated calibration of this design",
         ("Experiments simulated with known margins for this run's design "
-         f"({calibration.seeds} seeds, {calibration.n_users} users) and pushed through the same "
+         f"({calibration.seeds} seeds, {calibration.n_users} users"
+         + (f"; this study's regime: {verdict.bootstrap.regime.label}, seed share of the margins' "
+            f"variance {verdict.bootstrap.regime.seed_share:.0%}, simulated with the variance "
+            "components estimated from this run" if verdict.bootstrap.regime is not None
+            and verdict.bootstrap.regime.label != "unknown" else "")
+         + ") and pushed through the same "
          "verdict code. Left: how often the margin interval held the true margin (dashed: the "
          "nominal level). Right: each criterion's status when every user's true margin sits "
          "below, at or above its threshold.") if calibration is not None else "",

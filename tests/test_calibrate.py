@@ -10,12 +10,26 @@ import pytest
 from scipy import stats
 
 from validation import Prereg, judge
-from validation.calibrate import (CalibrationResult, calibrate, calibration_for_study, main,
-                                  margin_ladder, read_calibration, write_calibration)
+from validation.calibrate import (
+    CalibrationResult,
+    calibrate,
+    calibration_for_study,
+    main,
+    margin_ladder,
+    read_calibration,
+    write_calibration,
+)
 from validation.intervals import bootstrap_interval
 from validation.prereg import INTERVAL_METHODS
-from validation.simulate import (SimParams, expected_cells, params_from_run, simulate_experiment,
-                                 true_diagonal_effect, true_margins, write_study)
+from validation.simulate import (
+    SimParams,
+    expected_cells,
+    simulate_experiment,
+    true_diagonal_effect,
+    true_margins,
+    write_study,
+)
+from validation.simulate_from_run import params_from_run
 
 RUNNER_CELL_COLUMNS = ["seed", "adapter", "eval", "nll_sum", "n_tokens", "n_bytes", "ppl", "bpb", "status"]
 
@@ -132,12 +146,12 @@ def test_margin_ladder_holds_every_threshold():
 def test_coverage_estimates_are_sane_on_a_small_run(small_calibration):
     d3, d12 = small_calibration.design(3), small_calibration.design(12)
     assert d3.n_experiments == 56 and d3.n_model_fits == 7  # 7 scenarios x ceil(50 / 7)
-    cov3, cov12 = dict(d3.margin_coverage_by_method), dict(d12.margin_coverage_by_method)
+    cov3, cov12 = ({f.method: f.coverage for f in d.by_method} for d in (d3, d12))
     # the percentile interval under-covers at 3 seeds; the t correction widens it
     assert cov3["student-t"] > cov3["percentile"]
     assert 0.8 <= cov12["percentile"] <= 1.0 and 0.8 <= cov12["student-t"] <= 1.0
     assert 0.0 <= d12.diagonal_effect_coverage <= 1.0
-    assert {c for c, _ in d12.pass_rate_at_threshold} == {"strict", "lenient", "catastrophic"}
+    assert {c.criterion for c in d12.pass_rate_at_threshold} == {"strict", "lenient", "catastrophic"}
     # far above the strict bar (15% vs 10%) with 12 seeds, STRICT passes most of the time
     above = [r for r in d12.rates("percentile") if r.criterion == "lenient" and r.relation == "above"]
     assert above[0].pass_rate > 0.8
@@ -146,7 +160,7 @@ def test_coverage_estimates_are_sane_on_a_small_run(small_calibration):
 def test_calibration_is_independent_of_the_number_of_processes():
     kw = dict(seeds=(3,), n_experiments=10, n_resamples=50, n_model_fits=0, rng_seed=1)
     one, two = calibrate(**kw, jobs=1), calibrate(**kw, jobs=2)
-    assert one.designs[0].margin_coverage_by_method == two.designs[0].margin_coverage_by_method
+    assert one.designs[0].by_method == two.designs[0].by_method
     assert one.designs[0].status_rates == two.designs[0].status_rates
 
 
@@ -192,12 +206,19 @@ def test_calibrate_rejects_bad_arguments():
     (["--seeds", "a,b"], "--seeds"),
     (["--experiments", "0"], "--experiments"),
     (["--resamples", "x"], "--resamples"),
+    (["--regime", "noisy"], "--regime"),
+    (["--docs", "0"], "--docs"),
 ])
 def test_cli_rejects_bad_input(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_cli_refuses_a_regime_with_a_run(tmp_path, capsys):
+    assert main(["--from-run", str(tmp_path), "--regime", "mixed", "--out", str(tmp_path)]) == 2
+    assert "--regime" in capsys.readouterr().err
 
 
 def test_cli_names_a_missing_run(tmp_path, capsys):
@@ -207,8 +228,13 @@ def test_cli_names_a_missing_run(tmp_path, capsys):
 
 
 def test_cli_writes_calibration_json(tmp_path, capsys):
-    rc = main(["--seeds", "3", "--experiments", "5", "--resamples", "50", "--model-fits", "0",
-               "--jobs", "1", "--out", str(tmp_path), "--prereg", "prereg.toml"])
+    rc = main(["--seeds", "3", "--experiments", "5", "--resamples", "50", "--regime",
+               "document-dominated,mixed", "--docs", "20", "--jobs", "1", "--out", str(tmp_path),
+               "--prereg", "prereg.toml"])
     assert rc == 0
-    assert json.loads((tmp_path / "calibration.json").read_text())["designs"][0]["seeds"] == 3
-    assert "coverage" in capsys.readouterr().out
+    designs = json.loads((tmp_path / "calibration.json").read_text())["designs"]
+    assert [(d["regime"], d["seeds"], d["n_docs"]) for d in designs] == [
+        ("document-dominated", 3, [20] * 3), ("mixed", 3, [20] * 3)]
+    assert designs[0]["seed_share"] < 0.2   # the regime is what its name says
+    out = capsys.readouterr().out
+    assert "coverage" in out and "False PASS at the least-favourable boundary" in out

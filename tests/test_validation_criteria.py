@@ -6,7 +6,7 @@ import pytest
 
 from validation import InputError, Prereg, Status, StudyData, judge
 from validation import criteria as crit
-from validation.synthetic import cells_from_matrix, simulate_study
+from validation.simulate import cells_from_matrix, simulate_study
 
 U = ["a", "b", "c"]
 

@@ -8,16 +8,9 @@ import polars as pl
 import pytest
 
 from reports.examples import example_manifest
-from validation import (
-    InputError,
-    Prereg,
-    PreregError,
-    check_prereg,
-    load_external,
-    load_prereg,
-)
+from validation import InputError, Prereg, PreregError, check_prereg, load_external, load_prereg
 from validation.manifest import PreregRecord
-from validation.synthetic import simulate_study
+from validation.simulate import simulate_study
 
 
 def _cells() -> pl.DataFrame:

@@ -29,7 +29,7 @@ import pytest
 from validation import ModelKind, load_external
 from validation.arrays import build_arrays
 from validation.model import fit_model
-from validation.synthetic import simulate_study
+from validation.simulate import simulate_study
 
 DATA = Path(__file__).parent / "data"
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from validation import Prereg, judge
 from validation.outputs import junit_xml
-from validation.synthetic import simulate_study
+from validation.simulate import simulate_study
 
 
 def _cases(xml: str) -> dict[str, bool]:

@@ -1,19 +1,123 @@
-"""Reading an interval off a bootstrap distribution: the one place to add a method.
+"""Reading an interval off a bootstrap distribution: the one place that does it, and the one place
+to add a method.
 
-`bootstrap_interval` is selected by `interval_method` in prereg.toml. To add a method (e.g. a
-small-sample correction that widens the interval when there are few seeds), add a branch here and
-its name to `validation.prereg.INTERVAL_METHODS`.
+`bootstrap_interval` is selected by `interval_method` in prereg.toml; every interval of the
+verdict (`validation.judge`), of the criteria (`validation.criteria`) and of the calibration
+(`validation.calibrate`) is read here. Methods (docs/calibration.md measures each):
+
+- `percentile`: the alpha/2 and 1 - alpha/2 quantiles of the draws (Efron & Tibshirani 1993,
+  ch. 13). Ignores that the seed variance is estimated from few seeds: under-covers at 3-8 seeds.
+- `student-t`: point +- t(S - 1) x bootstrap SD (Efron & Tibshirani 1993, eq. 13.1 with the
+  Student-t quantile on seeds - 1 df). Right where seeds carry the uncertainty; too wide where
+  the held-out documents do (their variance is estimated on n - 1 df, not S - 1).
+- `satterthwaite`: point +- t(nu) x bootstrap SD, nu the Welch-Satterthwaite effective degrees of
+  freedom of the two estimated variance components of the statistic (Satterthwaite 1946):
+  seed-to-seed (S - 1 df) and document-to-document (n - 1 df), `variance_shares`. It is
+  `student-t` where seeds dominate and tends to the normal interval where documents dominate.
+- `cochran-cox`: point +- c x SD, with the critical value the variance-share-weighted mean of the
+  two levels' t quantiles, c = w t(S - 1) + (1 - w) t(n - 1), w the seed share (Cochran & Cox
+  1950, the approximation Welch's df competes with). Linear in the estimated share, so a share
+  estimated from three seeds moves it far less than it moves the Satterthwaite df.
+  `satterthwaite` and `cochran-cox` both use the bootstrap SD corrected for the (m - 1) / m
+  shrinkage of a bootstrap over m units at each level (`VarianceShares.inflation`).
+- `expanded-percentile`: the percentile interval read at a wider level so that its coverage
+  in the normal case matches the t(nu) interval, nu as in `satterthwaite` (Hesterberg 2015,
+  "What teachers should know about the bootstrap", section 4.3: the expanded percentile
+  interval); keeps the bootstrap distribution's skew.
+
+To add a method: a branch in `bootstrap_interval` and its name in `METHODS` (which
+`validation.prereg.INTERVAL_METHODS` lists).
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import stats
 
-from validation.results import Interval
+from validation.results import Interval, Regime
+
+METHODS = ("percentile", "student-t", "satterthwaite", "cochran-cox", "expanded-percentile")
+_NEED_SEEDS = METHODS[1:]
 
 
-METHODS = ("percentile", "student-t")
+@dataclass(frozen=True)
+class VarianceShares:
+    """Where the sampling variance of one estimate comes from (variances of the estimate).
+
+    `seed`: var(statistic within each seed) / S, the seed-to-seed part (S - 1 df); `document`:
+    the rest of the bootstrap variance, max(0, var(draws) - (S - 1) / S x `seed`) x n / (n - 1),
+    the held-out-document part (n - 1 df); `df`: their Welch-Satterthwaite effective df;
+    `bootstrap`: var(draws). A one-level bootstrap over m units holds (m - 1) / m of that level's
+    variance; `seed + document` undoes that at both levels (Davison & Hinkley 1997, 2.3 and 3.8).
+    """
+
+    seed: float
+    document: float
+    df: float
+    bootstrap: float = math.nan
+
+    @property
+    def inflation(self) -> float:
+        """sqrt((seed + document) / bootstrap): the bootstrap SD's small-sample correction (>= 1
+        up to estimation noise; 1 when undefined)."""
+        total = self.seed + self.document
+        if not (self.bootstrap > 0 and total > 0):
+            return 1.0
+        return math.sqrt(total / self.bootstrap)
+
+    @property
+    def seed_share(self) -> float:
+        """seed / (seed + document); NaN when both are 0."""
+        total = self.seed + self.document
+        return self.seed / total if total > 0 else math.nan
+
+
+def variance_shares(draws: np.ndarray, seed_values: np.ndarray | None, n_docs: int | None) -> VarianceShares:
+    """Estimate the seed and document variance components of a bootstrapped statistic.
+
+    `draws` (B,) from the hierarchical bootstrap (seeds, then documents); `seed_values` (S,) the
+    statistic computed within each seed; `n_docs` the held-out documents of the column (None or
+    0 without per-document data: all the variance is then the seeds'). The hierarchical
+    bootstrap's seed level holds (S - 1) / S of the seed part; what it holds beyond that is
+    the documents'. Non-finite values are dropped.
+    """
+    draws = np.asarray(draws, dtype=float)
+    draws = draws[np.isfinite(draws)]
+    sv = np.asarray([] if seed_values is None else seed_values, dtype=float)
+    sv = sv[np.isfinite(sv)]
+    S, n = sv.size, int(n_docs or 0)
+    v_seed = float(np.var(sv, ddof=1)) / S if S >= 2 else 0.0
+    v_boot = float(np.var(draws, ddof=1)) if draws.size >= 2 else 0.0
+    v_doc = max(0.0, v_boot - (S - 1) / S * v_seed) * n / (n - 1) if (n >= 2 and S >= 1) else 0.0
+    if S < 2 and n < 2:
+        return VarianceShares(v_seed, v_doc, math.inf, v_boot)
+    terms = [(v_seed, S - 1), (v_doc, n - 1)]
+    den = sum(v * v / df for v, df in terms if df >= 1 and v > 0)
+    total = sum(v for v, df in terms if df >= 1)
+    if den <= 0:  # no variance anywhere: the df of the level that exists
+        return VarianceShares(v_seed, v_doc, float(S - 1 if S >= 2 else n - 1), v_boot)
+    return VarianceShares(v_seed, v_doc, total * total / den, v_boot)
+
+
+SEED_DOMINATED, DOCUMENT_DOMINATED = 2 / 3, 1 / 3   # seed-share cut-offs of the regime labels
+
+
+def regime_label(seed_share: float) -> str:
+    if not math.isfinite(seed_share):
+        return "unknown"
+    if seed_share >= SEED_DOMINATED:
+        return "seed-dominated"
+    return "document-dominated" if seed_share <= DOCUMENT_DOMINATED else "mixed"
+
+
+def study_regime(shares: list[VarianceShares]) -> Regime:
+    """The regime of a study from its users' margin variance shares (mean seed share)."""
+    vals = [s.seed_share for s in shares if math.isfinite(s.seed_share)]
+    share = float(np.mean(vals)) if vals else math.nan
+    return Regime(share, regime_label(share))
 
 
 def _bootstrap_interval_iv(draws: np.ndarray, level: float, method: str, n_seeds) -> np.ndarray:
@@ -24,7 +128,7 @@ def _bootstrap_interval_iv(draws: np.ndarray, level: float, method: str, n_seeds
         raise ValueError(f"`level` must be in (0, 1); got {level!r}.")
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {METHODS}; got {method!r}.")
-    if method != "percentile" and (not isinstance(n_seeds, (int, np.integer)) or n_seeds < 1):
+    if method in _NEED_SEEDS and (not isinstance(n_seeds, (int, np.integer)) or n_seeds < 1):
         raise ValueError(f"`n_seeds` must be a positive integer for method {method!r}; got {n_seeds!r}.")
     return draws
 
@@ -36,27 +140,47 @@ def bootstrap_interval(
     *,
     method: str = "percentile",
     n_seeds: int | None = None,
+    seed_values: np.ndarray | None = None,
+    n_docs: int | None = None,
 ) -> Interval:
     """Two-sided interval at `level` from bootstrap draws of shape (n_resamples,).
 
     `point` is the estimate on the original data; with no draws (no resampling possible) the
     interval is degenerate at it. NaN draws (a resample where a statistic is undefined, e.g. every
-    drawn seed lacks a cell) are dropped. `n_seeds` is for small-sample-corrected methods; the
-    percentile method (Efron & Tibshirani 1993, ch. 13) ignores it. `student-t` is the
-    bootstrap-SE interval of Efron & Tibshirani (1993, eq. 13.1) with the Student-t quantile on
-    n_seeds - 1 degrees of freedom (the seeds are the scarce level); with one seed it falls
-    back to the percentile interval.
+    drawn seed lacks a cell) are dropped. `n_seeds` is needed by every method but `percentile`;
+    `seed_values` (the statistic within each seed) and `n_docs` (held-out documents of the
+    column) by `satterthwaite` and `expanded-percentile` (module doc). `student-t` with one seed
+    falls back to the percentile interval.
     """
     draws = _bootstrap_interval_iv(draws, level, method, n_seeds)
     draws = draws[np.isfinite(draws)]
     if draws.size == 0:
         return Interval(float(point), float(point))
     alpha = 1.0 - level
-    low, high = np.quantile(draws, [alpha / 2, 1 - alpha / 2])
-    if method == "percentile" or n_seeds < 2 or draws.size < 2:
+    if method == "percentile" or draws.size < 2 or (method == "student-t" and n_seeds < 2):
+        low, high = np.quantile(draws, [alpha / 2, 1 - alpha / 2])
+        return Interval(float(low), float(high))
+    if method == "student-t":
+        df = n_seeds - 1
+    else:
+        if seed_values is None:
+            raise ValueError(f"method {method!r} needs `seed_values` (the statistic within each seed).")
+        shares = variance_shares(draws, seed_values, n_docs)
+        df, inflate = shares.df, shares.inflation
+        if method == "cochran-cox":
+            w = shares.seed_share if math.isfinite(shares.seed_share) else (1.0 if n_seeds >= 2 else 0.0)
+            crit = sum(share * stats.t.ppf(1 - alpha / 2, k - 1)
+                       for share, k in ((w, n_seeds), (1.0 - w, n_docs or 0)) if share > 0 and k >= 2)
+            half = crit * float(np.std(draws, ddof=1)) * inflate
+            return Interval(float(point - half), float(point + half))
+    if method == "expanded-percentile":
+        # Hesterberg's expanded percentile: the quantiles at alpha' with z_{alpha'/2} =
+        # t_{nu, alpha/2} x (unbiased SD / bootstrap SD), the normal-case width of `satterthwaite`.
+        a = 2 * stats.norm.sf(stats.t.ppf(1 - alpha / 2, df) * inflate)
+        low, high = np.quantile(draws, [a / 2, 1 - a / 2])
         return Interval(float(low), float(high))
     # student-t: point +- t_{S-1, 1-alpha/2} x bootstrap SD. With S seeds the seed variance is
-    # estimated on S-1 degrees of freedom, which the normal-theory percentile interval ignores;
-    # at 3-5 seeds it under-covers (measured by `python -m validation.calibrate`).
-    half = stats.t.ppf(1 - alpha / 2, n_seeds - 1) * float(np.std(draws, ddof=1))
+    # estimated on S-1 degrees of freedom, which the percentile interval ignores.
+    # satterthwaite: point +- t_{nu, 1-alpha/2} x the bootstrap SD corrected for its (m-1)/m bias.
+    half = stats.t.ppf(1 - alpha / 2, df) * float(np.std(draws, ddof=1)) * (1.0 if method == "student-t" else inflate)
     return Interval(float(point - half), float(point + half))

@@ -12,7 +12,7 @@ from validation import criteria as crit
 from validation import metrics
 from validation.arrays import StudyArrays, build_arrays
 from validation.bootstrap import bootstrap_mode, resample_logppl
-from validation.intervals import bootstrap_interval
+from validation.intervals import bootstrap_interval, study_regime, variance_shares
 from validation.model import fit_model
 from validation.prereg import Prereg
 from validation.results import (
@@ -82,7 +82,8 @@ def judge(
     if prereg.comparator == "worst_other":
         warnings.append("comparator is worst_other (anti-conservative): the criteria compare each "
                         "user with the WEAKEST other adapter")
-    criteria = crit.read_criteria(users, prereg, method=method, n_seeds=len(arrays.seeds))
+    criteria = crit.read_criteria(users, prereg, method=method, n_seeds=len(arrays.seeds),
+                                  n_docs=_n_docs(arrays))
     model = None
     if fit:
         model = fit_model(arrays, prereg.confidence)
@@ -94,11 +95,20 @@ def judge(
     if prereg_status is None:
         prereg_status = PreregStatus(False, prereg.sha256, None, prereg.path, "not checked")
     gate = crit.gate(prereg, criteria, users, arrays.problems)
+    n_docs = _n_docs(arrays)
+    regime = None if mode is BootstrapMode.NONE else study_regime(
+        [variance_shares(u.draws_margin, u.seed_margins, None if n_docs is None else n_docs[j])
+         for j, u in enumerate(users)])
     info = BootstrapInfo(mode, 0 if mode is BootstrapMode.NONE else B, prereg.confidence,
                          _rng_seed(rng), method, len(arrays.seeds),
-                         tuple((u, int(n.shape[0])) for u, n in zip(arrays.users, arrays.doc_nll or ())))
+                         tuple(zip(arrays.users, n_docs or ())), regime)
     return Verdict(users, criteria, model, info, gate, prereg_status, tuple(warnings),
                    prereg.comparator, arrays.seeds, prereg, _matrix(arrays, point))
+
+
+def _n_docs(arrays: StudyArrays) -> tuple[int, ...] | None:
+    """Held-out documents per evaluation user; None without per-document data."""
+    return None if arrays.doc_nll is None else tuple(int(n.shape[0]) for n in arrays.doc_nll)
 
 
 def _matrix(arrays: StudyArrays, point: np.ndarray) -> pl.DataFrame:
@@ -136,8 +146,12 @@ def _user_results(arrays: StudyArrays, point: np.ndarray, draws: np.ndarray, pre
     seed_best = metrics.best_other_index(np.where(np.isnan(arrays.logppl), np.inf, arrays.logppl))
     n_seeds = len(arrays.seeds)
 
+    n_docs = _n_docs(arrays)
+
     def iv(key: str, j: int, level: float) -> Interval:
-        return bootstrap_interval(d[key][:, j], p[key][j], level, method=method, n_seeds=n_seeds)
+        return bootstrap_interval(d[key][:, j], p[key][j], level, method=method, n_seeds=n_seeds,
+                                  seed_values=per_seed[key][:, j],
+                                  n_docs=None if n_docs is None else n_docs[j])
 
     out = []
     for j, user in enumerate(arrays.users):

@@ -21,6 +21,10 @@ def _ci(iv) -> str:
     return "n/a" if iv is None else f"[{_pct(iv.low)}, {_pct(iv.high)}]"
 
 
+def _share(x: float) -> str:
+    return "n/a" if not math.isfinite(x) else f"{x:.0%}"
+
+
 def verdict_json(verdict: Verdict, calibration: Any = None) -> str:
     """verdict.json; `calibration` (a `DesignCalibration`, or None) under the key `calibration`."""
     doc = verdict.to_json()
@@ -49,6 +53,9 @@ def verdict_text(v: Verdict, source: str = "") -> str:
     b = v.bootstrap
     lines.append(f"seeds: {b.n_seeds}   bootstrap: {b.mode.value}, {b.n_resamples} resamples, "
                  f"{level} {b.method} intervals, rng seed {b.rng_seed}   comparator: {v.comparator}")
+    if b.regime is not None:
+        lines.append(f"regime: {b.regime.label} (estimated seed share of the margins' variance "
+                     f"{_share(b.regime.seed_share)}, the rest from the held-out documents)")
     lines.append("")
     rows = [[u.user, _pct(u.margin), _ci(u.ci), u.best_other, _pct(u.worst_other_margin),
              _pct(u.personalization_gain), _pct(u.regularization_gain), _pct(u.total_gain),

@@ -18,7 +18,7 @@ from validation.results import PreregStatus, Status
 
 PREREG_FILENAME = "prereg.toml"
 COMPARATORS = ("best_other", "worst_other")
-INTERVAL_METHODS = ("percentile", "student-t")  # validation/intervals.py
+INTERVAL_METHODS = ("percentile", "student-t", "satterthwaite", "cochran-cox", "expanded-percentile")  # validation/intervals.py
 LENIENT_ADJUSTMENTS = ("bonferroni", "none")
 
 
@@ -39,7 +39,7 @@ class Prereg:
     equivalence_level: float = 0.90
     confidence: float = 0.95
     n_resamples: int = 10_000
-    interval_method: str = "student-t"
+    interval_method: str = "cochran-cox"
     rng_seed: int = DEFAULT_RNG_SEED
     gate_strict: tuple[str, ...] = ("PASS", "FAIL", "INCONCLUSIVE")
     gate_lenient: tuple[str, ...] = ("PASS",)

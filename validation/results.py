@@ -213,6 +213,22 @@ class ModelFit:
 
 
 @dataclass(frozen=True)
+class Regime:
+    """Where the margins' sampling variance comes from (`validation.intervals.study_regime`).
+
+    `seed_share`: mean over users of seed / (seed + document) variance of the margin estimate;
+    `label`: "seed-dominated" (share >= 2/3), "document-dominated" (<= 1/3), else "mixed";
+    "unknown" when no variance could be estimated.
+    """
+
+    seed_share: float
+    label: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seed_share": _num(self.seed_share), "label": self.label}
+
+
+@dataclass(frozen=True)
 class BootstrapInfo:
     mode: BootstrapMode
     n_resamples: int
@@ -221,6 +237,7 @@ class BootstrapInfo:
     method: str              # interval method, e.g. "percentile"
     n_seeds: int
     n_docs: tuple[tuple[str, int], ...]  # (eval user, number of documents); empty without docs
+    regime: Regime | None = None         # None when nothing was resampled
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -231,6 +248,7 @@ class BootstrapInfo:
             "interval_method": self.method,
             "n_seeds": self.n_seeds,
             "n_docs": dict(self.n_docs),
+            "regime": None if self.regime is None else self.regime.to_json(),
         }
 
 

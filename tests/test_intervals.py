@@ -1,0 +1,84 @@
+"""validation.intervals: the interval methods, the variance shares and the study's regime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from validation.calibration_plan import regime_params
+from validation.intervals import (
+    METHODS,
+    bootstrap_interval,
+    regime_label,
+    variance_shares,
+)
+from validation.judging import judge
+from validation.outputs import verdict_text
+from validation.prereg import INTERVAL_METHODS, Prereg
+from validation.simulate import simulate_experiment
+
+
+def test_every_method_is_selectable_in_the_preregistration():
+    assert INTERVAL_METHODS == METHODS
+    for m in METHODS:
+        assert Prereg(interval_method=m).interval_method == m
+
+
+def test_without_documents_cochran_cox_is_the_classical_t_interval_on_the_seeds():
+    rng = np.random.default_rng(0)
+    seed_values = np.array([0.08, 0.11, 0.13, 0.09, 0.12])
+    # draws of the mean of resampled seeds: the seeds-only bootstrap
+    draws = seed_values[rng.integers(5, size=(20000, 5))].mean(axis=1)
+    point = seed_values.mean()
+    iv = bootstrap_interval(draws, point, 0.95, method="cochran-cox", n_seeds=5, seed_values=seed_values)
+    half = stats.t.ppf(0.975, 4) * seed_values.std(ddof=1) / np.sqrt(5)
+    assert (iv.low, iv.high) == pytest.approx((point - half, point + half), rel=1e-9)
+    sh = variance_shares(draws, seed_values, None)
+    assert sh.document == 0 and sh.df == 4 and sh.seed_share == 1.0
+
+
+def test_when_seeds_agree_the_documents_set_the_degrees_of_freedom():
+    rng = np.random.default_rng(1)
+    draws = rng.normal(0.1, 0.01, size=20000)
+    sh = variance_shares(draws, np.full(5, 0.1), 40)
+    assert sh.seed == 0 and sh.seed_share == 0 and sh.df == 39
+    assert sh.document == pytest.approx(np.var(draws, ddof=1) * 40 / 39)
+    for m in ("cochran-cox", "satterthwaite"):
+        iv = bootstrap_interval(draws, 0.1, 0.95, method=m, n_seeds=5, seed_values=np.full(5, 0.1), n_docs=40)
+        assert iv.high - 0.1 == pytest.approx(stats.t.ppf(0.975, 39) * np.sqrt(sh.document), rel=1e-9)
+    # student-t (the earlier default) stays what it was: t on seeds - 1 df times the bootstrap SD
+    t = bootstrap_interval(draws, 0.1, 0.95, method="student-t", n_seeds=5)
+    assert t.high - 0.1 == pytest.approx(stats.t.ppf(0.975, 4) * np.std(draws, ddof=1))
+
+
+def test_satterthwaite_df_lies_between_the_two_levels():
+    rng = np.random.default_rng(2)
+    seed_values = rng.normal(0.1, 0.02, size=8)
+    draws = rng.normal(0.1, 0.015, size=20000)
+    sh = variance_shares(draws, seed_values, 50)
+    assert 0 < sh.seed_share < 1 and 7 <= sh.df <= 49 + 7
+    assert sh.inflation >= 1.0
+
+
+def test_methods_needing_seed_values_say_so():
+    with pytest.raises(ValueError, match="seed_values"):
+        bootstrap_interval(np.zeros(10), 0.0, 0.95, method="satterthwaite", n_seeds=3)
+    with pytest.raises(ValueError, match="`n_seeds`"):
+        bootstrap_interval(np.zeros(10), 0.0, 0.95, method="cochran-cox")
+
+
+@pytest.mark.parametrize("share, label", [(0.9, "seed-dominated"), (0.5, "mixed"),
+                                          (0.1, "document-dominated"), (float("nan"), "unknown")])
+def test_regime_labels(share, label):
+    assert regime_label(share) == label
+
+
+@pytest.mark.parametrize("regime, label", [("seed-dominated", "seed-dominated"),
+                                           ("document-dominated", "document-dominated")])
+def test_the_verdict_names_the_regime_of_its_study(regime, label):
+    st = simulate_experiment(regime_params(regime, n_docs=50), 0.1, 5, np.random.default_rng(3))
+    v = judge(st.data, rng=np.random.default_rng(0), n_resamples=400, fit=False)
+    assert v.bootstrap.regime.label == label
+    assert v.bootstrap.to_json()["regime"]["label"] == label
+    assert f"regime: {label}" in verdict_text(v)

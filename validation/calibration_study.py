@@ -1,0 +1,100 @@
+"""The calibration of one run's own design, cheaply, for `validation.verdict`.
+
+`calibration_for_study` reads it from the run's `calibration.json`, else from a cache keyed by
+the design and the parameters estimated from the run (`validation.simulate_from_run`), else runs
+a quick `validation.calibration_run.calibrate` of that one design and caches it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common.contract import DEFAULT_RNG_SEED
+from validation.calibration_results import (
+    DesignCalibration,
+    calibration_text,
+    read_calibration,
+)
+from validation.calibration_run import calibrate
+from validation.prereg import Prereg
+from validation.simulate import SimParams
+from validation.simulate_from_run import params_from_run
+
+QUICK_EXPERIMENTS = 280     # 40 per scenario: coverage to about +-0.02
+QUICK_RESAMPLES = 500
+
+
+def _design_key(params: SimParams, prereg: Prereg, n_seeds: int, n_experiments: int,
+                n_resamples: int, rng_seed: int) -> str:
+    doc = {"params": params.to_json(), "n_seeds": n_seeds, "n_experiments": n_experiments,
+           "n_resamples": n_resamples, "rng_seed": rng_seed,
+           "expected": None if params.expected is None else np.round(params.expected, 8).tolist(),
+           "prereg": {k: v for k, v in prereg.to_json().items() if k not in ("sha256", "path")}}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def calibration_for_study(data, prereg: Prereg | None = None, *, run_dir: str | Path | None = None,
+                          cache_dir: str | Path | None = None,
+                          n_experiments: int = QUICK_EXPERIMENTS, n_resamples: int = QUICK_RESAMPLES,
+                          rng_seed: int = DEFAULT_RNG_SEED) -> tuple[DesignCalibration | None, tuple[str, ...]]:
+    """The calibration of `data`'s own design (seeds, users, documents): (design, warnings).
+
+    In order: `run_dir/calibration.json` when it holds a design with the run's number of seeds
+    and users and the pre-registered interval method; then a cache entry keyed by the design,
+    the parameters estimated from the run and the settings (`cache_root()/calibration/`, or
+    `cache_dir`); else a quick calibration of that one design (`n_experiments` simulated
+    experiments with `n_resamples` resamples, no mixed-model fits: about 10-30 s), cached,
+    with a warning saying so. (None, warnings) with one seed: nothing to calibrate.
+    """
+    from common.atomic import atomic_write_text
+    prereg = Prereg() if prereg is None else prereg
+    S, J = len(data.seeds), len(data.users)
+    if S < 2:
+        return None, ("calibration skipped: one seed, the seed-level bootstrap cannot be calibrated",)
+    if run_dir is not None and (Path(run_dir) / "calibration.json").is_file():
+        try:
+            res = read_calibration(Path(run_dir) / "calibration.json")
+            for d in res.designs:
+                if d.seeds == S and d.n_users == J and d.method == prereg.interval_method:
+                    return d, ()
+        except ValueError as e:
+            warn = (f"{e}; ignored",)
+        else:
+            warn = ()
+    else:
+        warn = ()
+    notes: tuple[str, ...]
+    try:
+        params, notes = params_from_run(data)
+    except ValueError as e:
+        params, notes = SimParams().with_design(users=J, n_docs=50), (f"default parameters: {e}",)
+    key = _design_key(params, prereg, S, n_experiments, n_resamples, rng_seed)
+    if cache_dir is None:
+        from common.cache import cache_root  # the cache contract shared by every layer
+        cache_dir = cache_root() / "calibration"
+    path = Path(cache_dir) / f"{key}.json"
+    if path.is_file():
+        try:
+            return read_calibration(path).design(S), warn
+        except (ValueError, KeyError):
+            pass
+    t0 = time.perf_counter()
+    res = calibrate(params, prereg, seeds=(S,), n_experiments=n_experiments,
+                    n_resamples=n_resamples, n_model_fits=0, rng_seed=rng_seed, notes=notes)
+    try:
+        atomic_write_text(path, calibration_text(res))
+    except OSError:
+        pass  # a read-only cache only costs the next run the same seconds
+    defaults = [n for n in notes if n.startswith("default parameters")]
+    params_from = f"at their defaults ({defaults[0]})" if defaults else "estimated from this run"
+    msg = (f"calibration of this design ({S} seeds, {J} users) from a quick simulation: "
+           f"{res.designs[0].n_experiments} experiments, {n_resamples} resamples, no model fits "
+           f"({time.perf_counter() - t0:.0f} s), parameters {params_from}; coverage is "
+           f"known to about +-0.02. For the full figures: python -m validation.calibrate "
+           f"--from-run RUN_DIR --seeds {S} --out RUN_DIR")
+    return res.designs[0], warn + (msg,)
