@@ -88,6 +88,7 @@ def train_and_score(seed: int, base: GPT, prep: Prepared, train: TrainConfig, de
     torch.manual_seed(seed)
     T = base.config.block_size
     orders = [data_order(seed, k, len(st), T, train) for k, st in enumerate(prep.streams)]
+    log.info("seed %d: training %d adapters together (%d steps) ...", seed, len(prep.names), train.steps)
     t0 = time.perf_counter()
     with tqdm(total=train.steps, desc=f"seed {seed} train", file=sys.stderr, disable=not sys.stderr.isatty()) as bar:
         trained = train_adapters(base, prep.streams, orders, train, device, progress=bar)
@@ -95,6 +96,8 @@ def train_and_score(seed: int, base: GPT, prep: Prepared, train: TrainConfig, de
     model = trained.model  # frozen base + the bank just trained
     statuses = tuple(adapter_status(trained.diverged[k], mean_check_nll(model, prep.checks[k], k + 1, device),
                                     prep.base_check[k]) for k in range(len(prep.names)))
+    log.info("seed %d: trained in %.1f s; scoring %d adapters on %d users' held-out text ...", seed, t_train,
+             len(prep.names), len(prep.windows))
     frames = [prep.base_docs]
     for k, name in enumerate(prep.names):
         for j, w in prep.windows.items():
@@ -119,7 +122,7 @@ def run_seed(seed: int, base: BaseModel, prep: Prepared, s: GridSettings, run_di
     timing = {"seed": seed, "train_s": r.train_s, "eval_s": r.eval_s, "statuses": dict(zip(prep.names, r.statuses)),
               "base_model_sha256": base.sha256}
     rundir.write_json(timing, seed_dir / "done.json")
-    log.info("seed %d: trained in %.1f s, evaluated in %.1f s; %s", seed, r.train_s, r.eval_s,
+    log.info("seed %d: done (trained in %.1f s, evaluated in %.1f s); statuses: %s", seed, r.train_s, r.eval_s,
              ", ".join(f"{n}={st}" for n, st in zip(prep.names, r.statuses)))
     return timing
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
-from common.contract import OK
+from common.contract import CONTROLS, OK
 from fixtures.corpus import FixtureError
 from runners import rundir
 from runners.execute import run_grid
@@ -50,22 +50,49 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def format_matrix(cells: pl.DataFrame) -> str:
+    """The confusion matrix as an aligned text table: perplexity per byte, geometric mean over
+    seeds; rows = adapters (users in column order, then the controls), columns = whose held-out
+    text; the diagonal (own adapter on own text) marked with `*`."""
+    gm = cells.group_by(["adapter", "eval"]).agg(pl.col("ppl").log().mean().exp().alias("ppl"))
+    ppl = {(r["adapter"], r["eval"]): r["ppl"] for r in gm.iter_rows(named=True)}
+    users = sorted(set(cells["eval"].to_list()), key=cells["eval"].to_list().index)
+    rows = users + sorted({a for a, _ in ppl} - set(users), key=lambda a: (a not in CONTROLS, a))
+    label_w = max(len("adapter \\ eval"), *(len(r) for r in rows))
+    col_w = [max(9, len(u)) for u in users]
+
+    def cell(a: str, j: str) -> str:
+        v = ppl.get((a, j))
+        return "-" if v is None else f"{v:.3f}" + ("*" if a == j else " ")
+
+    lines = ["adapter \\ eval".ljust(label_w) + "  " + "  ".join(u.rjust(w + 1) for u, w in zip(users, col_w))]
+    lines.append("-" * len(lines[0]))
+    for a in rows:
+        lines.append(a.ljust(label_w) + "  " + "  ".join(cell(a, j).rjust(w + 1) for j, w in zip(users, col_w)))
+    return "\n".join(lines)
+
+
 def summary(run_dir: Path) -> str:
+    """What the grid prints when it is done: the matrix in words and numbers, and the next step."""
     cells = pl.read_parquet(run_dir / "cells.parquet")
-    table = (cells.group_by(["adapter", "eval"], maintain_order=True).agg(pl.col("ppl").log().mean().exp().alias("ppl"))
-             .pivot(on="eval", index="adapter", values="ppl"))
+    seeds = cells["seed"].n_unique()
     bad = cells.filter(pl.col("status") != OK)
-    lines = [f"run: {run_dir}", "perplexity per byte (geometric mean over seeds); rows = adapter, columns = eval user",
-             str(table)]
+    lines = [f"run directory: {run_dir}",
+             f"held-out perplexity per byte, geometric mean over {seeds} seed{'s' if seeds != 1 else ''} "
+             "(lower is better; * = own adapter on own text, which should win its column if adapters personalize):",
+             "", format_matrix(cells), ""]
     if len(bad):
-        lines.append(f"{len(bad)} cells not ok: " + ", ".join(sorted(set(bad["status"].to_list()))))
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(bad.group_by("status").len().iter_rows()))
+        lines.append(f"warning: {len(bad)} cell(s) not ok ({kinds}); the verdict's gate fails on diverged cells "
+                     "(statuses: docs/formats.md)")
+    lines.append(f"next: python -m validation.verdict --run {run_dir}   (statistics, criteria, report, exit code)")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+                        format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
         settings = settings_from_args(args)
         fs = load_fixtures(args.fixture_set, args.fixtures, parse_sources(args.source))

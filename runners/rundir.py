@@ -56,6 +56,12 @@ class RunLock:
         return self
 
     def __exit__(self, *exc) -> None:
+        # remove the file while still holding the lock (all writes are done), so a finished run
+        # directory keeps no stale `.lock` naming a dead pid
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
         fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
         self._fh.close()
 

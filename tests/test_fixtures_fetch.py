@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fixtures import FixtureError, load_fixture_set
-from fixtures.fetch import (SourceSpec, deb_member, ensure_source, files_digest, is_cached,
+from fixtures.fetch import (SourceSpec, cached_route, deb_member, ensure_source, files_digest, is_cached,
                             json_files_digest, tar_member)
 from fixtures.sources import ALL_SOURCES, BOTCHAN
 
@@ -45,6 +45,13 @@ def test_first_route_that_works_is_cached_and_the_cache_reused(tmp_path):
     assert (broken.calls, good.calls) == (1, 1) and (tmp_path / "fake.txt").read_bytes() == TEXT
     assert ensure_source(spec, tmp_path) == TEXT and good.calls == 1  # from the cache
     assert is_cached(spec, tmp_path)
+    # the provenance names the route that actually fetched it, not every possible one
+    assert cached_route(spec, tmp_path).startswith("route 1, fetched ")
+
+
+def test_a_cache_without_a_route_record_says_so(tmp_path):
+    (tmp_path / "fake.txt").write_bytes(TEXT)
+    assert cached_route(_spec(Route(None)), tmp_path) == "cached copy (route not recorded)"
 
 
 def test_tampered_cache_is_refetched(tmp_path):

@@ -107,3 +107,27 @@ def test_real_command_end_to_end(tmp_path, cache_env):
     assert len(cells) == 2 * 5 * 3 and set(cells["status"]) <= {"ok", "worse_than_base", "diverged"}
     again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "already done, kept" in again.stderr
+
+
+def test_the_grid_ends_with_a_readable_matrix_and_the_next_step(tmp_path):
+    import polars as pl
+
+    from runners.grid import format_matrix, summary
+
+    cells = pl.DataFrame({"seed": [0] * 8 + [1] * 8,
+                          "adapter": ["alice", "alice", "bob", "bob", "base", "base", "pooled", "pooled"] * 2,
+                          "eval": ["alice", "bob"] * 8,
+                          "ppl": [3.0, 5.2, 4.0, 4.1, 5.0, 6.0, 4.2, 4.9] + [3.0 * 4, 5.2, 4.0, 4.1, 5.0, 6.0, 4.2, 4.9],
+                          "status": ["ok"] * 15 + ["diverged"]})
+    lines = format_matrix(cells).splitlines()
+    assert lines[0].split() == ["adapter", "\\", "eval", "alice", "bob"]
+    # rows: users in column order, then the controls; geometric mean over seeds (3 and 12 -> 6)
+    assert [ln.split()[0] for ln in lines[2:]] == ["alice", "bob", "base", "pooled"]
+    assert lines[2].split()[1:] == ["6.000*", "5.200"] and lines[3].split()[1:] == ["4.000", "4.100*"]
+    run = tmp_path / "run"
+    run.mkdir()
+    cells.write_parquet(run / "cells.parquet")
+    text = summary(run)
+    assert "shape:" not in text and "f64" not in text  # no raw polars frame dump
+    assert "geometric mean over 2 seeds" in text and "1 cell(s) not ok (1 diverged)" in text
+    assert text.splitlines()[-1].startswith(f"next: python -m validation.verdict --run {run}")

@@ -96,10 +96,12 @@ def test_interrupted_run_resumes_to_the_same_cells(tmp_path, cache_env, fs):
 def test_lock_stops_a_second_runner(tmp_path, cache_env, fs):
     s = tiny_settings(tmp_path / "runs", tmp_path / "prereg.toml", seeds=(0,))
     first = run_grid(fs, s)
+    assert not (first / ".lock").exists()  # a finished run keeps no stale lock naming a dead pid
     with rundir.RunLock(first):
         with pytest.raises(rundir.RunLocked, match=r"locked by another runner .*pass a different `--out`"):
             run_grid(fs, s)
     run_grid(fs, s)  # released: fine again
+    assert not (first / ".lock").exists()
 
 
 def test_run_id_changes_with_the_configuration(tmp_path, cache_env, fs):
