@@ -33,8 +33,8 @@ $(if $(strip $(VENV)),$(VENV)/bin/python):
 # packages from PyPI; `==2.13.0` also matches PyTorch's `2.13.0+cpu` wheels, which the CPU index serves.
 setup: $(if $(strip $(VENV)),$(VENV)/bin/python)
 	@$(PY) -c "import torch" 2>/dev/null && echo "torch already installed: $$($(PY) -c 'import torch; print(torch.__version__)') (kept)" \
-		|| { echo "$(PY) -m pip install torch==$(TORCH_VERSION) $(if $(strip $(TORCH_INDEX_URL)),--extra-index-url $(TORCH_INDEX_URL))"; \
-		     $(PY) -m pip install -q "torch==$(TORCH_VERSION)" $(if $(strip $(TORCH_INDEX_URL)),--extra-index-url $(TORCH_INDEX_URL)); }
+		|| { echo "$(PY) -m pip install --retries 1 torch==$(TORCH_VERSION) $(if $(strip $(TORCH_INDEX_URL)),--extra-index-url $(TORCH_INDEX_URL))"; \
+		     $(PY) -m pip install -q --retries 1 "torch==$(TORCH_VERSION)" $(if $(strip $(TORCH_INDEX_URL)),--extra-index-url $(TORCH_INDEX_URL)); }
 	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
 
 run: setup
