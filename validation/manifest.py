@@ -30,19 +30,16 @@ class Provenance:
     notes: str | None = None
 
 
-@dataclass(frozen=True)
-class UserRecord:
+@dataclass(frozen=True, kw_only=True)
+class UserRecord(Provenance):
+    """One user of the fixture set: its text's hash and sizes, and where the text came from."""
+
     name: str
     sha256: str
     train_bytes: int
     heldout_bytes: int
     n_train_docs: int
     n_heldout_docs: int
-    source: str | None = None
-    licence: str | None = None
-    source_sha256: str | None = None
-    route: str | None = None
-    notes: str | None = None
 
 
 @dataclass(frozen=True)
