@@ -8,7 +8,11 @@ from dataclasses import replace
 import numpy as np
 
 from validation import Prereg, judge
-from validation.model_reading import diagnostic_readings, effect_line, is_raw_model_warning
+from validation.model_reading import (
+    diagnostic_readings,
+    effect_line,
+    is_raw_model_warning,
+)
 from validation.outputs import verdict_json, verdict_text
 from validation.simulate import simulate_study
 
@@ -60,8 +64,8 @@ def test_one_seed_and_failed_fits_say_what_the_interval_leaves_out():
     failed = replace(one, fallback="ols: mixedlm failed",
                      warnings=("mixed model failed with every optimizer (lbfgs: LinAlgError)",))
     readings = diagnostic_readings(failed)
-    assert readings == ("the mixed model could not be fitted, so the effect comes from a plain "
-                        "regression that ignores seed-to-seed variation: its interval is too narrow",)
+    assert readings == (("the mixed model could not be fitted, so the effect comes from a plain "
+                         "regression that ignores seed-to-seed variation: its interval is too narrow"),)
 
 
 def test_unrecognised_model_notes_pass_through_and_raw_ones_are_recognised():

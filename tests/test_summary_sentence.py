@@ -28,7 +28,7 @@ def test_strict_pass_names_the_bar_every_user_and_the_generic_control():
     v = _verdict(personalization=0.3)
     assert _statuses(v) == ("PASS", "PASS", "NOT_TRIGGERED")
     s = summary_sentence(v)
-    lo, hi = sorted(u.margin for u in v.users)[0], sorted(u.margin for u in v.users)[-1]
+    lo, hi = min(u.margin for u in v.users), max(u.margin for u in v.users)
     assert s == ("Own adapters beat the best other user's adapter by more than 10% for every user "
                  f"(margins {lo:+.1%} to {hi:+.1%}): personalization, beyond what the generic "
                  "adapter buys.")
@@ -73,12 +73,12 @@ def test_inverted_users_are_named_whether_or_not_lenient_passes():
 
 
 @pytest.mark.parametrize("kw, note", [
-    (dict(with_docs=False), "(no per-document data, so the intervals come from the seeds alone)."),
-    (dict(n_seeds=1), "(one seed, so run-to-run variation is unknown)."),
-    (dict(n_seeds=1, with_docs=False),
+    ({"with_docs": False}, "(no per-document data, so the intervals come from the seeds alone)."),
+    ({"n_seeds": 1}, "(one seed, so run-to-run variation is unknown)."),
+    ({"n_seeds": 1, "with_docs": False},
      "(one seed, so run-to-run variation is unknown; no per-document data either, so there are no intervals)."),
-    (dict(controls=()), "; with no pooled control in this input, personalization cannot be told apart "
-                        "from what any adapter buys."),
+    ({"controls": ()}, ("; with no pooled control in this input, personalization cannot be told apart "
+                        "from what any adapter buys.")),
 ])
 def test_degraded_inputs_say_what_the_sentence_cannot_claim(kw, note):
     v = _verdict(personalization=0.3, **kw)

@@ -11,7 +11,7 @@ import math
 
 from validation.results import ModelFit, ModelKind
 
-__all__ = ["effect_line", "diagnostic_readings", "is_raw_model_warning"]
+__all__ = ["diagnostic_readings", "effect_line", "is_raw_model_warning"]
 
 # statsmodels' and our own raw diagnostics that `diagnostic_readings` translates
 _BOUNDARY = "MLE may be on the boundary"
