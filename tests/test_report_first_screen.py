@@ -30,7 +30,7 @@ def full_html(full):
 
 
 def test_the_answer_sentence_opens_the_page_right_under_the_title(full, full_html):
-    verdict, data = full
+    verdict, _ = full
     body = full_html[full_html.index("<body>"):]
     h1 = body.index("<h1>")
     answer = body.index('id="answer"')
@@ -40,7 +40,7 @@ def test_the_answer_sentence_opens_the_page_right_under_the_title(full, full_htm
 
 
 def test_title_is_the_runs_name_and_date(full, full_html):
-    verdict, data = full
+    _, data = full
     created = data.manifest.created[:10]
     assert page_title(data) == f"Run {data.manifest.run_id}, {created}"
     assert f"<title>Run {data.manifest.run_id}, {created}</title>" in full_html
