@@ -77,7 +77,8 @@ def calibration_chart(design: DesignCalibration) -> alt.HConcatChart:
         x=alt.X("truth:N", sort=None, title="true margin vs threshold"),
         y=alt.Y("rate:Q", axis=alt.Axis(format="%"), title="share of experiments"),
         color=alt.Color("status:N", scale=alt.Scale(domain=_STATUS_ORDER, range=_STATUS_COLORS),
-                        title="status (pass = TRIGGERED for catastrophic)"),
+                        # one short line each: a single long title is cut off at the legend's width
+                        title=["status", "(pass = TRIGGERED", "for catastrophic)"]),
         order=alt.Order("status_order:Q"),
         tooltip=["criterion:N", "relation:N", "true_margin:Q", "status:N",
                  alt.Tooltip("rate:Q", format=".1%"), "n:Q"],

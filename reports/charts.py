@@ -7,6 +7,8 @@ binning and axis scales are Vega-Lite's drawing of the numbers it is given.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import altair as alt
 import polars as pl
 
@@ -170,19 +172,32 @@ def decomposition_chart(gains: pl.DataFrame) -> alt.FacetChart:
         "user:N", title=None, header=alt.Header(labelAngle=0, labelAlign="left"))))
 
 
-def training_curves(log: pl.DataFrame) -> alt.FacetChart:
-    """Training loss per step, one panel per adapter, one line per seed.
+def training_curves(log: pl.DataFrame, users: Sequence[str] | None = None) -> alt.TopLevelMixin:
+    """Training loss per step, one panel per adapter, one line per seed: the users' adapters
+    first, then the controls (`pooled`, leave-one-out, ...: every adapter not in `users`) in a
+    row of their own, so no control is read as a user. `users=None`: every adapter is a user's.
 
     `log`: seed, adapter, step, loss.
     """
     ds = _Datasets("training")
-    line = alt.Chart().mark_line(strokeWidth=1.2, opacity=0.85).encode(
-        x=alt.X("step:Q", title="step"),
-        y=alt.Y("loss:Q", title="training loss", scale=alt.Scale(zero=False)),
-        color=alt.Color("seed:N", title="seed"),
-        tooltip=["adapter:N", "seed:N", "step:Q", alt.Tooltip("loss:Q", format=".4f")])
-    return ds.attach(line.properties(width=240, height=150).facet(
-        data=ds(log), facet=alt.Facet("adapter:N", title=None), columns=3))
+    names = log["adapter"].unique(maintain_order=True).to_list()
+    user_set = set(names if users is None else users)
+
+    def panels(rows: pl.DataFrame, title: str) -> alt.FacetChart:
+        line = alt.Chart().mark_line(strokeWidth=1.2, opacity=0.85).encode(
+            x=alt.X("step:Q", title="step"),
+            y=alt.Y("loss:Q", title="training loss", scale=alt.Scale(zero=False)),
+            color=alt.Color("seed:N", title="seed"),
+            tooltip=["adapter:N", "seed:N", "step:Q", alt.Tooltip("loss:Q", format=".4f")])
+        return line.properties(width=240, height=150).facet(
+            data=ds(rows), facet=alt.Facet("adapter:N", title=None), columns=3,
+            title=alt.TitleParams(title, anchor="start", fontSize=12))
+
+    mine = log.filter(pl.col("adapter").is_in(list(user_set)))
+    controls = log.filter(~pl.col("adapter").is_in(list(user_set)))
+    parts = [panels(df, title) for df, title in
+             ((mine, "users' own adapters"), (controls, "controls (not users)")) if df.height]
+    return ds.attach(parts[0] if len(parts) == 1 else alt.vconcat(*parts, spacing=24))
 
 
 def model_effects(effects: pl.DataFrame, level: float, kind: str) -> alt.LayerChart:

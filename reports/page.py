@@ -23,7 +23,9 @@ from reports import bundle, charts, tables
 from reports.calibration import calibration_chart, calibration_table
 from common.atomic import atomic_write_bytes, atomic_write_text
 from validation.calibration_results import DesignCalibration
+from validation.model_reading import diagnostic_readings
 from validation.results import BootstrapMode, StudyData, Verdict
+from validation.summary_sentence import summary_sentence
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("reports", "templates"),
@@ -106,8 +108,9 @@ def chart_sections(verdict: Verdict, data: StudyData,
     log = tables.training_table(data)
     out.append(ChartSection(
         "training", "Training curves", "Training loss per logged step, one panel per adapter, "
-        "one line per seed. Divergence or a flat curve shows here first.",
-        charts.training_curves(log) if log is not None else None,
+        "one line per seed: the users' own adapters first, the controls below them. Divergence "
+        "or a flat curve shows here first.",
+        charts.training_curves(log, data.users) if log is not None else None,
         None if log is not None else
         "No training log in this input (e.g. a matrix judged with --cells): curves unavailable."))
     model = verdict.model
@@ -200,6 +203,17 @@ def _frame_rows(df: pl.DataFrame) -> tuple[list[str], list[tuple[bool, list[str]
                          [_fmt(v) for v in row]) for row in df.iter_rows()]
 
 
+def page_title(data: StudyData, today: _dt.date | None = None) -> str:
+    """The run's name and date: `Run <run id>, <YYYY-MM-DD>` (the manifest's `created`); for an
+    input without a manifest, the input's name and the date it was judged."""
+    manifest = data.manifest
+    created = str(manifest.created or "")[:10] if manifest is not None else ""
+    if manifest is not None and created:
+        return f"Run {manifest.run_id}, {created}"
+    name = manifest.run_id if manifest is not None else (data.source.name if data.source else "external input")
+    return f"{name}, judged {(today or _dt.datetime.now(_dt.timezone.utc).date()).isoformat()}"
+
+
 def render_report(verdict: Verdict, data: StudyData, *, title: str | None = None,
                   calibration: DesignCalibration | None = None) -> str:
     """The report as an HTML string (see `write_report`)."""
@@ -213,7 +227,9 @@ def render_report(verdict: Verdict, data: StudyData, *, title: str | None = None
     manifest_leaves, manifest_records = tables.manifest_tables(manifest.to_json()) if manifest else ([], [])
     provenance, fixtures = tables.provenance_summary(manifest) if manifest else ([], None)
     context = {
-        "title": title or f"Verdict: {run_id}",
+        "title": title or page_title(data),
+        "answer": summary_sentence(verdict),
+        "model_readings": diagnostic_readings(verdict.model) if verdict.model is not None else (),
         "run_id": run_id,
         "verdict": verdict,
         "criteria": crit,

@@ -184,10 +184,17 @@ def test_calibration_for_study_uses_the_run_file_then_the_cache(small_calibratio
     write_calibration(small_calibration, tmp_path / "run")
     d, warnings = calibration_for_study(st.data, run_dir=tmp_path / "run", cache_dir=tmp_path / "c")
     assert d == small_calibration.design(3) and warnings == ()
-    d1, w1 = calibration_for_study(st.data, cache_dir=tmp_path / "c", n_experiments=10, n_resamples=50)
+    ticks = []
+    d1, w1 = calibration_for_study(st.data, cache_dir=tmp_path / "c", n_experiments=10, n_resamples=50,
+                                   progress=lambda done, total: ticks.append((done, total)))
     assert d1.seeds == 3 and d1.n_experiments == 14 and "quick simulation" in w1[-1]
-    d2, w2 = calibration_for_study(st.data, cache_dir=tmp_path / "c", n_experiments=10, n_resamples=50)
-    assert d2 == d1 and w2 == ()
+    assert ticks and ticks[-1] == (14, 14) and [d for d, _ in ticks] == sorted(d for d, _ in ticks)
+    # read from the cache: the same figures and the same warning (seconds included), no progress
+    ticks.clear()
+    d2, w2 = calibration_for_study(st.data, cache_dir=tmp_path / "c", n_experiments=10, n_resamples=50,
+                                   progress=lambda done, total: ticks.append((done, total)))
+    assert d2 == d1 and w2 == w1 and ticks == []
+    assert f"computed in {d1.wall_s:.0f} s" in w2[-1]
     one_seed = simulate_experiment(SimParams(), 0.1, 1, np.random.default_rng(0))
     assert calibration_for_study(one_seed.data, cache_dir=tmp_path / "c")[0] is None
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
+import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from validation.calibration_results import (
     calibration_text,
     read_calibration,
 )
+from validation.calibration_plan import scenarios
 from validation.calibration_run import calibrate
 from validation.prereg import Prereg
 from validation.simulate import SimParams
@@ -41,15 +43,20 @@ def _design_key(params: SimParams, prereg: Prereg, n_seeds: int, n_experiments: 
 def calibration_for_study(data, prereg: Prereg | None = None, *, run_dir: str | Path | None = None,
                           cache_dir: str | Path | None = None,
                           n_experiments: int = QUICK_EXPERIMENTS, n_resamples: int = QUICK_RESAMPLES,
-                          rng_seed: int = DEFAULT_RNG_SEED) -> tuple[DesignCalibration | None, tuple[str, ...]]:
+                          rng_seed: int = DEFAULT_RNG_SEED,
+                          progress: Callable[[int, int], None] | None = None,
+                          ) -> tuple[DesignCalibration | None, tuple[str, ...]]:
     """The calibration of `data`'s own design (seeds, users, documents): (design, warnings).
 
     In order: `run_dir/calibration.json` when it holds a design with the run's number of seeds
     and users and the pre-registered interval method; then a cache entry keyed by the design,
     the parameters estimated from the run and the settings (`cache_root()/calibration/`, or
     `cache_dir`); else a quick calibration of that one design (`n_experiments` simulated
-    experiments with `n_resamples` resamples, no mixed-model fits: about 10-30 s), cached,
-    with a warning saying so. (None, warnings) with one seed: nothing to calibrate.
+    experiments with `n_resamples` resamples, no mixed-model fits: 5-15 s for a 3-user design,
+    see benchmarks/bench_quick_calibration.py), cached. A quick calibration carries the same
+    warning whether it was computed now or read from the cache (its figures are the same), with
+    the seconds it took when computed. `progress(done, total)` is called as simulated
+    experiments finish (only when one is computed). (None, warnings) with one seed.
     """
     from common.atomic import atomic_write_text
     prereg = Prereg() if prereg is None else prereg
@@ -78,23 +85,38 @@ def calibration_for_study(data, prereg: Prereg | None = None, *, run_dir: str | 
         from common.cache import cache_root  # the cache contract shared by every layer
         cache_dir = cache_root() / "calibration"
     path = Path(cache_dir) / f"{key}.json"
+    defaults = [n for n in notes if n.startswith("default parameters")]
+    params_from = f"at their defaults ({defaults[0]})" if defaults else "estimated from this run"
     if path.is_file():
         try:
-            return read_calibration(path).design(S), warn
+            design = read_calibration(path).design(S)
+            return design, warn + (quick_calibration_note(design, n_resamples, params_from),)
         except (ValueError, KeyError):
             pass
-    t0 = time.perf_counter()
+    callback = None
+    if progress is not None:
+        total = math.ceil(n_experiments / len(scenarios(prereg, J))) * len(scenarios(prereg, J))
+        done = 0
+
+        def callback(_seeds: int, _rung: int, n: int) -> None:
+            nonlocal done
+            done += n
+            progress(min(done, total), total)
     res = calibrate(params, prereg, seeds=(S,), n_experiments=n_experiments,
-                    n_resamples=n_resamples, n_model_fits=0, rng_seed=rng_seed, notes=notes)
+                    n_resamples=n_resamples, n_model_fits=0, rng_seed=rng_seed, notes=notes,
+                    progress=callback)
     try:
         atomic_write_text(path, calibration_text(res))
     except OSError:
         pass  # a read-only cache only costs the next run the same seconds
-    defaults = [n for n in notes if n.startswith("default parameters")]
-    params_from = f"at their defaults ({defaults[0]})" if defaults else "estimated from this run"
-    msg = (f"calibration of this design ({S} seeds, {J} users) from a quick simulation: "
-           f"{res.designs[0].n_experiments} experiments, {n_resamples} resamples, no model fits "
-           f"({time.perf_counter() - t0:.0f} s), parameters {params_from}; coverage is "
-           f"known to about +-0.02. For the full figures: python -m validation.calibrate "
-           f"--from-run RUN_DIR --seeds {S} --out RUN_DIR")
-    return res.designs[0], warn + (msg,)
+    return res.designs[0], warn + (quick_calibration_note(res.designs[0], n_resamples, params_from),)
+
+
+def quick_calibration_note(design: DesignCalibration, n_resamples: int, params_from: str) -> str:
+    """The warning attached to a quick calibration, identical whether it was just computed or
+    read from the cache: the figures and the seconds it took when computed are both stored."""
+    return (f"calibration of this design ({design.seeds} seeds, {design.n_users} users) from a "
+            f"quick simulation: {design.n_experiments} experiments, {n_resamples} resamples, no "
+            f"model fits (computed in {design.wall_s:.0f} s, then cached), parameters {params_from}; "
+            f"coverage is known to about +-0.02. For the full figures: python -m validation.calibrate "
+            f"--from-run RUN_DIR --seeds {design.seeds} --out RUN_DIR")

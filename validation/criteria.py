@@ -60,9 +60,9 @@ def catastrophic(users, point, low, high, eq_low, eq_high, delta: float) -> Crit
     low, point, eq_low, eq_high = map(np.asarray, (low, point, eq_low, eq_high))
     inside = (eq_low > -delta) & (eq_high < delta)
     if np.all(inside):
-        status, why = Status.TRIGGERED, f"every user's equivalence CI inside (-{delta:g}, +{delta:g}): off-diagonal adapters are as good"
+        status, why = Status.TRIGGERED, f"every user's equivalence CI inside (-{delta:.0%}, +{delta:.0%}): off-diagonal adapters are as good"
     elif np.any(low >= delta):
-        status, why = Status.NOT_TRIGGERED, f"CI low >= {delta:g} for: {_names(users, low >= delta)}"
+        status, why = Status.NOT_TRIGGERED, f"CI low >= {delta:.0%} for: {_names(users, low >= delta)}"
     else:
         status, why = Status.INCONCLUSIVE, f"neither equivalent nor clearly apart; not equivalent: {_names(users, ~inside)}"
     point_status = Status.TRIGGERED if np.all(np.abs(point) < delta) else Status.NOT_TRIGGERED

@@ -10,7 +10,9 @@ import math
 import xml.etree.ElementTree as ET
 from typing import Any
 
+from validation.model_reading import diagnostic_readings, effect_line, is_raw_model_warning
 from validation.results import Verdict
+from validation.summary_sentence import summary_sentence
 
 
 def _pct(x: float | None) -> str:
@@ -28,6 +30,7 @@ def _share(x: float) -> str:
 def verdict_json(verdict: Verdict, calibration: Any = None) -> str:
     """verdict.json; `calibration` (a `DesignCalibration`, or None) under the key `calibration`."""
     doc = verdict.to_json()
+    doc["summary"] = summary_sentence(verdict)
     doc["calibration"] = None if calibration is None else calibration.to_json()
     return json.dumps(doc, indent=2, allow_nan=False) + "\n"
 
@@ -36,6 +39,12 @@ def _banner(v: Verdict) -> str:
     if v.prereg.locked:
         return f"pre-registered (prereg sha256 {v.prereg.sha256[:12]}, matches the run manifest)"
     return f"*** NOT PRE-REGISTERED *** ({v.prereg.note})"
+
+
+def _bar(c) -> str:
+    """A criterion's threshold in the margins' unit: 'bar 10%', or '+-2%' for the equivalence band."""
+    pct = f"{100 * c.threshold:.3g}%"
+    return f"within +-{pct}" if c.name == "catastrophic" else f"bar {pct}"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -47,7 +56,8 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def verdict_text(v: Verdict, source: str = "") -> str:
     """The readable verdict table printed on stdout."""
     level = f"{v.bootstrap.level:.0%}"
-    lines = [f"VERDICT: gate {'PASSED' if v.gate.passed else 'FAILED'} (exit {v.exit_code})   {_banner(v)}"]
+    lines = [f"VERDICT: gate {'PASSED' if v.gate.passed else 'FAILED'} (exit {v.exit_code})   {_banner(v)}",
+             summary_sentence(v), ""]
     if source:
         lines.append(f"input: {source}")
     b = v.bootstrap
@@ -65,22 +75,24 @@ def verdict_text(v: Verdict, source: str = "") -> str:
     lines.append("margin = 1 - ppl(own) / ppl(best other user adapter); "
                  "* worst-other margin is anti-conservative, for comparison only")
     lines.append("")
-    rows = [[c.name.upper(), c.status.value, c.point.value, f"{c.threshold:g}", c.explanation]
+    rows = [[c.name.upper(), c.status.value, c.point.value, _bar(c), c.explanation]
             for c in v.criteria]
     lines += _table(["criterion", "status (CI)", "point reading", "threshold", "why"], rows)
     lines.append("")
     if v.model is not None:
-        m = v.model
-        lines.append(f"model ({m.kind.value}): diag effect {m.diagonal_effect:+.4f} log ppl "
-                     f"(ppl ratio {math.exp(m.diagonal_effect):.3f}), {level} CI "
-                     f"[{m.diagonal_ci.low:+.4f}, {m.diagonal_ci.high:+.4f}]; "
-                     f"converged: {m.converged}; singular: {', '.join(m.singular_components) or 'none'}; "
-                     f"fallback: {m.fallback or 'none'}")
+        lines.append(effect_line(v.model, v.bootstrap.level))
+        lines += [f"  - {r}" for r in diagnostic_readings(v.model)]
+        lines.append("  (optimizer and statsmodels diagnostics: verdict.json, `model`; and the report)")
     lines.append(f"gate: {'PASSED' if v.gate.passed else 'FAILED'}")
     lines += [f"  - {r}" for r in v.gate.reasons]
-    if v.warnings:
+    shown = [w for w in v.warnings if not is_raw_model_warning(w) and not w.startswith("raw: ")]
+    n_raw = sum(w.startswith("raw: ") for w in v.warnings)
+    if n_raw:
+        shown.append(f"{n_raw} numerical library warning{'s' if n_raw > 1 else ''} while judging "
+                     "(verdict.json, `warnings`, entries starting `raw:`)")
+    if shown:
         lines.append("warnings:")
-        lines += [f"  - {w}" for w in v.warnings]
+        lines += [f"  - {w}" for w in shown]
     return "\n".join(lines) + "\n"
 
 
@@ -122,7 +134,7 @@ def junit_xml(v: Verdict) -> str:
 def markdown_summary(v: Verdict) -> str:
     """For $GITHUB_STEP_SUMMARY."""
     level = f"{v.bootstrap.level:.0%}"
-    out = [f"## Verdict: gate {'PASSED ✅' if v.gate.passed else 'FAILED ❌'}", ""]
+    out = [f"## Verdict: gate {'PASSED ✅' if v.gate.passed else 'FAILED ❌'}", "", summary_sentence(v), ""]
     if not v.prereg.locked:
         out += [f"> **NOT PRE-REGISTERED**: {v.prereg.note}", ""]
     out += ["| criterion | status | point reading | threshold |", "|---|---|---|---|"]

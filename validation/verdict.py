@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 import traceback
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -43,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-report", action="store_true", help="do not write report.html")
     p.add_argument("--no-calibration", action="store_true",
                    help="skip the simulated calibration of this design (otherwise read from the "
-                        "run's calibration.json or the cache, else computed quickly: ~20 s, cached)")
+                        "run's calibration.json or the cache, else computed quickly: 5-15 s, cached)")
     p.add_argument("--charts", choices=("svg", "png"),
                    help="also write every chart as <out>/charts/<name>.svg|png (for papers)")
     return p
@@ -56,9 +58,32 @@ def _calibration(args, data, prereg, run_dir: Path | None):
                       "trusted for this design was not measured",)
     from validation.calibrate import calibration_for_study
     try:
-        return calibration_for_study(data, prereg, run_dir=run_dir)
+        return calibration_for_study(data, prereg, run_dir=run_dir, progress=_Progress())
     except Exception as e:  # an optional extra must never cost a finished verdict
         return None, (f"calibration failed ({type(e).__name__}: {e}); the verdict does not depend on it",)
+
+
+class _Progress:
+    """Progress of the quick calibration on stderr: silent for its first 2 s, then a line every
+    2 s (rewritten in place on a terminal), and a closing line with the seconds it took."""
+
+    def __init__(self, stream=None, quiet_s: float = 2.0, every_s: float = 2.0) -> None:
+        self.stream, self.quiet_s, self.every_s = stream or sys.stderr, quiet_s, every_s
+        self.t0 = time.perf_counter()
+        self.last = -1.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.perf_counter() - self.t0
+        if done < total and (now < self.quiet_s or now - self.last < self.every_s):
+            return
+        if done >= total and self.last < 0:
+            return  # finished before anything was shown: nothing to close
+        self.last = now
+        tty = getattr(self.stream, "isatty", lambda: False)()
+        text = (f"calibrating the intervals for this design (quick simulation, cached "
+                f"afterwards): {done}/{total} experiments, {now:.0f} s")
+        end = "\n" if done >= total or not tty else ""
+        print(("\r" if tty else "") + text, end=end, file=self.stream, flush=True)
 
 
 def _load(args):
@@ -103,12 +128,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.n_resamples is not None and args.n_resamples < 1:
             raise InputError(f"`--n-resamples` must be a positive integer; got {args.n_resamples}.")
         rng_seed = prereg.rng_seed if args.rng_seed is None else args.rng_seed
-        verdict = judge(data, prereg, rng=np.random.default_rng(rng_seed),
-                        n_resamples=args.n_resamples, prereg_status=status)
+        with warnings.catch_warnings(record=True) as raw:  # raw library warnings never reach
+            warnings.simplefilter("always")                # the terminal: verdict.json keeps them
+            verdict = judge(data, prereg, rng=np.random.default_rng(rng_seed),
+                            n_resamples=args.n_resamples, prereg_status=status)
+            calibration, cal_warnings = _calibration(args, data, prereg, run_dir)
+        verdict = _with_raw_warnings(verdict, raw)
         if args.n_resamples is not None and args.n_resamples != prereg.n_resamples:
             verdict = _with_warning(verdict, f"--n-resamples {args.n_resamples} differs from the "
                                     f"pre-registered {prereg.n_resamples}")
-        calibration, cal_warnings = _calibration(args, data, prereg, run_dir)
         if cal_warnings:
             verdict = replace(verdict, warnings=verdict.warnings + tuple(cal_warnings))
         texts = {"verdict.json": verdict_json(verdict, calibration), "junit.xml": junit_xml(verdict)}
@@ -138,6 +166,14 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as e:
             print(f"warning: cannot append to $GITHUB_STEP_SUMMARY ({summary}): {e}", file=sys.stderr)
     return verdict.exit_code
+
+
+def _with_raw_warnings(verdict, caught):
+    """Library warnings caught while judging, once each, as `raw: ...` entries of verdict.json
+    (`validation.outputs.verdict_text` counts them instead of printing them)."""
+    seen = tuple(dict.fromkeys(f"raw: {w.category.__name__}: {str(w.message).splitlines()[0]}"
+                               for w in caught))
+    return replace(verdict, warnings=verdict.warnings + seen) if seen else verdict
 
 
 def _with_warning(verdict, message: str):
