@@ -35,7 +35,8 @@ def verdict_json(verdict: Verdict, calibration: Any = None) -> str:
 def _banner(v: Verdict) -> str:
     if v.prereg.locked:
         return f"pre-registered (prereg sha256 {v.prereg.sha256[:12]}, matches the run manifest)"
-    return f"*** NOT PRE-REGISTERED *** ({v.prereg.note})"
+    accepted = "; accepted with --accept-not-preregistered" if v.prereg.accepted else ""
+    return f"*** NOT PRE-REGISTERED *** ({v.prereg.note}{accepted})"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -90,6 +91,8 @@ def junit_xml(v: Verdict) -> str:
     suite = ET.Element("testsuite", name="validation.verdict")
     props = ET.SubElement(suite, "properties")
     for k, val in (("preregistration", v.prereg.label), ("prereg_sha256", v.prereg.sha256),
+                   ("prereg_overrides", "; ".join(v.prereg.overrides)),
+                   ("accepted_not_preregistered", str(v.prereg.accepted).lower()),
                    ("bootstrap_mode", v.bootstrap.mode.value), ("comparator", v.comparator)):
         ET.SubElement(props, "property", name=k, value=str(val))
     failures = 0
@@ -110,6 +113,10 @@ def junit_xml(v: Verdict) -> str:
         out = (f"margin {_pct(u.margin)} CI {_ci(u.ci)} vs best other {u.best_other}; "
                f"personalization {_pct(u.personalization_gain)}, regularization {_pct(u.regularization_gain)}")
         case("verdict.users", u.user, f"{u.user} is inverted" if u.inverted else None, out)
+    case("verdict", "preregistration",
+         None if v.prereg.locked or v.prereg.accepted else "NOT PRE-REGISTERED",
+         f"{v.prereg.label}: {v.prereg.note}"
+         + ("; accepted with --accept-not-preregistered" if v.prereg.accepted else ""))
     case("verdict", "gate", None if v.gate.passed else "gate failed",
          "\n".join(v.gate.reasons) or "passed")
     suite.set("tests", str(len(suite.findall("testcase"))))
@@ -124,7 +131,8 @@ def markdown_summary(v: Verdict) -> str:
     level = f"{v.bootstrap.level:.0%}"
     out = [f"## Verdict: gate {'PASSED ✅' if v.gate.passed else 'FAILED ❌'}", ""]
     if not v.prereg.locked:
-        out += [f"> **NOT PRE-REGISTERED**: {v.prereg.note}", ""]
+        accepted = " (accepted with `--accept-not-preregistered`)" if v.prereg.accepted else ""
+        out += [f"> **NOT PRE-REGISTERED**: {v.prereg.note}{accepted}", ""]
     out += ["| criterion | status | point reading | threshold |", "|---|---|---|---|"]
     out += [f"| {c.name.upper()} | **{c.status.value}** | {c.point.value} | {c.threshold:g} |"
             for c in v.criteria]

@@ -20,7 +20,16 @@ from common.atomic import atomic_write_text
 from validation.data import InputError, load_external, load_run, resolve_run
 from validation.judging import judge
 from validation.outputs import junit_xml, markdown_summary, verdict_json, verdict_text
-from validation.prereg import PreregError, check_prereg, default_prereg_path, load_prereg
+from validation.criteria import ACCEPT_FLAG, preregistration_gate
+from validation.prereg import (
+    PreregError,
+    check_prereg,
+    check_users,
+    command_line_overrides,
+    default_prereg_path,
+    load_prereg,
+    with_overrides,
+)
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
 
@@ -37,9 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-root", metavar="DIR", default="runs", help="where runs/latest lives")
     p.add_argument("--prereg", metavar="FILE", help="pre-registration file (default: prereg.toml)")
     p.add_argument("--allow-prereg-change", action="store_true",
-                   help="judge even if prereg.toml changed since the run (outputs say NOT PRE-REGISTERED)")
-    p.add_argument("--rng-seed", type=int, help="bootstrap seed (default: prereg.toml's rng_seed)")
-    p.add_argument("--n-resamples", type=int, help="override the pre-registered number of resamples")
+                   help="judge even if prereg.toml changed since the run (outputs say NOT "
+                        "PRE-REGISTERED, and the gate fails unless --accept-not-preregistered)")
+    p.add_argument("--rng-seed", type=int, help="bootstrap seed (default: prereg.toml's rng_seed); "
+                   "another value makes the verdict NOT PRE-REGISTERED (docs/gate.md)")
+    p.add_argument("--n-resamples", type=int, help="number of resamples (default: prereg.toml's "
+                   "n_resamples); another value makes the verdict NOT PRE-REGISTERED (docs/gate.md)")
+    p.add_argument(ACCEPT_FLAG, action="store_true",
+                   help="let a NOT PRE-REGISTERED verdict (an override above, a changed prereg.toml, "
+                        "external --cells without a run manifest) pass the gate; the outputs still "
+                        "say NOT PRE-REGISTERED")
     p.add_argument("--no-report", action="store_true", help="do not write report.html")
     p.add_argument("--no-calibration", action="store_true",
                    help="skip the simulated calibration of this design (otherwise read from the "
@@ -100,14 +116,18 @@ def main(argv: list[str] | None = None) -> int:
         prereg = load_prereg(args.prereg or default_prereg_path())
         data, out, run_dir = _load(args)
         status = check_prereg(prereg, data.manifest, allow_change=args.allow_prereg_change)
+        check_users(prereg, len(data.users), f"`{data.source}`")
         if args.n_resamples is not None and args.n_resamples < 1:
             raise InputError(f"`--n-resamples` must be a positive integer; got {args.n_resamples}.")
+        if args.rng_seed is not None and args.rng_seed < 0:
+            raise InputError(f"`--rng-seed` must be an integer >= 0; got {args.rng_seed}.")
+        overrides = command_line_overrides(
+            prereg, {"--n-resamples": args.n_resamples, "--rng-seed": args.rng_seed})
+        status = with_overrides(status, overrides, accepted=args.accept_not_preregistered)
         rng_seed = prereg.rng_seed if args.rng_seed is None else args.rng_seed
         verdict = judge(data, prereg, rng=np.random.default_rng(rng_seed),
                         n_resamples=args.n_resamples, prereg_status=status)
-        if args.n_resamples is not None and args.n_resamples != prereg.n_resamples:
-            verdict = _with_warning(verdict, f"--n-resamples {args.n_resamples} differs from the "
-                                    f"pre-registered {prereg.n_resamples}")
+        verdict = replace(verdict, gate=preregistration_gate(verdict.gate, status))
         calibration, cal_warnings = _calibration(args, data, prereg, run_dir)
         if cal_warnings:
             verdict = replace(verdict, warnings=verdict.warnings + tuple(cal_warnings))
@@ -138,10 +158,6 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as e:
             print(f"warning: cannot append to $GITHUB_STEP_SUMMARY ({summary}): {e}", file=sys.stderr)
     return verdict.exit_code
-
-
-def _with_warning(verdict, message: str):
-    return replace(verdict, warnings=verdict.warnings + (message,))
 
 
 if __name__ == "__main__":
