@@ -14,13 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.hashing import sha256_file
 from fixtures.corpus import FixtureSet
 from runners.base_model import PRETRAIN_PRESETS, PretrainConfig
 from runners.data import training_stream
 from runners.model import PRESETS, GPTConfig
 from runners.train import TrainConfig
-from validation.prereg import default_prereg_path
+from validation.prereg import Prereg, PreregError, check_users, default_prereg_path, load_prereg
 
 
 class UsageError(ValueError):
@@ -38,6 +37,7 @@ class GridSettings:
     out: Path  # parent of the run directories
     prereg: Path  # the pre-registration file whose SHA-256 goes into the manifest
     prereg_sha256: str
+    prereg_settings: Prereg | None = None  # the file, parsed and validated before anything trains
 
 
 # -- flags ---------------------------------------------------------------------------------------
@@ -61,6 +61,10 @@ def _seeds(args: argparse.Namespace) -> tuple[int, ...]:
 
 
 def _check_out(out: Path) -> Path:
+    latest = out / "latest"
+    if latest.is_dir() and not latest.is_symlink():  # point_latest would fail after the whole grid ran
+        raise UsageError(f"`--out {out}`: `{latest}` is a real directory, but the runner keeps a symlink "
+                         "there to the newest run; move or rename it, or pass another `--out`")
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test."):
@@ -91,6 +95,12 @@ def settings_from_args(args: argparse.Namespace) -> GridSettings:
     if not prereg.is_file():
         raise UsageError(f"`--prereg {prereg}`: pre-registration file not found; create it before the run "
                          "(keys in docs/formats.md, 'prereg.toml') or pass its path")
+    try:  # a malformed file would be hashed into the manifest and refused only by the verdict
+        prereg_settings = load_prereg(prereg)
+    except PreregError as exc:
+        raise UsageError(f"`--prereg`: {exc} Fix the file before the run (keys in docs/formats.md).") from None
+    if prereg_settings.lenient_min_users > args.fixtures:
+        check_users_usage(prereg_settings, args.fixtures)
     pretrain = PRETRAIN_PRESETS[args.preset]
     if args.pretrain_steps is not None:
         pretrain = replace(pretrain, steps=_positive("--pretrain-steps", args.pretrain_steps))
@@ -98,8 +108,16 @@ def settings_from_args(args: argparse.Namespace) -> GridSettings:
         preset=args.preset, model=PRESETS[args.preset], pretrain=pretrain,
         train=TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr),
         seeds=seeds, device=args.device, out=_check_out(Path(args.out)), prereg=prereg,
-        prereg_sha256=sha256_file(prereg),
+        prereg_sha256=prereg_settings.sha256, prereg_settings=prereg_settings,
     )
+
+
+def check_users_usage(prereg: Prereg, n_users: int) -> None:
+    """`lenient_min_users` larger than the users of the run: refused before anything trains."""
+    try:
+        check_users(prereg, n_users, "this run (`--fixtures`)")
+    except PreregError as exc:
+        raise UsageError(f"`--prereg`: {exc}") from None
 
 
 def parse_sources(items: list[str]) -> dict[str, Path]:
