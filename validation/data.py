@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 
 from common.contract import CONTROLS
+from common.names import InvalidName, check_name, normalize_name
 from validation.manifest import ManifestError, read_manifest
 from validation.results import StudyData
 
@@ -141,8 +142,8 @@ def normalize_cells(df: pl.DataFrame, source: str | Path = "<cells>", *, per_doc
         checked = checked & ~exempt
     out: dict[str, Any] = {
         "seed": seed,
-        "adapter": df["adapter"].cast(pl.Utf8).str.strip_chars(),
-        "eval": df["eval"].cast(pl.Utf8).str.strip_chars(),
+        "adapter": _names(df["adapter"].cast(pl.Utf8), src, "adapter"),
+        "eval": _names(df["eval"].cast(pl.Utf8), src, "eval"),
     }
     if per_doc:
         out["doc_id"] = df["doc_id"].cast(pl.Utf8)
@@ -181,6 +182,20 @@ def normalize_cells(df: pl.DataFrame, source: str | Path = "<cells>", *, per_doc
         status=status,
     )
     return pl.DataFrame(out)
+
+
+def _names(col: pl.Series, src: str, column: str) -> pl.Series:
+    """User and adapter names by the one rule of `common.names` (NFC, no control characters, no
+    leading or trailing spaces, a length limit; a user may not be named like a control). The same
+    rule admits the user folders of the runner, so the verdict never refuses the grid's own run."""
+    fixed: dict[str, str] = {}
+    for raw in col.unique().to_list():
+        try:  # an adapter row may be a control (`base`, `pooled`, `loo:<user>`); an eval column never
+            fixed[raw] = check_name(raw, "", user=column == "eval" or raw not in CONTROLS and ":" not in raw)
+        except InvalidName as e:
+            rows = _rows(col == raw)
+            raise InputError(f"{src}: column `{column}` at row(s) {rows}{e}") from None
+    return col.replace_strict(fixed, return_dtype=pl.Utf8) if any(k != v for k, v in fixed.items()) else col
 
 
 def _seed_column(col: pl.Series, src: str) -> pl.Series:
@@ -261,8 +276,8 @@ def _in_diverged_cell(raw_docs: pl.DataFrame, cells: pl.DataFrame) -> pl.Series 
         keys = raw_docs.select(
             (pl.col("seed").cast(pl.Int64, strict=False) if "seed" in raw_docs.columns
              else pl.lit(0, dtype=pl.Int64)).alias("seed"),
-            pl.col("adapter").cast(pl.Utf8).str.strip_chars(),
-            pl.col("eval").cast(pl.Utf8).str.strip_chars())
+            pl.col("adapter").cast(pl.Utf8).map_elements(normalize_name, return_dtype=pl.Utf8),
+            pl.col("eval").cast(pl.Utf8).map_elements(normalize_name, return_dtype=pl.Utf8))
     except Exception:
         return None
     joined = keys.with_row_index("_row").join(diverged, on=KEY, how="left").sort("_row")
