@@ -22,6 +22,7 @@ from runners.model import PRESETS
 from runners.settings import (
     UsageError,
     check_corpus_sizes,
+    check_limits,
     check_users_usage,
     load_fixtures,
     parse_sources,
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         check_corpus_sizes(fs, settings.model.block_size)
         if settings.prereg_settings is not None:
             check_users_usage(settings.prereg_settings, len(fs.users))
+        check_limits(settings, fs)
         run_dir = run_grid(fs, settings)
     except (UsageError, FixtureError, rundir.RunLocked, rundir.RunDirError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -65,7 +65,7 @@ def read_seed_table(path: Path) -> pl.DataFrame:
     """A per-seed table written by this runner; damage is a RunDirError naming the file."""
     try:
         return pl.read_parquet(path)
-    except Exception as exc:  # polars raises many types for a damaged file
+    except Exception as exc:  # noqa: BLE001 - polars raises many types for a damaged file
         raise RunDirError(f"`{path}` cannot be read ({type(exc).__name__}); delete its seed folder "
                           f"`{path.parent}` and run the same command again to redo that seed") from None
 

@@ -14,12 +14,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.limits import gib, memory_budget
 from fixtures.corpus import FixtureSet
 from runners.base_model import PRETRAIN_PRESETS, PretrainConfig
 from runners.data import training_stream
 from runners.model import PRESETS, GPTConfig
 from runners.train import TrainConfig
-from validation.prereg import Prereg, PreregError, check_users, default_prereg_path, load_prereg
+from validation.prereg import (
+    Prereg,
+    PreregError,
+    check_users,
+    default_prereg_path,
+    load_prereg,
+)
+
+MAX_SEEDS = 1000
+# Bytes per row of the tables a run assembles in memory (docs.parquet, train_log.parquet), with
+# the copy `pl.concat` makes: an upper estimate.
+DOC_ROW_BYTES, LOG_ROW_BYTES = 2 * 96, 2 * 40
 
 
 class UsageError(ValueError):
@@ -56,7 +68,13 @@ def _seeds(args: argparse.Namespace) -> tuple[int, ...]:
             raise UsageError(f"`--seed-list {args.seed_list}`: give comma-separated integers, e.g. 0,1,2") from None
         if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
             raise UsageError(f"`--seed-list {args.seed_list}`: give distinct non-negative integers, e.g. 0,1,2")
+        if len(seeds) > MAX_SEEDS:
+            raise UsageError(f"`--seed-list`: {len(seeds)} seeds, more than the {MAX_SEEDS} a run may hold; "
+                             "give fewer seeds")
         return seeds
+    if args.seeds > MAX_SEEDS:  # checked before range() builds the tuple
+        raise UsageError(f"`--seeds {args.seeds}`: more than the {MAX_SEEDS} seeds a run may hold (each trains "
+                         "every adapter again); lower `--seeds`")
     return tuple(range(_positive("--seeds", args.seeds)))
 
 
@@ -147,6 +165,18 @@ def check_corpus_sizes(fs: FixtureSet, block_size: int) -> None:
         if n < need:
             raise UsageError(f"{what} of fixture set {fs.name!r} has {n} tokens, fewer than one training window "
                              f"of {need} for this preset; add text or pick a preset with a shorter context")
+
+
+def check_limits(s: GridSettings, fs: FixtureSet) -> None:
+    """The run's tables must fit in memory when assembled: refused up front, naming the flags."""
+    n_users, n_docs = len(fs.users), sum(len(u.heldout) for u in fs.users)
+    doc_rows = len(s.seeds) * (n_users + 2) * n_docs          # users + pooled + base, on every document
+    log_rows = len(s.seeds) * (n_users + 1) * s.train.steps   # one loss per adapter and step
+    need, budget = doc_rows * DOC_ROW_BYTES + log_rows * LOG_ROW_BYTES, memory_budget()
+    if need > budget:
+        raise UsageError(f"`--seeds {len(s.seeds)}` x `--steps {s.train.steps}` x `--fixtures {n_users}` "
+                         f"({n_docs} held-out documents) makes tables of about {gib(need)}, more than this "
+                         f"machine can give ({gib(budget)}); lower `--steps` or `--seeds` (or `--fixtures`)")
 
 
 def run_config(s: GridSettings, fs: FixtureSet) -> dict:

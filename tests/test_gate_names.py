@@ -101,7 +101,7 @@ def test_symlinks_out_of_a_user_folder_and_nul_files_are_refused(tmp_path):
 def _cells(names=("alice", "bob", "carol")):
     data = simulate_study(np.random.default_rng(0), n_seeds=3, n_docs=8, personalization=0.2)
     mapping = dict(zip(("alice", "bob", "carol"), names))
-    ren = lambda df: df.with_columns(pl.col("adapter").replace(mapping), pl.col("eval").replace(mapping))  # noqa: E731
+    ren = lambda df: df.with_columns(pl.col("adapter").replace(mapping), pl.col("eval").replace(mapping))
     return StudyData(cells=ren(data.cells), docs=ren(data.docs))
 
 

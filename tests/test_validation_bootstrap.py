@@ -4,7 +4,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-from validation import BootstrapMode, InputError, bootstrap_interval, judge, normalize_cells
+from validation import (
+    BootstrapMode,
+    InputError,
+    bootstrap_interval,
+    judge,
+    normalize_cells,
+)
 from validation.arrays import build_arrays
 from validation.bootstrap import multinomial_counts, resample_logppl
 from validation.results import StudyData

@@ -13,12 +13,17 @@ import numpy as np
 import polars as pl
 
 from common.contract import CONTROLS
+from common.limits import gib, memory_budget
 from common.names import InvalidName, check_name, normalize_name
 from validation.manifest import ManifestError, read_manifest
 from validation.results import StudyData
 
 STATUSES = ("ok", "diverged", "worse_than_base")
 KEY = ["seed", "adapter", "eval"]
+
+
+# A table in memory takes up to about this many times its file's size (CSV text -> columns).
+TABLE_MEMORY_FACTOR = 3
 
 
 class InputError(ValueError):
@@ -28,10 +33,21 @@ class InputError(ValueError):
 def read_table(path: str | Path) -> pl.DataFrame:
     """Read a CSV or Parquet file; an empty or undecodable file is an InputError naming it."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"{path}: file not found.")
-    if path.stat().st_size == 0:
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not a table file; pass the CSV or Parquet file inside it "
+                         "(a run directory goes to `--run DIR`).")
+    if not path.is_file():
+        raise InputError(f"{path}: is not a regular file (a FIFO, socket or device); pass a CSV or Parquet "
+                         "file saved on disk.")
+    size = path.stat().st_size
+    if size == 0:
         raise InputError(f"{path}: the file is empty.")
+    if size * TABLE_MEMORY_FACTOR > memory_budget():
+        raise InputError(f"{path}: the file is {gib(size)}; reading it needs about {gib(size * TABLE_MEMORY_FACTOR)}, "
+                         f"more than this machine can give ({gib(memory_budget())}); convert it to Parquet, "
+                         "drop unused columns, or judge on a machine with more memory.")
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
             df = pl.read_parquet(path)

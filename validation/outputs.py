@@ -14,7 +14,6 @@ from typing import Any
 
 from validation.results import Verdict
 
-
 # -- escaping: every name or free text is escaped for the format it lands in (docs/gate.md) ---------
 
 def _visible(ch: str) -> str:
@@ -76,7 +75,7 @@ def _banner(v: Verdict) -> str:
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
-    fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
     return [fmt(header)] + [fmt(r) for r in rows]
 
 

@@ -15,12 +15,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 
 from common.atomic import atomic_write_text
+from common.limits import gib, memory_budget
+from validation.bootstrap import bootstrap_bytes
+from validation.criteria import ACCEPT_FLAG, preregistration_gate
 from validation.data import InputError, load_external, load_run, resolve_run
 from validation.judging import judge
 from validation.outputs import junit_xml, markdown_summary, verdict_json, verdict_text
-from validation.criteria import ACCEPT_FLAG, preregistration_gate
 from validation.prereg import (
     PreregError,
     check_prereg,
@@ -92,6 +95,34 @@ def _load(args):
     return data, out, run_dir
 
 
+def check_bootstrap_memory(data, n_resamples: int, setting: str) -> None:
+    """Refuse, before any resampling, a bootstrap that cannot fit in memory (docs/gate.md, 5)."""
+    cells = data.cells
+    n_docs = None
+    if data.docs is not None and data.docs.height:
+        n_docs = int(data.docs.group_by("eval").agg(pl.col("doc_id").n_unique())["doc_id"].max())
+    shape = (cells["seed"].n_unique(), cells["adapter"].n_unique(), cells["eval"].n_unique())
+    need, budget = bootstrap_bytes(*shape, n_docs, n_resamples), memory_budget()
+    if need > budget:
+        fits = max(1, n_resamples * budget // need)
+        raise InputError(
+            f"`{setting} = {n_resamples}` with {shape[0]} seeds, {shape[1]} adapters, {shape[2]} users"
+            + (f" and up to {n_docs} documents per user" if n_docs else "")
+            + f" needs about {gib(need)} for the bootstrap, more than this machine can give ({gib(budget)}); "
+            f"lower `{setting}` to at most about {fits} (`n_resamples` in prereg.toml is fixed before the run; "
+            "`--n-resamples` makes the verdict NOT PRE-REGISTERED), or judge on a machine with more memory.")
+
+
+def _remove_stale_report(out: Path) -> Path | None:
+    """A report.html beside the verdict.json about to be written belongs to an earlier verdict:
+    removed first, so an interrupted or report-less verdict never leaves it behind unflagged."""
+    old = out / "report.html"
+    if old.is_file():
+        old.unlink()
+        return old
+    return None
+
+
 def _write_report(verdict, data, out: Path, calibration, charts: str | None) -> str | None:
     """Call reports.write_report if it exists; a failure is reported, never fatal."""
     try:
@@ -124,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides = command_line_overrides(
             prereg, {"--n-resamples": args.n_resamples, "--rng-seed": args.rng_seed})
         status = with_overrides(status, overrides, accepted=args.accept_not_preregistered)
+        check_bootstrap_memory(data, prereg.n_resamples if args.n_resamples is None else args.n_resamples,
+                               "--n-resamples" if args.n_resamples is not None else "n_resamples")
         rng_seed = prereg.rng_seed if args.rng_seed is None else args.rng_seed
         verdict = judge(data, prereg, rng=np.random.default_rng(rng_seed),
                         n_resamples=args.n_resamples, prereg_status=status)
@@ -140,12 +173,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: tool error ({type(e).__name__}: {e})", file=sys.stderr)
         return EXIT_ERROR
     try:
+        stale = _remove_stale_report(out)
         for name, text in texts.items():
             atomic_write_text(out / name, text)
     except OSError as e:
         print(f"error: cannot write to {out}: {e}", file=sys.stderr)
         return EXIT_ERROR
     print(verdict_text(verdict, str(data.source or "")), end="")
+    if stale:
+        print(f"note: removed {stale}, written by an earlier verdict"
+              + (" (--no-report: no new report)" if args.no_report else ""), file=sys.stderr)
     if not args.no_report:
         note = _write_report(verdict, data, out, calibration, args.charts)
         print(note or f"report: {out / 'report.html'}", file=sys.stderr if note else sys.stdout)
