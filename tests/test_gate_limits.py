@@ -15,7 +15,7 @@ import validation.data as vdata
 from runners import grid
 from validation import InputError, load_external
 from validation.bootstrap import bootstrap_bytes
-from validation.synthetic import simulate_study
+from validation.simulate import simulate_study
 from validation.verdict import main
 
 PREREG = Path(__file__).resolve().parent / "data" / "prereg_fast.toml"

@@ -22,7 +22,7 @@ from reports.browser import find_chromium
 from validation import InputError, judge, load_external
 from validation.outputs import junit_xml, markdown_summary, verdict_text
 from validation.results import StudyData
-from validation.synthetic import simulate_study
+from validation.simulate import simulate_study
 from validation.verdict import main
 
 PREREG = Path(__file__).resolve().parent / "data" / "prereg_fast.toml"

@@ -36,7 +36,7 @@ def xml_text(text: object) -> str:
     return _XML_INVALID.sub(lambda m: _visible(m.group()), str(text))
 
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")  # emphasis, code, links, table cells, strike
 
 
 def md(text: object) -> str:
