@@ -130,3 +130,10 @@ def test_bad_override_values_exit_2(tmp_path, capsys, flag, value):
     run = _run(tmp_path)
     assert main(["--run", str(run), "--prereg", str(PREREG), flag, value, *FAST, "--no-report"]) == 2
     assert flag in capsys.readouterr().err
+
+
+def test_the_fast_test_copy_differs_from_the_repository_file_only_in_n_resamples():
+    repo = (Path(__file__).resolve().parents[1] / "prereg.toml").read_text().splitlines()
+    fast = PREREG.read_text().splitlines()
+    differ = [(a, b) for a, b in zip(repo, fast, strict=True) if a != b]
+    assert differ[0][1].startswith("# Test copy") and differ[1:] == [("n_resamples = 10000", "n_resamples = 300")]
