@@ -183,3 +183,11 @@ def test_the_page_draws_every_chart_with_hostile_names(tmp_path, names):
     for n in names:   # shown as text, so never parsed as markup
         assert n.split("\n")[0] in load.text, n
     assert "INJECTED" not in "".join(load.console_messages)
+
+
+def test_error_messages_reach_the_terminal_escaped(tmp_path, capsys):
+    bad = tmp_path / "evil\x1b[2J\rname.csv"
+    bad.write_text("seed,adapter,eval,ppl\n0,a,a,2\n0,b,a,3\n0,a,b,3\n0,b,b,0.5\n")
+    assert main(["--cells", str(bad), "--prereg", str(PREREG), "--no-report", "--no-calibration"]) == 2
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\r" not in err and "evil\\u001b[2J\\u000dname.csv" in err and "`ppl`" in err

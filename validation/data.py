@@ -6,6 +6,7 @@ counted) or the column at fault, and saying how to fix it. Nothing here writes a
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,8 @@ def read_table(path: str | Path) -> pl.DataFrame:
                          "drop unused columns, or judge on a machine with more memory.")
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
-            df = pl.read_parquet(path)
+            with open(path, "rb") as f:  # a file object: polars reads a path with `[` or `*` as a glob
+                df = pl.read_parquet(f)
         elif path.suffix.lower() in (".csv", ".txt", ".tsv"):
             raw = path.read_bytes()
             try:
@@ -59,7 +61,7 @@ def read_table(path: str | Path) -> pl.DataFrame:
                 raw.decode("utf-8")
             except UnicodeDecodeError as e:
                 raise InputError(f"{path}: cannot be read as csv: not UTF-8 text (byte {e.start}).") from None
-            df = pl.read_csv(path, separator="\t" if path.suffix.lower() == ".tsv" else ",",
+            df = pl.read_csv(io.BytesIO(raw), separator="\t" if path.suffix.lower() == ".tsv" else ",",
                              infer_schema_length=None)
         else:
             raise InputError(f"{path}: unknown format `{path.suffix}`; use .csv or .parquet.")

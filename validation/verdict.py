@@ -23,7 +23,7 @@ from validation.bootstrap import bootstrap_bytes
 from validation.criteria import ACCEPT_FLAG, preregistration_gate
 from validation.data import InputError, load_external, load_run, resolve_run
 from validation.judging import judge
-from validation.outputs import junit_xml, markdown_summary, verdict_json, verdict_text
+from validation.outputs import junit_xml, markdown_summary, term, verdict_json, verdict_text
 from validation.prereg import (
     PreregError,
     check_prereg,
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             verdict = replace(verdict, warnings=verdict.warnings + tuple(cal_warnings))
         texts = {"verdict.json": verdict_json(verdict, calibration), "junit.xml": junit_xml(verdict)}
     except (InputError, PreregError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {term(e)}", file=sys.stderr)  # no raw control character reaches the terminal
         return EXIT_ERROR
     except Exception as e:
         traceback.print_exc()
