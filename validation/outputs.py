@@ -182,4 +182,4 @@ def markdown_summary(v: Verdict) -> str:
     return "\n".join(out) + "\n\n"
 
 
-__all__ = ["verdict_json", "verdict_text", "junit_xml", "markdown_summary", "md", "term", "xml_text"]
+__all__ = ["junit_xml", "markdown_summary", "md", "term", "verdict_json", "verdict_text", "xml_text"]
