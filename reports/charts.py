@@ -17,6 +17,12 @@ PCT = ".1%"
 STATUS_COLORS = {"inverted": "#c0392b", "ok": "#2c3e50"}
 
 
+def _title(name: str) -> str:
+    """A user name as a chart title: Vega-Lite copies titles into tooltip expressions unescaped,
+    where a newline or other control character is a parse error that blanks the chart."""
+    return "".join(ch if ch.isprintable() else f"\\u{ord(ch):04x}" for ch in str(name))
+
+
 class _Datasets:
     """Rows of one chart, referenced by name and attached once to the top-level spec.
 
@@ -241,7 +247,7 @@ def bootstrap_histograms(draws: pl.DataFrame, level: float, strict: float,
                     title="bootstrap draws of the diagonal margin" if last else None,
                     axis=alt.Axis(format="%")),
             x2="bin_start_end:Q",
-            y=alt.Y("count():Q", title=row["user"]))
+            y=alt.Y("count():Q", title=_title(row["user"])))
         rules = alt.Chart(one)
         point = rules.mark_rule(color="black", strokeWidth=2).encode(
             x="margin:Q", tooltip=[alt.Tooltip("margin:Q", format=PCT, title="estimate")])

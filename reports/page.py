@@ -46,8 +46,19 @@ class ChartSection:
 
     def spec_json(self) -> str:
         """The Vega-Lite spec as JSON, safe inside a <script> element."""
-        text = json.dumps(self.chart.to_dict(), separators=(",", ":"), allow_nan=False)
-        return text.replace("</", "<\\/")
+        return script_json(self.chart.to_dict())
+
+
+# Inside <script>, the HTML parser ends the element at `</script` and changes state at `<!--`, so a
+# name such as `<!--<script` would swallow the rest of the page. Escaping every `<`, `>` and `&` as
+# a JSON \u escape leaves no markup in the element at all; U+2028/2029 are escaped for old parsers.
+_SCRIPT_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def script_json(obj: Any) -> str:
+    """`obj` as JSON that is safe verbatim inside any <script> element (same value once parsed)."""
+    text = json.dumps(obj, separators=(",", ":"), allow_nan=False)
+    return "".join(_SCRIPT_ESCAPES.get(ch, ch) for ch in text)
 
 
 def _thresholds(verdict: Verdict) -> dict[str, float]:

@@ -119,8 +119,10 @@ def run_seed(seed: int, base: BaseModel, prep: Prepared, s: GridSettings, run_di
     seed_dir = run_dir / "seeds" / f"seed-{seed}"
     rundir.write_parquet(r.docs, seed_dir / "docs.parquet")
     rundir.write_parquet(log_rows, seed_dir / "train_log.parquet")
+    written = [run_dir / "adapters" / f"seed-{seed}" / f"{name}.safetensors" for name in prep.names]
+    written += [seed_dir / "docs.parquet", seed_dir / "train_log.parquet"]
     timing = {"seed": seed, "train_s": r.train_s, "eval_s": r.eval_s, "statuses": dict(zip(prep.names, r.statuses)),
-              "base_model_sha256": base.sha256}
+              "base_model_sha256": base.sha256, "files": rundir.file_hashes(run_dir, written)}
     rundir.write_json(timing, seed_dir / "done.json")
     log.info("seed %d: done (trained in %.1f s, evaluated in %.1f s); statuses: %s", seed, r.train_s, r.eval_s,
              ", ".join(f"{n}={st}" for n, st in zip(prep.names, r.statuses)))
@@ -151,21 +153,25 @@ def run_grid(fs: FixtureSet, s: GridSettings, *, on_seed_done=None) -> Path:
         for seed in s.seeds:
             done = run_dir / "seeds" / f"seed-{seed}" / "done.json"
             if done.exists():
-                kept = json.loads(done.read_text())
-                if kept.get("base_model_sha256") == base.sha256:
+                kept, problem = rundir.seed_problem(run_dir, done)
+                if problem:  # verified against the hashes recorded when the seed was written
+                    log.warning("seed %d: %s: redone", seed, problem)
+                elif kept.get("base_model_sha256") == base.sha256:
                     resumed.append(seed)
                     timings.append(kept)
                     log.info("seed %d: already done, kept", seed)
                     continue
-                # the base model was rebuilt since (cache evicted, corrupt, other device): a kept
-                # seed would mix two base models in one run
-                log.warning("seed %d: done with base model %s, now %s: redone", seed,
-                            str(kept.get("base_model_sha256"))[:12], base.sha256[:12])
+                else:
+                    # the base model was rebuilt since (cache evicted, corrupt, other device): a
+                    # kept seed would mix two base models in one run
+                    log.warning("seed %d: done with base model %s, now %s: redone", seed,
+                                str(kept.get("base_model_sha256"))[:12], base.sha256[:12])
             timings.append(run_seed(seed, base, prep, s, run_dir))
             if on_seed_done is not None:
                 on_seed_done(seed)
-        docs = pl.concat([pl.read_parquet(run_dir / "seeds" / f"seed-{k}" / "docs.parquet") for k in s.seeds])
-        logs = pl.concat([pl.read_parquet(run_dir / "seeds" / f"seed-{k}" / "train_log.parquet") for k in s.seeds])
+        docs = pl.concat([rundir.read_seed_table(run_dir / "seeds" / f"seed-{k}" / "docs.parquet") for k in s.seeds])
+        logs = pl.concat([rundir.read_seed_table(run_dir / "seeds" / f"seed-{k}" / "train_log.parquet")
+                          for k in s.seeds])
         rundir.write_parquet(docs, run_dir / "docs.parquet")
         rundir.write_parquet(rundir.cells_from_docs(docs), run_dir / "cells.parquet")
         rundir.write_parquet(logs, run_dir / "train_log.parquet")

@@ -22,6 +22,8 @@ from runners.model import PRESETS
 from runners.settings import (
     UsageError,
     check_corpus_sizes,
+    check_limits,
+    check_users_usage,
     load_fixtures,
     parse_sources,
     settings_from_args,
@@ -97,9 +99,18 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_from_args(args)
         fs = load_fixtures(args.fixture_set, args.fixtures, parse_sources(args.source))
         check_corpus_sizes(fs, settings.model.block_size)
+        if settings.prereg_settings is not None:
+            check_users_usage(settings.prereg_settings, len(fs.users))
+        check_limits(settings, fs)
         run_dir = run_grid(fs, settings)
-    except (UsageError, FixtureError, rundir.RunLocked) as exc:
+    except (UsageError, FixtureError, rundir.RunLocked, rundir.RunDirError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk, a file removed under us: no traceback, finished seeds are kept
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: cannot read or write the run directory{where}: {exc.strerror or exc}; free space or "
+              "pass another `--out`, then run the same command again (finished seeds are kept)",
+              file=sys.stderr)
         return 2
     print(summary(run_dir))
     return 0

@@ -12,7 +12,7 @@ import polars as pl
 
 from common.atomic import atomic_write_text, atomic_write_with
 from common.contract import DIVERGED, OK, WORSE_THAN_BASE
-from common.hashing import sha256_json
+from common.hashing import sha256_file, sha256_json
 
 __all__ = ["DIVERGED", "OK", "WORSE_THAN_BASE"]  # cell statuses, re-exported for the runner
 
@@ -24,6 +24,50 @@ LOG_SCHEMA = {"seed": pl.Int64, "adapter": pl.Utf8, "step": pl.Int64, "loss": pl
 
 class RunLocked(RuntimeError):
     """Another runner holds the run directory's lock."""
+
+
+class RunDirError(RuntimeError):
+    """A file of the run directory is damaged in a way the runner cannot repair by redoing a seed."""
+
+
+def file_hashes(run_dir: Path, paths: list[Path]) -> dict[str, str]:
+    """{path relative to the run directory: SHA-256} of the files a seed wrote (for its done.json)."""
+    return {p.relative_to(run_dir).as_posix(): sha256_file(p) for p in paths}
+
+
+def seed_problem(run_dir: Path, done: Path) -> tuple[dict | None, str | None]:
+    """Read a seed's done.json and check every file it lists against its SHA-256.
+
+    Returns (the record, None) when the seed can be kept, else (record or None, what is wrong);
+    a seed that cannot be verified is redone, never trusted.
+    """
+    try:
+        kept = json.loads(done.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, f"`{done}` is unreadable ({type(exc).__name__})"
+    files = kept.get("files") if isinstance(kept, dict) else None
+    if not isinstance(files, dict) or not files:
+        return (kept if isinstance(kept, dict) else None), f"`{done}` records no file hashes (an older runner)"
+    for rel, digest in sorted(files.items()):
+        path = run_dir / rel
+        if not path.is_file():
+            return kept, f"`{path}` is missing"
+        try:
+            actual = sha256_file(path)
+        except OSError as exc:
+            return kept, f"`{path}` cannot be read ({exc.strerror})"
+        if actual != digest:
+            return kept, f"`{path}` is corrupt (sha256 {actual[:12]}... != recorded {str(digest)[:12]}...)"
+    return kept, None
+
+
+def read_seed_table(path: Path) -> pl.DataFrame:
+    """A per-seed table written by this runner; damage is a RunDirError naming the file."""
+    try:
+        return pl.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - polars raises many types for a damaged file
+        raise RunDirError(f"`{path}` cannot be read ({type(exc).__name__}); delete its seed folder "
+                          f"`{path.parent}` and run the same command again to redo that seed") from None
 
 
 def run_id(config: dict, label: str) -> str:

@@ -14,13 +14,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.hashing import sha256_file
+from common.limits import gib, memory_budget
 from fixtures.corpus import FixtureSet
 from runners.base_model import PRETRAIN_PRESETS, PretrainConfig
 from runners.data import training_stream
 from runners.model import PRESETS, GPTConfig
 from runners.train import TrainConfig
-from validation.prereg import default_prereg_path
+from validation.prereg import (
+    Prereg,
+    PreregError,
+    check_users,
+    default_prereg_path,
+    load_prereg,
+)
+
+MAX_SEEDS = 1000
+# Bytes per row of the tables a run assembles in memory (docs.parquet, train_log.parquet), with
+# the copy `pl.concat` makes: an upper estimate.
+DOC_ROW_BYTES, LOG_ROW_BYTES = 2 * 96, 2 * 40
 
 
 class UsageError(ValueError):
@@ -38,6 +49,7 @@ class GridSettings:
     out: Path  # parent of the run directories
     prereg: Path  # the pre-registration file whose SHA-256 goes into the manifest
     prereg_sha256: str
+    prereg_settings: Prereg | None = None  # the file, parsed and validated before anything trains
 
 
 # -- flags ---------------------------------------------------------------------------------------
@@ -56,11 +68,21 @@ def _seeds(args: argparse.Namespace) -> tuple[int, ...]:
             raise UsageError(f"`--seed-list {args.seed_list}`: give comma-separated integers, e.g. 0,1,2") from None
         if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
             raise UsageError(f"`--seed-list {args.seed_list}`: give distinct non-negative integers, e.g. 0,1,2")
+        if len(seeds) > MAX_SEEDS:
+            raise UsageError(f"`--seed-list`: {len(seeds)} seeds, more than the {MAX_SEEDS} a run may hold; "
+                             "give fewer seeds")
         return seeds
+    if args.seeds > MAX_SEEDS:  # checked before range() builds the tuple
+        raise UsageError(f"`--seeds {args.seeds}`: more than the {MAX_SEEDS} seeds a run may hold (each trains "
+                         "every adapter again); lower `--seeds`")
     return tuple(range(_positive("--seeds", args.seeds)))
 
 
 def _check_out(out: Path) -> Path:
+    latest = out / "latest"
+    if latest.is_dir() and not latest.is_symlink():  # point_latest would fail after the whole grid ran
+        raise UsageError(f"`--out {out}`: `{latest}` is a real directory, but the runner keeps a symlink "
+                         "there to the newest run; move or rename it, or pass another `--out`")
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test."):
@@ -91,6 +113,12 @@ def settings_from_args(args: argparse.Namespace) -> GridSettings:
     if not prereg.is_file():
         raise UsageError(f"`--prereg {prereg}`: pre-registration file not found; create it before the run "
                          "(keys in docs/formats.md, 'prereg.toml') or pass its path")
+    try:  # a malformed file would be hashed into the manifest and refused only by the verdict
+        prereg_settings = load_prereg(prereg)
+    except PreregError as exc:
+        raise UsageError(f"`--prereg`: {exc} Fix the file before the run (keys in docs/formats.md).") from None
+    if prereg_settings.lenient_min_users > args.fixtures:
+        check_users_usage(prereg_settings, args.fixtures)
     pretrain = PRETRAIN_PRESETS[args.preset]
     if args.pretrain_steps is not None:
         pretrain = replace(pretrain, steps=_positive("--pretrain-steps", args.pretrain_steps))
@@ -98,8 +126,16 @@ def settings_from_args(args: argparse.Namespace) -> GridSettings:
         preset=args.preset, model=PRESETS[args.preset], pretrain=pretrain,
         train=TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr),
         seeds=seeds, device=args.device, out=_check_out(Path(args.out)), prereg=prereg,
-        prereg_sha256=sha256_file(prereg),
+        prereg_sha256=prereg_settings.sha256, prereg_settings=prereg_settings,
     )
+
+
+def check_users_usage(prereg: Prereg, n_users: int) -> None:
+    """`lenient_min_users` larger than the users of the run: refused before anything trains."""
+    try:
+        check_users(prereg, n_users, "this run (`--fixtures`)")
+    except PreregError as exc:
+        raise UsageError(f"`--prereg`: {exc}") from None
 
 
 def parse_sources(items: list[str]) -> dict[str, Path]:
@@ -129,6 +165,18 @@ def check_corpus_sizes(fs: FixtureSet, block_size: int) -> None:
         if n < need:
             raise UsageError(f"{what} of fixture set {fs.name!r} has {n} tokens, fewer than one training window "
                              f"of {need} for this preset; add text or pick a preset with a shorter context")
+
+
+def check_limits(s: GridSettings, fs: FixtureSet) -> None:
+    """The run's tables must fit in memory when assembled: refused up front, naming the flags."""
+    n_users, n_docs = len(fs.users), sum(len(u.heldout) for u in fs.users)
+    doc_rows = len(s.seeds) * (n_users + 2) * n_docs          # users + pooled + base, on every document
+    log_rows = len(s.seeds) * (n_users + 1) * s.train.steps   # one loss per adapter and step
+    need, budget = doc_rows * DOC_ROW_BYTES + log_rows * LOG_ROW_BYTES, memory_budget()
+    if need > budget:
+        raise UsageError(f"`--seeds {len(s.seeds)}` x `--steps {s.train.steps}` x `--fixtures {n_users}` "
+                         f"({n_docs} held-out documents) makes tables of about {gib(need)}, more than this "
+                         f"machine can give ({gib(budget)}); lower `--steps` or `--seeds` (or `--fixtures`)")
 
 
 def run_config(s: GridSettings, fs: FixtureSet) -> dict:

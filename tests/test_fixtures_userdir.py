@@ -95,7 +95,7 @@ def _break(userdir: Path, how: str) -> str:
         return r"`.*alice/heldout/000.txt`: held-out document of 7 bytes, at least 100"
     if how == "reserved-name":
         _user(userdir, "pooled")
-        return r"`.*pooled`: the user name 'pooled' is reserved"
+        return r"`.*pooled`: the name 'pooled' is reserved for a control row"
     if how == "loose-files":
         (userdir / "erin").mkdir()
         (userdir / "erin" / "a.txt").write_text("a. " * 100)

@@ -4,7 +4,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-from validation import BootstrapMode, bootstrap_interval, judge, normalize_cells
+from validation import (
+    BootstrapMode,
+    InputError,
+    bootstrap_interval,
+    judge,
+    normalize_cells,
+)
 from validation.arrays import build_arrays
 from validation.bootstrap import multinomial_counts, resample_logppl
 from validation.results import StudyData
@@ -95,11 +101,11 @@ def test_bootstrap_interval_percentile_and_validation():
         bootstrap_interval(draws.reshape(10, 10), 0.0, 0.9)
 
 
-def test_docs_that_cannot_be_paired_degrade_to_seeds_only():
+def test_docs_that_cannot_be_paired_are_an_input_error():
+    """Never a silent fallback to seeds-only resampling (issue 10, docs/gate.md)."""
     data = simulate_study(np.random.default_rng(4), n_seeds=2, n_docs=6)
     first = data.docs["doc_id"][0]
     assert (data.docs["doc_id"] == first).sum() > 1  # the document is there for several rows
     docs = data.docs.filter(~((pl.col("adapter") == "bob") & (pl.col("doc_id") == first)))
-    v = judge(StudyData(cells=data.cells, docs=docs), rng=np.random.default_rng(0), n_resamples=50, fit=False)
-    assert v.bootstrap.mode is BootstrapMode.SEEDS_ONLY
-    assert any("cannot be paired" in w for w in v.warnings)
+    with pytest.raises(InputError, match="cannot be paired"):
+        judge(StudyData(cells=data.cells, docs=docs), rng=np.random.default_rng(0), n_resamples=50, fit=False)

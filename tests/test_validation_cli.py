@@ -16,8 +16,8 @@ from validation.simulate import simulate_study
 from validation.verdict import main
 
 REPO = Path(__file__).resolve().parent.parent
-PREREG = REPO / "prereg.toml"
-FAST = ["--n-resamples", "300", "--no-report", "--no-calibration"]
+PREREG = REPO / "tests" / "data" / "prereg_fast.toml"  # prereg.toml with n_resamples = 300
+FAST = ["--no-report", "--no-calibration"]
 
 
 def make_run(root: Path, name="r1", personalization=0.2, prereg_sha=None, n_seeds=5) -> Path:
@@ -60,7 +60,7 @@ def test_pass_exit_0_with_all_outputs(tmp_path, capsys, monkeypatch):
     assert v["preregistration"]["status"] == "pre-registered"
     suite = ET.parse(run / "junit.xml").getroot()
     names = [tc.get("name") for tc in suite.iter("testcase")]
-    assert names == ["strict", "lenient", "catastrophic", "alice", "bob", "carol", "gate"]
+    assert names == ["strict", "lenient", "catastrophic", "alice", "bob", "carol", "preregistration", "gate"]
     assert suite.get("failures") == "0"
     assert "## Verdict: gate PASSED" in summary.read_text()
 
@@ -87,9 +87,13 @@ def test_prereg_changed_exit_2_unless_allowed(tmp_path, capsys):
     run = make_run(tmp_path, prereg_sha="f" * 64)
     assert main(["--run", str(run), "--prereg", str(PREREG), *FAST]) == 2
     err = capsys.readouterr().err
-    assert "pre-registration changed since the run" in err and "prereg.toml" in err
+    assert "pre-registration changed since the run" in err and "prereg_fast.toml" in err
     assert not (run / "verdict.json").exists() and not (run / "junit.xml").exists()
-    assert main(["--run", str(run), "--prereg", str(PREREG), "--allow-prereg-change", *FAST]) == 0
+    # judged, but a NOT PRE-REGISTERED verdict fails the gate unless accepted (docs/gate.md)
+    assert main(["--run", str(run), "--prereg", str(PREREG), "--allow-prereg-change", *FAST]) == 1
+    assert "NOT PRE-REGISTERED" in capsys.readouterr().out
+    assert main(["--run", str(run), "--prereg", str(PREREG), "--allow-prereg-change",
+                 "--accept-not-preregistered", *FAST]) == 0
     assert "NOT PRE-REGISTERED" in capsys.readouterr().out
     assert json.loads((run / "verdict.json").read_text())["preregistration"]["status"] == "NOT PRE-REGISTERED"
     assert "NOT PRE-REGISTERED" in (run / "junit.xml").read_text()
@@ -129,11 +133,11 @@ def test_report_failure_keeps_verdict(tmp_path, capsys, monkeypatch):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(reports, "write_report", broken, raising=False)
-    assert main(["--run", str(run), "--prereg", str(PREREG), "--n-resamples", "200"]) == 0
+    assert main(["--run", str(run), "--prereg", str(PREREG), "--no-calibration"]) == 0
     assert "report failed (RuntimeError: boom)" in capsys.readouterr().err
     assert (run / "verdict.json").is_file()
     monkeypatch.delattr(reports, "write_report", raising=False)
-    assert main(["--run", str(run), "--prereg", str(PREREG), "--n-resamples", "200"]) == 0
+    assert main(["--run", str(run), "--prereg", str(PREREG), "--no-calibration"]) == 0
     assert "report skipped" in capsys.readouterr().err
 
 
@@ -158,7 +162,8 @@ def test_rng_seed_reproduces_verdict(tmp_path, capsys):
     run = make_run(tmp_path)
     outs = []
     for seed in ("5", "5", "6"):
-        assert main(["--run", str(run), "--prereg", str(PREREG), "--rng-seed", seed, *FAST]) == 0
+        assert main(["--run", str(run), "--prereg", str(PREREG), "--rng-seed", seed,
+                     "--accept-not-preregistered", *FAST]) == 0
         v = json.loads((run / "verdict.json").read_text())
         outs.append((v["bootstrap"]["rng_seed"], [u["ci_low"] for u in v["users"]]))
     assert outs[0] == outs[1] and outs[0][0] == 5 and outs[2][1] != outs[0][1]
@@ -168,7 +173,7 @@ def test_calibration_of_the_design_reaches_json_report_and_charts(tmp_path, monk
     """Default CLI path: calibration computed once for the run's design, cached, then reused."""
     monkeypatch.setenv("NORMADAPT_CACHE_DIR", str(tmp_path / "cache"))
     run = make_run(tmp_path)
-    args = ["--run", str(run), "--prereg", str(PREREG), "--n-resamples", "300", "--charts", "svg"]
+    args = ["--run", str(run), "--prereg", str(PREREG), "--charts", "svg"]
     assert main(args) == 0
     v = json.loads((run / "verdict.json").read_text())
     cal = v["calibration"]

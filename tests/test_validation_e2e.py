@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+PREREG = REPO / "tests" / "data" / "prereg_fast.toml"  # prereg.toml with n_resamples = 300
 
 
 @pytest.mark.slow
@@ -15,11 +16,11 @@ def test_grid_then_verdict(tmp_path):
     runs = tmp_path / "runs"
     grid = subprocess.run(
         [sys.executable, "-m", "runners.grid", "--seeds", "2", "--fixtures", "3", "--fixture-set", "synthetic",
-         "--preset", "tiny", "--steps", "10", "--out", str(runs), "-q"],
+         "--preset", "tiny", "--steps", "10", "--out", str(runs), "--prereg", str(PREREG), "-q"],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert grid.returncode == 0, grid.stderr[-2000:]
     r = subprocess.run([sys.executable, "-m", "validation.verdict", "--runs-root", str(runs),
-                        "--n-resamples", "2000", "--no-report"],
+                        "--prereg", str(PREREG), "--no-report"],
                        cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode in (0, 1), r.stderr[-2000:]
     v = json.loads((runs / "latest" / "verdict.json").read_text())

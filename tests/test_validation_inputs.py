@@ -35,13 +35,13 @@ def _write(tmp_path, df, name="cells.csv"):
      r"column `ppl` has NaN, infinite .* row\(s\) 1\b"),
     (lambda d: d.drop("nll_sum").with_columns(pl.when(pl.int_range(pl.len()) == 5).then(0.0)
                                               .otherwise(pl.col("ppl")).alias("ppl")),
-     r"column `ppl` must be > 0; not at row\(s\) 6"),
+     r"column `ppl` must be >= 1 .*; not at row\(s\) 6"),
     (lambda d: d.with_columns(pl.when(pl.int_range(pl.len()) == 2).then(-1.0)
                               .otherwise(pl.col("ppl")).alias("ppl")),
-     r"column `ppl` must be > 0; not at row\(s\) 3"),
+     r"column `ppl` must be >= 1 .*; not at row\(s\) 3"),
     (lambda d: d.with_columns(pl.when(pl.int_range(pl.len()) == 1).then(0)
                               .otherwise(pl.col("n_tokens")).alias("n_tokens")),
-     r"column `n_tokens` must be > 0; not at row\(s\) 2"),
+     r"column `n_tokens` must be >= 1; not at row\(s\) 2"),
     (lambda d: pl.concat([d, d.slice(4, 1)]), r"duplicated cell\(s\) at row\(s\) 5, \d+"),
     (lambda d: d.filter(~((pl.col("adapter") == "bob") & (pl.col("eval") == "bob"))),
      r"user\(s\) \['bob'\] have no diagonal cell"),
@@ -173,7 +173,7 @@ def test_documents_of_a_diverged_cell_may_be_nan(tmp_path):
 @pytest.mark.parametrize("extra, message", [
     ({"ppl": [2.718281828, 3.320116923, 3.004166024, 9.9]},   # row 4 is not exp(9/10)
      r"column `ppl` disagrees with exp\(`nll_sum` / `n_tokens`\) at row\(s\) 4"),
-    ({"n_bytes": [10, 0, 10, 10]}, r"column `n_bytes` must be > 0; not at row\(s\) 2"),
+    ({"n_bytes": [10, 0, 10, 10]}, r"column `n_bytes` must be >= 1; not at row\(s\) 2"),
 ])
 def test_external_columns_must_agree_and_be_positive(tmp_path, extra, message):
     cells = tmp_path / "cells.csv"

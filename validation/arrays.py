@@ -108,10 +108,10 @@ def _doc_arrays(docs: pl.DataFrame, cells: pl.DataFrame, seeds, adapters, users)
         per_cell = col.group_by(KEY).len()
         if (per_cell.height != n_cells or not len(doc_ids)
                 or (per_cell["len"] != len(doc_ids)).any()):
-            warnings.append(f"documents of eval user {user!r} are missing or differ between "
-                            "adapters/seeds, so they cannot be paired: documents ignored, "
-                            "seed-only resampling")
-            return None, None, warnings
+            # never a silent fallback to a weaker (seeds-only) analysis: docs/gate.md
+            raise InputError(f"documents of eval user {user!r} are missing or differ between "
+                             "adapters/seeds, so they cannot be paired with the cells; fix the "
+                             "per-document table (validation.data.load_external names the cell)")
         d_map = {d: i for i, d in enumerate(doc_ids)}
         s_idx, a_idx, _ = _indices(col, seeds, adapters, users)
         d_idx = np.array([d_map[d] for d in col["doc_id"].to_list()], dtype=int)
@@ -128,7 +128,7 @@ def _doc_arrays(docs: pl.DataFrame, cells: pl.DataFrame, seeds, adapters, users)
         s_idx, a_idx, _ = _indices(c, seeds, adapters, users)
         from_docs = nll_out[j].sum(0)[s_idx, a_idx] / tok_out[j].sum(0)[s_idx, a_idx]
         if not np.allclose(from_docs, c["logppl"].to_numpy(), rtol=1e-6, atol=1e-9):
-            warnings.append(f"per-document sums of eval user {user!r} disagree with the cells "
-                            "table (log ppl differs by more than 1e-6): the bootstrap is not "
-                            "centred on the point estimates")
+            raise InputError(f"per-document sums of eval user {user!r} disagree with the cells "
+                             "table (log ppl differs by more than 1e-6): the bootstrap would not be "
+                             "centred on the point estimates; fix the per-document table")
     return tuple(nll_out), tuple(tok_out), warnings

@@ -46,6 +46,16 @@ def seed_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
 
+def bootstrap_bytes(n_seeds: int, n_adapters: int, n_users: int, max_docs: int | None,
+                    n_resamples: int) -> int:
+    """Peak bytes `resample_logppl` and the statistics after it hold, estimated from the shapes
+    (float64): the (B, A, J) replicates and the per-user statistics, plus the larger of the
+    seeds-only temporaries (B, S, A, J) or one column's document counts and sums."""
+    B, S, A, J = n_resamples, n_seeds, n_adapters, n_users
+    per_column = 4 * max_docs + 6 * S * A if max_docs else 3 * S * A * J
+    return 8 * B * (4 * A * J + 12 * J + per_column)
+
+
 def resample_logppl(arrays: StudyArrays, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
     """(n_resamples, A, J) bootstrap replicates of the across-seed mean log ppl.
 

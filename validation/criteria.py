@@ -12,7 +12,7 @@ import numpy as np
 from validation.arrays import CellProblems
 from validation.intervals import bootstrap_interval
 from validation.prereg import Prereg
-from validation.results import CriterionResult, Gate, Status, UserResult
+from validation.results import CriterionResult, Gate, PreregStatus, Status, UserResult
 
 
 def _names(users, mask) -> str:
@@ -138,3 +138,17 @@ def gate(prereg: Prereg, criteria: tuple[CriterionResult, ...], users: tuple[Use
     if prereg.fail_on_worse_than_base:
         cells("worse-than-base", problems.worse_than_base)
     return Gate(not reasons, tuple(reasons))
+
+
+ACCEPT_FLAG = "--accept-not-preregistered"
+
+
+def preregistration_gate(g: Gate, status: PreregStatus) -> Gate:
+    """The rule of docs/gate.md: a NOT PRE-REGISTERED verdict never passes the gate, unless the
+    user accepted it explicitly (`PreregStatus.accepted`, the flag `--accept-not-preregistered`)."""
+    if status.locked or status.accepted:
+        return g
+    reason = (f"the verdict is NOT PRE-REGISTERED ({status.note}); a verdict that is not "
+              "pre-registered does not pass the gate: judge with the pre-registered settings "
+              f"(no override), or pass `{ACCEPT_FLAG}` to accept it knowingly")
+    return Gate(False, g.reasons + (reason,))

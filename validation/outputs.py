@@ -7,12 +7,46 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import unicodedata
 import xml.etree.ElementTree as ET
 from typing import Any
 
 from validation.model_reading import diagnostic_readings, effect_line, is_raw_model_warning
 from validation.results import Verdict
 from validation.summary_sentence import summary_sentence
+
+# -- escaping: every name or free text is escaped for the format it lands in (docs/gate.md) ---------
+
+def _visible(ch: str) -> str:
+    return f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}"
+
+
+def term(text: object) -> str:
+    """One line for a terminal: control, format and separator characters (ESC, CR, newline, bidi
+    overrides, ...) shown as \\uXXXX escapes, so no input can move the cursor or fake a line."""
+    return "".join(_visible(ch) if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp") else ch
+                   for ch in str(text))
+
+
+# characters XML 1.0 cannot hold at all (even escaped): C0 controls but tab/LF/CR, surrogates, FFFE/FFFF
+_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_text(text: object) -> str:
+    """Text that ElementTree can write as well-formed XML (it escapes <, >, &, quotes itself)."""
+    return _XML_INVALID.sub(lambda m: _visible(m.group()), str(text))
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")  # emphasis, code, links, table cells, strike
+
+
+def md(text: object) -> str:
+    """Text for one Markdown table cell or list item of $GITHUB_STEP_SUMMARY: HTML escaped (GitHub
+    renders inline HTML), Markdown punctuation backslash-escaped, `|` cannot split a cell and a
+    newline cannot start a new line."""
+    t = term(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MD_SPECIAL.sub(r"\\\1", t)
 
 
 def _pct(x: float | None) -> str:
@@ -38,7 +72,8 @@ def verdict_json(verdict: Verdict, calibration: Any = None) -> str:
 def _banner(v: Verdict) -> str:
     if v.prereg.locked:
         return f"pre-registered (prereg sha256 {v.prereg.sha256[:12]}, matches the run manifest)"
-    return f"*** NOT PRE-REGISTERED *** ({v.prereg.note})"
+    accepted = "; accepted with --accept-not-preregistered" if v.prereg.accepted else ""
+    return f"*** NOT PRE-REGISTERED *** ({v.prereg.note}{accepted})"
 
 
 def _bar(c) -> str:
@@ -49,17 +84,17 @@ def _bar(c) -> str:
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
-    fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
     return [fmt(header)] + [fmt(r) for r in rows]
 
 
 def verdict_text(v: Verdict, source: str = "") -> str:
     """The readable verdict table printed on stdout."""
     level = f"{v.bootstrap.level:.0%}"
-    lines = [f"VERDICT: gate {'PASSED' if v.gate.passed else 'FAILED'} (exit {v.exit_code})   {_banner(v)}",
-             summary_sentence(v), ""]
+    lines = [f"VERDICT: gate {'PASSED' if v.gate.passed else 'FAILED'} (exit {v.exit_code})   {term(_banner(v))}",
+             term(summary_sentence(v)), ""]
     if source:
-        lines.append(f"input: {source}")
+        lines.append(f"input: {term(source)}")
     b = v.bootstrap
     lines.append(f"seeds: {b.n_seeds}   bootstrap: {b.mode.value}, {b.n_resamples} resamples, "
                  f"{level} {b.method} intervals, rng seed {b.rng_seed}   comparator: {v.comparator}")
@@ -67,7 +102,7 @@ def verdict_text(v: Verdict, source: str = "") -> str:
         lines.append(f"regime: {b.regime.label} (estimated seed share of the margins' variance "
                      f"{_share(b.regime.seed_share)}, the rest from the held-out documents)")
     lines.append("")
-    rows = [[u.user, _pct(u.margin), _ci(u.ci), u.best_other, _pct(u.worst_other_margin),
+    rows = [[term(u.user), _pct(u.margin), _ci(u.ci), term(u.best_other), _pct(u.worst_other_margin),
              _pct(u.personalization_gain), _pct(u.regularization_gain), _pct(u.total_gain),
              "INVERTED" if u.inverted else ""] for u in v.users]
     lines += _table(["user", "margin", f"{level} CI", "best other", "worst-other*",
@@ -75,7 +110,7 @@ def verdict_text(v: Verdict, source: str = "") -> str:
     lines.append("margin = 1 - ppl(own) / ppl(best other user adapter); "
                  "* worst-other margin is anti-conservative, for comparison only")
     lines.append("")
-    rows = [[c.name.upper(), c.status.value, c.point.value, _bar(c), c.explanation]
+    rows = [[c.name.upper(), c.status.value, c.point.value, _bar(c), term(c.explanation)]
             for c in v.criteria]
     lines += _table(["criterion", "status (CI)", "point reading", "threshold", "why"], rows)
     lines.append("")
@@ -84,7 +119,7 @@ def verdict_text(v: Verdict, source: str = "") -> str:
         lines += [f"  - {r}" for r in diagnostic_readings(v.model)]
         lines.append("  (optimizer and statsmodels diagnostics: verdict.json, `model`; and the report)")
     lines.append(f"gate: {'PASSED' if v.gate.passed else 'FAILED'}")
-    lines += [f"  - {r}" for r in v.gate.reasons]
+    lines += [f"  - {term(r)}" for r in v.gate.reasons]
     shown = [w for w in v.warnings if not is_raw_model_warning(w) and not w.startswith("raw: ")]
     n_raw = sum(w.startswith("raw: ") for w in v.warnings)
     if n_raw:
@@ -92,7 +127,7 @@ def verdict_text(v: Verdict, source: str = "") -> str:
                      "(verdict.json, `warnings`, entries starting `raw:`)")
     if shown:
         lines.append("warnings:")
-        lines += [f"  - {w}" for w in shown]
+        lines += [f"  - {term(w)}" for w in shown]
     return "\n".join(lines) + "\n"
 
 
@@ -102,17 +137,19 @@ def junit_xml(v: Verdict) -> str:
     suite = ET.Element("testsuite", name="validation.verdict")
     props = ET.SubElement(suite, "properties")
     for k, val in (("preregistration", v.prereg.label), ("prereg_sha256", v.prereg.sha256),
+                   ("prereg_overrides", "; ".join(v.prereg.overrides)),
+                   ("accepted_not_preregistered", str(v.prereg.accepted).lower()),
                    ("bootstrap_mode", v.bootstrap.mode.value), ("comparator", v.comparator)):
-        ET.SubElement(props, "property", name=k, value=str(val))
+        ET.SubElement(props, "property", name=k, value=xml_text(val))
     failures = 0
 
     def case(classname: str, name: str, failed: str | None, out: str) -> None:
         nonlocal failures
-        tc = ET.SubElement(suite, "testcase", classname=classname, name=name, time="0")
+        tc = ET.SubElement(suite, "testcase", classname=classname, name=xml_text(name), time="0")
         if failed:
             failures += 1
-            ET.SubElement(tc, "failure", message=failed).text = out
-        ET.SubElement(tc, "system-out").text = out
+            ET.SubElement(tc, "failure", message=xml_text(failed)).text = xml_text(out)
+        ET.SubElement(tc, "system-out").text = xml_text(out)
 
     for c in v.criteria:
         ok = v.settings.gate_allows(c.name, c.status)
@@ -122,6 +159,10 @@ def junit_xml(v: Verdict) -> str:
         out = (f"margin {_pct(u.margin)} CI {_ci(u.ci)} vs best other {u.best_other}; "
                f"personalization {_pct(u.personalization_gain)}, regularization {_pct(u.regularization_gain)}")
         case("verdict.users", u.user, f"{u.user} is inverted" if u.inverted else None, out)
+    case("verdict", "preregistration",
+         None if v.prereg.locked or v.prereg.accepted else "NOT PRE-REGISTERED",
+         f"{v.prereg.label}: {v.prereg.note}"
+         + ("; accepted with --accept-not-preregistered" if v.prereg.accepted else ""))
     case("verdict", "gate", None if v.gate.passed else "gate failed",
          "\n".join(v.gate.reasons) or "passed")
     suite.set("tests", str(len(suite.findall("testcase"))))
@@ -134,22 +175,23 @@ def junit_xml(v: Verdict) -> str:
 def markdown_summary(v: Verdict) -> str:
     """For $GITHUB_STEP_SUMMARY."""
     level = f"{v.bootstrap.level:.0%}"
-    out = [f"## Verdict: gate {'PASSED ✅' if v.gate.passed else 'FAILED ❌'}", "", summary_sentence(v), ""]
+    out = [f"## Verdict: gate {'PASSED ✅' if v.gate.passed else 'FAILED ❌'}", "", md(summary_sentence(v)), ""]
     if not v.prereg.locked:
-        out += [f"> **NOT PRE-REGISTERED**: {v.prereg.note}", ""]
+        accepted = " (accepted with `--accept-not-preregistered`)" if v.prereg.accepted else ""
+        out += [f"> **NOT PRE-REGISTERED**: {md(v.prereg.note)}{accepted}", ""]
     out += ["| criterion | status | point reading | threshold |", "|---|---|---|---|"]
     out += [f"| {c.name.upper()} | **{c.status.value}** | {c.point.value} | {c.threshold:g} |"
             for c in v.criteria]
     out += ["", f"| user | margin | {level} CI | best other | personalization | regularization | inverted |",
             "|---|---|---|---|---|---|---|"]
-    out += [f"| {u.user} | {_pct(u.margin)} | {_ci(u.ci)} | {u.best_other} | "
+    out += [f"| {md(u.user)} | {_pct(u.margin)} | {_ci(u.ci)} | {md(u.best_other)} | "
             f"{_pct(u.personalization_gain)} | {_pct(u.regularization_gain)} | {'**yes**' if u.inverted else 'no'} |"
             for u in v.users]
     if v.gate.reasons:
-        out += ["", "Gate failed because:"] + [f"- {r}" for r in v.gate.reasons]
+        out += ["", "Gate failed because:"] + [f"- {md(r)}" for r in v.gate.reasons]
     if v.warnings:
-        out += ["", "Warnings:"] + [f"- {w}" for w in v.warnings]
+        out += ["", "Warnings:"] + [f"- {md(w)}" for w in v.warnings]
     return "\n".join(out) + "\n\n"
 
 
-__all__ = ["verdict_json", "verdict_text", "junit_xml", "markdown_summary"]
+__all__ = ["junit_xml", "markdown_summary", "md", "term", "verdict_json", "verdict_text", "xml_text"]

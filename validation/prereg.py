@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +111,10 @@ def _prereg_iv(p: Prereg) -> None:
         raise PreregError(f"`lenient_min_users` must be an integer >= 0; got {p.lenient_min_users!r}.")
     if not integer(p.n_resamples) or p.n_resamples < 1:
         raise PreregError(f"`n_resamples` must be a positive integer; got {p.n_resamples!r}.")
+    if p.strict_margin < p.lenient_margin:
+        raise PreregError(f"`strict_margin` ({p.strict_margin}) is below `lenient_margin` "
+                          f"({p.lenient_margin}): STRICT would be easier to pass than LENIENT; "
+                          "make `strict_margin` >= `lenient_margin`.")
     if p.lenient_adjust not in LENIENT_ADJUSTMENTS:
         raise PreregError(f"`lenient_adjust` must be one of {LENIENT_ADJUSTMENTS}; got {p.lenient_adjust!r}.")
     if p.interval_method not in INTERVAL_METHODS:
@@ -194,8 +198,44 @@ def check_prereg(prereg: Prereg, manifest: Manifest | None, *, allow_change: boo
         raise PreregError(
             f"{prereg.path}: pre-registration changed since the run (sha256 {prereg.sha256[:12]}... "
             f"!= manifest {str(expected)[:12]}...). Restore the file, or pass "
-            "`--allow-prereg-change` to judge anyway (the outputs will say NOT PRE-REGISTERED)."
+            "`--allow-prereg-change` to judge anyway (the outputs will say NOT PRE-REGISTERED, and the gate fails unless `--accept-not-preregistered`)."
         )
     return PreregStatus(False, prereg.sha256, expected, prereg.path,
                         "changed since the run; judged with --allow-prereg-change")
 
+
+def check_users(prereg: Prereg, n_users: int, where: str = "the study") -> None:
+    """Settings that are impossible for this number of users are refused (PreregError)."""
+    if prereg.lenient_min_users > n_users:
+        raise PreregError(
+            f"{prereg.path or 'prereg'}: `lenient_min_users = {prereg.lenient_min_users}` but {where} has "
+            f"{n_users} users: LENIENT could never pass; lower `lenient_min_users` to at most {n_users} "
+            "(0 = all users but one) before the run.")
+
+
+# The command-line flags of `python -m validation.verdict` that can change a status, with the
+# pre-registered setting each one replaces (docs/gate.md).
+OVERRIDABLE = {"--n-resamples": "n_resamples", "--rng-seed": "rng_seed"}
+
+
+def command_line_overrides(prereg: Prereg, values: dict[str, Any]) -> tuple[str, ...]:
+    """Flags (keys of OVERRIDABLE) given with a value other than the pre-registered one.
+
+    A flag given with the pre-registered value is not an override.
+    """
+    out = []
+    for flag, value in values.items():
+        setting = OVERRIDABLE[flag]
+        if value is not None and value != getattr(prereg, setting):
+            out.append(f"{flag} {value} (pre-registered {setting} = {getattr(prereg, setting)})")
+    return tuple(out)
+
+
+def with_overrides(status: PreregStatus, overrides: tuple[str, ...], *, accepted: bool) -> PreregStatus:
+    """The status once command-line overrides are applied: any override makes it NOT PRE-REGISTERED."""
+    if not overrides:
+        return replace(status, accepted=accepted and not status.locked)
+    note = "command-line override of a pre-registered setting: " + "; ".join(overrides)
+    if not status.locked:
+        note = f"{status.note}; {note}"
+    return replace(status, locked=False, note=note, overrides=overrides, accepted=accepted)

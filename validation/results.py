@@ -270,6 +270,9 @@ class PreregStatus:
     expected_sha256: str | None  # from the manifest; None when there is no manifest
     path: str
     note: str                  # e.g. "matches manifest", "changed since the run", "no manifest"
+    # command-line settings that differ from the file (docs/gate.md); any one makes it not locked
+    overrides: tuple[str, ...] = ()
+    accepted: bool = False     # --accept-not-preregistered: a NOT PRE-REGISTERED verdict may pass
 
     @property
     def label(self) -> str:
@@ -283,6 +286,8 @@ class PreregStatus:
             "expected_sha256": self.expected_sha256,
             "path": self.path,
             "note": self.note,
+            "overrides": list(self.overrides),
+            "accepted_not_preregistered": self.accepted,
         }
 
 

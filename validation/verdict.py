@@ -17,12 +17,24 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 
 from common.atomic import atomic_write_text
+from common.limits import gib, memory_budget
+from validation.bootstrap import bootstrap_bytes
+from validation.criteria import ACCEPT_FLAG, preregistration_gate
 from validation.data import InputError, load_external, load_run, resolve_run
 from validation.judging import judge
-from validation.outputs import junit_xml, markdown_summary, verdict_json, verdict_text
-from validation.prereg import PreregError, check_prereg, default_prereg_path, load_prereg
+from validation.outputs import junit_xml, markdown_summary, term, verdict_json, verdict_text
+from validation.prereg import (
+    PreregError,
+    check_prereg,
+    check_users,
+    command_line_overrides,
+    default_prereg_path,
+    load_prereg,
+    with_overrides,
+)
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
 
@@ -39,9 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-root", metavar="DIR", default="runs", help="where runs/latest lives")
     p.add_argument("--prereg", metavar="FILE", help="pre-registration file (default: prereg.toml)")
     p.add_argument("--allow-prereg-change", action="store_true",
-                   help="judge even if prereg.toml changed since the run (outputs say NOT PRE-REGISTERED)")
-    p.add_argument("--rng-seed", type=int, help="bootstrap seed (default: prereg.toml's rng_seed)")
-    p.add_argument("--n-resamples", type=int, help="override the pre-registered number of resamples")
+                   help="judge even if prereg.toml changed since the run (outputs say NOT "
+                        "PRE-REGISTERED, and the gate fails unless --accept-not-preregistered)")
+    p.add_argument("--rng-seed", type=int, help="bootstrap seed (default: prereg.toml's rng_seed); "
+                   "another value makes the verdict NOT PRE-REGISTERED (docs/gate.md)")
+    p.add_argument("--n-resamples", type=int, help="number of resamples (default: prereg.toml's "
+                   "n_resamples); another value makes the verdict NOT PRE-REGISTERED (docs/gate.md)")
+    p.add_argument(ACCEPT_FLAG, action="store_true",
+                   help="let a NOT PRE-REGISTERED verdict (an override above, a changed prereg.toml, "
+                        "external --cells without a run manifest) pass the gate; the outputs still "
+                        "say NOT PRE-REGISTERED")
     p.add_argument("--no-report", action="store_true", help="do not write report.html")
     p.add_argument("--no-calibration", action="store_true",
                    help="skip the simulated calibration of this design (otherwise read from the "
@@ -101,6 +120,34 @@ def _load(args):
     return data, out, run_dir
 
 
+def check_bootstrap_memory(data, n_resamples: int, setting: str) -> None:
+    """Refuse, before any resampling, a bootstrap that cannot fit in memory (docs/gate.md, 5)."""
+    cells = data.cells
+    n_docs = None
+    if data.docs is not None and data.docs.height:
+        n_docs = int(data.docs.group_by("eval").agg(pl.col("doc_id").n_unique())["doc_id"].max())
+    shape = (cells["seed"].n_unique(), cells["adapter"].n_unique(), cells["eval"].n_unique())
+    need, budget = bootstrap_bytes(*shape, n_docs, n_resamples), memory_budget()
+    if need > budget:
+        fits = max(1, n_resamples * budget // need)
+        raise InputError(
+            f"`{setting} = {n_resamples}` with {shape[0]} seeds, {shape[1]} adapters, {shape[2]} users"
+            + (f" and up to {n_docs} documents per user" if n_docs else "")
+            + f" needs about {gib(need)} for the bootstrap, more than this machine can give ({gib(budget)}); "
+            f"lower `{setting}` to at most about {fits} (`n_resamples` in prereg.toml is fixed before the run; "
+            "`--n-resamples` makes the verdict NOT PRE-REGISTERED), or judge on a machine with more memory.")
+
+
+def _remove_stale_report(out: Path) -> Path | None:
+    """A report.html beside the verdict.json about to be written belongs to an earlier verdict:
+    removed first, so an interrupted or report-less verdict never leaves it behind unflagged."""
+    old = out / "report.html"
+    if old.is_file():
+        old.unlink()
+        return old
+    return None
+
+
 def _write_report(verdict, data, out: Path, calibration, charts: str | None) -> str | None:
     """Call reports.write_report if it exists; a failure is reported, never fatal."""
     try:
@@ -125,8 +172,16 @@ def main(argv: list[str] | None = None) -> int:
         prereg = load_prereg(args.prereg or default_prereg_path())
         data, out, run_dir = _load(args)
         status = check_prereg(prereg, data.manifest, allow_change=args.allow_prereg_change)
+        check_users(prereg, len(data.users), f"`{data.source}`")
         if args.n_resamples is not None and args.n_resamples < 1:
             raise InputError(f"`--n-resamples` must be a positive integer; got {args.n_resamples}.")
+        if args.rng_seed is not None and args.rng_seed < 0:
+            raise InputError(f"`--rng-seed` must be an integer >= 0; got {args.rng_seed}.")
+        overrides = command_line_overrides(
+            prereg, {"--n-resamples": args.n_resamples, "--rng-seed": args.rng_seed})
+        status = with_overrides(status, overrides, accepted=args.accept_not_preregistered)
+        check_bootstrap_memory(data, prereg.n_resamples if args.n_resamples is None else args.n_resamples,
+                               "--n-resamples" if args.n_resamples is not None else "n_resamples")
         rng_seed = prereg.rng_seed if args.rng_seed is None else args.rng_seed
         with warnings.catch_warnings(record=True) as raw:  # raw library warnings never reach
             warnings.simplefilter("always")                # the terminal: verdict.json keeps them
@@ -134,26 +189,28 @@ def main(argv: list[str] | None = None) -> int:
                             n_resamples=args.n_resamples, prereg_status=status)
             calibration, cal_warnings = _calibration(args, data, prereg, run_dir)
         verdict = _with_raw_warnings(verdict, raw)
-        if args.n_resamples is not None and args.n_resamples != prereg.n_resamples:
-            verdict = _with_warning(verdict, f"--n-resamples {args.n_resamples} differs from the "
-                                    f"pre-registered {prereg.n_resamples}")
+        verdict = replace(verdict, gate=preregistration_gate(verdict.gate, status))
         if cal_warnings:
             verdict = replace(verdict, warnings=verdict.warnings + tuple(cal_warnings))
         texts = {"verdict.json": verdict_json(verdict, calibration), "junit.xml": junit_xml(verdict)}
     except (InputError, PreregError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {term(e)}", file=sys.stderr)  # no raw control character reaches the terminal
         return EXIT_ERROR
     except Exception as e:
         traceback.print_exc()
         print(f"error: tool error ({type(e).__name__}: {e})", file=sys.stderr)
         return EXIT_ERROR
     try:
+        stale = _remove_stale_report(out)
         for name, text in texts.items():
             atomic_write_text(out / name, text)
     except OSError as e:
         print(f"error: cannot write to {out}: {e}", file=sys.stderr)
         return EXIT_ERROR
     print(verdict_text(verdict, str(data.source or "")), end="")
+    if stale:
+        print(f"note: removed {stale}, written by an earlier verdict"
+              + (" (--no-report: no new report)" if args.no_report else ""), file=sys.stderr)
     if not args.no_report:
         note = _write_report(verdict, data, out, calibration, args.charts)
         print(note or f"report: {out / 'report.html'}", file=sys.stderr if note else sys.stdout)
@@ -174,10 +231,6 @@ def _with_raw_warnings(verdict, caught):
     seen = tuple(dict.fromkeys(f"raw: {w.category.__name__}: {str(w.message).splitlines()[0]}"
                                for w in caught))
     return replace(verdict, warnings=verdict.warnings + seen) if seen else verdict
-
-
-def _with_warning(verdict, message: str):
-    return replace(verdict, warnings=verdict.warnings + (message,))
 
 
 if __name__ == "__main__":
