@@ -339,6 +339,9 @@ class Verdict:
     # The matrix the margins are computed from: one row per (adapter, eval), columns
     # `adapter, eval, ppl, log_ppl, n_seeds`; ppl = geometric mean over the seeds that have the cell.
     matrix: pl.DataFrame | None = None
+    # Domain-similarity structure (`validation.similarity.Similarity`), added by the CLI after
+    # judging (`similarity_for_verdict`); None when not computed.
+    similarity: Any = None
 
     def criterion(self, name: str) -> CriterionResult:
         for c in self.criteria:
@@ -407,6 +410,7 @@ class Verdict:
             "matrix": [] if self.matrix is None else [
                 {"adapter": r["adapter"], "eval": r["eval"], "ppl": _num(r["ppl"]), "n_seeds": r["n_seeds"]}
                 for r in self.matrix.iter_rows(named=True)],
+            "similarity": None if self.similarity is None else self.similarity.to_json(),
         }
 
 

@@ -283,6 +283,8 @@ def simulate_study(
     doc_sd: float = 0.3,
     noise_sd: float = 0.05,
     with_docs: bool = True,
+    groups: tuple[int, ...] | None = None,
+    group_penalty: float = 0.10,
 ) -> StudyData:
     """A study of S seeds x (J users + controls) x J users x `n_docs`, from `simulate_experiment`.
 
@@ -290,14 +292,35 @@ def simulate_study(
     (no adapter quality, off-diagonal, cell or document x adapter terms): the own adapter is
     `personalization` (a log-ratio, scalar or per user) better than the others, so the true
     margin is 1 - exp(-personalization). `with_docs=False` drops the per-document rows.
+    `groups` (one group label per user) plants a domain-similarity structure: an adapter
+    evaluated on the text of a user of another group is `group_penalty` (log ppl) worse than one
+    of the same group, so the margin (against the best other, a same-group adapter) is unchanged.
     """
     pers = np.broadcast_to(np.asarray(personalization, dtype=float), (len(users),))
     params = SimParams(users=tuple(users), n_docs=(int(n_docs),) * len(users), controls=tuple(controls),
                        regularization=regularization, adapter_sd=0.0, offdiag_sd=0.0,
                        seed_sd=seed_sd, instance_sd=instance_sd, cell_sd=0.0, doc_sd=doc_sd,
                        doc_adapter_sd=0.0, noise_sd=noise_sd, mean_tokens=240.0)
+    if groups is not None:
+        params = replace(params, expected=_grouped_expected(params, groups, group_penalty, rng))
     data = simulate_experiment(params, -np.expm1(-pers), n_seeds, rng).data
     return data if with_docs else StudyData(cells=data.cells)
+
+
+def _grouped_expected(params: SimParams, groups, penalty: float, rng: np.random.Generator) -> np.ndarray:
+    """(A, J) expected cells of `simulate_study` with a between-group transfer penalty."""
+    J = len(params.users)
+    g = np.asarray(groups)
+    if g.shape != (J,):
+        raise ValueError(f"`groups` must hold one label per user ({J}); got {list(groups)}.")
+    if not (np.isfinite(penalty) and penalty >= 0):
+        raise ValueError(f"`group_penalty` must be a finite number >= 0; got {penalty!r}.")
+    text = params.mean_logppl + rng.normal(0, params.text_sd, size=J)
+    E = np.empty((len(params.adapters), J))
+    E[:J] = text[None, :] - params.regularization + penalty * (g[:, None] != g[None, :])
+    for k, c in enumerate(params.controls):
+        E[J + k] = text - (params.regularization if c == "pooled" else 0.0)
+    return E
 
 
 def cells_from_matrix(ppl: np.ndarray, adapters: tuple[str, ...], users: tuple[str, ...]) -> StudyData:

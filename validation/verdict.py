@@ -188,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             verdict = judge(data, prereg, rng=np.random.default_rng(rng_seed),
                             n_resamples=args.n_resamples, prereg_status=status)
             calibration, cal_warnings = _calibration(args, data, prereg, run_dir)
+            verdict = _with_similarity(verdict, data, run_dir)
         verdict = _with_raw_warnings(verdict, raw)
         verdict = replace(verdict, gate=preregistration_gate(verdict.gate, status))
         if cal_warnings:
@@ -223,6 +224,19 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as e:
             print(f"warning: cannot append to $GITHUB_STEP_SUMMARY ({summary}): {e}", file=sys.stderr)
     return verdict.exit_code
+
+
+def _with_similarity(verdict, data, run_dir: Path | None):
+    """The domain-similarity structure (verdict.json key `similarity`); bad adapter files are
+    an input error (exit 2), any other failure a warning (the verdict does not depend on it)."""
+    from validation.similarity import similarity_for_verdict
+    try:
+        return replace(verdict, similarity=similarity_for_verdict(verdict, data, run_dir))
+    except InputError:
+        raise
+    except Exception as e:
+        return _with_warning(verdict, f"similarity failed ({type(e).__name__}: {e}); "
+                             "the verdict does not depend on it")
 
 
 def _with_raw_warnings(verdict, caught):
