@@ -260,3 +260,32 @@ def bootstrap_histograms(draws: pl.DataFrame, level: float, strict: float,
             alt.Chart(one).mark_rule(color="#e67e22").encode(x=alt.datum(lenient))
         panels.append(alt.layer(hist, bars, point, low, high).properties(width=WIDTH, height=80))
     return ds.attach(alt.vconcat(*panels, spacing=8).resolve_scale(x="shared"))
+
+
+def similarity_chart(transfer: pl.DataFrame, pairs: pl.DataFrame | None) -> alt.TopLevelMixin:
+    """Transfer distance between users as a heatmap ordered by the clustering tree, and, when
+    `pairs` has adapter distances, adapter distance vs transfer distance, one dot per user pair.
+
+    `transfer`: row, col, distance, row_order, col_order (`Similarity.transfer_table`);
+    `pairs`: pair, transfer_distance, adapter_distance (`Similarity.pairs_table`) or None.
+    """
+    ds = _Datasets("similarity")
+    base = alt.Chart(ds(transfer)).encode(
+        x=alt.X("col:N", sort=alt.EncodingSortField("col_order"), title=None, axis=alt.Axis(orient="top")),
+        y=alt.Y("row:N", sort=alt.EncodingSortField("row_order"), title=None))
+    cells = base.mark_rect(stroke="white").encode(
+        color=alt.Color("distance:Q", title="transfer distance (nats/token)",
+                        scale=alt.Scale(scheme="lighttealblue")),
+        tooltip=["row:N", "col:N", alt.Tooltip("distance:Q", format=".4f")])
+    labels = base.mark_text(fontSize=11, color="black").encode(text=alt.Text("distance:Q", format=".3f"))
+    heat = alt.layer(cells, labels).properties(width=alt.Step(60), height=alt.Step(30),
+                                               title="Transfer distance, users in tree order")
+    if pairs is None or pairs.filter(pl.col("adapter_distance").is_not_null()).height == 0:
+        return ds.attach(heat)
+    scatter = alt.Chart(ds(pairs)).mark_circle(size=70, color="#2c3e50").encode(
+        x=alt.X("adapter_distance:Q", title="adapter distance (parameter space)", scale=alt.Scale(zero=False)),
+        y=alt.Y("transfer_distance:Q", title="transfer distance (nats/token)", scale=alt.Scale(zero=False)),
+        tooltip=["pair:N", alt.Tooltip("adapter_distance:Q", format=".4g"),
+                 alt.Tooltip("transfer_distance:Q", format=".4f")],
+    ).properties(width=260, height=220, title="One dot per user pair")
+    return ds.attach(alt.hconcat(heat, scatter))

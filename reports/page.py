@@ -143,6 +143,7 @@ def chart_sections(verdict: Verdict, data: StudyData,
         None if draws.height else
         f"No bootstrap draws (mode `{verdict.bootstrap.mode}`): one seed and no per-document "
         "data leave nothing to resample, so the intervals are degenerate."))
+    out.append(_similarity_section(verdict))
     out.append(ChartSection(
         "calibration", "How far the intervals can be trusted: simulated calibration of this design",
         ("Experiments simulated with known margins for this run's design "
@@ -160,6 +161,35 @@ def chart_sections(verdict: Verdict, data: StudyData,
         ("Calibration not computed (one seed: the seed-level bootstrap cannot be calibrated, or "
          "`--no-calibration` was given). `python -m validation.calibrate` measures it.")))
     return out
+
+
+def _similarity_section(verdict: Verdict) -> ChartSection:
+    """Domain-similarity structure (docs/methods.md, section 11): ordered heatmap, split supports
+    and the Mantel test in the caption, adapter-vs-transfer scatter when adapters were read."""
+    title = "Which users\u2019 adapters transfer to each other? (exploratory)"
+    sim = getattr(verdict, "similarity", None)
+    if sim is None:
+        return ChartSection("similarity", title, "", None,
+                            "Not computed for this verdict (`python -m validation.verdict` computes it).")
+    splits = "; ".join(f"{{{', '.join(sp.members)}}} "
+                       + ("no support (no resampling)" if sp.support is None else f"support {sp.support:.0%}")
+                       for sp in sim.splits) or "none"
+    m = sim.mantel
+    mantel = ("No adapter files were read, so adapters and transfer are not compared." if m is None else
+              f"Adapter vs transfer distance: Mantel r = {m.statistic:.2f}, one-sided p = {m.p_value:.3g} "
+              f"({'exact, ' if m.exact else ''}{m.n_permutations} relabelings; smallest possible p "
+              f"{m.min_p_value:.3g}): {'significant' if m.significant else 'not significant'} at "
+              f"{1 - m.level:.0%}.")
+    caption = ("Transfer distance = the symmetrized log-perplexity penalty of evaluating each user's "
+               "text with the other's adapter (0 = interchangeable). Users are ordered by average-"
+               f"linkage clustering. Splits of the tree, with the share of the {sim.n_resamples} "
+               f"bootstrap resamples whose tree has them: {splits}. {mantel} "
+               + " ".join(n[0].upper() + n[1:] + "." for n in sim.notes))
+    ok = len(sim.users) >= 2
+    return ChartSection("similarity", title, caption,
+                        charts.similarity_chart(sim.transfer_table(),
+                                                sim.pairs_table() if sim.adapter_distance is not None else None)
+                        if ok else None, None if ok else "Fewer than two users: no distance to show.")
 
 
 def missing_parts(verdict: Verdict, data: StudyData) -> list[str]:

@@ -220,3 +220,28 @@ def test_verdict_json_has_the_similarity_keys(tmp_path, capsys):
                  "--no-report", "--no-calibration"]) == 2
     assert "u3.safetensors" in capsys.readouterr().err
     assert (run / "verdict.json").read_text() == before
+
+
+def test_report_section_has_the_supports_the_mantel_test_and_both_charts(tmp_path):
+    import reports
+    from dataclasses import replace
+    from reports.page import chart_sections
+
+    data, v = _planted(0)
+    _write_adapters(tmp_path, USERS6, data.seeds, GROUPS, np.random.default_rng(0))
+    v = replace(v, similarity=similarity_for_verdict(v, data, tmp_path))
+    sec = {s.key: s for s in chart_sections(v, data)}["similarity"]
+    support = {sp.members: sp.support for sp in v.similarity.splits}[("u0", "u1", "u2")]
+    assert f"{{u0, u1, u2}} support {support:.0%}" in sec.caption
+    assert "Mantel r = " in sec.caption and "720 relabelings" in sec.caption
+    spec = sec.chart.to_dict()
+    assert len(spec["hconcat"]) == 2                       # ordered heatmap + scatter
+    html = reports.render_report(v, data)
+    assert 'id="chart-similarity"' in html and "support" in html
+    files = reports.write_charts(v, data, tmp_path / "charts", fmt="svg")
+    assert any(Path(f).name.startswith("similarity") for f in files)
+    # without adapters: the heatmap alone; without a similarity: an explained gap
+    v2 = replace(v, similarity=similarity_for_verdict(v, data))
+    assert "hconcat" not in {s.key: s for s in chart_sections(v2, data)}["similarity"].chart.to_dict()
+    gap = {s.key: s for s in chart_sections(replace(v, similarity=None), data)}["similarity"]
+    assert gap.chart is None and "Not computed" in gap.missing

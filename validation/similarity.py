@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import polars as pl
 from scipy.cluster.hierarchy import linkage
 from scipy.spatial.distance import squareform
 
@@ -92,6 +93,25 @@ class Similarity:
     adapter_seeds: tuple[int, ...]         # seeds whose adapter files were read
     mantel: MantelTest | None
     notes: tuple[str, ...]                 # what cannot be concluded, and why
+
+    def transfer_table(self) -> pl.DataFrame:
+        """Tidy `row, col, distance, row_order, col_order`: every (user, user) cell, with the
+        users' positions in the tree's leaf order (for an ordered heatmap)."""
+        pos = {u: k for k, u in enumerate(self.order)}
+        rows = [{"row": a, "col": b, "distance": _num(self.transfer[i, j]),
+                 "row_order": pos[a], "col_order": pos[b]}
+                for i, a in enumerate(self.users) for j, b in enumerate(self.users)]
+        return pl.DataFrame(rows, schema={"row": pl.String, "col": pl.String, "distance": pl.Float64,
+                                          "row_order": pl.Int64, "col_order": pl.Int64})
+
+    def pairs_table(self) -> pl.DataFrame:
+        """Tidy `pair, transfer_distance, adapter_distance`: one row per user pair (adapter
+        distance null without adapter files)."""
+        rows = [{"pair": f"{a} – {b}", "transfer_distance": _num(self.transfer[i, j]),
+                 "adapter_distance": None if self.adapter_distance is None else _num(self.adapter_distance[i, j])}
+                for (i, a), (j, b) in itertools.combinations(enumerate(self.users), 2)]
+        return pl.DataFrame(rows, schema={"pair": pl.String, "transfer_distance": pl.Float64,
+                                          "adapter_distance": pl.Float64})
 
     def to_json(self) -> dict[str, Any]:
         return {
