@@ -58,6 +58,19 @@ def test_three_users_cluster_by_hand_and_say_what_cannot_be_concluded():
     assert doc["similarity"]["splits"][0]["support"] is None
 
 
+def test_negative_distances_cluster_as_shifted_ones():
+    # own adapters worse than the others' (an inverted study): every transfer distance < 0
+    L = L3.copy()
+    L[np.arange(3), np.arange(3)] += 2.0
+    d = transfer_distance(L)
+    assert (d[np.triu_indices(3, 1)] < 0).all()
+    s = similarity_structure(("u0", "u1", "u2"), L, None)
+    shifted = similarity_structure(("u0", "u1", "u2"), L3, None)   # d - 2 everywhere off the diagonal
+    assert [sp.members for sp in s.splits] == [sp.members for sp in shifted.splits] == [("u0", "u1")]
+    np.testing.assert_allclose(s.linkage[:, 2], shifted.linkage[:, 2] - 2.0)
+    assert sorted(s.order) == ["u0", "u1", "u2"]
+
+
 def test_three_user_mantel_cannot_go_below_one_sixth():
     d = transfer_distance(L3)
     t = mantel(d, d)

@@ -173,7 +173,11 @@ def clades(Z: np.ndarray, n: int) -> dict[int, float]:
 
 def _leaf_order(Z: np.ndarray, n: int) -> list[int]:
     from scipy.cluster.hierarchy import leaves_list
-    return [int(k) for k in leaves_list(Z)] if n > 1 else list(range(n))
+    if n < 2:
+        return list(range(n))
+    Zs = np.array(Z, dtype=float, copy=True)   # scipy rejects negative heights; the order does not
+    Zs[:, 2] -= min(0.0, float(Zs[:, 2].min()))  # depend on a constant shift
+    return [int(k) for k in leaves_list(Zs)]
 
 
 def clade_support(draws: np.ndarray, targets: list[int]) -> tuple[np.ndarray, int]:

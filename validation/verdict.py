@@ -235,8 +235,8 @@ def _with_similarity(verdict, data, run_dir: Path | None):
     except InputError:
         raise
     except Exception as e:
-        return _with_warning(verdict, f"similarity failed ({type(e).__name__}: {e}); "
-                             "the verdict does not depend on it")
+        return replace(verdict, warnings=verdict.warnings + (
+            f"similarity failed ({type(e).__name__}: {e}); the verdict does not depend on it",))
 
 
 def _with_raw_warnings(verdict, caught):
