@@ -149,6 +149,8 @@ def load_checkpoint(path: Path | str, *, dtype: str = "float32", device: str = "
                     context: int | None = None) -> HFCheckpoint:
     """Load `path` offline as a frozen base with per-row norm adapters (HFModelError on any problem)."""
     transformers = require_transformers()
+    transformers.utils.logging.set_verbosity_error()  # its load report and progress bars: errors are ours
+    transformers.utils.logging.disable_progress_bar()
     path = Path(path)
     config = check_dir(path)
     td = check_dtype(dtype, device)
