@@ -76,3 +76,41 @@ def save_tiny(arch: str, out_dir: Path, *, seed: int = 0, ctx: int = 64, width: 
     model.save_pretrained(out_dir)
     tok.save_pretrained(out_dir)
     return out_dir
+
+
+# SmolLM-135M's shape (Llama-style): 30 layers of width 576, 9 heads (3 KV heads), tied 49152-token embeddings
+SMOLLM_135M = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                   num_key_value_heads=3, vocab_size=49152, max_position_embeddings=2048, tie_word_embeddings=True,
+                   rms_norm_eps=1e-5, rope_theta=10000.0)
+
+
+def bpe_tokenizer(texts: list[str], vocab_size: int):
+    """A byte-level BPE tokenizer trained here on `texts` (`<s>` prepended, as Llama's), built offline."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<s>", "</s>", "<pad>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                       special_tokens=[("<s>", tok.token_to_id("<s>"))])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                   model_max_length=1 << 30)
+
+
+def save_llama_135m(out_dir: Path, texts: list[str], *, seed: int = 0, dtype: torch.dtype = torch.float32) -> Path:
+    """A random Llama-style model of SmolLM-135M's shape with a BPE tokenizer trained on `texts`."""
+    import transformers as tf
+
+    tok = bpe_tokenizer(texts, SMOLLM_135M["vocab_size"])
+    cfg = tf.LlamaConfig(**SMOLLM_135M, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id)
+    torch.manual_seed(seed)
+    model = tf.AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    return out_dir
