@@ -162,3 +162,12 @@ def test_unknown_norm_refused_naming_classes():
         find_norms(OddLM())
     with pytest.raises(UnsupportedArchitecture, match="Sequential: no normalization module"):
         find_norms(nn.Sequential(nn.Linear(4, 4)))
+
+
+def test_training_copy_shares_base_weights(ckpt, trained):
+    _, _, ck = ckpt
+    out = trained[-1]
+    ours = dict(out.model.hf.named_parameters())
+    for name, p in ck.model.hf.named_parameters():
+        assert ours[name] is p  # one copy of the frozen weights in memory
+    assert not any(n.endswith("adapter_weight") for n, _ in ck.model.hf.named_parameters())  # no bank on the base

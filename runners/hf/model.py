@@ -9,6 +9,8 @@ is the base model, 1..n the adapters, exactly as in the built-in model.
 
 from __future__ import annotations
 
+import copy
+import itertools
 from dataclasses import asdict, dataclass
 
 import torch
@@ -50,6 +52,22 @@ class HFAdapterLM(nn.Module):
         self.config = HFRunConfig(block_size=block_size, vocab_size=int(hf_model.get_output_embeddings().weight.shape[0]))
         # windows per evaluation forward (runners.evaluate.window_nll): bounds the (b, T, V) logits
         self.eval_batch = max(1, min(64, LOGITS_BUDGET_BYTES // (4 * block_size * self.config.vocab_size)))
+
+    def __deepcopy__(self, memo: dict) -> HFAdapterLM:
+        """A copy that shares the frozen base weights and copies everything else (hooks, banks).
+
+        `runners.train.train_adapters` trains on a deep copy of the base; sharing the base tensors
+        (never written: they are frozen, and the optimizer only holds bank parameters) keeps a
+        large model's weights in memory once instead of twice.
+        """
+        for t in itertools.chain(self.hf.named_parameters(), self.hf.named_buffers()):
+            name, tensor = t
+            if "adapter_" not in name:
+                memo[id(tensor)] = tensor
+        new = self.__class__.__new__(self.__class__)
+        memo[id(self)] = new
+        new.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return new
 
     # -- what runners.train / runners.evaluate use ---------------------------------------------
 
