@@ -120,7 +120,8 @@ def ratio(args) -> None:
           f"context {T}, dtype {args.dtype}; {len(names)} adapters x {cfg.steps} steps x {cfg.batch_size} windows; "
           f"{n_eval_tokens} held-out tokens per bank entry")
     peak = matmul_peak(td)
-    print(f"matmul peak ({args.dtype}, measured now): {peak / 1e9:.1f} GFLOP/s; torch threads {torch.get_num_threads()}")
+    print(f"matmul peak ({args.dtype}, measured now): {peak / 1e9:.1f} GFLOP/s; "
+          f"torch threads {torch.get_num_threads()}")
 
     warm = TrainConfig(steps=1, batch_size=cfg.batch_size, lr=cfg.lr)  # first backward passes are slow: not timed
     train_adapters(ck.model, streams, [o[:1] for o in orders], warm)
@@ -129,12 +130,14 @@ def ratio(args) -> None:
     batched = train_adapters(ck.model, streams, orders, cfg)
     t_batched = time.perf_counter() - t0
     t0 = time.perf_counter()
-    alone = [peft_train_one(path, ck.model.norm_names(), s, o, cfg, T, td) for s, o in zip(streams, orders)]
+    alone = [peft_train_one(path, ck.model.norm_names(), s, o, cfg, T, td)
+             for s, o in zip(streams, orders, strict=True)]
     t_peft = time.perf_counter() - t0
     diff = max((batched.states[k][n] - alone[k][n]).abs().max().item() for k in range(len(names)) for n in alone[k])
     train_tokens = len(names) * cfg.steps * cfg.batch_size * T
     flops = ck.model.flops_per_token("norm_only") * train_tokens
-    print(f"train  batched: {t_batched:7.2f} s  ({train_tokens / t_batched:8.0f} tok/s, MFU {flops / t_batched / peak:.1%})")
+    print(f"train  batched: {t_batched:7.2f} s  ({train_tokens / t_batched:8.0f} tok/s, "
+          f"MFU {flops / t_batched / peak:.1%})")
     print(f"train  PEFT one at a time: {t_peft:7.2f} s  -> batched is {t_peft / t_batched:.2f}x faster; "
           f"max |adapter difference| {diff:.2e}")
 
@@ -144,7 +147,8 @@ def ratio(args) -> None:
         for w in windows.values():
             doc_nll(model, w, k)
     t_eval = time.perf_counter() - t0
-    adirs = [write_peft_adapter(work / "peft" / n, batched.states[k], ck.model.specs, str(path)) for k, n in enumerate(names)]
+    adirs = [write_peft_adapter(work / "peft" / n, batched.states[k], ck.model.specs, str(path))
+             for k, n in enumerate(names)]
     t0 = time.perf_counter()
     base = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=td).eval()
     for w in windows.values():  # the base
@@ -177,7 +181,8 @@ def scale(args) -> None:
     print(f"built the 135M checkpoint (random weights, BPE tokenizer trained on the pretraining text) in "
           f"{time.perf_counter() - t0:.1f} s: {path}")
     peak = matmul_peak(DTYPES[args.dtype], sizes=(1024, 2048))
-    print(f"matmul peak ({args.dtype}, measured now): {peak / 1e9:.1f} GFLOP/s; torch threads {torch.get_num_threads()}")
+    print(f"matmul peak ({args.dtype}, measured now): {peak / 1e9:.1f} GFLOP/s; "
+          f"torch threads {torch.get_num_threads()}")
     argv = ["--model", str(path), "--dtype", args.dtype, "--context", str(args.context), "--fixture-set", "classics",
             "--fixtures", "2", "--seeds", "1", "--steps", "10", "--batch-size", str(args.batch_size),
             "--out", str(work / "runs"), "-q"]
@@ -189,7 +194,8 @@ def scale(args) -> None:
 
     m = json.loads((work / "runs" / "latest" / "manifest.json").read_text())
     t = m["timings"]
-    print(f"grid exit {rc}: {wall:.1f} s wall (load+hash {t['base_model_s']:.1f} s, base eval {t['base_eval_s']:.1f} s, "
+    print(f"grid exit {rc}: {wall:.1f} s wall (load+hash {t['base_model_s']:.1f} s, "
+          f"base eval {t['base_eval_s']:.1f} s, "
           f"seed train {t['seeds'][0]['train_s']:.1f} s, seed eval {t['seeds'][0]['eval_s']:.1f} s); "
           f"peak RSS {peak_rss_mib():.0f} MiB; {m['base_model']['params'] / 1e6:.1f}M params")
 

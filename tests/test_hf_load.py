@@ -73,7 +73,8 @@ def test_mismatched_shapes(good, tmp_path):
 
 
 def test_bad_flags(good):
-    with pytest.raises(HFModelError, match=r"`--context 65`: longer than the model's position limit of 64 .*--context 64"):
+    limit = r"`--context 65`: longer than the model's position limit of 64 .*--context 64"
+    with pytest.raises(HFModelError, match=limit):
         load_checkpoint(good, context=65)
     with pytest.raises(HFModelError, match=r"`--dtype float64`: use one of float32, bfloat16, float16"):
         load_checkpoint(good, dtype="float64")

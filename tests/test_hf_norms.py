@@ -18,13 +18,14 @@ import torch.nn as nn
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
+from test_runner_helpers import small_set  # noqa: E402
+
 from runners.hf.evaluate import hf_training_stream  # noqa: E402
 from runners.hf.load import load_checkpoint  # noqa: E402
 from runners.hf.norms import UnsupportedArchitecture, find_norms  # noqa: E402
 from runners.hf.peft_export import write_peft_adapter  # noqa: E402
 from runners.hf.tiny import ARCHS, save_tiny  # noqa: E402
 from runners.train import TrainConfig, data_order, train_adapters  # noqa: E402
-from test_runner_helpers import small_set  # noqa: E402
 
 CTX = 32
 EXPECTED = {  # norm modules found, their kind, and whether they have a bias
@@ -109,7 +110,7 @@ def test_batched_training_equals_alone(ckpt, trained):
         np.testing.assert_allclose(out.losses[:, k], alone.losses[:, 0], rtol=1e-5, atol=1e-6)
         for name, t in out.states[k].items():
             assert torch.allclose(t, alone.states[0][name], atol=1e-5, rtol=0), (arch, name)
-    init = {f"{s.name}.weight": m.weight.float() for s, m in zip(ck.model.specs, ck.model.norms())}
+    init = {f"{s.name}.weight": m.weight.float() for s, m in zip(ck.model.specs, ck.model.norms(), strict=True)}
     assert max((out.states[0][n] - w).abs().max().item() for n, w in init.items()) > 1e-3  # training moved it
 
 

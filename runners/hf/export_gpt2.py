@@ -64,10 +64,7 @@ def export_gpt2(model: GPT, out_dir: Path) -> Path:
     from runners.hf.tokens import byte_level_tokenizer
 
     hf = GPT2LMHeadModel(gpt2_config(model))
-    missing, unexpected = hf.load_state_dict(gpt2_state(model), strict=False)
-    missing = [k for k in missing if not k.endswith(".attn.bias") and not k.endswith(".attn.masked_bias")]
-    if missing or unexpected:
-        raise RuntimeError(f"GPT-2 export: missing {missing}, unexpected {unexpected}")
+    hf.load_state_dict(gpt2_state(model), strict=True)  # every GPT-2 weight, nothing else
     out_dir = Path(out_dir)
     hf.save_pretrained(out_dir)
     tok = byte_level_tokenizer(("<|endoftext|>",), bos="<|endoftext|>", eos="<|endoftext|>")

@@ -175,7 +175,8 @@ def load_checkpoint(path: Path | str, *, dtype: str = "float32", device: str = "
                            f"{str(exc)[:500]}); re-save the checkpoint with `save_pretrained`") from None
     bad = {k: v for k, v in info.items() if k in ("missing_keys", "mismatched_keys") and v}
     if bad:
-        listed = "; ".join(f"{k}: {', '.join(map(str, sorted(v)[:5]))}{' ...' if len(v) > 5 else ''}" for k, v in bad.items())
+        listed = "; ".join(f"{k}: {', '.join(map(str, sorted(v)[:5]))}{' ...' if len(v) > 5 else ''}"
+                           for k, v in bad.items())
         raise HFModelError(f"`--model {path}`: the weight files do not match config.json ({listed}); "
                            "re-save the checkpoint with `save_pretrained` so weights and config agree")
     if len(tokenizer) > hf.get_output_embeddings().weight.shape[0]:

@@ -49,7 +49,8 @@ class HFAdapterLM(nn.Module):
         self.specs: list[NormSpec] = find_norms(hf_model)
         self.router = RowRouter()
         self._norms = attach_norm_hooks(hf_model, self.specs, self.router)
-        self.config = HFRunConfig(block_size=block_size, vocab_size=int(hf_model.get_output_embeddings().weight.shape[0]))
+        vocab = int(hf_model.get_output_embeddings().weight.shape[0])
+        self.config = HFRunConfig(block_size=block_size, vocab_size=vocab)
         # windows per evaluation forward (runners.evaluate.window_nll): bounds the (b, T, V) logits
         self.eval_batch = max(1, min(64, LOGITS_BUDGET_BYTES // (4 * block_size * self.config.vocab_size)))
 
@@ -102,7 +103,7 @@ class HFAdapterLM(nn.Module):
     def adapter_state(self, k: int) -> dict[str, torch.Tensor]:
         """Adapter `k` (0-based bank entry) as named float32 (C,) tensors, e.g. `model.norm.weight`."""
         out = {}
-        for s, m in zip(self.specs, self.norms()):
+        for s, m in zip(self.specs, self.norms(), strict=True):
             out[f"{s.name}.weight"] = m.adapter_weight[k].detach().clone()
             if m.adapter_bias is not None:
                 out[f"{s.name}.bias"] = m.adapter_bias[k].detach().clone()
@@ -111,7 +112,7 @@ class HFAdapterLM(nn.Module):
     def load_adapter_bank(self, states: list[dict[str, torch.Tensor]]) -> None:
         """Replace the bank with `states` (as returned by `adapter_state`), in that order."""
         dev = next(self.hf.parameters()).device
-        for s, m in zip(self.specs, self.norms()):
+        for s, m in zip(self.specs, self.norms(), strict=True):
             m.adapter_weight = nn.Parameter(torch.stack([st[f"{s.name}.weight"] for st in states]).float().to(dev))
             if s.has_bias:
                 m.adapter_bias = nn.Parameter(torch.stack([st[f"{s.name}.bias"] for st in states]).float().to(dev))

@@ -64,7 +64,7 @@ def bytes_to_unicode() -> dict[int, str]:
             bs.append(b)
             cs.append(256 + n)
             n += 1
-    return dict(zip(bs, map(chr, cs)))
+    return dict(zip(bs, map(chr, cs), strict=True))
 
 
 def byte_level_tokenizer(specials: tuple[str, ...] = ("<|endoftext|>",), *, bos: str | None = None,
