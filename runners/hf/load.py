@@ -11,7 +11,6 @@ Nothing is downloaded: `local_files_only=True` throughout (HF_HUB_OFFLINE is set
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -19,9 +18,11 @@ from pathlib import Path
 
 import torch
 
+from common.hashing import sha256_file, sha256_json
 from runners.hf.model import HFAdapterLM, position_limit
 from runners.hf.norms import UnsupportedArchitecture
 from runners.hf.tokens import TokenEncoder, make_encoder
+from runners.settings import UsageError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 CPU_CONTEXT_CAP = 512  # default --context on CPU when the model allows more (a 2-core CPU)
@@ -31,7 +32,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 INSTALL_HINT = "pip install -e '.[hf]'"
 
 
-class HFModelError(ValueError):
+class HFModelError(UsageError):
     """A bad `--model` directory or HF flag: the message names the path/flag and the fix (exit 2)."""
 
 
@@ -63,14 +64,6 @@ def check_dtype(dtype: str, device: str) -> torch.dtype:
     return td
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def weight_files(path: Path) -> list[Path]:
     """The checkpoint's safetensors files (HFModelError when there are none)."""
     files = sorted(path.glob("*.safetensors"))
@@ -87,16 +80,11 @@ def identity(path: Path) -> dict:
     """What names the base model: path, config, weight hashes, tokenizer hash, transformers version."""
     transformers = require_transformers()
     config = json.loads((path / "config.json").read_text())
-    weights = {p.name: _sha256_file(p) for p in weight_files(path)}
-    tok = hashlib.sha256()
-    tok_files = []
-    for name in TOKENIZER_FILES:
-        if (path / name).is_file():
-            tok.update(f"{name}\0{_sha256_file(path / name)}\n".encode())
-            tok_files.append(name)
-    content = {"config": config, "weights_sha256": weights, "tokenizer_sha256": tok.hexdigest()}
-    sha = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
-    return {"path": str(path.resolve()), **content, "tokenizer_files": tok_files,
+    weights = {p.name: sha256_file(p) for p in weight_files(path)}
+    tok_files = {name: sha256_file(path / name) for name in TOKENIZER_FILES if (path / name).is_file()}
+    content = {"config": config, "weights_sha256": weights, "tokenizer_sha256": sha256_json(tok_files)}
+    sha = sha256_json(content)
+    return {"path": str(path.resolve()), **content, "tokenizer_files": sorted(tok_files),
             "transformers": transformers.__version__, "sha256": sha}
 
 

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import save_file
 
 from runners.hf.norms import NormSpec
-from validation.atomic import atomic_write_text, atomic_write_with
+from common.atomic import atomic_write_text, atomic_write_with
 
 PEFT_PREFIX = "base_model.model."
 PEFT_INFIX = ".ln_tuning_layers."
