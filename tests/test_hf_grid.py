@@ -96,7 +96,8 @@ def test_grid_on_a_checkpoint(bpe_model, tmp_path, prereg, cache_env):
     ident = config["hf_model"]
     assert ident["path"] == str(bpe_model.resolve()) and list(ident["weights_sha256"]) == ["model.safetensors"]
     assert config["context"] == 32 and config["dtype"] == "float32" and "preset" not in config
-    assert m["base_model"]["sha256"] == config["hf_model_sha256"] and m["base_model"]["path"] == str(bpe_model.resolve())
+    assert m["base_model"]["sha256"] == config["hf_model_sha256"]
+    assert m["base_model"]["path"] == str(bpe_model.resolve())
     assert m["versions"]["transformers"] == transformers.__version__ and m["adapter"]["norm_layers"] == 5
     assert m["adapter"]["params"] == 5 * 32
     # the run's own adapter files, and each adapter as a PEFT directory that PEFT loads
@@ -106,7 +107,8 @@ def test_grid_on_a_checkpoint(bpe_model, tmp_path, prereg, cache_env):
     pdir = run / "peft/seed-0/user1"
     assert json.loads((pdir / "adapter_config.json").read_text())["peft_type"] == "LN_TUNING"
     with safe_open(pdir / "adapter_model.safetensors", "pt") as f:
-        assert {k.removeprefix(PEFT_PREFIX).replace(".ln_tuning_layers", "") for k in f.keys()} == set(ours)  # noqa: SIM118
+        names = {k.removeprefix(PEFT_PREFIX).replace(".ln_tuning_layers", "") for k in f.keys()}  # noqa: SIM118
+        assert names == set(ours)
     base = transformers.AutoModelForCausalLM.from_pretrained(bpe_model).eval()
     pm = peft.PeftModel.from_pretrained(base, pdir).eval()
     loaded = {n.removeprefix(PEFT_PREFIX).replace(".ln_tuning_layers.default", ""): p

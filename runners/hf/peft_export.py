@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from runners.hf.norms import NormSpec
 from common.atomic import atomic_write_text, atomic_write_with
+from runners.hf.norms import NormSpec
 
 PEFT_PREFIX = "base_model.model."
 PEFT_INFIX = ".ln_tuning_layers."
