@@ -69,8 +69,10 @@ class EvalWindows:
         return tuple(int(n) for n in torch.bincount(self.doc, weights=per_window, minlength=len(self.doc_ids)).long())
 
 
-def eval_windows(docs: tuple[Document, ...], block_size: int, encoder: Encoder = encode, pad: int = BOS) -> EvalWindows:
-    """Disjoint windows over each document's `encoder` tokens; inputs past a document's end are `pad`."""
+def eval_windows(docs: tuple[Document, ...], block_size: int, encoder: Encoder = encode) -> EvalWindows:
+    """Disjoint windows over each document's `encoder` tokens; inputs past a document's end are the
+    encoder's `pad` token (BOS for the bytes)."""
+    pad = getattr(encoder, "pad", BOS)
     xs, ys, owner = [], [], []
     for d_i, doc in enumerate(docs):
         toks = encoder(doc)

@@ -28,7 +28,7 @@ from common.contract import BASE, POOLED
 from fixtures.corpus import FixtureSet
 from runners import rundir
 from runners.base_model import BaseModel, load_or_pretrain
-from runners.data import eval_windows, training_stream
+from runners.data import encode, eval_windows, training_stream
 from runners.evaluate import check_windows, doc_nll, mean_check_nll
 from runners.model import GPT
 from runners.provenance import build_manifest
@@ -53,13 +53,12 @@ class Prepared:
 def prepare(base: GPT, fs: FixtureSet, device: str, encoder=None) -> Prepared:
     """`encoder`: a `--model` checkpoint's tokenizer encoder (runners.hf.tokens); None: bytes."""
     T = base.config.block_size
-    enc = {} if encoder is None else {"encoder": encoder}
+    encoder = encoder or encode
     names = tuple(u.name for u in fs.users) + (POOLED,)
-    streams = [training_stream(u.train, **enc) for u in fs.users]
-    streams.append(training_stream(tuple(d for u in fs.users for d in u.train), **enc))
+    streams = [training_stream(u.train, encoder) for u in fs.users]
+    streams.append(training_stream(tuple(d for u in fs.users for d in u.train), encoder))
     checks = [check_windows(s, T) for s in streams]
-    windows = {u.name: eval_windows(u.heldout, T, **enc, **({} if encoder is None else {"pad": encoder.pad}))
-               for u in fs.users}
+    windows = {u.name: eval_windows(u.heldout, T, encoder) for u in fs.users}
     base_check = tuple(mean_check_nll(base, c, 0, device) for c in checks)
     frames = [_doc_frame(BASE, j, w, doc_nll(base, w, 0, device), rundir.OK) for j, w in windows.items()]
     return Prepared(names, streams, checks, base_check, windows, pl.concat(frames))

@@ -99,10 +99,10 @@ def _hf_flags(args: argparse.Namespace) -> dict:
     """--model / --dtype / --context: valid together only (the checkpoint itself is checked on loading)."""
     model = getattr(args, "model", None)
     if model is None:
-        for flag, value, default in (("--dtype", getattr(args, "dtype", None), None),
-                                     ("--context", getattr(args, "context", None), None)):
-            if value != default:
-                raise UsageError(f"`{flag} {value}`: applies to a Hugging Face checkpoint only; add `--model DIR`")
+        for flag in ("dtype", "context"):
+            if getattr(args, flag, None) is not None:
+                raise UsageError(f"`--{flag} {getattr(args, flag)}`: applies to a Hugging Face checkpoint only; "
+                                 "add `--model DIR`")
         return {}
     if args.preset is not None or args.pretrain_steps is not None:
         flag = "--preset" if args.preset is not None else "--pretrain-steps"

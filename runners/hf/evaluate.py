@@ -23,7 +23,7 @@ def hf_training_stream(docs: tuple[Document, ...], encoder: TokenEncoder) -> np.
 
 def hf_eval_windows(docs: tuple[Document, ...], block_size: int, encoder: TokenEncoder) -> EvalWindows:
     """Every scored token of `docs` once, in disjoint windows of `block_size` targets."""
-    return eval_windows(docs, block_size, encoder, pad=encoder.pad)
+    return eval_windows(docs, block_size, encoder)
 
 
 def doc_scores(model, windows: EvalWindows, bank_index: int, device: str = "cpu") -> dict[str, list]:
