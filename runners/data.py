@@ -8,6 +8,7 @@ scored exactly once (the BOS predicts the first byte; a window after the first s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,9 +26,12 @@ def encode(doc: Document) -> np.ndarray:
     return np.concatenate([np.array([BOS], dtype=np.int64), raw])
 
 
-def training_stream(docs: tuple[Document, ...]) -> np.ndarray:
+Encoder = Callable[[Document], np.ndarray]  # a document to its (n,) int64 tokens, BOS convention included
+
+
+def training_stream(docs: tuple[Document, ...], encoder: Encoder = encode) -> np.ndarray:
     """(N,) int64: the documents' token sequences back to back."""
-    return np.concatenate([encode(d) for d in docs])
+    return np.concatenate([encoder(d) for d in docs])
 
 
 def sample_offsets(rng: np.random.Generator, stream_len: int, block_size: int, n: int) -> np.ndarray:
@@ -58,14 +62,23 @@ class EvalWindows:
     doc_ids: tuple[str, ...]
     n_bytes: tuple[int, ...]
 
+    @property
+    def n_tokens(self) -> tuple[int, ...]:
+        """Scored (non-padding) targets per document: the bytes for the built-in model."""
+        per_window = (self.y != IGNORE).sum(dim=1)
+        return tuple(int(n) for n in torch.bincount(self.doc, weights=per_window, minlength=len(self.doc_ids)).long())
 
-def eval_windows(docs: tuple[Document, ...], block_size: int) -> EvalWindows:
+
+def eval_windows(docs: tuple[Document, ...], block_size: int, encoder: Encoder = encode) -> EvalWindows:
+    """Disjoint windows over each document's `encoder` tokens; inputs past a document's end are the
+    encoder's `pad` token (BOS for the bytes)."""
+    pad = getattr(encoder, "pad", BOS)
     xs, ys, owner = [], [], []
     for d_i, doc in enumerate(docs):
-        toks = encode(doc)
-        inp, tgt = toks[:-1], toks[1:]  # each (n_bytes,)
+        toks = encoder(doc)
+        inp, tgt = toks[:-1], toks[1:]  # each (n_tokens,)
         for s in range(0, len(tgt), block_size):
-            x = np.full(block_size, BOS, dtype=np.int64)
+            x = np.full(block_size, pad, dtype=np.int64)
             y = np.full(block_size, IGNORE, dtype=np.int64)
             chunk = slice(s, min(s + block_size, len(tgt)))
             x[: chunk.stop - s] = inp[chunk]

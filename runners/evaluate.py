@@ -18,8 +18,9 @@ CHECK_SEED = 20240601  # fixed: the check windows are the same for every seed an
 def window_nll(model: GPT, x: torch.Tensor, y: torch.Tensor, bank_index: int, device: str = "cpu") -> np.ndarray:
     """(W,) float64 summed NLL (nats) of each window's non-padding targets under bank entry `bank_index`."""
     out = []
-    for s in range(0, len(x), EVAL_BATCH):
-        xb, yb = x[s:s + EVAL_BATCH].to(device), y[s:s + EVAL_BATCH].to(device)  # (b, T)
+    step = getattr(model, "eval_batch", EVAL_BATCH)  # a large-vocabulary model sets a smaller one
+    for s in range(0, len(x), step):
+        xb, yb = x[s:s + step].to(device), y[s:s + step].to(device)  # (b, T)
         idx = torch.full((len(xb),), bank_index, dtype=torch.long, device=device)  # (b,)
         logits = model(xb, idx)  # (b, T, V)
         nll = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none", ignore_index=IGNORE)

@@ -28,7 +28,7 @@ from common.contract import BASE, POOLED
 from fixtures.corpus import FixtureSet
 from runners import rundir
 from runners.base_model import BaseModel, load_or_pretrain
-from runners.data import eval_windows, training_stream
+from runners.data import encode, eval_windows, training_stream
 from runners.evaluate import check_windows, doc_nll, mean_check_nll
 from runners.model import GPT
 from runners.provenance import build_manifest
@@ -50,13 +50,15 @@ class Prepared:
     base_docs: pl.DataFrame  # base rows of docs.parquet without the seed column
 
 
-def prepare(base: GPT, fs: FixtureSet, device: str) -> Prepared:
+def prepare(base: GPT, fs: FixtureSet, device: str, encoder=None) -> Prepared:
+    """`encoder`: a `--model` checkpoint's tokenizer encoder (runners.hf.tokens); None: bytes."""
     T = base.config.block_size
+    encoder = encoder or encode
     names = tuple(u.name for u in fs.users) + (POOLED,)
-    streams = [training_stream(u.train) for u in fs.users]
-    streams.append(training_stream(tuple(d for u in fs.users for d in u.train)))
+    streams = [training_stream(u.train, encoder) for u in fs.users]
+    streams.append(training_stream(tuple(d for u in fs.users for d in u.train), encoder))
     checks = [check_windows(s, T) for s in streams]
-    windows = {u.name: eval_windows(u.heldout, T) for u in fs.users}
+    windows = {u.name: eval_windows(u.heldout, T, encoder) for u in fs.users}
     base_check = tuple(mean_check_nll(base, c, 0, device) for c in checks)
     frames = [_doc_frame(BASE, j, w, doc_nll(base, w, 0, device), rundir.OK) for j, w in windows.items()]
     return Prepared(names, streams, checks, base_check, windows, pl.concat(frames))
@@ -64,7 +66,7 @@ def prepare(base: GPT, fs: FixtureSet, device: str) -> Prepared:
 
 def _doc_frame(adapter: str, eval_user: str, w, nll: np.ndarray, status: str) -> pl.DataFrame:
     return pl.DataFrame({"adapter": adapter, "eval": eval_user, "doc_id": list(w.doc_ids), "nll_sum": nll,
-                         "n_tokens": list(w.n_bytes), "n_bytes": list(w.n_bytes), "status": status},
+                         "n_tokens": list(w.n_tokens), "n_bytes": list(w.n_bytes), "status": status},
                         schema_overrides={"n_tokens": pl.Int64, "n_bytes": pl.Int64})
 
 
@@ -106,13 +108,20 @@ def train_and_score(seed: int, base: GPT, prep: Prepared, train: TrainConfig, de
     return SeedResult(trained, statuses, docs.select(list(rundir.DOC_SCHEMA)), t_train, time.perf_counter() - t0 - t_train)
 
 
-def run_seed(seed: int, base: BaseModel, prep: Prepared, s: GridSettings, run_dir: Path) -> dict:
-    """Train and evaluate one seed; write its files (done.json last). Returns its timings."""
+def run_seed(seed: int, base: BaseModel, prep: Prepared, s: GridSettings, run_dir: Path, hf=None) -> dict:
+    """Train and evaluate one seed; write its files (done.json last). Returns its timings.
+
+    `hf`: the `--model` checkpoint (runners.hf.load.HFCheckpoint); its adapters are also written as
+    PEFT LN_TUNING directories under `peft/seed-<seed>/`."""
     r = train_and_score(seed, base.model, prep, s.train, s.device)
+    model_meta = s.model.to_dict() if hf is None else hf_backend().adapter_meta(hf)
     for k, name in enumerate(prep.names):
         _save_adapter(run_dir / "adapters" / f"seed-{seed}" / f"{name}.safetensors", r.trained.states[k],
-                      {"seed": seed, "adapter": name, "status": r.statuses[k], "model": s.model.to_dict(),
+                      {"seed": seed, "adapter": name, "status": r.statuses[k], "model": model_meta,
                        "train": s.train.to_dict(), "base_model_sha256": base.sha256})
+    if hf is not None:
+        hf_backend().write_peft_adapters(run_dir, seed, prep.names, r.trained.states, hf,
+                                         {"seed": seed, "train": s.train.to_dict(), "base_model_sha256": base.sha256})
     log_rows = pl.DataFrame({"seed": seed, "adapter": np.repeat(prep.names, s.train.steps).tolist(),
                              "step": np.tile(np.arange(s.train.steps), len(prep.names)),
                              "loss": r.trained.losses.T.reshape(-1)}, schema=rundir.LOG_SCHEMA)
@@ -134,20 +143,33 @@ def _save_adapter(path: Path, state: dict[str, torch.Tensor], meta: dict) -> Non
     rundir.atomic_write_with(path, lambda p: save_file(tensors, p, metadata={"config": json.dumps(meta)}))
 
 
-def run_grid(fs: FixtureSet, s: GridSettings, *, on_seed_done=None) -> Path:
-    """Run (or resume) the grid for fixture set `fs`; returns the run directory."""
+def hf_backend():
+    """runners.hf.backend, imported only for a `--model` run (transformers is an optional extra)."""
+    from runners.hf import backend
+
+    return backend
+
+
+def run_grid(fs: FixtureSet, s: GridSettings, *, on_seed_done=None, hf=None) -> Path:
+    """Run (or resume) the grid for fixture set `fs`; returns the run directory.
+
+    `hf`: the loaded `--model` checkpoint (runners.hf.backend.open_checkpoint), the base model then."""
     t_start = time.perf_counter()
     torch.set_num_threads(os.cpu_count() or 1)
-    config = run_config(s, fs)
-    run_dir = s.out / rundir.run_id(config, f"{Path(fs.name).name}-{s.preset}")
+    config = run_config(s, fs, None if hf is None else hf_backend().run_config_part(hf))
+    label = s.preset if hf is None else hf.path.resolve().name
+    run_dir = s.out / rundir.run_id(config, f"{Path(fs.name).name}-{label}")
     with rundir.RunLock(run_dir):
         rundir.write_json(config, run_dir / "config.json")
         t0 = time.perf_counter()
-        base = load_or_pretrain(s.model, s.pretrain, fs.pretrain, fs.pretrain_sha256(), device=s.device)
+        if hf is None:
+            base = load_or_pretrain(s.model, s.pretrain, fs.pretrain, fs.pretrain_sha256(), device=s.device)
+        else:
+            base = hf_backend().as_base_model(hf)
         t_base = time.perf_counter() - t0
         base.model.to(s.device)
         t0 = time.perf_counter()
-        prep = prepare(base.model, fs, s.device)
+        prep = prepare(base.model, fs, s.device, None if hf is None else hf.encoder)
         t_base_eval = time.perf_counter() - t0
         timings, resumed = [], []
         for seed in s.seeds:
@@ -166,7 +188,7 @@ def run_grid(fs: FixtureSet, s: GridSettings, *, on_seed_done=None) -> Path:
                     # kept seed would mix two base models in one run
                     log.warning("seed %d: done with base model %s, now %s: redone", seed,
                                 str(kept.get("base_model_sha256"))[:12], base.sha256[:12])
-            timings.append(run_seed(seed, base, prep, s, run_dir))
+            timings.append(run_seed(seed, base, prep, s, run_dir, hf))
             if on_seed_done is not None:
                 on_seed_done(seed)
         docs = pl.concat([rundir.read_seed_table(run_dir / "seeds" / f"seed-{k}" / "docs.parquet") for k in s.seeds])
@@ -177,6 +199,8 @@ def run_grid(fs: FixtureSet, s: GridSettings, *, on_seed_done=None) -> Path:
         rundir.write_parquet(logs, run_dir / "train_log.parquet")
         wall = {"base_model_s": t_base, "base_eval_s": t_base_eval, "seeds": timings, "resumed_seeds": resumed,
                 "total_s": time.perf_counter() - t_start}
-        rundir.write_json(build_manifest(config, s, fs, base, run_dir, wall).to_json(), run_dir / "manifest.json")
+        manifest = build_manifest(config, s, fs, base, run_dir, wall,
+                                  extra_versions=None if hf is None else hf_backend().versions())
+        rundir.write_json(manifest.to_json(), run_dir / "manifest.json")
         rundir.point_latest(s.out, run_dir)
     return run_dir

@@ -42,7 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=TrainConfig.steps, help=f"adapter training steps (default {TrainConfig.steps})")
     p.add_argument("--lr", type=float, default=TrainConfig.lr, help=f"adapter learning rate (default {TrainConfig.lr}; docs/lr_sweep.md)")
     p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help=f"windows per adapter per step (default {TrainConfig.batch_size})")
-    p.add_argument("--preset", default="cpu", help=f"model preset: {', '.join(PRESETS)} (default cpu)")
+    p.add_argument("--preset", default=None, help=f"model preset: {', '.join(PRESETS)} (default cpu)")
+    p.add_argument("--model", default=None, metavar="DIR",
+                   help="a local Hugging Face causal-LM checkpoint directory as the base model, instead of a preset "
+                        "(needs the hf extra; docs/own_model.md)")
+    p.add_argument("--dtype", default=None, help="with --model: float32 (default), bfloat16 or float16")
+    p.add_argument("--context", type=int, default=None,
+                   help="with --model: context length in tokens (default: the model's limit, at most 512 on CPU)")
     p.add_argument("--pretrain-steps", type=int, default=None, help="override the preset's base-model pretraining steps")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--out", default="runs", help="parent directory of run directories (default runs/)")
@@ -79,8 +85,9 @@ def summary(run_dir: Path) -> str:
     cells = pl.read_parquet(run_dir / "cells.parquet")
     seeds = cells["seed"].n_unique()
     bad = cells.filter(pl.col("status") != OK)
+    unit = "token" if (run_dir / "peft").is_dir() else "byte"  # a --model run: its tokenizer's tokens
     lines = [f"run directory: {run_dir}",
-             f"held-out perplexity per byte, geometric mean over {seeds} seed{'s' if seeds != 1 else ''} "
+             f"held-out perplexity per {unit}, geometric mean over {seeds} seed{'s' if seeds != 1 else ''} "
              "(lower is better; * = own adapter on own text, which should win its column if adapters personalize):",
              "", format_matrix(cells), ""]
     if len(bad):
@@ -98,11 +105,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = settings_from_args(args)
         fs = load_fixtures(args.fixture_set, args.fixtures, parse_sources(args.source))
-        check_corpus_sizes(fs, settings.model.block_size)
+        hf = None
+        if settings.hf_model is not None:  # loaded and checked before anything is written
+            from runners.hf.backend import open_checkpoint
+
+            hf = open_checkpoint(settings.hf_model, settings.dtype, settings.device, settings.context)
+        check_corpus_sizes(fs, settings.model.block_size if hf is None else hf.model.config.block_size,
+                           None if hf is None else hf.encoder)
         if settings.prereg_settings is not None:
             check_users_usage(settings.prereg_settings, len(fs.users))
         check_limits(settings, fs)
-        run_dir = run_grid(fs, settings)
+        run_dir = run_grid(fs, settings, hf=hf)
     except (UsageError, FixtureError, rundir.RunLocked, rundir.RunDirError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

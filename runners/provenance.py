@@ -31,7 +31,7 @@ from validation.manifest import (
 
 
 def build_manifest(config: dict, s: GridSettings, fs: FixtureSet, base: BaseModel, run_dir: Path,
-                   timings: dict) -> Manifest:
+                   timings: dict, extra_versions: dict[str, str] | None = None) -> Manifest:
     n_params = base.model.n_adapter_params()
     one = next((run_dir / "adapters" / f"seed-{s.seeds[0]}").glob("*.safetensors"), None)
     return Manifest(
@@ -53,10 +53,10 @@ def build_manifest(config: dict, s: GridSettings, fs: FixtureSet, base: BaseMode
                                    params=base.model.n_base_params(), pretrain_seconds=base.pretrain_seconds,
                                    built_now=base.built_now),
         prereg=PreregRecord(path=str(s.prereg.resolve()), sha256=s.prereg_sha256),
-        adapter=AdapterRecord(params=n_params, bytes_fp32=4 * n_params, norm_layers=2 * s.model.n_layer + 1,
+        adapter=AdapterRecord(params=n_params, bytes_fp32=4 * n_params, norm_layers=len(base.model.norm_names()),
                               file_bytes=one.stat().st_size if one else None),
         status_values=dict(STATUS_VALUES),
-        versions=_versions(),
+        versions={**_versions(), **(extra_versions or {})},
         git=_git(),
         timings=timings,
         host={"hostname": socket.gethostname(), "platform": platform.platform(), "cpu_count": os.cpu_count(),

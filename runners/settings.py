@@ -50,6 +50,9 @@ class GridSettings:
     prereg: Path  # the pre-registration file whose SHA-256 goes into the manifest
     prereg_sha256: str
     prereg_settings: Prereg | None = None  # the file, parsed and validated before anything trains
+    hf_model: Path | None = None  # --model: a Hugging Face checkpoint directory instead of the preset
+    dtype: str = "float32"  # --dtype of the --model checkpoint
+    context: int | None = None  # --context of the --model checkpoint (None: its default, runners.hf.load)
 
 
 # -- flags ---------------------------------------------------------------------------------------
@@ -92,8 +95,29 @@ def _check_out(out: Path) -> Path:
     return out
 
 
+def _hf_flags(args: argparse.Namespace) -> dict:
+    """--model / --dtype / --context: valid together only (the checkpoint itself is checked on loading)."""
+    model = getattr(args, "model", None)
+    if model is None:
+        for flag in ("dtype", "context"):
+            if getattr(args, flag, None) is not None:
+                raise UsageError(f"`--{flag} {getattr(args, flag)}`: applies to a Hugging Face checkpoint only; "
+                                 "add `--model DIR`")
+        return {}
+    if args.preset is not None or args.pretrain_steps is not None:
+        flag = "--preset" if args.preset is not None else "--pretrain-steps"
+        raise UsageError(f"`{flag}` with `--model {model}`: the checkpoint is the base model, nothing is pretrained; "
+                         f"drop `{flag}`")
+    if args.context is not None and args.context < 2:
+        raise UsageError(f"`--context {args.context}`: must be at least 2 tokens")
+    return {"hf_model": Path(model).expanduser(), "dtype": args.dtype or "float32", "context": args.context}
+
+
 def settings_from_args(args: argparse.Namespace) -> GridSettings:
     """Validate every flag that needs no fixture data; raises UsageError naming the flag and the fix."""
+    hf = _hf_flags(args)
+    if args.preset is None:
+        args = argparse.Namespace(**{**vars(args), "preset": "cpu"})
     if args.preset not in PRESETS:
         raise UsageError(f"`--preset {args.preset}`: unknown preset; use one of {', '.join(PRESETS)}")
     if args.device not in ("cpu", "cuda"):
@@ -126,7 +150,7 @@ def settings_from_args(args: argparse.Namespace) -> GridSettings:
         preset=args.preset, model=PRESETS[args.preset], pretrain=pretrain,
         train=TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr),
         seeds=seeds, device=args.device, out=_check_out(Path(args.out)), prereg=prereg,
-        prereg_sha256=prereg_settings.sha256, prereg_settings=prereg_settings,
+        prereg_sha256=prereg_settings.sha256, prereg_settings=prereg_settings, **hf,
     )
 
 
@@ -155,13 +179,17 @@ def load_fixtures(name: str, n_users: int, sources: dict[str, Path]) -> FixtureS
     return load_fixture_set(name, sources=sources or None).take(n_users)
 
 
-def check_corpus_sizes(fs: FixtureSet, block_size: int) -> None:
-    """Every training corpus must hold at least one training window (before anything is written)."""
+def check_corpus_sizes(fs: FixtureSet, block_size: int, encoder=None) -> None:
+    """Every training corpus must hold at least one training window (before anything is written).
+
+    `encoder`: a `--model` checkpoint's tokenizer encoder (its pretraining corpus is not used then).
+    """
     need = block_size + 2  # BOS-prefixed tokens of one window plus its shifted target
     parts = [(f"user {u.name!r} training text", u.train) for u in fs.users]
-    parts.append(("the pretraining corpus", fs.pretrain))
+    if encoder is None:
+        parts.append(("the pretraining corpus", fs.pretrain))
     for what, docs in parts:
-        n = len(training_stream(docs))
+        n = len(training_stream(docs) if encoder is None else training_stream(docs, encoder))
         if n < need:
             raise UsageError(f"{what} of fixture set {fs.name!r} has {n} tokens, fewer than one training window "
                              f"of {need} for this preset; add text or pick a preset with a shorter context")
@@ -179,8 +207,15 @@ def check_limits(s: GridSettings, fs: FixtureSet) -> None:
                          f"machine can give ({gib(budget)}); lower `--steps` or `--seeds` (or `--fixtures`)")
 
 
-def run_config(s: GridSettings, fs: FixtureSet) -> dict:
-    """Everything that determines the results: its hash names the run directory."""
+def run_config(s: GridSettings, fs: FixtureSet, hf_part: dict | None = None) -> dict:
+    """Everything that determines the results: its hash names the run directory.
+
+    `hf_part`: a `--model` checkpoint's identity (runners.hf.backend.run_config_part), in place of
+    the preset's model and pretraining settings."""
+    if hf_part is not None:
+        return {**hf_part, "train": s.train.to_dict(), "seeds": list(s.seeds), "device": s.device,
+                "fixture_set": fs.name, "users": [u.name for u in fs.users], "users_sha256": fs.sha256(),
+                "prereg_sha256": s.prereg_sha256}
     return {"preset": s.preset, "model": s.model.to_dict(), "pretrain": s.pretrain.to_dict(), "train": s.train.to_dict(),
             "seeds": list(s.seeds), "device": s.device, "fixture_set": fs.name, "users": [u.name for u in fs.users],
             "users_sha256": fs.sha256(), "pretrain_corpus_sha256": fs.pretrain_sha256(), "prereg_sha256": s.prereg_sha256}

@@ -1,0 +1,229 @@
+"""HF backend speed: batched per-row adapters vs PEFT one adapter at a time; MFU; 135M-parameter scale.
+
+    python benchmarks/bench_hf.py ratio [--fixtures 3] [--steps 20] [--batch-size 2] [--dtype float32]
+    python benchmarks/bench_hf.py scale [--dtype bfloat16] [--context 256] [--batch-size 4]
+
+`ratio`: a small random Llama-style checkpoint (byte tokenizer, built offline) on the classics users.
+Trains the user adapters + pooled in one batched loop (the suite's `train_adapters`) and, as PEFT
+does it, one adapter at a time with PEFT's own LN_TUNING model on the same windows; then scores
+every adapter on every user's held-out text, the suite's way (one model, one bank) and PEFT's way
+(`PeftModel.from_pretrained` per adapter). Prints both wall times, their ratios, the largest
+difference between the two sets of adapters, tokens/s and model-FLOPs utilization against a matmul
+peak measured in the same run in the same dtype.
+
+`scale`: a randomly initialized Llama-style model of about 135M parameters (SmolLM-135M's shape;
+a BPE tokenizer trained here on the classics pretraining text stands in for its tokenizer) runs
+`python -m runners.grid --model DIR` on 2 classics users, 1 seed, 10 steps, evaluation included.
+Prints the wall time of the grid and the process's peak resident memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import resource
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from runners.data import windows_at  # noqa: E402
+from runners.evaluate import doc_nll  # noqa: E402
+from runners.grid import load_fixtures  # noqa: E402
+from runners.hf.evaluate import hf_eval_windows, hf_training_stream  # noqa: E402
+from runners.hf.load import DTYPES, load_checkpoint  # noqa: E402
+from runners.hf.peft_export import write_peft_adapter  # noqa: E402
+from runners.hf.tiny import save_tiny  # noqa: E402
+from runners.train import TrainConfig, data_order, train_adapters  # noqa: E402
+
+
+def matmul_peak(dtype: torch.dtype, sizes=(512, 1024, 2048), reps: int = 6) -> float:
+    """Best matmul throughput (FLOP/s) in `dtype` over `sizes`, on this machine, now."""
+    best = 0.0
+    for n in sizes:
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        a @ b
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                a @ b
+            best = max(best, 2 * n**3 * reps / (time.perf_counter() - t0))
+    return best
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def peft_train_one(path: Path, names: list[str], stream: np.ndarray, order: np.ndarray, cfg: TrainConfig, T: int,
+                   dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """One adapter trained the PEFT way: a fresh PeftModel (LN_TUNING), Adam on its trainable params."""
+    from peft import LNTuningConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pm = get_peft_model(base, LNTuningConfig(task_type="CAUSAL_LM", target_modules=names))
+    params = [p for p in pm.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    for step in range(cfg.steps):
+        x, y = windows_at(stream, order[step], T)
+        logits = pm(input_ids=x, use_cache=False).logits.float()
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return {n.replace("base_model.model.", "").replace(".ln_tuning_layers.default", ""): p.detach().float().clone()
+            for n, p in pm.named_parameters() if p.requires_grad}
+
+
+class PeftScorer(nn.Module):
+    """A PeftModel behind `runners.evaluate`'s model interface (the bank index is ignored)."""
+
+    def __init__(self, pm, block_size: int, eval_batch: int):
+        super().__init__()
+        self.pm, self.eval_batch = pm, eval_batch
+
+    def forward(self, idx, adapter_idx=None):
+        return self.pm(input_ids=idx, use_cache=False).logits.float()
+
+
+def ratio(args) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    td = DTYPES[args.dtype]
+    fs = load_fixtures(args.fixture_set, args.fixtures, {})
+    work = Path(tempfile.mkdtemp(prefix="bench-hf-"))
+    path = save_tiny("llama", work / "model", ctx=args.context, width=args.width, layers=args.layers, heads=4)
+    ck = load_checkpoint(path, dtype=args.dtype, context=args.context)
+    T = ck.model.config.block_size
+    names = [u.name for u in fs.users] + ["pooled"]
+    streams = [hf_training_stream(u.train, ck.encoder) for u in fs.users]
+    streams.append(hf_training_stream(tuple(d for u in fs.users for d in u.train), ck.encoder))
+    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=1e-2)
+    orders = [data_order(0, k, len(s), T, cfg) for k, s in enumerate(streams)]
+    windows = {u.name: hf_eval_windows(u.heldout[:args.heldout_docs], T, ck.encoder) for u in fs.users}
+    n_eval_tokens = sum(sum(w.n_tokens) for w in windows.values())
+    print(f"model: Llama-style, {ck.model.n_base_params() / 1e6:.2f}M params, {len(ck.model.specs)} norms, "
+          f"context {T}, dtype {args.dtype}; {len(names)} adapters x {cfg.steps} steps x {cfg.batch_size} windows; "
+          f"{n_eval_tokens} held-out tokens per bank entry")
+    peak = matmul_peak(td)
+    print(f"matmul peak ({args.dtype}, measured now): {peak / 1e9:.1f} GFLOP/s; "
+          f"torch threads {torch.get_num_threads()}")
+
+    warm = TrainConfig(steps=1, batch_size=cfg.batch_size, lr=cfg.lr)  # first backward passes are slow: not timed
+    train_adapters(ck.model, streams, [o[:1] for o in orders], warm)
+    peft_train_one(path, ck.model.norm_names(), streams[0], orders[0][:1], warm, T, td)
+    t0 = time.perf_counter()
+    batched = train_adapters(ck.model, streams, orders, cfg)
+    t_batched = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    alone = [peft_train_one(path, ck.model.norm_names(), s, o, cfg, T, td)
+             for s, o in zip(streams, orders, strict=True)]
+    t_peft = time.perf_counter() - t0
+    diff = max((batched.states[k][n] - alone[k][n]).abs().max().item() for k in range(len(names)) for n in alone[k])
+    train_tokens = len(names) * cfg.steps * cfg.batch_size * T
+    flops = ck.model.flops_per_token("norm_only") * train_tokens
+    print(f"train  batched: {t_batched:7.2f} s  ({train_tokens / t_batched:8.0f} tok/s, "
+          f"MFU {flops / t_batched / peak:.1%})")
+    print(f"train  PEFT one at a time: {t_peft:7.2f} s  -> batched is {t_peft / t_batched:.2f}x faster; "
+          f"max |adapter difference| {diff:.2e}")
+
+    t0 = time.perf_counter()
+    model = batched.model
+    for k in range(len(names) + 1):
+        for w in windows.values():
+            doc_nll(model, w, k)
+    t_eval = time.perf_counter() - t0
+    adirs = [write_peft_adapter(work / "peft" / n, batched.states[k], ck.model.specs, str(path))
+             for k, n in enumerate(names)]
+    t0 = time.perf_counter()
+    base = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=td).eval()
+    for w in windows.values():  # the base
+        doc_nll(PeftScorer(base, T, ck.model.eval_batch), w, 0)
+    for adir in adirs:
+        for w in windows.values():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                pm = PeftModel.from_pretrained(copy.deepcopy(base), adir).eval()
+            doc_nll(PeftScorer(pm, T, ck.model.eval_batch), w, 0)
+    t_peft_eval = time.perf_counter() - t0
+    eval_tokens = n_eval_tokens * (len(names) + 1)
+    eflops = ck.model.flops_per_token("forward") * eval_tokens
+    print(f"eval   one bank: {t_eval:7.2f} s  ({eval_tokens / t_eval:8.0f} tok/s, MFU {eflops / t_eval:.3g} FLOP/s "
+          f"= {eflops / t_eval / peak:.1%})")
+    print(f"eval   PEFT reload per adapter x user: {t_peft_eval:7.2f} s -> {t_peft_eval / t_eval:.2f}x")
+    print(f"total  batched {t_batched + t_eval:.2f} s vs PEFT {t_peft + t_peft_eval:.2f} s: "
+          f"{(t_peft + t_peft_eval) / (t_batched + t_eval):.2f}x; peak RSS {peak_rss_mib():.0f} MiB; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+
+
+def scale(args) -> None:
+    from runners import grid
+    from runners.hf.tiny import save_llama_135m
+
+    fs = load_fixtures("classics", 2, {})
+    work = Path(tempfile.mkdtemp(prefix="bench-hf-scale-"))
+    t0 = time.perf_counter()
+    path = save_llama_135m(work / "model", [d.text for d in fs.pretrain])
+    print(f"built the 135M checkpoint (random weights, BPE tokenizer trained on the pretraining text) in "
+          f"{time.perf_counter() - t0:.1f} s: {path}")
+    peak = matmul_peak(DTYPES[args.dtype], sizes=(1024, 2048))
+    print(f"matmul peak ({args.dtype}, measured now): {peak / 1e9:.1f} GFLOP/s; "
+          f"torch threads {torch.get_num_threads()}")
+    argv = ["--model", str(path), "--dtype", args.dtype, "--context", str(args.context), "--fixture-set", "classics",
+            "--fixtures", "2", "--seeds", "1", "--steps", "10", "--batch-size", str(args.batch_size),
+            "--out", str(work / "runs"), "-q"]
+    print("python -m runners.grid " + " ".join(argv))
+    t0 = time.perf_counter()
+    rc = grid.main(argv)
+    wall = time.perf_counter() - t0
+    import json
+
+    m = json.loads((work / "runs" / "latest" / "manifest.json").read_text())
+    t = m["timings"]
+    print(f"grid exit {rc}: {wall:.1f} s wall (load+hash {t['base_model_s']:.1f} s, "
+          f"base eval {t['base_eval_s']:.1f} s, "
+          f"seed train {t['seeds'][0]['train_s']:.1f} s, seed eval {t['seeds'][0]['eval_s']:.1f} s); "
+          f"peak RSS {peak_rss_mib():.0f} MiB; {m['base_model']['params'] / 1e6:.1f}M params")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="mode", required=True)
+    r = sub.add_parser("ratio")
+    r.add_argument("--fixture-set", default="classics")
+    r.add_argument("--fixtures", type=int, default=3)
+    r.add_argument("--steps", type=int, default=20)
+    r.add_argument("--batch-size", type=int, default=2)
+    r.add_argument("--context", type=int, default=128)
+    r.add_argument("--width", type=int, default=128)
+    r.add_argument("--layers", type=int, default=4)
+    r.add_argument("--dtype", default="float32", choices=list(DTYPES))
+    r.add_argument("--heldout-docs", type=int, default=10, help="held-out documents per user scored (default 10)")
+    c = sub.add_parser("scale")
+    c.add_argument("--dtype", default="bfloat16", choices=list(DTYPES))
+    c.add_argument("--context", type=int, default=256)
+    c.add_argument("--batch-size", type=int, default=4)
+    args = p.parse_args(argv)
+    if args.mode == "ratio":
+        ratio(args)
+    else:
+        scale(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
