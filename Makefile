@@ -11,12 +11,14 @@
 #   TORCH_INDEX_URL=...        where the CPU build of torch comes from (default: PyTorch's CPU
 #                              wheel index, next to PyPI); TORCH_INDEX_URL= (empty) uses pip's
 #                              own configuration only
-#   EXTRAS=test,hf             the package extras to install (make test adds `test`)
+#   EXTRAS=hf                  package extras for `make run` (none by default: the core install
+#                              stays light); `make test` installs test,hf (the tests exercise
+#                              transformers and PEFT objects for real)
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
 TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
-EXTRAS ?= test
+EXTRAS ?=
 
 ifeq ($(strip $(VENV)),)
 PY := $(PYTHON)
@@ -35,17 +37,19 @@ setup: $(if $(strip $(VENV)),$(VENV)/bin/python)
 	@$(PY) -c "import torch" 2>/dev/null && echo "torch already installed: $$($(PY) -c 'import torch; print(torch.__version__)') (kept)" \
 		|| { echo "$(PY) -m pip install --retries 1 torch==$(TORCH_VERSION) $(if $(strip $(TORCH_INDEX_URL)),--extra-index-url $(TORCH_INDEX_URL))"; \
 		     $(PY) -m pip install -q --retries 1 "torch==$(TORCH_VERSION)" $(if $(strip $(TORCH_INDEX_URL)),--extra-index-url $(TORCH_INDEX_URL)); }
-	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	$(PY) -m pip install -q -e '.$(if $(strip $(EXTRAS)),[$(EXTRAS)])'
 
 run: setup
 	$(PY) -m runners.grid --seeds 5 --fixtures 3
 	$(PY) -m validation.verdict
 
+lint: EXTRAS = test
 lint: setup
 	$(PY) -c "from importlinter.cli import lint_imports_command; lint_imports_command()" --no-cache
 	$(PY) -m ruff check .
 
 # pytest exits 5 when it collects no test: that must fail, and it does, since make stops on
 # any non-zero exit code.
+test: EXTRAS = test,hf
 test: setup lint
 	$(PY) -m pytest
