@@ -1,7 +1,7 @@
 """The report in a real browser: headless Chromium, every network request refused, file:// only.
 
-Driven over the DevTools pipe (`reports.browser`), so the Debian `chromium` package is all it
-needs. Screenshots go to `$REPORT_SCREENSHOT_DIR` when set (CI artifacts), else to tmp_path.
+Driven by Playwright (`tests/support/browser.py`, the `test` extra) launching the system Chromium
+(Debian package `chromium`). Screenshots go to `$REPORT_SCREENSHOT_DIR` when set (CI artifacts), else to tmp_path.
 """
 
 from __future__ import annotations
@@ -12,8 +12,12 @@ from pathlib import Path
 import pytest
 
 import reports
-from reports import examples
-from reports.browser import Chromium, find_chromium
+
+pytest.importorskip("playwright.sync_api",
+                    reason="Playwright missing: pip install -e '.[test]' (the test extra)")
+
+from tests.support import examples  # noqa: E402
+from tests.support.browser import Chromium, find_chromium  # noqa: E402
 
 pytestmark = [
     pytest.mark.browser,
