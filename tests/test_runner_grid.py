@@ -8,11 +8,11 @@ from dataclasses import replace
 import polars as pl
 import pytest
 from safetensors import safe_open
-from test_runner_helpers import small_set, tiny_settings
 
 from runners import rundir
 from runners.execute import adapter_status, run_grid
 from runners.train import TrainConfig
+from tests.support.runs import small_set, tiny_settings
 from validation.manifest import MANIFEST_FORMAT, read_manifest
 
 CELL_SCHEMA = {"seed": pl.Int64, "adapter": pl.Utf8, "eval": pl.Utf8, "nll_sum": pl.Float64, "n_tokens": pl.Int64,

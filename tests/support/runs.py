@@ -1,4 +1,4 @@
-"""Shared helpers of the runner tests (no tests here): tiny corpora and settings.
+"""Shared helpers of the runner tests: tiny corpora and settings.
 
 The cache-dir fixtures live in tests/conftest.py."""
 
