@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import replace
 
+import numpy as np
 import polars as pl
 import pytest
 from safetensors import safe_open
+from safetensors.torch import load_file
 
 from runners import rundir
+from runners.base_model import load_or_pretrain
+from runners.data import eval_windows
+from runners.evaluate import doc_nll
 from runners.execute import adapter_status, run_grid
 from runners.train import TrainConfig
 from tests.support.runs import small_set, tiny_settings
@@ -62,6 +68,32 @@ def test_files_and_schemas(tmp_path, cache_env, fs):
         meta = json.loads(f.metadata()["config"])
         assert meta["adapter"] == "user2" and meta["seed"] == 1 and meta["model"]["n_embd"] == 32
         assert sum(f.get_tensor(k).numel() for k in f.keys()) == 320
+
+
+def test_saved_adapters_reproduce_the_runs_document_nlls_exactly(tmp_path, cache_env, fs):
+    """Round trip: the adapter files a run writes, loaded back into the base, give docs.parquet's NLLs."""
+    s = tiny_settings(tmp_path / "runs", tmp_path / "prereg.toml", seeds=(1,))
+    run_dir = run_grid(fs, s)
+    docs = pl.read_parquet(run_dir / "docs.parquet")
+    base = load_or_pretrain(s.model, s.pretrain, fs.pretrain, fs.pretrain_sha256())
+    names = ("pooled", "user3", "user1", "user2")  # not the training bank order: each row is its own
+    paths = [run_dir / "adapters" / "seed-1" / f"{n}.safetensors" for n in names]
+    for path in paths:
+        with safe_open(path, "pt") as f:
+            assert json.loads(f.metadata()["config"])["base_model_sha256"] == base.sha256
+    model = copy.deepcopy(base.model)
+    model.load_adapter_bank([load_file(p) for p in paths])
+    for k, name in enumerate(names):
+        for u in fs.users:
+            w = eval_windows(u.heldout, s.model.block_size)
+            want = docs.filter((pl.col("seed") == 1) & (pl.col("adapter") == name) & (pl.col("eval") == u.name))
+            assert want["doc_id"].to_list() == list(w.doc_ids)
+            got = doc_nll(model, w, k + 1)
+            np.testing.assert_array_equal(got, want["nll_sum"].to_numpy(), err_msg=f"{name} on {u.name}")
+    # and the base row (bank index 0) is the run's base
+    w = eval_windows(fs.users[0].heldout, s.model.block_size)
+    want = docs.filter((pl.col("adapter") == "base") & (pl.col("eval") == "user1"))["nll_sum"].to_numpy()
+    np.testing.assert_array_equal(doc_nll(model, w, 0), want)
 
 
 def test_same_command_twice_gives_identical_nll(tmp_path, cache_env, fs):
