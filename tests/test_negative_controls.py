@@ -6,9 +6,11 @@
 - `synthetic`: generated users with a planted per-user shift, which must be found.
 
 Each runs `python -m runners.grid --seeds 5 --fixtures 3 --fixture-set SET --preset tiny` into a
-temporary `--out` and `python -m validation.verdict --run DIR`. Base models and fetched corpora
-live in the shared cache (`$NORMADAPT_CACHE_DIR`, default ~/.cache/normadapt), so a second run
-of this file skips pretraining. About 1-2 minutes per set on 2 CPU cores once cached.
+temporary `--out` and `python -m validation.verdict --run DIR`. The commands inherit the test
+session's cache (tests/conftest.py): the corpora the user has fetched are linked from their cache,
+base models persist in pytest's cache, so a second session skips pretraining; the calibration
+is written into the session's temporary directory. About 1-2 minutes per set on 2 CPU cores once
+cached.
 """
 
 from __future__ import annotations
