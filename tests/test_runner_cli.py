@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import torch
 from runners import rundir
 from runners.grid import main
 
+REPO = Path(__file__).resolve().parents[1]
 FAST = ["--preset", "tiny", "--fixture-set", "synthetic", "--seeds", "1", "--steps", "3", "--fixtures", "2"]
 
 
@@ -100,12 +102,13 @@ def test_real_command_end_to_end(tmp_path, cache_env):
     prereg.write_text("[criteria]\n")
     cmd = [sys.executable, "-m", "runners.grid", "--preset", "tiny", "--fixture-set", "synthetic", "--seeds", "2",
            "--steps", "5", "--out", "runs"]
-    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # this checkout's code, whatever is installed
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "perplexity per byte" in done.stdout
     cells = pl.read_parquet(tmp_path / "runs/latest/cells.parquet")
     assert len(cells) == 2 * 5 * 3 and set(cells["status"]) <= {"ok", "worse_than_base", "diverged"}
-    again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "already done, kept" in again.stderr
 
 
