@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.cache import CACHE_ENV, cache_root
+from common.cache import CACHE_ENV, cache_root
 
 
 def _link_files(src: Path, dst: Path) -> None:

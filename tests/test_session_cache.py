@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from fixtures.cache import CACHE_ENV, cache_root
+from common.cache import CACHE_ENV, cache_root
 from tests.support import examples
 
 

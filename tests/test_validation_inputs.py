@@ -7,7 +7,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from reports.examples import example_manifest
+from tests.support.examples import example_manifest
 from validation import InputError, Prereg, PreregError, check_prereg, load_external, load_prereg
 from validation.manifest import PreregRecord
 from validation.simulate import simulate_study
