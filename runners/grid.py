@@ -39,11 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fixture-set", default="classics", help="built-in set name or a directory (default classics)")
     p.add_argument("--source", action="append", default=[], metavar="NAME=PATH",
                    help="local copy of a fixture source (repeatable), passed to fixtures.load_fixture_set")
-    p.add_argument("--steps", type=int, default=TrainConfig.steps, help=f"adapter training steps (default {TrainConfig.steps})")
-    p.add_argument("--lr", type=float, default=TrainConfig.lr, help=f"adapter learning rate (default {TrainConfig.lr}; docs/lr_sweep.md)")
-    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help=f"windows per adapter per step (default {TrainConfig.batch_size})")
+    p.add_argument("--steps", type=int, default=TrainConfig.steps,
+                   help=f"adapter training steps (default {TrainConfig.steps})")
+    p.add_argument("--lr", type=float, default=TrainConfig.lr,
+                   help=f"adapter learning rate (default {TrainConfig.lr}; docs/lr_sweep.md)")
+    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size,
+                   help=f"windows per adapter per step (default {TrainConfig.batch_size})")
     p.add_argument("--preset", default="cpu", help=f"model preset: {', '.join(PRESETS)} (default cpu)")
-    p.add_argument("--pretrain-steps", type=int, default=None, help="override the preset's base-model pretraining steps")
+    p.add_argument("--pretrain-steps", type=int, default=None,
+                   help="override the preset's base-model pretraining steps")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--out", default="runs", help="parent directory of run directories (default runs/)")
     p.add_argument("--prereg", default=None,

@@ -181,6 +181,7 @@ def check_limits(s: GridSettings, fs: FixtureSet) -> None:
 
 def run_config(s: GridSettings, fs: FixtureSet) -> dict:
     """Everything that determines the results: its hash names the run directory."""
-    return {"preset": s.preset, "model": s.model.to_dict(), "pretrain": s.pretrain.to_dict(), "train": s.train.to_dict(),
-            "seeds": list(s.seeds), "device": s.device, "fixture_set": fs.name, "users": [u.name for u in fs.users],
-            "users_sha256": fs.sha256(), "pretrain_corpus_sha256": fs.pretrain_sha256(), "prereg_sha256": s.prereg_sha256}
+    return {"preset": s.preset, "model": s.model.to_dict(), "pretrain": s.pretrain.to_dict(),
+            "train": s.train.to_dict(), "seeds": list(s.seeds), "device": s.device, "fixture_set": fs.name,
+            "users": [u.name for u in fs.users], "users_sha256": fs.sha256(),
+            "pretrain_corpus_sha256": fs.pretrain_sha256(), "prereg_sha256": s.prereg_sha256}

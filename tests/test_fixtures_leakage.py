@@ -69,7 +69,8 @@ def test_report_rows_and_refusal_above_the_limit():
     leaky = _set("preface. " + story, story + " epilogue")
     rows = leakage_report(leaky)
     assert rows[0][2] >= len(story) >= LEAKAGE_MAX_BYTES
-    with pytest.raises(FixtureError, match=r"leaks held-out text: `alice/train` and `alice/heldout` share a run of \d+ bytes"):
+    with pytest.raises(FixtureError,
+                       match=r"leaks held-out text: `alice/train` and `alice/heldout` share a run of \d+ bytes"):
         check_leakage(rows, "t")
     from_pretrain = _set("x", story, pretrain=story)
     with pytest.raises(FixtureError, match="`pretrain` and `alice/heldout`"):

@@ -38,7 +38,8 @@ def grid_and_verdict(fixture_set: str, out: Path) -> tuple[dict, int]:
     runs = [p for p in out.iterdir() if p.is_dir() and not p.is_symlink()]
     assert len(runs) == 1, f"expected one run directory under {out}; got {runs}"
     verdict = _run(["validation.verdict", "--run", str(runs[0]), "--no-report"], 600)
-    assert verdict.returncode in (0, 1), f"validation.verdict failed (exit {verdict.returncode}):\n{verdict.stderr[-3000:]}"
+    assert verdict.returncode in (0, 1), \
+        f"validation.verdict failed (exit {verdict.returncode}):\n{verdict.stderr[-3000:]}"
     return json.loads((runs[0] / "verdict.json").read_text()), verdict.returncode
 
 

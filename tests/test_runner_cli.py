@@ -20,7 +20,7 @@ FAST = ["--preset", "tiny", "--fixture-set", "synthetic", "--seeds", "1", "--ste
 
 
 def _snapshot(root: Path) -> dict:
-    return {p.relative_to(root).as_posix(): (p.read_bytes() if p.is_file() and not p.is_symlink() else str(p.readlink()))
+    return {p.relative_to(root).as_posix(): p.read_bytes() if p.is_file() and not p.is_symlink() else str(p.readlink())
             for p in sorted(root.rglob("*")) if p.is_file() or p.is_symlink()}
 
 

@@ -50,7 +50,8 @@ def test_files_and_schemas(tmp_path, cache_env, fs):
     assert all(r["n_bytes"] == by_user[r["eval"]] for r in cells.iter_rows(named=True))
     # the base is seed-independent: one evaluation, a row per seed
     base = cells.filter(pl.col("adapter") == "base").sort(["eval", "seed"])
-    assert base.filter(pl.col("seed") == 0)["nll_sum"].to_list() == base.filter(pl.col("seed") == 1)["nll_sum"].to_list()
+    seed_0, seed_1 = (base.filter(pl.col("seed") == k)["nll_sum"].to_list() for k in (0, 1))
+    assert seed_0 == seed_1
     log = pl.read_parquet(run_dir / "train_log.parquet")
     assert dict(log.schema) == {"seed": pl.Int64, "adapter": pl.Utf8, "step": pl.Int64, "loss": pl.Float64}
     assert len(log) == 2 * 4 * s.train.steps
@@ -62,7 +63,8 @@ def test_files_and_schemas(tmp_path, cache_env, fs):
     assert len(m["base_model"]["sha256"]) == 64 and m["versions"]["torch"]
     typed = read_manifest(run_dir / "manifest.json")  # what the verdict reads: the same, typed
     assert typed.format == MANIFEST_FORMAT and typed.seeds == (0, 1) and typed.to_json() == m
-    files = sorted(p.relative_to(run_dir / "adapters").as_posix() for p in (run_dir / "adapters").rglob("*.safetensors"))
+    adapters = run_dir / "adapters"
+    files = sorted(p.relative_to(adapters).as_posix() for p in adapters.rglob("*.safetensors"))
     assert files == [f"seed-{k}/{n}.safetensors" for k in (0, 1) for n in ("pooled", "user1", "user2", "user3")]
     with safe_open(run_dir / "adapters/seed-1/user2.safetensors", "pt") as f:
         meta = json.loads(f.metadata()["config"])
@@ -177,6 +179,7 @@ def test_training_text_shorter_than_one_window_is_refused_before_anything_is_wri
     from runners.settings import UsageError, check_corpus_sizes
     short = replace(fs.users[0], train=(Document("tiny.txt", "too short"),))
     bad = replace(fs, users=(short,) + fs.users[1:])
-    with pytest.raises(UsageError, match=r"user 'user1' training text .* has 10 tokens, fewer than one training window of 66"):
+    with pytest.raises(UsageError,
+                       match=r"user 'user1' training text .* has 10 tokens, fewer than one training window of 66"):
         check_corpus_sizes(bad, 64)
     check_corpus_sizes(fs, 64)  # the normal set is fine

@@ -18,7 +18,8 @@ from validation.results import PreregStatus, Status
 
 PREREG_FILENAME = "prereg.toml"
 COMPARATORS = ("best_other", "worst_other")
-INTERVAL_METHODS = ("percentile", "student-t", "satterthwaite", "cochran-cox", "expanded-percentile")  # validation/intervals.py
+# the methods of validation/intervals.py
+INTERVAL_METHODS = ("percentile", "student-t", "satterthwaite", "cochran-cox", "expanded-percentile")
 LENIENT_ADJUSTMENTS = ("bonferroni", "none")
 
 
