@@ -71,10 +71,11 @@ def format_matrix(cells: pl.DataFrame) -> str:
         v = ppl.get((a, j))
         return "-" if v is None else f"{v:.3f}" + ("*" if a == j else " ")
 
-    lines = ["adapter \\ eval".ljust(label_w) + "  " + "  ".join(u.rjust(w + 1) for u, w in zip(users, col_w))]
+    widths = list(zip(users, col_w, strict=True))
+    lines = ["adapter \\ eval".ljust(label_w) + "  " + "  ".join(u.rjust(w + 1) for u, w in widths)]
     lines.append("-" * len(lines[0]))
     for a in rows:
-        lines.append(a.ljust(label_w) + "  " + "  ".join(cell(a, j).rjust(w + 1) for j, w in zip(users, col_w)))
+        lines.append(a.ljust(label_w) + "  " + "  ".join(cell(a, j).rjust(w + 1) for j, w in widths))
     return "\n".join(lines)
 
 

@@ -120,7 +120,8 @@ def test_the_grid_ends_with_a_readable_matrix_and_the_next_step(tmp_path):
     cells = pl.DataFrame({"seed": [0] * 8 + [1] * 8,
                           "adapter": ["alice", "alice", "bob", "bob", "base", "base", "pooled", "pooled"] * 2,
                           "eval": ["alice", "bob"] * 8,
-                          "ppl": [3.0, 5.2, 4.0, 4.1, 5.0, 6.0, 4.2, 4.9] + [3.0 * 4, 5.2, 4.0, 4.1, 5.0, 6.0, 4.2, 4.9],
+                          "ppl": [3.0, 5.2, 4.0, 4.1, 5.0, 6.0, 4.2, 4.9]
+                          + [3.0 * 4, 5.2, 4.0, 4.1, 5.0, 6.0, 4.2, 4.9],
                           "status": ["ok"] * 15 + ["diverged"]})
     lines = format_matrix(cells).splitlines()
     assert lines[0].split() == ["adapter", "\\", "eval", "alice", "bob"]
