@@ -59,15 +59,11 @@ def main() -> int:
     print(f"python write_report: median {statistics.median(writes):.2f} s "
           f"(first {writes[0]:.2f} s, includes building the Vega bundle once)")
 
-    try:
-        from tests.support.browser import Chromium, find_chromium
-    except ImportError:
-        print("render: skipped (no Playwright; pip install -e '.[test]')")
+    from tests.support.browser import Chromium, find_chromium, missing
+    if missing():
+        print(f"render: skipped ({missing()})")
         return 0 if size <= SIZE_TARGET else 1
     exe = find_chromium()
-    if exe is None:
-        print("render: skipped (no Chromium; apt-get install chromium)")
-        return 0 if size <= SIZE_TARGET else 1
     renders, walls = [], []
     with Chromium(exe) as browser:
         for i in range(args.repeats):

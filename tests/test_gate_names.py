@@ -18,7 +18,7 @@ import reports
 from common.names import MAX_NAME_LENGTH, InvalidName, check_name
 from fixtures.corpus import FixtureError
 from fixtures.userdir import userdir_fixture_set
-from reports.browser import find_chromium
+from tests.support.browser import missing as browser_missing
 from validation import InputError, judge, load_external
 from validation.outputs import junit_xml, markdown_summary, verdict_text
 from validation.results import StudyData
@@ -161,14 +161,14 @@ def test_junit_and_summary_through_the_command(tmp_path, monkeypatch, capsys):
     assert "<img src=x" not in html and "<!--<script>" not in html
 
 
-needs_chromium = pytest.mark.skipif(find_chromium() is None, reason="Chromium not installed (apt-get install chromium)")
+needs_chromium = pytest.mark.skipif(browser_missing() is not None, reason=browser_missing() or "")
 
 
 @pytest.mark.browser
 @needs_chromium
 @pytest.mark.parametrize("names", [HOSTILE_VALID, HOSTILE_INVALID], ids=["valid-hostile", "refused-hostile"])
 def test_the_page_draws_every_chart_with_hostile_names(tmp_path, names):
-    from reports.browser import Chromium
+    from tests.support.browser import Chromium
 
     v, data = _verdict(names)
     path = reports.write_report(v, data, tmp_path / "report.html")

@@ -13,17 +13,12 @@ import pytest
 
 import reports
 
-pytest.importorskip("playwright.sync_api",
-                    reason="Playwright missing: pip install -e '.[test]' (the test extra)")
-
-from tests.support import examples  # noqa: E402
-from tests.support.browser import Chromium, find_chromium  # noqa: E402
+from tests.support import examples
+from tests.support.browser import Chromium, missing
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(find_chromium() is None,
-                       reason="Chromium not installed: `apt-get install chromium` (Debian; "
-                              ".ci/run installs it) or set CHROMIUM=/path/to/chrome"),
+    pytest.mark.skipif(missing() is not None, reason=missing() or ""),
 ]
 
 # The data marks each chart must have drawn (Vega mark type -> at least this many).

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from reports.examples import example_manifest
+from tests.support.examples import example_manifest
 from common.hashing import sha256_file
 from validation.data import InputError
 from validation.judging import judge

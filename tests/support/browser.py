@@ -9,16 +9,15 @@ the page tried is reported in `PageLoad.refused_requests`.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from playwright.sync_api import Error as PlaywrightError
-from playwright.sync_api import TimeoutError as PlaywrightTimeout
-from playwright.sync_api import sync_playwright
 
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "chrome")
 LOCAL_SCHEMES = ("file:", "data:")
@@ -57,6 +56,16 @@ def find_chromium() -> str | None:
     return None
 
 
+def missing() -> str | None:
+    """Why a browser test cannot run here (a skip reason), or None when it can."""
+    if importlib.util.find_spec("playwright") is None:
+        return "Playwright missing: pip install -e '.[test]' (the test extra)"
+    if find_chromium() is None:
+        return ("Chromium not installed: `apt-get install chromium` (Debian; .ci/run installs it) "
+                "or set CHROMIUM=/path/to/chrome")
+    return None
+
+
 @dataclass(frozen=True)
 class ChartDrawn:
     id: str
@@ -87,6 +96,19 @@ class PageLoad:
     text: str = field(repr=False, default="")  # document.body.innerText
 
 
+@dataclass
+class OpenPage:
+    """A page open in `Chromium.open_page`: the live Playwright page and what it logged so far."""
+
+    url: str
+    page: Any                              # playwright.sync_api.Page
+    status: dict[str, Any] | None          # window.__reportStatus, None when never published
+    wall_s: float                          # navigate -> status seen, measured from Python
+    refused: list[str] = field(default_factory=list)
+    console: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
 class BrowserError(RuntimeError):
     pass
 
@@ -102,6 +124,9 @@ class Chromium:
         self.width, self.height = width, height
 
     def __enter__(self) -> Chromium:
+        from playwright.sync_api import Error as PlaywrightError
+        from playwright.sync_api import sync_playwright
+
         self._playwright = sync_playwright().start()
         try:
             self._browser = self._playwright.chromium.launch(
@@ -119,19 +144,21 @@ class Chromium:
         finally:
             self._playwright.stop()
 
-    def load(self, path: str | os.PathLike, timeout: float = 30, screenshot: bool = True) -> PageLoad:
-        """Open `path` from file://, refuse all network, wait for the charts, inspect them."""
+    @contextmanager
+    def open_page(self, path: str | os.PathLike, timeout: float = 30) -> Iterator[OpenPage]:
+        """Open `path` from file:// with all network refused; wait until the page publishes
+        `window.__reportStatus` (or `timeout` s); yield the live Playwright page with what it logged."""
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
         url = Path(path).resolve().as_uri()
         context = self._browser.new_context(
             viewport={"width": self.width, "height": self.height}, offline=True,
             service_workers="block")
-        refused: list[str] = []
-        console: list[str] = []
-        errors: list[str] = []
+        opened = OpenPage(url=url, page=None, status=None, wall_s=0.0)
 
         def note_refused(request_url: str) -> None:
-            if not request_url.startswith(LOCAL_SCHEMES) and request_url not in refused:
-                refused.append(request_url)
+            if not request_url.startswith(LOCAL_SCHEMES) and request_url not in opened.refused:
+                opened.refused.append(request_url)
 
         def route(r) -> None:
             if r.request.url.startswith(LOCAL_SCHEMES):
@@ -141,17 +168,17 @@ class Chromium:
                 r.abort("blockedbyclient")
 
         def on_console(msg) -> None:
-            console.append(f"{msg.type}: {msg.text}")
+            opened.console.append(f"{msg.type}: {msg.text}")
             if msg.type in ("error", "assert"):
-                errors.append(msg.text)
+                opened.errors.append(msg.text)
 
         def on_page_error(exc) -> None:
-            console.append(f"exception: {exc}")
-            errors.append(str(exc))
+            opened.console.append(f"exception: {exc}")
+            opened.errors.append(str(exc))
 
         try:
             context.route("**/*", route)
-            page = context.new_page()
+            page = opened.page = context.new_page()
             page.on("request", lambda request: note_refused(request.url))
             page.on("console", on_console)
             page.on("pageerror", on_page_error)
@@ -159,19 +186,26 @@ class Chromium:
             page.goto(url, timeout=timeout * 1000)
             try:
                 left_ms = max(1.0, (t0 + timeout - time.monotonic()) * 1000)
-                status = page.wait_for_function(_STATUS_JS, timeout=left_ms).json_value()
+                opened.status = page.wait_for_function(_STATUS_JS, timeout=left_ms).json_value()
             except PlaywrightTimeout:
-                status = None
-            wall = time.monotonic() - t0
+                opened.status = None
+            opened.wall_s = time.monotonic() - t0
             page.wait_for_timeout(200)  # late console messages
+            yield opened
+        finally:
+            context.close()
+
+    def load(self, path: str | os.PathLike, timeout: float = 30, screenshot: bool = True) -> PageLoad:
+        """Open `path` from file://, refuse all network, wait for the charts, inspect them."""
+        with self.open_page(path, timeout) as opened:
+            page = opened.page
             charts = tuple(ChartDrawn(**c) for c in page.evaluate(_CHARTS_JS))
             text = page.evaluate("() => document.body ? document.body.innerText : ''")
             png = page.screenshot(full_page=True, timeout=60_000) if screenshot else b""
-        finally:
-            context.close()
+        status = opened.status
         return PageLoad(
-            url=url, status=status, charts=charts, console_errors=tuple(errors),
-            console_messages=tuple(console), refused_requests=tuple(refused),
-            render_ms=None if status is None else status.get("ms"), wall_s=wall,
+            url=opened.url, status=status, charts=charts, console_errors=tuple(opened.errors),
+            console_messages=tuple(opened.console), refused_requests=tuple(opened.refused),
+            render_ms=None if status is None else status.get("ms"), wall_s=opened.wall_s,
             screenshot_png=png, text=text,
         )
