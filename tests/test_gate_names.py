@@ -33,7 +33,8 @@ HOSTILE_VALID = ("<!--<script>", "<img src=x onerror=console.error('INJECTED')>"
 HOSTILE_INVALID = ("</script><b>x\"'\\", "two\nlines", "esc\x1b[31mred")
 
 
-@pytest.mark.parametrize("raw, fixed", [("alice", "alice"), ("Jose\u0301", "Jos\u00e9"), ("O'Brien & <co>", "O'Brien & <co>"),
+@pytest.mark.parametrize("raw, fixed", [("alice", "alice"), ("Jose\u0301", "Jos\u00e9"),
+                                        ("O'Brien & <co>", "O'Brien & <co>"),
                                         ("x" * MAX_NAME_LENGTH, "x" * MAX_NAME_LENGTH)])
 def test_valid_names_come_back_in_nfc(raw, fixed):
     assert check_name(raw, "t") == fixed and unicodedata.is_normalized("NFC", fixed)
@@ -100,8 +101,10 @@ def test_symlinks_out_of_a_user_folder_and_nul_files_are_refused(tmp_path):
 
 def _cells(names=("alice", "bob", "carol")):
     data = simulate_study(np.random.default_rng(0), n_seeds=3, n_docs=8, personalization=0.2)
-    mapping = dict(zip(("alice", "bob", "carol"), names))
-    ren = lambda df: df.with_columns(pl.col("adapter").replace(mapping), pl.col("eval").replace(mapping))
+    mapping = dict(zip(("alice", "bob", "carol"), names, strict=True))
+
+    def ren(df):
+        return df.with_columns(pl.col("adapter").replace(mapping), pl.col("eval").replace(mapping))
     return StudyData(cells=ren(data.cells), docs=ren(data.docs))
 
 

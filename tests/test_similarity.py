@@ -92,7 +92,7 @@ def _write_adapters(run_dir: Path, users, seeds, groups, rng, n_embd=16, group_s
     for s in seeds:
         folder = run_dir / "adapters" / f"seed-{s}"
         folder.mkdir(parents=True, exist_ok=True)
-        for u, g in zip(users, groups):
+        for u, g in zip(users, groups, strict=True):
             v = centers[g] + rng.normal(0, noise, size=2 * n_embd)
             save_file({"ln_f.weight": (1 + v[:n_embd]).astype(np.float32),
                        "ln_f.bias": v[n_embd:].astype(np.float32)},

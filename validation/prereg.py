@@ -199,7 +199,8 @@ def check_prereg(prereg: Prereg, manifest: Manifest | None, *, allow_change: boo
         raise PreregError(
             f"{prereg.path}: pre-registration changed since the run (sha256 {prereg.sha256[:12]}... "
             f"!= manifest {str(expected)[:12]}...). Restore the file, or pass "
-            "`--allow-prereg-change` to judge anyway (the outputs will say NOT PRE-REGISTERED, and the gate fails unless `--accept-not-preregistered`)."
+            "`--allow-prereg-change` to judge anyway (the outputs will say NOT PRE-REGISTERED, "
+            "and the gate fails unless `--accept-not-preregistered`)."
         )
     return PreregStatus(False, prereg.sha256, expected, prereg.path,
                         "changed since the run; judged with --allow-prereg-change")

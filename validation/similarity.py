@@ -366,7 +366,7 @@ def similarity_structure(users: tuple[str, ...], point: np.ndarray, draws: np.nd
             if n_ok < n_res:
                 all_notes.append(f"{n_res - n_ok} of {n_res} resamples have a missing transfer "
                                  "distance and count as supporting no split")
-        splits = tuple(Split(_mask_members(m, users), s, h) for (m, h), s in zip(point_clades, supports))
+        splits = tuple(Split(_mask_members(m, users), s, h) for (m, h), s in zip(point_clades, supports, strict=True))
     test = None
     if adapter_distance is not None:
         adapter_distance = np.asarray(adapter_distance, dtype=float)
