@@ -23,12 +23,12 @@ import tempfile
 import time
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_training import host_and_peak, load_state, report  # noqa: E402
+
 from runners.base_model import PRETRAIN_PRESETS, load_or_pretrain  # noqa: E402
 from runners.model import PRESETS  # noqa: E402
 from runners.train import TrainConfig  # noqa: E402

@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from runners.base_model import PRETRAIN_PRESETS, load_or_pretrain  # noqa: E402
 from runners.data import sample_offsets, training_stream, windows_at  # noqa: E402
-from runners.settings import load_fixtures  # noqa: E402
 from runners.model import GPT, PRESETS  # noqa: E402
+from runners.settings import load_fixtures  # noqa: E402
 from runners.train import TrainConfig, data_order, train_adapters  # noqa: E402
 
 

@@ -11,8 +11,16 @@ from pathlib import Path
 import pytest
 
 from fixtures import FixtureError, load_fixture_set
-from fixtures.fetch import (SourceSpec, cached_route, deb_member, ensure_source, files_digest, is_cached,
-                            json_files_digest, tar_member)
+from fixtures.fetch import (
+    SourceSpec,
+    cached_route,
+    deb_member,
+    ensure_source,
+    files_digest,
+    is_cached,
+    json_files_digest,
+    tar_member,
+)
 from fixtures.sources import ALL_SOURCES, BOTCHAN
 
 TEXT = b"It was a dark and stormy night.\n" * 100

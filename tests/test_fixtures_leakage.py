@@ -6,8 +6,7 @@ import random
 import pytest
 
 from fixtures import LEAKAGE_MAX_BYTES, Document, FixtureError, FixtureSet, Provenance, UserCorpus
-from fixtures.leakage import (cached_leakage, check_leakage, docs_sharing_runs, leakage_report,
-                              longest_shared_substring)
+from fixtures.leakage import cached_leakage, check_leakage, docs_sharing_runs, leakage_report, longest_shared_substring
 
 PROV = Provenance("test", "public domain", "0" * 64)
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 import reports
-
 from tests.support import examples
 from tests.support.browser import Chromium, missing
 

@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 
 import reports
-from validation.summary_sentence import summary_sentence
-
 from tests.support import examples
 from tests.support.browser import Chromium, missing
+from validation.summary_sentence import summary_sentence
 
 pytestmark = [
     pytest.mark.browser,

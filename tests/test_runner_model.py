@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from fixtures import Document
 from runners.data import IGNORE, encode, eval_windows, training_stream
 from runners.model import BOS, GPT, PRESETS
 from runners.train import TrainConfig, data_order, train_adapters
-from fixtures import Document
 
 CFG = PRESETS["tiny"]
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from tests.support.examples import example_manifest
 from common.hashing import sha256_file
+from tests.support.examples import example_manifest
 from validation.data import InputError
 from validation.judging import judge
 from validation.outputs import verdict_json
@@ -236,8 +236,9 @@ def test_verdict_json_has_the_similarity_keys(tmp_path, capsys):
 
 
 def test_report_section_has_the_supports_the_mantel_test_and_both_charts(tmp_path):
-    import reports
     from dataclasses import replace
+
+    import reports
     from reports.page import chart_sections
 
     data, v = _planted(0)

@@ -392,6 +392,7 @@ def similarity_for_verdict(verdict: Verdict, data: StudyData, run_dir: str | Pat
     says so. With `run_dir` holding `adapters/`, adapter distances and the Mantel test are added.
     """
     import warnings as _warnings
+
     from validation.arrays import build_arrays
     from validation.bootstrap import bootstrap_mode, resample_logppl
     from validation.metrics import diagonal_margin

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from fixtures import synthetic_fixture_set
 from runners.base_model import PRETRAIN_PRESETS
-from runners.settings import GridSettings
 from runners.model import PRESETS
+from runners.settings import GridSettings
 from runners.train import TrainConfig
 
 
