@@ -23,12 +23,12 @@ import tempfile
 import time
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_training import host_and_peak, load_state, report  # noqa: E402
+
 from runners.base_model import PRETRAIN_PRESETS, load_or_pretrain  # noqa: E402
 from runners.model import PRESETS  # noqa: E402
 from runners.train import TrainConfig  # noqa: E402
@@ -38,7 +38,8 @@ def pretrain_seconds(fs, preset: str, fresh: bool) -> tuple[float, str]:
     if fresh:
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            load_or_pretrain(PRESETS[preset], PRETRAIN_PRESETS[preset], fs.pretrain, fs.pretrain_sha256(), cache_dir=Path(tmp))
+            load_or_pretrain(PRESETS[preset], PRETRAIN_PRESETS[preset], fs.pretrain, fs.pretrain_sha256(),
+                             cache_dir=Path(tmp))
             return time.perf_counter() - t0, "measured now (fresh cache)"
     base = load_or_pretrain(PRESETS[preset], PRETRAIN_PRESETS[preset], fs.pretrain, fs.pretrain_sha256())
     how = "measured now (was not cached)" if base.built_now else f"recorded in the cache entry {base.path}"
@@ -78,7 +79,8 @@ def main(argv=None) -> int:
     wall, manifest = grid_wall(args, prereg)
     t = manifest["timings"]
     per_seed = ", ".join(f"{s['train_s']:.0f}+{s['eval_s']:.0f}" for s in t["seeds"])
-    print(f"`python -m runners.grid --seeds {args.seeds} --fixtures {args.fixtures}` ({args.fixture_set}, {args.preset}), "
+    print(f"`python -m runners.grid --seeds {args.seeds} --fixtures {args.fixtures}` "
+          f"({args.fixture_set}, {args.preset}), "
           f"base cached: {wall:.0f} s wall (target <= 300 s); base eval {t['base_eval_s']:.0f} s; "
           f"per seed train+eval s: {per_seed}")
     for line in report(base.model, streams, TrainConfig(), peak):

@@ -5,8 +5,9 @@
 The study has the default run's shape: 3 users, 5 seeds, base + pooled, 50 documents per user,
 10,000 bootstrap resamples, a 100-step training log per adapter and seed (judged by
 `validation.judge`). Prints the page's size, the Python time to write it, and the browser render
-time: headless Chromium (offline, file://) from navigation start until every chart is drawn, as
-measured by the page's own clock. The machine load is printed beside.
+time: the system Chromium, headless and driven by Playwright (offline, file://), from navigation
+start until every chart is drawn, as measured by the page's own clock. The machine load is
+printed beside.
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ import argparse
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import reports
-from reports import examples
-from reports.browser import Chromium, find_chromium
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support: the example study
+
+import reports  # noqa: E402
+from tests.support import examples  # noqa: E402
 
 SIZE_TARGET = 3_000_000
 RENDER_TARGET_MS = 5_000
@@ -56,10 +59,11 @@ def main() -> int:
     print(f"python write_report: median {statistics.median(writes):.2f} s "
           f"(first {writes[0]:.2f} s, includes building the Vega bundle once)")
 
-    exe = find_chromium()
-    if exe is None:
-        print("render: skipped (no Chromium; apt-get install chromium)")
+    from tests.support.browser import Chromium, find_chromium, missing
+    if missing():
+        print(f"render: skipped ({missing()})")
         return 0 if size <= SIZE_TARGET else 1
+    exe = find_chromium()
     renders, walls = [], []
     with Chromium(exe) as browser:
         for i in range(args.repeats):

@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from runners.base_model import PRETRAIN_PRESETS, load_or_pretrain  # noqa: E402
 from runners.data import sample_offsets, training_stream, windows_at  # noqa: E402
-from runners.settings import load_fixtures  # noqa: E402
 from runners.model import GPT, PRESETS  # noqa: E402
+from runners.settings import load_fixtures  # noqa: E402
 from runners.train import TrainConfig, data_order, train_adapters  # noqa: E402
 
 
@@ -61,7 +61,7 @@ def batched_vs_sequential(base: GPT, streams: list[np.ndarray], cfg: TrainConfig
     batched = train_adapters(base, streams, orders, cfg)
     t_batched = time.perf_counter() - t0
     t0 = time.perf_counter()
-    alone = [train_adapters(base, [s], [o], cfg) for s, o in zip(streams, orders)]
+    alone = [train_adapters(base, [s], [o], cfg) for s, o in zip(streams, orders, strict=True)]
     t_seq = time.perf_counter() - t0
     diff = max((a.states[0][k] - batched.states[i][k]).abs().max().item()
                for i, a in enumerate(alone) for k in a.states[0])
@@ -103,7 +103,8 @@ def report(base: GPT, streams, cfg: TrainConfig, peak: float) -> list[str]:
         f"  MFU batched: {r['model_flops'] / r['batched_s'] / 1e9:.1f} GFLOP/s = "
         f"{100 * r['model_flops'] / r['batched_s'] / peak:.1f}% of peak;  one at a time: "
         f"{100 * r['model_flops'] / r['sequential_s'] / peak:.1f}% of peak",
-        f"full-weight training (pretraining step, batch 32): {full / 1e9:.1f} GFLOP/s = {100 * full / peak:.1f}% of peak",
+        f"full-weight training (pretraining step, batch 32): {full / 1e9:.1f} GFLOP/s = "
+        f"{100 * full / peak:.1f}% of peak",
     ]
 
 

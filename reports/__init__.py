@@ -1,7 +1,7 @@
 """HTML report and charts of a verdict: rendering only, no statistics (see docs/README.md, Code layout).
 
 `write_report(verdict, data, path)` writes one self-contained, offline page; `write_charts(...)`
-writes the same charts as SVG or PNG files. `reports.browser` loads a page in headless Chromium.
+writes the same charts as SVG or PNG files.
 """
 
 from reports.page import chart_sections, render_report, write_charts, write_report

@@ -155,7 +155,7 @@ def decomposition_chart(gains: pl.DataFrame) -> alt.FacetChart:
     ds = _Datasets("decomposition")
     order = [label for label in gains.sort("order")["label"].unique(maintain_order=True)]
     palette = {"regularization": "#3498db", "personalization": "#e74c3c", "total": "#7f8c8d"}
-    by_label = dict(zip(gains["label"], gains["component"]))
+    by_label = dict(zip(gains["label"], gains["component"], strict=True))
     color = alt.Color("label:N", title=None, sort=order,
                       scale=alt.Scale(domain=order, range=[palette[by_label[x]] for x in order]),
                       legend=alt.Legend(orient="bottom", columns=1, labelLimit=400))

@@ -19,9 +19,9 @@ import jinja2
 import polars as pl
 import vl_convert
 
+from common.atomic import atomic_write_bytes, atomic_write_text
 from reports import bundle, charts, tables
 from reports.calibration import calibration_chart, calibration_table
-from common.atomic import atomic_write_bytes, atomic_write_text
 from validation.calibration_results import DesignCalibration
 from validation.model_reading import diagnostic_readings
 from validation.results import BootstrapMode, StudyData, Verdict
@@ -252,7 +252,7 @@ def page_title(data: StudyData, today: _dt.date | None = None) -> str:
     if manifest is not None and created:
         return f"Run {manifest.run_id}, {created}"
     name = manifest.run_id if manifest is not None else (data.source.name if data.source else "external input")
-    return f"{name}, judged {(today or _dt.datetime.now(_dt.timezone.utc).date()).isoformat()}"
+    return f"{name}, judged {(today or _dt.datetime.now(_dt.UTC).date()).isoformat()}"
 
 
 def render_report(verdict: Verdict, data: StudyData, *, title: str | None = None,
@@ -285,7 +285,7 @@ def render_report(verdict: Verdict, data: StudyData, *, title: str | None = None
         "controls": data.controls, "source": str(data.source) if data.source else None,
         "vega_js": bundle.vega_javascript(),
         "lib_versions": bundle.versions(),
-        "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "generated": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "settings": tables.flatten_mapping(verdict.settings.to_json()),
         "calibration": calibration, "calibration_rows": calibration_rows,
     }

@@ -73,7 +73,8 @@ def _try_load(entry: Path, config: GPTConfig) -> BaseModel | None:
         meta = json.loads(meta_path.read_text())
         sha = sha256_file(weights)
         if sha != meta["weights_sha256"]:
-            log.warning("base model cache entry %s fails its hash (%s != %s): rebuilding", entry, sha, meta["weights_sha256"])
+            log.warning("base model cache entry %s fails its hash (%s != %s): rebuilding", entry, sha,
+                        meta["weights_sha256"])
             return None
         model = GPT(config)
         load_model(model, str(weights))

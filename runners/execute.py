@@ -105,7 +105,8 @@ def train_and_score(seed: int, base: GPT, prep: Prepared, train: TrainConfig, de
         for j, w in prep.windows.items():
             frames.append(_doc_frame(name, j, w, doc_nll(model, w, k + 1, device), statuses[k]))
     docs = rundir.with_rates(pl.concat(frames).with_columns(pl.lit(seed, pl.Int64).alias("seed")))
-    return SeedResult(trained, statuses, docs.select(list(rundir.DOC_SCHEMA)), t_train, time.perf_counter() - t0 - t_train)
+    return SeedResult(trained, statuses, docs.select(list(rundir.DOC_SCHEMA)), t_train,
+                      time.perf_counter() - t0 - t_train)
 
 
 def run_seed(seed: int, base: BaseModel, prep: Prepared, s: GridSettings, run_dir: Path, hf=None) -> dict:
@@ -130,11 +131,12 @@ def run_seed(seed: int, base: BaseModel, prep: Prepared, s: GridSettings, run_di
     rundir.write_parquet(log_rows, seed_dir / "train_log.parquet")
     written = [run_dir / "adapters" / f"seed-{seed}" / f"{name}.safetensors" for name in prep.names]
     written += [seed_dir / "docs.parquet", seed_dir / "train_log.parquet"]
-    timing = {"seed": seed, "train_s": r.train_s, "eval_s": r.eval_s, "statuses": dict(zip(prep.names, r.statuses)),
+    timing = {"seed": seed, "train_s": r.train_s, "eval_s": r.eval_s,
+              "statuses": dict(zip(prep.names, r.statuses, strict=True)),
               "base_model_sha256": base.sha256, "files": rundir.file_hashes(run_dir, written)}
     rundir.write_json(timing, seed_dir / "done.json")
     log.info("seed %d: done (trained in %.1f s, evaluated in %.1f s); statuses: %s", seed, r.train_s, r.eval_s,
-             ", ".join(f"{n}={st}" for n, st in zip(prep.names, r.statuses)))
+             ", ".join(f"{n}={st}" for n, st in zip(prep.names, r.statuses, strict=True)))
     return timing
 
 

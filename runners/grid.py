@@ -39,17 +39,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fixture-set", default="classics", help="built-in set name or a directory (default classics)")
     p.add_argument("--source", action="append", default=[], metavar="NAME=PATH",
                    help="local copy of a fixture source (repeatable), passed to fixtures.load_fixture_set")
-    p.add_argument("--steps", type=int, default=TrainConfig.steps, help=f"adapter training steps (default {TrainConfig.steps})")
-    p.add_argument("--lr", type=float, default=TrainConfig.lr, help=f"adapter learning rate (default {TrainConfig.lr}; docs/lr_sweep.md)")
-    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help=f"windows per adapter per step (default {TrainConfig.batch_size})")
+    p.add_argument("--steps", type=int, default=TrainConfig.steps,
+                   help=f"adapter training steps (default {TrainConfig.steps})")
+    p.add_argument("--lr", type=float, default=TrainConfig.lr,
+                   help=f"adapter learning rate (default {TrainConfig.lr}; docs/lr_sweep.md)")
+    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size,
+                   help=f"windows per adapter per step (default {TrainConfig.batch_size})")
     p.add_argument("--preset", default=None, help=f"model preset: {', '.join(PRESETS)} (default cpu)")
     p.add_argument("--model", default=None, metavar="DIR",
-                   help="a local Hugging Face causal-LM checkpoint directory as the base model, instead of a preset "
-                        "(needs the hf extra; docs/own_model.md)")
+                   help="a local Hugging Face causal-LM checkpoint directory as the base model, instead of a "
+                        "preset (needs the hf extra; docs/own_model.md)")
     p.add_argument("--dtype", default=None, help="with --model: float32 (default), bfloat16 or float16")
     p.add_argument("--context", type=int, default=None,
                    help="with --model: context length in tokens (default: the model's limit, at most 512 on CPU)")
-    p.add_argument("--pretrain-steps", type=int, default=None, help="override the preset's base-model pretraining steps")
+    p.add_argument("--pretrain-steps", type=int, default=None,
+                   help="override the preset's base-model pretraining steps")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--out", default="runs", help="parent directory of run directories (default runs/)")
     p.add_argument("--prereg", default=None,
@@ -73,10 +77,11 @@ def format_matrix(cells: pl.DataFrame) -> str:
         v = ppl.get((a, j))
         return "-" if v is None else f"{v:.3f}" + ("*" if a == j else " ")
 
-    lines = ["adapter \\ eval".ljust(label_w) + "  " + "  ".join(u.rjust(w + 1) for u, w in zip(users, col_w))]
+    widths = list(zip(users, col_w, strict=True))
+    lines = ["adapter \\ eval".ljust(label_w) + "  " + "  ".join(u.rjust(w + 1) for u, w in widths)]
     lines.append("-" * len(lines[0]))
     for a in rows:
-        lines.append(a.ljust(label_w) + "  " + "  ".join(cell(a, j).rjust(w + 1) for j, w in zip(users, col_w)))
+        lines.append(a.ljust(label_w) + "  " + "  ".join(cell(a, j).rjust(w + 1) for j, w in widths))
     return "\n".join(lines)
 
 

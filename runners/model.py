@@ -177,7 +177,7 @@ class GPT(nn.Module):
     def adapter_state(self, k: int) -> dict[str, torch.Tensor]:
         """Adapter `k` (0-based bank entry) as named (C,) tensors, e.g. `blocks.0.ln_1.weight`."""
         out = {}
-        for name, norm in zip(self.norm_names(), self.norms()):
+        for name, norm in zip(self.norm_names(), self.norms(), strict=True):
             out[f"{name}.weight"] = norm.adapter_weight[k].detach().clone()
             if norm.adapter_bias is not None:
                 out[f"{name}.bias"] = norm.adapter_bias[k].detach().clone()
@@ -185,7 +185,7 @@ class GPT(nn.Module):
 
     def load_adapter_bank(self, states: list[dict[str, torch.Tensor]]) -> None:
         """Replace the bank with `states` (as returned by `adapter_state`), in that order."""
-        for name, norm in zip(self.norm_names(), self.norms()):
+        for name, norm in zip(self.norm_names(), self.norms(), strict=True):
             norm.adapter_weight = nn.Parameter(torch.stack([s[f"{name}.weight"] for s in states]))
             if norm.bias is not None:
                 norm.adapter_bias = nn.Parameter(torch.stack([s[f"{name}.bias"] for s in states]))

@@ -84,7 +84,7 @@ class RunLock:
         self.path = Path(run_dir) / ".lock"
         self._fh = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fh = open(self.path, "a+")
         try:

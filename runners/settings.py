@@ -216,6 +216,7 @@ def run_config(s: GridSettings, fs: FixtureSet, hf_part: dict | None = None) -> 
         return {**hf_part, "train": s.train.to_dict(), "seeds": list(s.seeds), "device": s.device,
                 "fixture_set": fs.name, "users": [u.name for u in fs.users], "users_sha256": fs.sha256(),
                 "prereg_sha256": s.prereg_sha256}
-    return {"preset": s.preset, "model": s.model.to_dict(), "pretrain": s.pretrain.to_dict(), "train": s.train.to_dict(),
-            "seeds": list(s.seeds), "device": s.device, "fixture_set": fs.name, "users": [u.name for u in fs.users],
-            "users_sha256": fs.sha256(), "pretrain_corpus_sha256": fs.pretrain_sha256(), "prereg_sha256": s.prereg_sha256}
+    return {"preset": s.preset, "model": s.model.to_dict(), "pretrain": s.pretrain.to_dict(),
+            "train": s.train.to_dict(), "seeds": list(s.seeds), "device": s.device, "fixture_set": fs.name,
+            "users": [u.name for u in fs.users], "users_sha256": fs.sha256(),
+            "pretrain_corpus_sha256": fs.pretrain_sha256(), "prereg_sha256": s.prereg_sha256}

@@ -51,7 +51,8 @@ def data_order(seed: int, adapter_number: int, stream_len: int, block_size: int,
     return sample_offsets(rng, stream_len, block_size, cfg.steps * cfg.batch_size).reshape(cfg.steps, cfg.batch_size)
 
 
-def adapter_loss(model: GPT, x: torch.Tensor, y: torch.Tensor, adapter_idx: torch.Tensor, n_adapters: int) -> torch.Tensor:
+def adapter_loss(model: GPT, x: torch.Tensor, y: torch.Tensor, adapter_idx: torch.Tensor,
+                 n_adapters: int) -> torch.Tensor:
     """(A,) mean next-token loss of each adapter's rows; rows are grouped by adapter, B per adapter."""
     logits = model(x, adapter_idx)  # (A*B, T, V)
     nll = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")  # (A*B*T,)
@@ -73,7 +74,7 @@ def train_adapters(base: GPT, streams: list[np.ndarray], orders: list[np.ndarray
     adapter_idx = torch.arange(1, n + 1, device=device).repeat_interleave(cfg.batch_size)  # (A*B,)
     losses = np.zeros((cfg.steps, n))
     for step in range(cfg.steps):
-        xs, ys = zip(*(windows_at(s, o[step], T) for s, o in zip(streams, orders)))
+        xs, ys = zip(*(windows_at(s, o[step], T) for s, o in zip(streams, orders, strict=True)), strict=True)
         x, y = torch.cat(xs).to(device), torch.cat(ys).to(device)  # (A*B, T)
         loss = adapter_loss(model, x, y, adapter_idx, n)  # (A,)
         opt.zero_grad(set_to_none=True)
@@ -104,7 +105,8 @@ def pretrain(model: GPT, stream: np.ndarray, *, seed: int, steps: int, batch_siz
     warmup = max(1, steps // 20)
     losses = np.zeros(steps)
     for step in range(steps):
-        scale = (step + 1) / warmup if step < warmup else 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+        cosine = 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+        scale = (step + 1) / warmup if step < warmup else 0.1 + 0.9 * cosine
         for g in opt.param_groups:
             g["lr"] = lr * scale
         x, y = windows_at(stream, sample_offsets(rng, len(stream), T, batch_size), T)
@@ -118,6 +120,7 @@ def pretrain(model: GPT, stream: np.ndarray, *, seed: int, steps: int, batch_siz
         if progress is not None:
             progress.update(1)
         if (step + 1) % max(1, steps // 10) == 0:
-            log.info("pretrain step %d/%d: loss %.3f nats/byte", step + 1, steps, losses[max(0, step - 19):step + 1].mean())
+            log.info("pretrain step %d/%d: loss %.3f nats/byte", step + 1, steps,
+                     losses[max(0, step - 19):step + 1].mean())
     model.eval()
     return losses

@@ -30,6 +30,10 @@ def test_tables_and_chart_render():
     assert any("coverage, student-t" in q for q in table["quantity"])
     rates = status_rates_table(d)
     assert set(rates["criterion"]) == {"strict", "lenient", "catastrophic"}
-    assert np.allclose(rates["pass"] + rates["fail"] + rates["inconclusive"], 1.0)
+    want = d.rates()  # the pre-registered method's, one row each, columns not swapped
+    assert rates["relation"].to_list() == [r.relation for r in want]
+    assert rates["pass"].to_list() == [r.pass_rate for r in want]
+    assert rates["fail"].to_list() == [r.fail_rate for r in want]
+    assert rates["inconclusive"].to_list() == [r.inconclusive_rate for r in want]
     spec = calibration_chart(d).to_dict()
     assert "hconcat" in spec

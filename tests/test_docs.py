@@ -63,7 +63,8 @@ def test_no_reference_outside_the_repository():
     hits = []
     for rel in tracked:
         path = ROOT / rel
-        if path == here or not path.is_file() or path.suffix not in (".py", ".md", ".toml", ".j2", ".html", ".css", ".txt", ""):
+        suffixes = (".py", ".md", ".toml", ".j2", ".html", ".css", ".txt", "")
+        if path == here or not path.is_file() or path.suffix not in suffixes:
             continue
         for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
             if OUTSIDE.search(line):

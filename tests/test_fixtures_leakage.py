@@ -6,8 +6,7 @@ import random
 import pytest
 
 from fixtures import LEAKAGE_MAX_BYTES, Document, FixtureError, FixtureSet, Provenance, UserCorpus
-from fixtures.leakage import (cached_leakage, check_leakage, docs_sharing_runs, leakage_report,
-                              longest_shared_substring)
+from fixtures.leakage import cached_leakage, check_leakage, docs_sharing_runs, leakage_report, longest_shared_substring
 
 PROV = Provenance("test", "public domain", "0" * 64)
 
@@ -69,7 +68,8 @@ def test_report_rows_and_refusal_above_the_limit():
     leaky = _set("preface. " + story, story + " epilogue")
     rows = leakage_report(leaky)
     assert rows[0][2] >= len(story) >= LEAKAGE_MAX_BYTES
-    with pytest.raises(FixtureError, match=r"leaks held-out text: `alice/train` and `alice/heldout` share a run of \d+ bytes"):
+    with pytest.raises(FixtureError,
+                       match=r"leaks held-out text: `alice/train` and `alice/heldout` share a run of \d+ bytes"):
         check_leakage(rows, "t")
     from_pretrain = _set("x", story, pretrain=story)
     with pytest.raises(FixtureError, match="`pretrain` and `alice/heldout`"):

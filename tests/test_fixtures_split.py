@@ -4,8 +4,7 @@ import pytest
 
 from fixtures import Document, FixtureError
 from fixtures.classics import CODE_EXCLUDED, code_documents, programmer, prose_documents
-from fixtures.split import (SplitRule, evenly_spaced, paragraphs, prose_blocks, split_documents,
-                            strip_gutenberg, thin_to)
+from fixtures.split import SplitRule, evenly_spaced, paragraphs, prose_blocks, split_documents, strip_gutenberg, thin_to
 
 GUTENBERG = (
     "\ufeffProject Gutenberg's Example, by Somebody\r\nThis eBook is for the use of anyone\r\n"

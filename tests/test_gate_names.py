@@ -18,7 +18,7 @@ import reports
 from common.names import MAX_NAME_LENGTH, InvalidName, check_name
 from fixtures.corpus import FixtureError
 from fixtures.userdir import userdir_fixture_set
-from reports.browser import find_chromium
+from tests.support.browser import missing as browser_missing
 from validation import InputError, judge, load_external
 from validation.outputs import junit_xml, markdown_summary, verdict_text
 from validation.results import StudyData
@@ -33,7 +33,8 @@ HOSTILE_VALID = ("<!--<script>", "<img src=x onerror=console.error('INJECTED')>"
 HOSTILE_INVALID = ("</script><b>x\"'\\", "two\nlines", "esc\x1b[31mred")
 
 
-@pytest.mark.parametrize("raw, fixed", [("alice", "alice"), ("Jose\u0301", "Jos\u00e9"), ("O'Brien & <co>", "O'Brien & <co>"),
+@pytest.mark.parametrize("raw, fixed", [("alice", "alice"), ("Jose\u0301", "Jos\u00e9"),
+                                        ("O'Brien & <co>", "O'Brien & <co>"),
                                         ("x" * MAX_NAME_LENGTH, "x" * MAX_NAME_LENGTH)])
 def test_valid_names_come_back_in_nfc(raw, fixed):
     assert check_name(raw, "t") == fixed and unicodedata.is_normalized("NFC", fixed)
@@ -100,8 +101,10 @@ def test_symlinks_out_of_a_user_folder_and_nul_files_are_refused(tmp_path):
 
 def _cells(names=("alice", "bob", "carol")):
     data = simulate_study(np.random.default_rng(0), n_seeds=3, n_docs=8, personalization=0.2)
-    mapping = dict(zip(("alice", "bob", "carol"), names))
-    ren = lambda df: df.with_columns(pl.col("adapter").replace(mapping), pl.col("eval").replace(mapping))
+    mapping = dict(zip(("alice", "bob", "carol"), names, strict=True))
+
+    def ren(df):
+        return df.with_columns(pl.col("adapter").replace(mapping), pl.col("eval").replace(mapping))
     return StudyData(cells=ren(data.cells), docs=ren(data.docs))
 
 
@@ -161,14 +164,14 @@ def test_junit_and_summary_through_the_command(tmp_path, monkeypatch, capsys):
     assert "<img src=x" not in html and "<!--<script>" not in html
 
 
-needs_chromium = pytest.mark.skipif(find_chromium() is None, reason="Chromium not installed (apt-get install chromium)")
+needs_chromium = pytest.mark.skipif(browser_missing() is not None, reason=browser_missing() or "")
 
 
 @pytest.mark.browser
 @needs_chromium
 @pytest.mark.parametrize("names", [HOSTILE_VALID, HOSTILE_INVALID], ids=["valid-hostile", "refused-hostile"])
 def test_the_page_draws_every_chart_with_hostile_names(tmp_path, names):
-    from reports.browser import Chromium
+    from tests.support.browser import Chromium
 
     v, data = _verdict(names)
     path = reports.write_report(v, data, tmp_path / "report.html")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from common.hashing import sha256_file
-from reports.examples import example_manifest
+from tests.support.examples import example_manifest
 from validation.prereg import Prereg, PreregError, load_prereg
 from validation.simulate import simulate_study
 from validation.verdict import main

@@ -6,9 +6,11 @@
 - `synthetic`: generated users with a planted per-user shift, which must be found.
 
 Each runs `python -m runners.grid --seeds 5 --fixtures 3 --fixture-set SET --preset tiny` into a
-temporary `--out` and `python -m validation.verdict --run DIR`. Base models and fetched corpora
-live in the shared cache (`$NORMADAPT_CACHE_DIR`, default ~/.cache/normadapt), so a second run
-of this file skips pretraining. About 1-2 minutes per set on 2 CPU cores once cached.
+temporary `--out` and `python -m validation.verdict --run DIR`. The commands inherit the test
+session's cache (tests/conftest.py): the corpora the user has fetched are linked from their cache,
+base models persist in pytest's cache, so a second session skips pretraining; the calibration
+is written into the session's temporary directory. About 1-2 minutes per set on 2 CPU cores once
+cached.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ def grid_and_verdict(fixture_set: str, out: Path) -> tuple[dict, int]:
     runs = [p for p in out.iterdir() if p.is_dir() and not p.is_symlink()]
     assert len(runs) == 1, f"expected one run directory under {out}; got {runs}"
     verdict = _run(["validation.verdict", "--run", str(runs[0]), "--no-report"], 600)
-    assert verdict.returncode in (0, 1), f"validation.verdict failed (exit {verdict.returncode}):\n{verdict.stderr[-3000:]}"
+    assert verdict.returncode in (0, 1), \
+        f"validation.verdict failed (exit {verdict.returncode}):\n{verdict.stderr[-3000:]}"
     return json.loads((runs[0] / "verdict.json").read_text()), verdict.returncode
 
 

@@ -1,7 +1,7 @@
 """The report in a real browser: headless Chromium, every network request refused, file:// only.
 
-Driven over the DevTools pipe (`reports.browser`), so the Debian `chromium` package is all it
-needs. Screenshots go to `$REPORT_SCREENSHOT_DIR` when set (CI artifacts), else to tmp_path.
+Driven by Playwright (`tests/support/browser.py`, the `test` extra) launching the system Chromium
+(Debian package `chromium`). Screenshots go to `$REPORT_SCREENSHOT_DIR` when set (CI artifacts), else to tmp_path.
 """
 
 from __future__ import annotations
@@ -12,14 +12,12 @@ from pathlib import Path
 import pytest
 
 import reports
-from reports import examples
-from reports.browser import Chromium, find_chromium
+from tests.support import examples
+from tests.support.browser import Chromium, missing
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(find_chromium() is None,
-                       reason="Chromium not installed: `apt-get install chromium` (Debian; "
-                              ".ci/run installs it) or set CHROMIUM=/path/to/chrome"),
+    pytest.mark.skipif(missing() is not None, reason=missing() or ""),
 ]
 
 # The data marks each chart must have drawn (Vega mark type -> at least this many).

@@ -7,21 +7,18 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
 
 import reports
-from reports import examples
-from reports.browser import Chromium, find_chromium
+from tests.support import examples
+from tests.support.browser import Chromium, missing
 from validation.summary_sentence import summary_sentence
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(find_chromium() is None,
-                       reason="Chromium not installed: `apt-get install chromium` (Debian; "
-                              ".ci/run installs it) or set CHROMIUM=/path/to/chrome"),
+    pytest.mark.skipif(missing() is not None, reason=missing() or ""),
 ]
 
 LAPTOP = (1366, 768)
@@ -31,9 +28,10 @@ _PROBE = """JSON.stringify((() => {
   const r = a.getBoundingClientRect();
   const lines = el => { const g = document.createRange(); g.selectNodeContents(el);
                         return new Set(Array.from(g.getClientRects()).map(x => Math.round(x.top))).size; };
-  const users = Array.from(document.querySelectorAll('table.records')).find(
-      t => t.rows[0] && t.rows[0].cells[0].textContent === 'name');
-  const names = users ? Array.from(users.rows).slice(1).map(tr => [tr.cells[0].textContent, lines(tr.cells[0])]) : [];
+  const col = t => t.rows[0] ? Array.from(t.rows[0].cells).findIndex(c => c.textContent === 'name') : -1;
+  const users = Array.from(document.querySelectorAll('table.records')).find(t => col(t) >= 0);
+  const k = users ? col(users) : -1;
+  const names = users ? Array.from(users.rows).slice(1).map(tr => [tr.cells[k].textContent, lines(tr.cells[k])]) : [];
   const legend = Array.from(document.querySelectorAll('#chart-calibration svg text')).map(t => t.textContent);
   return {top: r.top, bottom: r.bottom, height: window.innerHeight, scrollY: window.scrollY,
           text: a.innerText, title: document.title, names: names, legend: legend,
@@ -42,23 +40,9 @@ _PROBE = """JSON.stringify((() => {
 
 
 def _open(browser: Chromium, path: Path, shot: Path) -> dict:
-    target = browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-    s = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-    browser.send("Emulation.setDeviceMetricsOverride", {"width": LAPTOP[0], "height": LAPTOP[1],
-                 "deviceScaleFactor": 1, "mobile": False}, session=s)
-    browser.send("Page.navigate", {"url": path.resolve().as_uri()}, session=s)
-    deadline, probe = time.monotonic() + 30, None
-    while time.monotonic() < deadline:
-        r = browser.send("Runtime.evaluate", {"expression": _PROBE, "returnByValue": True}, session=s)
-        value = r["result"].get("value")
-        probe = json.loads(value) if value else None
-        if probe and probe["status"] is not None:
-            break
-        time.sleep(0.1)
-    import base64
-    png = browser.send("Page.captureScreenshot", {"format": "png"}, session=s, timeout=60)["data"]
-    shot.write_bytes(base64.b64decode(png))
-    browser.send("Target.closeTarget", {"targetId": target})
+    with browser.open_page(path) as opened:
+        probe = json.loads(opened.page.evaluate(_PROBE))
+        opened.page.screenshot(path=shot)
     return probe
 
 

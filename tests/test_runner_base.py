@@ -6,7 +6,7 @@ import json
 
 from runners.base_model import PRETRAIN_PRESETS, cache_key, load_or_pretrain
 from runners.model import PRESETS
-from test_runner_helpers import small_set
+from tests.support.runs import small_set
 
 CFG, PRE = PRESETS["tiny"], PRETRAIN_PRESETS["tiny"]
 

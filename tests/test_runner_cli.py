@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -14,11 +15,12 @@ import torch
 from runners import rundir
 from runners.grid import main
 
+REPO = Path(__file__).resolve().parents[1]
 FAST = ["--preset", "tiny", "--fixture-set", "synthetic", "--seeds", "1", "--steps", "3", "--fixtures", "2"]
 
 
 def _snapshot(root: Path) -> dict:
-    return {p.relative_to(root).as_posix(): (p.read_bytes() if p.is_file() and not p.is_symlink() else str(p.readlink()))
+    return {p.relative_to(root).as_posix(): p.read_bytes() if p.is_file() and not p.is_symlink() else str(p.readlink())
             for p in sorted(root.rglob("*")) if p.is_file() or p.is_symlink()}
 
 
@@ -100,12 +102,13 @@ def test_real_command_end_to_end(tmp_path, cache_env):
     prereg.write_text("[criteria]\n")
     cmd = [sys.executable, "-m", "runners.grid", "--preset", "tiny", "--fixture-set", "synthetic", "--seeds", "2",
            "--steps", "5", "--out", "runs"]
-    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # this checkout's code, whatever is installed
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "perplexity per byte" in done.stdout
     cells = pl.read_parquet(tmp_path / "runs/latest/cells.parquet")
     assert len(cells) == 2 * 5 * 3 and set(cells["status"]) <= {"ok", "worse_than_base", "diverged"}
-    again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "already done, kept" in again.stderr
 
 
@@ -117,7 +120,8 @@ def test_the_grid_ends_with_a_readable_matrix_and_the_next_step(tmp_path):
     cells = pl.DataFrame({"seed": [0] * 8 + [1] * 8,
                           "adapter": ["alice", "alice", "bob", "bob", "base", "base", "pooled", "pooled"] * 2,
                           "eval": ["alice", "bob"] * 8,
-                          "ppl": [3.0, 5.2, 4.0, 4.1, 5.0, 6.0, 4.2, 4.9] + [3.0 * 4, 5.2, 4.0, 4.1, 5.0, 6.0, 4.2, 4.9],
+                          "ppl": [3.0, 5.2, 4.0, 4.1, 5.0, 6.0, 4.2, 4.9]
+                          + [3.0 * 4, 5.2, 4.0, 4.1, 5.0, 6.0, 4.2, 4.9],
                           "status": ["ok"] * 15 + ["diverged"]})
     lines = format_matrix(cells).splitlines()
     assert lines[0].split() == ["adapter", "\\", "eval", "alice", "bob"]

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import replace
 
+import numpy as np
 import polars as pl
 import pytest
 from safetensors import safe_open
-from test_runner_helpers import small_set, tiny_settings
+from safetensors.torch import load_file
 
 from runners import rundir
+from runners.base_model import load_or_pretrain
+from runners.data import eval_windows
+from runners.evaluate import doc_nll
 from runners.execute import adapter_status, run_grid
 from runners.train import TrainConfig
+from tests.support.runs import small_set, tiny_settings
 from validation.manifest import MANIFEST_FORMAT, read_manifest
 
 CELL_SCHEMA = {"seed": pl.Int64, "adapter": pl.Utf8, "eval": pl.Utf8, "nll_sum": pl.Float64, "n_tokens": pl.Int64,
@@ -44,7 +50,8 @@ def test_files_and_schemas(tmp_path, cache_env, fs):
     assert all(r["n_bytes"] == by_user[r["eval"]] for r in cells.iter_rows(named=True))
     # the base is seed-independent: one evaluation, a row per seed
     base = cells.filter(pl.col("adapter") == "base").sort(["eval", "seed"])
-    assert base.filter(pl.col("seed") == 0)["nll_sum"].to_list() == base.filter(pl.col("seed") == 1)["nll_sum"].to_list()
+    seed_0, seed_1 = (base.filter(pl.col("seed") == k)["nll_sum"].to_list() for k in (0, 1))
+    assert seed_0 == seed_1
     log = pl.read_parquet(run_dir / "train_log.parquet")
     assert dict(log.schema) == {"seed": pl.Int64, "adapter": pl.Utf8, "step": pl.Int64, "loss": pl.Float64}
     assert len(log) == 2 * 4 * s.train.steps
@@ -56,12 +63,39 @@ def test_files_and_schemas(tmp_path, cache_env, fs):
     assert len(m["base_model"]["sha256"]) == 64 and m["versions"]["torch"]
     typed = read_manifest(run_dir / "manifest.json")  # what the verdict reads: the same, typed
     assert typed.format == MANIFEST_FORMAT and typed.seeds == (0, 1) and typed.to_json() == m
-    files = sorted(p.relative_to(run_dir / "adapters").as_posix() for p in (run_dir / "adapters").rglob("*.safetensors"))
+    adapters = run_dir / "adapters"
+    files = sorted(p.relative_to(adapters).as_posix() for p in adapters.rglob("*.safetensors"))
     assert files == [f"seed-{k}/{n}.safetensors" for k in (0, 1) for n in ("pooled", "user1", "user2", "user3")]
     with safe_open(run_dir / "adapters/seed-1/user2.safetensors", "pt") as f:
         meta = json.loads(f.metadata()["config"])
         assert meta["adapter"] == "user2" and meta["seed"] == 1 and meta["model"]["n_embd"] == 32
         assert sum(f.get_tensor(k).numel() for k in f.keys()) == 320
+
+
+def test_saved_adapters_reproduce_the_runs_document_nlls_exactly(tmp_path, cache_env, fs):
+    """Round trip: the adapter files a run writes, loaded back into the base, give docs.parquet's NLLs."""
+    s = tiny_settings(tmp_path / "runs", tmp_path / "prereg.toml", seeds=(1,))
+    run_dir = run_grid(fs, s)
+    docs = pl.read_parquet(run_dir / "docs.parquet")
+    base = load_or_pretrain(s.model, s.pretrain, fs.pretrain, fs.pretrain_sha256())
+    names = ("pooled", "user3", "user1", "user2")  # not the training bank order: each row is its own
+    paths = [run_dir / "adapters" / "seed-1" / f"{n}.safetensors" for n in names]
+    for path in paths:
+        with safe_open(path, "pt") as f:
+            assert json.loads(f.metadata()["config"])["base_model_sha256"] == base.sha256
+    model = copy.deepcopy(base.model)
+    model.load_adapter_bank([load_file(p) for p in paths])
+    for k, name in enumerate(names):
+        for u in fs.users:
+            w = eval_windows(u.heldout, s.model.block_size)
+            want = docs.filter((pl.col("seed") == 1) & (pl.col("adapter") == name) & (pl.col("eval") == u.name))
+            assert want["doc_id"].to_list() == list(w.doc_ids)
+            got = doc_nll(model, w, k + 1)
+            np.testing.assert_array_equal(got, want["nll_sum"].to_numpy(), err_msg=f"{name} on {u.name}")
+    # and the base row (bank index 0) is the run's base
+    w = eval_windows(fs.users[0].heldout, s.model.block_size)
+    want = docs.filter((pl.col("adapter") == "base") & (pl.col("eval") == "user1"))["nll_sum"].to_numpy()
+    np.testing.assert_array_equal(doc_nll(model, w, 0), want)
 
 
 def test_same_command_twice_gives_identical_nll(tmp_path, cache_env, fs):
@@ -145,6 +179,7 @@ def test_training_text_shorter_than_one_window_is_refused_before_anything_is_wri
     from runners.settings import UsageError, check_corpus_sizes
     short = replace(fs.users[0], train=(Document("tiny.txt", "too short"),))
     bad = replace(fs, users=(short,) + fs.users[1:])
-    with pytest.raises(UsageError, match=r"user 'user1' training text .* has 10 tokens, fewer than one training window of 66"):
+    with pytest.raises(UsageError,
+                       match=r"user 'user1' training text .* has 10 tokens, fewer than one training window of 66"):
         check_corpus_sizes(bad, 64)
     check_corpus_sizes(fs, 64)  # the normal set is fine

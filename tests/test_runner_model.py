@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from fixtures import Document
 from runners.data import IGNORE, encode, eval_windows, training_stream
 from runners.model import BOS, GPT, PRESETS
 from runners.train import TrainConfig, data_order, train_adapters
-from fixtures import Document
 
 CFG = PRESETS["tiny"]
 
@@ -40,13 +40,23 @@ def test_logits_shape_and_sizes():
                                        for w in ("weight", "bias")} | {"ln_f.weight", "ln_f.bias"}
 
 
-@pytest.mark.parametrize("name, n_layer, n_embd, block", [("tiny", 2, 32, 64), ("cpu", 4, 128, 128), ("gpt30m", 10, 512, 512)])
-def test_presets(name, n_layer, n_embd, block):
-    c = PRESETS[name]
-    assert (c.n_layer, c.n_embd, c.block_size, c.vocab_size) == (n_layer, n_embd, block, 257)
-    if name == "gpt30m":  # ~30M parameters, as the study's model
-        n = 12 * c.n_layer * c.n_embd**2 + c.vocab_size * c.n_embd
-        assert 25e6 < n < 35e6
+# The README's preset table (layers, d, ctx, base params, adapter params), checked against the
+# parameters of each model as built, counted tensor by tensor.
+@pytest.mark.parametrize("name, n_layer, n_embd, block, base_params, adapter_params", [
+    ("tiny", 2, 32, 64, 35_744, 320),
+    ("cpu", 4, 128, 128, 842_624, 2_304),
+    ("gpt30m", 10, 512, 512, 31.9e6, 21_504),
+])
+def test_presets_match_the_readme_table(name, n_layer, n_embd, block, base_params, adapter_params):
+    with torch.device("meta"):  # shapes only: nothing allocated
+        m = GPT(PRESETS[name])
+    c = m.config
+    assert (c.n_layer, c.n_embd, c.block_size, c.vocab_size) == (n_layer, n_embd, block, BOS + 1)
+    counted = sum(p.numel() for p in m.parameters())
+    assert counted == pytest.approx(base_params, abs=0.05e6 if name == "gpt30m" else 0)  # "31.9 M"
+    assert m.n_base_params() == counted
+    m.attach_adapters(1)
+    assert sum(p.numel() for p in m.adapter_parameters()) == adapter_params == m.n_adapter_params()
 
 
 def test_base_index_equals_plain_forward():

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from reports.examples import example_manifest
 from common.hashing import sha256_file
+from tests.support.examples import example_manifest
 from validation.data import InputError
 from validation.judging import judge
 from validation.outputs import verdict_json
@@ -92,7 +92,7 @@ def _write_adapters(run_dir: Path, users, seeds, groups, rng, n_embd=16, group_s
     for s in seeds:
         folder = run_dir / "adapters" / f"seed-{s}"
         folder.mkdir(parents=True, exist_ok=True)
-        for u, g in zip(users, groups):
+        for u, g in zip(users, groups, strict=True):
             v = centers[g] + rng.normal(0, noise, size=2 * n_embd)
             save_file({"ln_f.weight": (1 + v[:n_embd]).astype(np.float32),
                        "ln_f.bias": v[n_embd:].astype(np.float32)},
@@ -236,8 +236,9 @@ def test_verdict_json_has_the_similarity_keys(tmp_path, capsys):
 
 
 def test_report_section_has_the_supports_the_mantel_test_and_both_charts(tmp_path):
-    import reports
     from dataclasses import replace
+
+    import reports
     from reports.page import chart_sections
 
     data, v = _planted(0)

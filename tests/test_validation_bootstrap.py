@@ -43,11 +43,11 @@ def _shifted_docs(n_seeds: int) -> StudyData:
     documents differ wildly: paired resampling gives a margin of exactly 1 - exp(-0.1)."""
     rng = np.random.default_rng(5)
     users, rows = ("a", "b"), []
-    for j, u in enumerate(users):
+    for u in users:
         loss = rng.uniform(1, 6, size=12)
         tok = rng.integers(10, 500, size=12)
         for s in range(n_seeds):
-            for i, ad in enumerate(users):
+            for ad in users:
                 shift = -0.1 if ad == u else 0.0
                 for d in range(12):
                     rows.append((s, ad, u, f"d{d}", (loss[d] + shift + 0.3 * s) * tok[d], int(tok[d])))

@@ -11,7 +11,7 @@ import numpy as np
 
 import reports
 from common.hashing import sha256_file
-from reports.examples import example_manifest
+from tests.support.examples import example_manifest
 from validation.simulate import simulate_study
 from validation.verdict import main
 
@@ -103,12 +103,13 @@ def test_external_cells_default_out_beside_file(tmp_path, capsys):
     data = simulate_study(np.random.default_rng(1), n_seeds=2, n_docs=8)
     cells, docs = tmp_path / "my.csv", tmp_path / "docs.parquet"
     data.cells.select("seed", "adapter", "eval", "ppl").write_csv(cells)
-    assert main(["--cells", str(cells), "--prereg", str(PREREG), *FAST]) in (0, 1)
+    # two seeds: every per-user interval straddles LENIENT's 5%, so the gate fails (exit 1)
+    assert main(["--cells", str(cells), "--prereg", str(PREREG), *FAST]) == 1
     v = json.loads((tmp_path / "my.verdict" / "verdict.json").read_text())
     assert v["bootstrap"]["mode"] == "seeds-only" and v["preregistration"]["status"] == "NOT PRE-REGISTERED"
     data.cells.write_csv(cells)
     data.docs.write_parquet(docs)
-    assert main(["--cells", str(cells), "--docs", str(docs), "--prereg", str(PREREG), *FAST]) in (0, 1)
+    assert main(["--cells", str(cells), "--docs", str(docs), "--prereg", str(PREREG), *FAST]) == 1
     assert json.loads((tmp_path / "my.verdict" / "verdict.json").read_text())["bootstrap"]["mode"] == "hierarchical"
 
 
@@ -177,7 +178,11 @@ def test_calibration_of_the_design_reaches_json_report_and_charts(tmp_path, monk
     assert main(args) == 0
     v = json.loads((run / "verdict.json").read_text())
     cal = v["calibration"]
-    assert cal["seeds"] == 5 and 0.0 <= cal["margin_coverage"] <= 1.0
+    assert cal["seeds"] == 5
+    cached = list((tmp_path / "cache" / "calibration").glob("*.json"))
+    assert len(cached) == 1, "calibration not cached"
+    from validation.calibrate import read_calibration
+    assert cal == read_calibration(cached[0]).design(5).to_json()  # the JSON reports what was computed
     assert set(cal["pass_rate_at_threshold"]) == {"strict", "lenient", "catastrophic"}
     assert any("from a quick simulation" in w for w in v["warnings"])
     html = (run / "report.html").read_text(encoding="utf-8")

@@ -7,7 +7,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from reports.examples import example_manifest
+from tests.support.examples import example_manifest
 from validation import InputError, Prereg, PreregError, check_prereg, load_external, load_prereg
 from validation.manifest import PreregRecord
 from validation.simulate import simulate_study
@@ -165,7 +165,8 @@ def test_documents_of_a_diverged_cell_may_be_nan(tmp_path):
     d2 = _write(tmp_path, data.docs.with_columns(
         pl.when(pl.int_range(pl.len()) == 7).then(float("nan")).otherwise(pl.col("nll_sum")).alias("nll_sum")),
         "docs2.parquet")
-    with pytest.raises(InputError, match=r"docs2.parquet: column `nll_sum` has NaN, infinite or missing values at row\(s\) 8"):
+    with pytest.raises(InputError,
+                       match=r"docs2.parquet: column `nll_sum` has NaN, infinite or missing values at row\(s\) 8"):
         load_external(_write(tmp_path, data.cells, "cells2.csv"), d2)
 
 

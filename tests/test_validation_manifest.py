@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from reports.examples import example_manifest
+from tests.support.examples import example_manifest
 from validation.manifest import MANIFEST_FORMAT, ManifestError, manifest_from_json, read_manifest
 
 

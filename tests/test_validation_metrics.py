@@ -4,8 +4,14 @@ import numpy as np
 import pytest
 
 from validation import judge
-from validation.metrics import (best_other_index, diagonal_margin, personalization_gain,
-                                regularization_gain, total_gain, worst_other_margin)
+from validation.metrics import (
+    best_other_index,
+    diagonal_margin,
+    personalization_gain,
+    regularization_gain,
+    total_gain,
+    worst_other_margin,
+)
 from validation.simulate import cells_from_matrix
 
 USERS = ("a", "b", "c")

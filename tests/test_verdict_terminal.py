@@ -14,7 +14,7 @@ def test_the_sentence_comes_first_and_raw_library_warnings_stay_off_the_terminal
     real_judge = verdict_cli.judge
 
     def noisy_judge(*a, **kw):   # what a numpy/statsmodels warning inside the fit looks like
-        warnings.warn("invalid value encountered in divide", RuntimeWarning)
+        warnings.warn("invalid value encountered in divide", RuntimeWarning, stacklevel=2)
         return real_judge(*a, **kw)
     monkeypatch.setattr(verdict_cli, "judge", noisy_judge)
     assert verdict_cli.main(["--run", str(run), "--prereg", str(PREREG), *FAST]) == 0

@@ -101,7 +101,7 @@ def _doc_arrays(docs: pl.DataFrame, cells: pl.DataFrame, seeds, adapters, users)
     docs = docs.unique(KEY + ["doc_id"], keep="first", maintain_order=True)
     docs = docs.join(cells.select(KEY + ["status"]).rename({"status": "cell_status"}), on=KEY, how="inner")
     nll_out, tok_out = [], []
-    for j, user in enumerate(users):
+    for user in users:
         col = docs.filter(pl.col("eval") == user)
         doc_ids = sorted(set(col["doc_id"].to_list()))
         n_cells = cells.filter(pl.col("eval") == user).height

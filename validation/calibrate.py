@@ -120,7 +120,8 @@ def _int_list(flag: str, lo: int, example: str):
         try:
             values = tuple(int(x) for x in text.split(",") if x.strip())
         except ValueError:
-            raise argparse.ArgumentTypeError(f"`{flag}` must be comma-separated integers, e.g. {example}; got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"`{flag}` must be comma-separated integers, e.g. {example}; got {text!r}") from None
         if not values or min(values) < lo:
             raise argparse.ArgumentTypeError(f"`{flag}` needs integers >= {lo}; got {text!r}")
         return values
@@ -155,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m validation.calibrate", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="calibration", help="directory for calibration.json (default ./calibration)")
     p.add_argument("--from-run", metavar="DIR", help="estimate the simulation's parameters and design from a run")
-    p.add_argument("--seeds", type=_parse_seeds, default=(3, 5, 8, 12), help="designs: numbers of seeds (default 3,5,8,12)")
+    p.add_argument("--seeds", type=_parse_seeds, default=(3, 5, 8, 12),
+                   help="designs: numbers of seeds (default 3,5,8,12)")
     p.add_argument("--regime", type=_parse_regimes, default=None,
                    help="noise regimes to simulate: `all` (default) or a comma-separated list of "
                         + ", ".join(REGIMES) + " (validation/calibration_plan.py)")
@@ -170,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--docs", type=_int_list("--docs", 1, "20,50,200"), default=None,
                    help="held-out documents per user, comma-separated (default 20,50,200, or the run's)")
     p.add_argument("--prereg", default=None, help="pre-registration file (default prereg.toml if present)")
-    p.add_argument("--rng-seed", type=int, default=DEFAULT_RNG_SEED, help=f"seed of every simulation (default {DEFAULT_RNG_SEED})")
+    p.add_argument("--rng-seed", type=int, default=DEFAULT_RNG_SEED,
+                   help=f"seed of every simulation (default {DEFAULT_RNG_SEED})")
     p.add_argument("--jobs", type=_positive("--jobs"), default=min(2, os.cpu_count() or 1),
                    help="worker processes (default 2)")
     return p

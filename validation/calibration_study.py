@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from common.contract import DEFAULT_RNG_SEED
+from validation.calibration_plan import scenarios
 from validation.calibration_results import (
     DesignCalibration,
     calibration_text,
     read_calibration,
 )
-from validation.calibration_plan import scenarios
 from validation.calibration_run import calibrate
 from validation.prereg import Prereg
 from validation.simulate import SimParams

@@ -16,7 +16,7 @@ from validation.results import CriterionResult, Gate, PreregStatus, Status, User
 
 
 def _names(users, mask) -> str:
-    picked = [u for u, m in zip(users, mask) if m]
+    picked = [u for u, m in zip(users, mask, strict=True) if m]
     return ", ".join(picked) if picked else "none"
 
 
@@ -60,11 +60,13 @@ def catastrophic(users, point, low, high, eq_low, eq_high, delta: float) -> Crit
     low, point, eq_low, eq_high = map(np.asarray, (low, point, eq_low, eq_high))
     inside = (eq_low > -delta) & (eq_high < delta)
     if np.all(inside):
-        status, why = Status.TRIGGERED, f"every user's equivalence CI inside (-{delta:.0%}, +{delta:.0%}): off-diagonal adapters are as good"
+        status, why = Status.TRIGGERED, (f"every user's equivalence CI inside (-{delta:.0%}, +{delta:.0%}): "
+                                         "off-diagonal adapters are as good")
     elif np.any(low >= delta):
         status, why = Status.NOT_TRIGGERED, f"CI low >= {delta:.0%} for: {_names(users, low >= delta)}"
     else:
-        status, why = Status.INCONCLUSIVE, f"neither equivalent nor clearly apart; not equivalent: {_names(users, ~inside)}"
+        status, why = Status.INCONCLUSIVE, ("neither equivalent nor clearly apart; "
+                                            f"not equivalent: {_names(users, ~inside)}")
     point_status = Status.TRIGGERED if np.all(np.abs(point) < delta) else Status.NOT_TRIGGERED
     return CriterionResult("catastrophic", status, point_status, delta, why)
 

@@ -101,7 +101,7 @@ def judge(
          for j, u in enumerate(users)])
     info = BootstrapInfo(mode, 0 if mode is BootstrapMode.NONE else B, prereg.confidence,
                          _rng_seed(rng), method, len(arrays.seeds),
-                         tuple(zip(arrays.users, n_docs or ())), regime)
+                         () if n_docs is None else tuple(zip(arrays.users, n_docs, strict=True)), regime)
     return Verdict(users, criteria, model, info, gate, prereg_status, tuple(warnings),
                    prereg.comparator, arrays.seeds, prereg, _matrix(arrays, point))
 

@@ -120,7 +120,7 @@ def fit_model(arrays: StudyArrays, level: float = 0.95) -> ModelFit:
             user_effects = ()
             if res_u is not None:
                 user_effects = tuple(UserEffect(u, e, ci, se) for u, (e, ci, se)
-                                     in zip(arrays.users, _effects(res_u, diag_names, level)))
+                                     in zip(arrays.users, _effects(res_u, diag_names, level), strict=True))
             elif per_user_ok:
                 notes.append("per-user mixed model did not converge: " + "; ".join(errors_u))
             (eff, ci, se), = _effects(res, ["diag"], level)
@@ -147,7 +147,7 @@ def _fit_ols(df, overall, per_user, diag_names, users, level, fallback, notes) -
         _warnings.simplefilter("ignore")
         (eff, ci, se), = _effects(res, ["diag"], level)
         user_effects = () if res_u is None else tuple(
-            UserEffect(u, e, c, s) for u, (e, c, s) in zip(users, _effects(res_u, diag_names, level)))
+            UserEffect(u, e, c, s) for u, (e, c, s) in zip(users, _effects(res_u, diag_names, level), strict=True))
         summary = str(res.summary())
     return ModelFit(ModelKind.OLS, eff, ci, se, user_effects, True, (),
                     (("residual", float(res.scale)),), fallback, summary, tuple(notes),

@@ -18,7 +18,8 @@ from validation.results import PreregStatus, Status
 
 PREREG_FILENAME = "prereg.toml"
 COMPARATORS = ("best_other", "worst_other")
-INTERVAL_METHODS = ("percentile", "student-t", "satterthwaite", "cochran-cox", "expanded-percentile")  # validation/intervals.py
+# the methods of validation/intervals.py
+INTERVAL_METHODS = ("percentile", "student-t", "satterthwaite", "cochran-cox", "expanded-percentile")
 LENIENT_ADJUSTMENTS = ("bonferroni", "none")
 
 
@@ -198,7 +199,8 @@ def check_prereg(prereg: Prereg, manifest: Manifest | None, *, allow_change: boo
         raise PreregError(
             f"{prereg.path}: pre-registration changed since the run (sha256 {prereg.sha256[:12]}... "
             f"!= manifest {str(expected)[:12]}...). Restore the file, or pass "
-            "`--allow-prereg-change` to judge anyway (the outputs will say NOT PRE-REGISTERED, and the gate fails unless `--accept-not-preregistered`)."
+            "`--allow-prereg-change` to judge anyway (the outputs will say NOT PRE-REGISTERED, "
+            "and the gate fails unless `--accept-not-preregistered`)."
         )
     return PreregStatus(False, prereg.sha256, expected, prereg.path,
                         "changed since the run; judged with --allow-prereg-change")

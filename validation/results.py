@@ -34,7 +34,7 @@ class Interval(NamedTuple):
         return self.low <= value <= self.high
 
 
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
     """Three-valued status of a criterion (docs/methods.md, section 8)."""
 
     PASS = "PASS"
@@ -43,11 +43,8 @@ class Status(str, enum.Enum):
     TRIGGERED = "TRIGGERED"
     NOT_TRIGGERED = "NOT_TRIGGERED"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class BootstrapMode(str, enum.Enum):
+class BootstrapMode(enum.StrEnum):
     """Which levels the bootstrap resampled; anything but HIERARCHICAL is a degraded mode."""
 
     HIERARCHICAL = "hierarchical"      # seeds, then documents within each eval column
@@ -55,16 +52,10 @@ class BootstrapMode(str, enum.Enum):
     DOCUMENTS_ONLY = "documents-only"  # one seed
     NONE = "none"                      # one seed and no documents: degenerate intervals
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class ModelKind(str, enum.Enum):
+class ModelKind(enum.StrEnum):
     MIXEDLM = "mixedlm"
     OLS = "ols"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True, eq=False)
@@ -141,7 +132,7 @@ class UserResult:
                  "personalization_gain": _num(_at(self.seed_personalization, k)),
                  "regularization_gain": _num(_at(self.seed_regularization, k)),
                  "total_gain": _num(_at(self.seed_total, k))}
-                for k, (s, m, b) in enumerate(zip(self.seeds, self.seed_margins, self.seed_best_other))
+                for k, (s, m, b) in enumerate(zip(self.seeds, self.seed_margins, self.seed_best_other, strict=True))
             ],
         }
 

@@ -302,7 +302,7 @@ def similarity_structure(users: tuple[str, ...], point: np.ndarray, draws: np.nd
             if n_ok < n_res:
                 all_notes.append(f"{n_res - n_ok} of {n_res} resamples have a missing transfer "
                                  "distance and count as supporting no split")
-        splits = tuple(Split(_mask_members(m, users), s, h) for (m, h), s in zip(point_clades, supports))
+        splits = tuple(Split(_mask_members(m, users), s, h) for (m, h), s in zip(point_clades, supports, strict=True))
     test = None
     if adapter_distance is not None:
         adapter_distance = np.asarray(adapter_distance, dtype=float)
@@ -328,6 +328,7 @@ def similarity_for_verdict(verdict: Verdict, data: StudyData, run_dir: str | Pat
     says so. With `run_dir` holding `adapters/`, adapter distances and the Mantel test are added.
     """
     import warnings as _warnings
+
     from validation.arrays import build_arrays
     from validation.bootstrap import bootstrap_mode, resample_logppl
     from validation.metrics import diagonal_margin

@@ -232,7 +232,7 @@ def study_tables(nll_cols, tok_cols, adapters, users, seeds, bytes_per_token: fl
     The tables have the runner's columns (docs/formats.md); cells are the document sums.
     """
     parts_docs, parts_cells = [], []
-    for j, (nll, tok) in enumerate(zip(nll_cols, tok_cols)):
+    for j, (nll, tok) in enumerate(zip(nll_cols, tok_cols, strict=True)):
         S, A, D = nll.shape
         s, a, d = (x.ravel() for x in np.meshgrid(np.arange(S), np.arange(A), np.arange(D), indexing="ij"))
         nbytes = np.round(tok * bytes_per_token)

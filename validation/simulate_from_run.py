@@ -72,7 +72,7 @@ def params_from_run(source: str | Path | StudyData) -> tuple[SimParams, tuple[st
 def _doc_components(doc_nll, doc_tok, trained, mean_tok, notes) -> dict:
     ss = {"noise": [0.0, 0], "da": [0.0, 0], "doc": [0.0, 0]}
     inv_tok = []
-    for nll, tok in zip(doc_nll, doc_tok):
+    for nll, tok in zip(doc_nll, doc_tok, strict=True):
         x = (nll / tok)[:, :, trained]                                      # (n, S, A')
         n, S, A = x.shape
         w = np.sqrt(tok[:, 0, 0] / mean_tok)[:, None, None]

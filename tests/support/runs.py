@@ -1,4 +1,4 @@
-"""Shared helpers of the runner tests (no tests here): tiny corpora and settings.
+"""Shared helpers of the runner tests: tiny corpora and settings.
 
 The cache-dir fixtures live in tests/conftest.py."""
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 from fixtures import synthetic_fixture_set
 from runners.base_model import PRETRAIN_PRESETS
-from runners.settings import GridSettings
 from runners.model import PRESETS
+from runners.settings import GridSettings
 from runners.train import TrainConfig
 
 

@@ -1,0 +1,1 @@
+"""Test support, not part of the installed package: example studies and the browser driver."""
