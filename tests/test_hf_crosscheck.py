@@ -15,8 +15,6 @@ import torch
 
 pytest.importorskip("transformers")
 
-from test_runner_helpers import small_set  # noqa: E402
-
 from runners.base_model import PRETRAIN_PRESETS, load_or_pretrain  # noqa: E402
 from runners.data import encode, eval_windows, training_stream  # noqa: E402
 from runners.evaluate import doc_nll  # noqa: E402
@@ -25,6 +23,7 @@ from runners.hf.export_gpt2 import builtin_adapter_to_hf, export_gpt2  # noqa: E
 from runners.hf.load import load_checkpoint  # noqa: E402
 from runners.model import PRESETS  # noqa: E402
 from runners.train import TrainConfig, data_order, train_adapters  # noqa: E402
+from tests.support.runs import small_set  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -18,14 +18,13 @@ import torch.nn as nn
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
-from test_runner_helpers import small_set  # noqa: E402
-
 from runners.hf.evaluate import hf_training_stream  # noqa: E402
 from runners.hf.load import load_checkpoint  # noqa: E402
 from runners.hf.norms import UnsupportedArchitecture, find_norms  # noqa: E402
 from runners.hf.peft_export import write_peft_adapter  # noqa: E402
 from runners.hf.tiny import ARCHS, save_tiny  # noqa: E402
 from runners.train import TrainConfig, data_order, train_adapters  # noqa: E402
+from tests.support.runs import small_set  # noqa: E402
 
 CTX = 32
 EXPECTED = {  # norm modules found, their kind, and whether they have a bias
