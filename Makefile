@@ -31,12 +31,14 @@ endif
 $(if $(strip $(VENV)),$(VENV)/bin/python):
 	$(PYTHON) -m venv $(VENV) || { echo "error: \`$(PYTHON) -m venv\` failed: install the venv module (Debian/Ubuntu: apt-get install python3-venv) or pass PYTHON=/path/to/python3.11+"; exit 2; }
 
-# torch first: a plain `torch` requirement on a machine without torch pulls several GB of CUDA
-# packages from PyPI; `==2.13.0` also matches PyTorch's `2.13.0+cpu` wheels, which the CPU index serves.
+# torch first, and alone (--no-deps): a plain `torch` requirement on a machine without torch pulls
+# several GB of CUDA packages from PyPI. PyTorch's CPU index serves `2.13.0+cpu`, which `==2.13.0`
+# matches; torch's own small dependencies then come from PyPI with the package's in the next line.
+TORCH_FROM := $(if $(strip $(TORCH_INDEX_URL)),--index-url $(TORCH_INDEX_URL))
 setup: $(if $(strip $(VENV)),$(VENV)/bin/python)
 	@$(PY) -c "import torch" 2>/dev/null && echo "torch already installed: $$($(PY) -c 'import torch; print(torch.__version__)') (kept)" \
-		|| { echo "$(PY) -m pip install --retries 1 torch==$(TORCH_VERSION) $(if $(strip $(TORCH_INDEX_URL)),--extra-index-url $(TORCH_INDEX_URL))"; \
-		     $(PY) -m pip install -q --retries 1 "torch==$(TORCH_VERSION)" $(if $(strip $(TORCH_INDEX_URL)),--extra-index-url $(TORCH_INDEX_URL)); }
+		|| { echo "$(PY) -m pip install --no-deps --retries 1 torch==$(TORCH_VERSION) $(TORCH_FROM)"; \
+		     $(PY) -m pip install -q --no-deps --retries 1 "torch==$(TORCH_VERSION)" $(TORCH_FROM); }
 	$(PY) -m pip install -q -e '.$(if $(strip $(EXTRAS)),[$(EXTRAS)])'
 
 run: setup

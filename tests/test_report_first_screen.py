@@ -13,9 +13,10 @@ import polars as pl
 import pytest
 
 import reports
-from reports import charts, examples, tables
+from reports import charts, tables
 from reports.calibration import calibration_chart
 from reports.page import page_title
+from tests.support import examples
 from validation.summary_sentence import summary_sentence
 
 
