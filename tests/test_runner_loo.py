@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 import torch
 from safetensors import safe_open
+from test_runner_helpers import small_set, tiny_settings
 
 from common.contract import LOO_PREFIX, is_control, loo_name, loo_user
 from runners.data import training_stream
@@ -18,7 +19,6 @@ from runners.grid import build_parser
 from runners.model import GPT, PRESETS
 from runners.settings import run_config, settings_from_args
 from runners.train import TrainConfig, data_order, train_adapters
-from test_runner_helpers import small_set, tiny_settings
 
 
 @pytest.fixture
