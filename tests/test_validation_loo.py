@@ -175,3 +175,12 @@ def test_a_missing_loo_cell_is_a_missing_cell_not_a_silent_gap():
     assert not v.gate.passed and any("loo:b" in r for r in v.gate.reasons)
     b = {d.user: d for d in v.decomposition}["b"]
     assert np.isnan(b.step("seen_user").gain) and b.seen_share is None
+
+
+def test_calibration_from_a_run_with_loo_rows_leaves_them_out():
+    from validation.simulate_from_run import params_from_run
+    data = simulate_study(np.random.default_rng(0), n_seeds=3, n_docs=10, controls=("base", "pooled", "loo"),
+                          seen=0.1)
+    params, notes = params_from_run(data)
+    assert params.controls == ("base", "pooled") and params.expected.shape == (5, 3)
+    assert any("leave-one-out controls (loo:<user>) left out" in n for n in notes)
