@@ -89,7 +89,10 @@ def test_intervals_are_the_bootstrap_of_the_same_draws():
     for j, d in enumerate(v.decomposition):
         st = d.step("seen_user")
         np.testing.assert_allclose(st.draws, seen[:, j])
-        assert st.ci == bootstrap_interval(st.draws, st.gain, 0.95, method=v.bootstrap.method, n_seeds=4)
+        assert st.ci == bootstrap_interval(st.draws, st.gain, 0.95, method=v.bootstrap.method, n_seeds=4,
+                                           seed_values=st.seed_gains, n_docs=20)
+        u = v.user(d.user)  # pooled's steps are the gains of earlier reports, with the same intervals
+        assert d.step("pooled_to_own").ci == u.personalization_ci and d.step("base_to_pooled").ci == u.regularization_ci
         # per draw, the chain adds up in logs
         lhs = np.log1p(-d.step("loo_to_own").draws)
         np.testing.assert_allclose(lhs, np.log1p(-st.draws) + np.log1p(-d.step("pooled_to_own").draws), atol=1e-12)
@@ -179,7 +182,7 @@ def test_a_missing_loo_cell_is_a_missing_cell_not_a_silent_gap():
 
 def test_calibration_from_a_run_with_loo_rows_leaves_them_out():
     from validation.simulate_from_run import params_from_run
-    data = simulate_study(np.random.default_rng(0), n_seeds=3, n_docs=10, controls=("base", "pooled", "loo"),
+    data = simulate_study(np.random.default_rng(0), n_seeds=3, n_docs=10, controls=LOO_CONTROLS,
                           seen=0.1)
     params, notes = params_from_run(data)
     assert params.controls == ("base", "pooled") and params.expected.shape == (5, 3)

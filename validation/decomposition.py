@@ -28,7 +28,8 @@ from validation import metrics
 from validation.arrays import StudyArrays
 from validation.results import Decomposition, GainStep, Interval
 
-IntervalFn = Callable[[np.ndarray, float], Interval]  # (draws (B,), point) -> interval
+# (draws (B,), point, per-seed values (S,), column j) -> interval, as for every other gain
+IntervalFn = Callable[[np.ndarray, float, np.ndarray, int], Interval]
 
 # key -> (from row, to row) with "loo" and "own" standing for loo:<user> and the user's adapter
 STEPS: tuple[tuple[str, str, str], ...] = (
@@ -81,7 +82,7 @@ def decompose(arrays: StudyArrays, point: np.ndarray, draws: np.ndarray,
         names = {BASE: BASE, POOLED: POOLED, "loo": loo_name(user), "own": user}
         steps = tuple(GainStep(
             key=k, from_row=names[f], to_row=names[t], gain=float(p[k][j]),
-            ci=interval(d[k][:, j], float(p[k][j])),  # degenerate at the point without resampling
+            ci=interval(d[k][:, j], float(p[k][j]), per_seed[k][:, j], j),
             draws=d[k][:, j].copy(), seed_gains=per_seed[k][:, j].copy()) for k, f, t in keys)
         by = {s.key: s for s in steps}
         share = (seen_share(by["base_to_pooled"].gain, by["seen_user"].gain)

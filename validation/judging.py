@@ -93,9 +93,10 @@ def judge(
         warnings.append("no `pooled` control: personalization and regularization gains not computed")
     if BASE not in arrays.adapters:
         warnings.append("no `base` control: regularization and total gains not computed")
-    n_seeds = len(arrays.seeds)
-    decomposition = decompose(arrays, point, draws, lambda dr, pt: bootstrap_interval(
-        dr, pt, prereg.confidence, method=method, n_seeds=n_seeds))
+    n_seeds, n_docs = len(arrays.seeds), _n_docs(arrays)
+    decomposition = decompose(arrays, point, draws, lambda dr, pt, sv, j: bootstrap_interval(
+        dr, pt, prereg.confidence, method=method, n_seeds=n_seeds, seed_values=sv,
+        n_docs=None if n_docs is None else n_docs[j]))
     if not decomposition:
         warnings.append("no leave-one-out controls (`loo:<user>`): pooled's gain cannot be split into what a "
                         "new user gets and what comes from having seen the user; personalization is measured "
