@@ -12,11 +12,11 @@ import dataclasses
 import numpy as np
 import polars as pl
 
+from common.contract import CONTROLS, loo_name
 from validation.judging import judge
 from validation.manifest import Manifest, manifest_from_json
 from validation.prereg import Prereg
 from validation.results import PreregStatus, StudyData, Verdict
-from common.contract import CONTROLS, loo_name
 from validation.simulate import cells_from_matrix, simulate_study
 
 USERS = ("alice", "bob", "carol")
