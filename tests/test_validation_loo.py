@@ -167,7 +167,8 @@ def test_loo_of_a_user_not_in_the_study_is_refused_naming_the_row(tmp_path, caps
 def test_a_loo_control_as_an_eval_column_is_refused(tmp_path):
     cells = pl.concat([_cells(), pl.DataFrame({"seed": [0], "adapter": ["loo:a"], "eval": ["loo:a"], "ppl": [9.0]},
                                               schema=_cells().schema)])
-    with pytest.raises(InputError, match=r"column `eval` holds control name\(s\) \['loo:a'\]"):
+    with pytest.raises(InputError, match=r"column `eval` at row\(s\) 25: the name 'loo:a' holds ':', which is "
+                                         r"reserved for control rows such as `loo:<user>`"):
         load_external(_write(cells, tmp_path / "cells.csv"))
 
 
