@@ -148,7 +148,7 @@ def run_seed(seed: int, base: BaseModel, prep: Prepared, s: GridSettings, run_di
     seed_dir = run_dir / "seeds" / f"seed-{seed}"
     rundir.write_parquet(r.docs, seed_dir / "docs.parquet")
     rundir.write_parquet(log_rows, seed_dir / "train_log.parquet")
-    written = [run_dir / "adapters" / f"seed-{seed}" / f"{name}.safetensors" for name in prep.names]
+    written = [adapter_path(run_dir, seed, name) for name in prep.names]
     written += [seed_dir / "docs.parquet", seed_dir / "train_log.parquet"]
     timing = {"seed": seed, "train_s": r.train_s, "eval_s": r.eval_s,
               "statuses": dict(zip(prep.names, r.statuses, strict=True)),
