@@ -87,6 +87,7 @@ def test_grid_scores_saves_and_flags_every_loo_control(tmp_path, cache_env, fs):
         with safe_open(path, "pt") as f:
             meta = json.loads(f.metadata()["config"])
         assert meta["adapter"] == loo_name(u) and meta["status"] == done["statuses"][loo_name(u)]
+        assert f"adapters/seed-0/loo/{u}.safetensors" in done["files"]  # verified on resume like the others
     # the pooled/user cells are those of a run without the loo controls (same windows, same bank slots)
     off = run_grid(fs, replace(s, loo=False))
     assert off != run_dir  # the run id covers the flag
