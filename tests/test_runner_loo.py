@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 import torch
 from safetensors import safe_open
-from test_runner_helpers import small_set, tiny_settings
+from tests.support.runs import small_set, tiny_settings
 
 from common.contract import LOO_PREFIX, is_control, loo_name, loo_user
 from runners.data import training_stream
