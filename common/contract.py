@@ -11,6 +11,27 @@ BASE = "base"  # the frozen model with no adapter
 POOLED = "pooled"  # one adapter trained on every user's training text: the regularization control
 CONTROLS: tuple[str, ...] = (BASE, POOLED)
 
+# Leave-one-out controls: `loo:<user>` is one generic adapter trained on the union of every OTHER
+# user's training text (same steps, batch and learning rate), the adapter a new user <user> would
+# get. It is a control row, never a user adapter, so never an "other adapter" in the margins.
+# User names cannot hold ':' (common.names), so the prefix cannot collide with a user.
+LOO_PREFIX = "loo:"
+
+
+def loo_name(user: str) -> str:
+    """`loo:<user>`: the name of the leave-one-out control that never saw `user`'s text."""
+    return f"{LOO_PREFIX}{user}"
+
+
+def loo_user(name: str) -> str | None:
+    """The user a `loo:<user>` control left out; None when `name` is not such a control."""
+    return name[len(LOO_PREFIX):] if name.startswith(LOO_PREFIX) else None
+
+
+def is_control(name: str) -> bool:
+    """A control row (`base`, `pooled` or `loo:<user>`), as opposed to a user adapter."""
+    return name in CONTROLS or name.startswith(LOO_PREFIX)
+
 # Cell `status` values of cells.parquet / docs.parquet (docs/formats.md)
 OK = "ok"
 DIVERGED = "diverged"

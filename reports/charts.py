@@ -148,13 +148,15 @@ def seed_margins_chart(seed_margins: pl.DataFrame, margins: pl.DataFrame, strict
 
 
 def decomposition_chart(gains: pl.DataFrame) -> alt.FacetChart:
-    """Per user: regularization (base -> pooled), personalization (pooled -> own), total.
+    """Per user: regularization (base -> pooled), personalization (pooled -> own), total, and with
+    leave-one-out controls base -> loo:<user>, loo:<user> -> pooled and loo:<user> -> own.
 
     `gains`: user, component, label, order, gain, ci_low, ci_high (intervals may be null).
     """
     ds = _Datasets("decomposition")
     order = [label for label in gains.sort("order")["label"].unique(maintain_order=True)]
-    palette = {"regularization": "#3498db", "personalization": "#e74c3c", "total": "#7f8c8d"}
+    palette = {"new_user": "#9b59b6", "seen_user": "#1abc9c", "regularization": "#3498db",
+               "personalization": "#e74c3c", "loo_to_own": "#e67e22", "total": "#7f8c8d"}
     by_label = dict(zip(gains["label"], gains["component"], strict=True))
     color = alt.Color("label:N", title=None, sort=order,
                       scale=alt.Scale(domain=order, range=[palette[by_label[x]] for x in order]),

@@ -107,11 +107,19 @@ def chart_sections(verdict: Verdict, data: StudyData,
         None if seeds["seed"].n_unique() > 1 else
         "Only one seed in this input: there is no run-to-run spread to show."))
     gains = tables.gains_table(verdict)
+    decomposition = getattr(verdict, "decomposition", ())
+    loo_words = (
+        " With the leave-one-out controls (loo:<user>, one generic adapter per user trained on every "
+        "OTHER user's text: what a new user gets), the chain is base → loo:<user> → pooled → own, "
+        "and (1 − total) is the product of its three steps. " + " ".join(d.words for d in decomposition)
+        if decomposition else
+        " This input has no leave-one-out controls (loo:<user>), so pooled's gain, which includes "
+        "having seen each user's text, cannot be split further.")
     out.append(ChartSection(
         "decomposition", "Personalization or regularization? The gain, decomposed",
         "Per user: what any norm-only adapter buys (base → pooled, regularization), what the "
         "user's own adapter adds over the generic one (pooled → own, personalization), and the "
-        "total (base → own). (1 − total) = (1 − regularization)(1 − personalization).",
+        "total (base → own). (1 − total) = (1 − regularization)(1 − personalization)." + loo_words,
         charts.decomposition_chart(gains) if gains.height else None,
         None if gains.height else
         f"No control rows in this input (present: {', '.join(controls) or 'none'}; needed: base "

@@ -12,16 +12,25 @@ from typing import Any
 
 import polars as pl
 
-from common.contract import CONTROLS
+from common.contract import CONTROLS, LOO_PREFIX
 from validation.manifest import Manifest
 from validation.results import ModelFit, StudyData, Verdict
 
-# Order of the three gains in the decomposition chart, with the words the page uses.
+# Order of the gains in the decomposition chart, with the words the page uses. The `loo:<user>`
+# steps come from `Verdict.decomposition` (absent without leave-one-out controls).
 GAIN_COMPONENTS = (
+    ("new_user", "what a new user gets: base → loo:<user> (never saw the user)"),
+    ("seen_user", "pooled's gain from having seen the user: loo:<user> → pooled"),
     ("regularization", "regularization: base → pooled"),
     ("personalization", "personalization: pooled → own adapter"),
+    ("loo_to_own", "personalization vs what a new user gets: loo:<user> → own adapter"),
     ("total", "total: base → own adapter"),
 )
+
+
+def _is_control(col: str = "adapter") -> pl.Expr:
+    """`base`, `pooled` or `loo:<user>` (common.contract.is_control, as an expression)."""
+    return pl.col(col).is_in(list(CONTROLS)) | pl.col(col).str.starts_with(LOO_PREFIX)
 
 
 def _f(x: float | None) -> float | None:
@@ -35,13 +44,21 @@ def _f(x: float | None) -> float | None:
 def gains_table(verdict: Verdict) -> pl.DataFrame:
     """One row per (user, component) with the gain and its interval; missing controls -> no row."""
     rows = []
+    steps = {d.user: d for d in getattr(verdict, "decomposition", ())}
     for u in verdict.users:
         values = {
             "regularization": (u.regularization_gain, u.regularization_ci),
             "personalization": (u.personalization_gain, u.personalization_ci),
             "total": (u.total_gain, u.total_ci),
         }
+        if u.user in steps:
+            for key in ("new_user", "seen_user", "loo_to_own"):
+                st = steps[u.user].step(key)
+                if st is not None:
+                    values[key] = (st.gain, st.ci)
         for order, (key, label) in enumerate(GAIN_COMPONENTS):
+            if key not in values:
+                continue
             gain, ci = values[key]
             if _f(gain) is None:
                 continue
@@ -120,7 +137,7 @@ def matrix_table(verdict: Verdict, data: StudyData) -> tuple[pl.DataFrame, str]:
     row_names = users + [a for a in sorted(set(df["adapter"].to_list())) if a not in users]
     order = {name: i for i, name in enumerate(row_names)}
     df = df.with_columns(
-        pl.when(pl.col("adapter").is_in(list(CONTROLS))).then(pl.lit("controls"))
+        pl.when(_is_control()).then(pl.lit("controls"))
         .otherwise(pl.lit("user adapters")).alias("group"),
         (pl.col("adapter") == pl.col("eval")).alias("is_diagonal"),
         pl.col("adapter").replace_strict(order, return_dtype=pl.Int64).alias("row_order"),
@@ -152,7 +169,7 @@ def cells_table(data: StudyData) -> pl.DataFrame:
                         "bpb", "status") if c in data.cells.columns]
     users = set(data.cells["eval"].to_list())
     return data.cells.select(cols).with_columns(
-        pl.col("adapter").is_in(list(CONTROLS)).alias("_ctl")
+        _is_control().alias("_ctl")
     ).sort("_ctl", "adapter", "eval", *(["seed"] if "seed" in cols else [])).drop("_ctl") \
         if users else data.cells.select(cols)
 

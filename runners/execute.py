@@ -1,9 +1,11 @@
 """Running a grid: train every adapter of a seed in one batched loop, score every adapter on every
 user's held-out documents, write the seed's files, resume finished seeds, assemble the run's tables.
 
-For each seed, the user adapters and the `pooled` control (trained on the union of the users'
-training text, same steps, batch and learning rate) train together on the frozen base model; then
-`base`, `pooled` and every user adapter are scored on every user's held-out documents. Results
+For each seed, the user adapters, the `pooled` control (trained on the union of the users'
+training text) and, unless `--no-loo`, one leave-one-out control `loo:<user>` per user (trained on
+the union of every OTHER user's training text) train together on the frozen base model, all with
+the same steps, batch and learning rate; then `base` and every trained adapter are scored on every
+user's held-out documents. Results
 land in `<out>/<run_id>/` (docs/formats.md); finished seeds are kept, so an interrupted command
 resumes where it stopped when run again.
 """
@@ -24,7 +26,7 @@ import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from common.contract import BASE, POOLED
+from common.contract import BASE, POOLED, loo_name, loo_user
 from fixtures.corpus import FixtureSet
 from runners import rundir
 from runners.base_model import BaseModel, load_or_pretrain
@@ -42,7 +44,7 @@ log = logging.getLogger("runners.grid")
 class Prepared:
     """Per-run inputs shared by every seed."""
 
-    names: tuple[str, ...]  # adapter names in bank order: users, then pooled
+    names: tuple[str, ...]  # adapter names in bank order: users, then pooled, then loo:<user> in user order
     streams: list[np.ndarray]  # training token streams, same order
     checks: list[tuple[torch.Tensor, torch.Tensor]]  # health-check windows, same order
     base_check: tuple[float, ...]  # base mean NLL on each check set
@@ -50,13 +52,30 @@ class Prepared:
     base_docs: pl.DataFrame  # base rows of docs.parquet without the seed column
 
 
-def prepare(base: GPT, fs: FixtureSet, device: str, encoder=None) -> Prepared:
-    """`encoder`: a `--model` checkpoint's tokenizer encoder (runners.hf.tokens); None: bytes."""
+def training_sets(fs: FixtureSet, loo: bool = True) -> tuple[tuple[str, ...], list[tuple]]:
+    """Adapter names in bank order and each one's training documents.
+
+    Users in set order, then `pooled` (every user's text), then, with `loo`, `loo:<user>` for each
+    user in set order (every OTHER user's text, in set order). A bank position fixes the adapter's
+    data order (`runners.train.data_order`), so adding the loo controls leaves the user adapters'
+    and `pooled`'s windows as they were.
+    """
+    names = [u.name for u in fs.users] + [POOLED]
+    docs = [u.train for u in fs.users] + [tuple(d for u in fs.users for d in u.train)]
+    if loo:
+        for left_out in fs.users:
+            names.append(loo_name(left_out.name))
+            docs.append(tuple(d for u in fs.users if u.name != left_out.name for d in u.train))
+    return tuple(names), docs
+
+
+def prepare(base: GPT, fs: FixtureSet, device: str, encoder=None, loo: bool = True) -> Prepared:
+    """`encoder`: a `--model` checkpoint's tokenizer encoder (runners.hf.tokens); None: bytes.
+    `loo`: also train the leave-one-out controls `loo:<user>` (`training_sets`)."""
     T = base.config.block_size
     encoder = encoder or encode
-    names = tuple(u.name for u in fs.users) + (POOLED,)
-    streams = [training_stream(u.train, encoder) for u in fs.users]
-    streams.append(training_stream(tuple(d for u in fs.users for d in u.train), encoder))
+    names, train_docs = training_sets(fs, loo)
+    streams = [training_stream(d, encoder) for d in train_docs]
     checks = [check_windows(s, T) for s in streams]
     windows = {u.name: eval_windows(u.heldout, T, encoder) for u in fs.users}
     base_check = tuple(mean_check_nll(base, c, 0, device) for c in checks)
@@ -117,7 +136,7 @@ def run_seed(seed: int, base: BaseModel, prep: Prepared, s: GridSettings, run_di
     r = train_and_score(seed, base.model, prep, s.train, s.device)
     model_meta = s.model.to_dict() if hf is None else hf_backend().adapter_meta(hf)
     for k, name in enumerate(prep.names):
-        _save_adapter(run_dir / "adapters" / f"seed-{seed}" / f"{name}.safetensors", r.trained.states[k],
+        _save_adapter(adapter_path(run_dir, seed, name), r.trained.states[k],
                       {"seed": seed, "adapter": name, "status": r.statuses[k], "model": model_meta,
                        "train": s.train.to_dict(), "base_model_sha256": base.sha256})
     if hf is not None:
@@ -129,7 +148,7 @@ def run_seed(seed: int, base: BaseModel, prep: Prepared, s: GridSettings, run_di
     seed_dir = run_dir / "seeds" / f"seed-{seed}"
     rundir.write_parquet(r.docs, seed_dir / "docs.parquet")
     rundir.write_parquet(log_rows, seed_dir / "train_log.parquet")
-    written = [run_dir / "adapters" / f"seed-{seed}" / f"{name}.safetensors" for name in prep.names]
+    written = [adapter_path(run_dir, seed, name) for name in prep.names]
     written += [seed_dir / "docs.parquet", seed_dir / "train_log.parquet"]
     timing = {"seed": seed, "train_s": r.train_s, "eval_s": r.eval_s,
               "statuses": dict(zip(prep.names, r.statuses, strict=True)),
@@ -138,6 +157,14 @@ def run_seed(seed: int, base: BaseModel, prep: Prepared, s: GridSettings, run_di
     log.info("seed %d: done (trained in %.1f s, evaluated in %.1f s); statuses: %s", seed, r.train_s, r.eval_s,
              ", ".join(f"{n}={st}" for n, st in zip(prep.names, r.statuses, strict=True)))
     return timing
+
+
+def adapter_path(run_dir: Path, seed: int, name: str) -> Path:
+    """`adapters/seed-<k>/<user|pooled>.safetensors`; `loo:<user>` -> `adapters/seed-<k>/loo/<user>.safetensors`
+    (no ':' in a file name: artifact uploaders and some file systems refuse it)."""
+    left_out = loo_user(name)
+    seed_dir = run_dir / "adapters" / f"seed-{seed}"
+    return seed_dir / "loo" / f"{left_out}.safetensors" if left_out is not None else seed_dir / f"{name}.safetensors"
 
 
 def _save_adapter(path: Path, state: dict[str, torch.Tensor], meta: dict) -> None:
@@ -171,7 +198,10 @@ def run_grid(fs: FixtureSet, s: GridSettings, *, on_seed_done=None, hf=None) -> 
         t_base = time.perf_counter() - t0
         base.model.to(s.device)
         t0 = time.perf_counter()
-        prep = prepare(base.model, fs, s.device, None if hf is None else hf.encoder)
+        if not s.loo:
+            log.warning("--no-loo: the leave-one-out controls loo:<user> are not trained; the verdict cannot "
+                        "split pooled's gain into what a new user gets and what comes from having seen the user")
+        prep = prepare(base.model, fs, s.device, None if hf is None else hf.encoder, loo=s.loo)
         t_base_eval = time.perf_counter() - t0
         timings, resumed = [], []
         for seed in s.seeds:

@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs", help="parent directory of run directories (default runs/)")
     p.add_argument("--prereg", default=None,
                    help="pre-registration file (default: ./prereg.toml, else the repository's prereg.toml)")
+    p.add_argument("--no-loo", action="store_true",
+                   help="do not train the leave-one-out controls loo:<user> (one per user, each on every other "
+                        "user's text); the verdict then cannot split pooled's gain (docs/methods.md)")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     return p
 

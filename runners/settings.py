@@ -53,6 +53,7 @@ class GridSettings:
     hf_model: Path | None = None  # --model: a Hugging Face checkpoint directory instead of the preset
     dtype: str = "float32"  # --dtype of the --model checkpoint
     context: int | None = None  # --context of the --model checkpoint (None: its default, runners.hf.load)
+    loo: bool = True  # train the leave-one-out controls `loo:<user>` (off: `--no-loo`)
 
 
 # -- flags ---------------------------------------------------------------------------------------
@@ -150,7 +151,7 @@ def settings_from_args(args: argparse.Namespace) -> GridSettings:
         preset=args.preset, model=PRESETS[args.preset], pretrain=pretrain,
         train=TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr),
         seeds=seeds, device=args.device, out=_check_out(Path(args.out)), prereg=prereg,
-        prereg_sha256=prereg_settings.sha256, prereg_settings=prereg_settings, **hf,
+        prereg_sha256=prereg_settings.sha256, prereg_settings=prereg_settings, loo=not args.no_loo, **hf,
     )
 
 
@@ -198,8 +199,9 @@ def check_corpus_sizes(fs: FixtureSet, block_size: int, encoder=None) -> None:
 def check_limits(s: GridSettings, fs: FixtureSet) -> None:
     """The run's tables must fit in memory when assembled: refused up front, naming the flags."""
     n_users, n_docs = len(fs.users), sum(len(u.heldout) for u in fs.users)
-    doc_rows = len(s.seeds) * (n_users + 2) * n_docs          # users + pooled + base, on every document
-    log_rows = len(s.seeds) * (n_users + 1) * s.train.steps   # one loss per adapter and step
+    trained = n_users + 1 + (n_users if s.loo else 0)         # users + pooled (+ loo:<user>)
+    doc_rows = len(s.seeds) * (trained + 1) * n_docs          # trained adapters + base, on every document
+    log_rows = len(s.seeds) * trained * s.train.steps         # one loss per adapter and step
     need, budget = doc_rows * DOC_ROW_BYTES + log_rows * LOG_ROW_BYTES, memory_budget()
     if need > budget:
         raise UsageError(f"`--seeds {len(s.seeds)}` x `--steps {s.train.steps}` x `--fixtures {n_users}` "
@@ -215,8 +217,9 @@ def run_config(s: GridSettings, fs: FixtureSet, hf_part: dict | None = None) -> 
     if hf_part is not None:
         return {**hf_part, "train": s.train.to_dict(), "seeds": list(s.seeds), "device": s.device,
                 "fixture_set": fs.name, "users": [u.name for u in fs.users], "users_sha256": fs.sha256(),
-                "prereg_sha256": s.prereg_sha256}
+                "prereg_sha256": s.prereg_sha256, "loo_controls": s.loo}
     return {"preset": s.preset, "model": s.model.to_dict(), "pretrain": s.pretrain.to_dict(),
             "train": s.train.to_dict(), "seeds": list(s.seeds), "device": s.device, "fixture_set": fs.name,
             "users": [u.name for u in fs.users], "users_sha256": fs.sha256(),
-            "pretrain_corpus_sha256": fs.pretrain_sha256(), "prereg_sha256": s.prereg_sha256}
+            "pretrain_corpus_sha256": fs.pretrain_sha256(), "prereg_sha256": s.prereg_sha256,
+            "loo_controls": s.loo}

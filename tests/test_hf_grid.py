@@ -87,7 +87,9 @@ def test_grid_on_a_checkpoint(bpe_model, tmp_path, prereg, cache_env):
     run = (out / "latest").resolve()
     assert run.name.startswith(f"synthetic-{bpe_model.name}-")
     cells = pl.read_parquet(run / "cells.parquet")
-    assert set(cells["adapter"]) == {"base", "pooled", "user1", "user2"} and len(cells) == 4 * 2
+    assert set(cells["adapter"]) == {"base", "pooled", "user1", "user2", "loo:user1", "loo:user2"}
+    assert len(cells) == 6 * 2
+    assert (run / "peft/seed-0/loo/user2/adapter_config.json").is_file()  # loo:user2, no ':' in a path
     assert (cells["n_tokens"] < cells["n_bytes"]).all()  # the BPE tokenizer's count, not bytes
     docs = pl.read_parquet(run / "docs.parquet")
     assert (docs["n_tokens"] > 0).all()

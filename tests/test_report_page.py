@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import html
+import json
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,7 +14,7 @@ import polars as pl
 import pytest
 
 import reports
-from reports import bundle, tables
+from reports import bundle, page, tables
 from tests.support import examples
 from validation.results import PreregStatus
 
@@ -159,9 +161,12 @@ def test_tables_read_the_result_objects(full):
     s = verdict.per_seed_table()
     assert s.height == len(verdict.users) * len(data.seeds)
     g = tables.gains_table(verdict)
-    assert g.height == 3 * len(verdict.users)
+    assert g.height == 6 * len(verdict.users)  # with the leave-one-out controls: 3 more steps
     alice = {r["component"]: r["gain"] for r in g.filter(pl.col("user") == "alice").to_dicts()}
     assert alice["personalization"] == verdict.user("alice").personalization_gain
+    steps = {d.user: d for d in verdict.decomposition}["alice"]
+    assert alice["seen_user"] == steps.step("seen_user").gain and alice["new_user"] == steps.step("new_user").gain
+    assert alice["loo_to_own"] == steps.step("loo_to_own").gain
     b = tables.bootstrap_table(verdict)
     assert b["draws"].list.len().to_list() == [len(u.draws_margin) for u in verdict.users]
 
@@ -247,3 +252,33 @@ def test_cells_with_a_bad_status_are_flagged(full):
     html = reports.render_report(verdict, dataclasses.replace(data, cells=cells))
     assert "3 with a status other than ok" in html
     assert html.count('<tr class="inverted"><td>1</td><td>bob</td>') == 3
+
+
+# -- leave-one-out controls --------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def no_loo():
+    return examples.full_study(seed=0, loo=False)
+
+
+def test_report_with_loo_rows_shows_the_decomposition(full, full_html):
+    verdict, _ = full
+    text = html.unescape(_text(full_html))
+    assert "the chain is base → loo:<user> → pooled → own" in text
+    for d in verdict.decomposition:  # every user's decomposition, in words, with its intervals
+        assert d.words in text
+    section = next(c for c in page.chart_sections(*full) if c.key == "decomposition")
+    rows = [r for values in json.loads(section.spec_json())["datasets"].values() for r in values]
+    drawn = {r["component"] for r in rows if r.get("ci_low") is not None}  # drawn with an interval
+    assert {"new_user", "seen_user", "loo_to_own", "regularization", "personalization", "total"} == drawn
+    m, _ = tables.matrix_table(verdict, full[1])
+    assert set(m.filter(pl.col("adapter").str.starts_with("loo:"))["group"]) == {"controls"}
+    assert not m.filter(pl.col("adapter").str.starts_with("loo:"))["is_diagonal"].any()
+
+
+def test_report_without_loo_rows_says_so(no_loo):
+    verdict, data = no_loo
+    assert verdict.decomposition == ()
+    g = tables.gains_table(verdict)
+    assert set(g["component"]) == {"regularization", "personalization", "total"}
+    html = reports.render_report(verdict, data)
+    assert "no leave-one-out controls" in _text(html)

@@ -36,12 +36,12 @@ def test_files_and_schemas(tmp_path, cache_env, fs):
     assert (s.out / "latest").resolve() == run_dir.resolve()
     cells = pl.read_parquet(run_dir / "cells.parquet")
     assert dict(cells.schema) == CELL_SCHEMA
-    assert len(cells) == 2 * 5 * 3  # seeds x (base, pooled, 3 users) x eval users
-    assert set(cells["adapter"]) == {"base", "pooled", "user1", "user2", "user3"}
+    assert len(cells) == 2 * 8 * 3  # seeds x (base, pooled, 3 users, 3 loo controls) x eval users
+    assert set(cells["adapter"]) == {"base", "pooled", "user1", "user2", "user3", "loo:user1", "loo:user2", "loo:user3"}
     docs = pl.read_parquet(run_dir / "docs.parquet")
     assert dict(docs.schema) == {**{k: v for k, v in CELL_SCHEMA.items() if k != "status"}, "doc_id": pl.Utf8,
                                  "status": pl.Utf8}
-    assert len(docs) == 2 * 5 * sum(len(u.heldout) for u in fs.users)
+    assert len(docs) == 2 * 8 * sum(len(u.heldout) for u in fs.users)
     summed = docs.group_by(["seed", "adapter", "eval"]).agg(pl.col("nll_sum").sum(), pl.col("n_bytes").sum())
     joined = cells.join(summed, on=["seed", "adapter", "eval"], suffix="_d")
     assert (joined["nll_sum"] - joined["nll_sum_d"]).abs().max() < 1e-9
@@ -54,7 +54,7 @@ def test_files_and_schemas(tmp_path, cache_env, fs):
     assert seed_0 == seed_1
     log = pl.read_parquet(run_dir / "train_log.parquet")
     assert dict(log.schema) == {"seed": pl.Int64, "adapter": pl.Utf8, "step": pl.Int64, "loss": pl.Float64}
-    assert len(log) == 2 * 4 * s.train.steps
+    assert len(log) == 2 * 7 * s.train.steps
     m = json.loads((run_dir / "manifest.json").read_text())
     assert m["prereg"]["sha256"] == s.prereg_sha256 and m["seeds"] == [0, 1]
     assert m["adapter"]["params"] == 320 and m["adapter"]["bytes_fp32"] == 1280
@@ -65,7 +65,8 @@ def test_files_and_schemas(tmp_path, cache_env, fs):
     assert typed.format == MANIFEST_FORMAT and typed.seeds == (0, 1) and typed.to_json() == m
     adapters = run_dir / "adapters"
     files = sorted(p.relative_to(adapters).as_posix() for p in adapters.rglob("*.safetensors"))
-    assert files == [f"seed-{k}/{n}.safetensors" for k in (0, 1) for n in ("pooled", "user1", "user2", "user3")]
+    assert files == [f"seed-{k}/{n}.safetensors" for k in (0, 1)
+                     for n in ("loo/user1", "loo/user2", "loo/user3", "pooled", "user1", "user2", "user3")]
     with safe_open(run_dir / "adapters/seed-1/user2.safetensors", "pt") as f:
         meta = json.loads(f.metadata()["config"])
         assert meta["adapter"] == "user2" and meta["seed"] == 1 and meta["model"]["n_embd"] == 32

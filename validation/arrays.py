@@ -1,7 +1,9 @@
 """From tidy tables to the dense arrays the statistics work on, and the cell problems found.
 
 Layout (see `validation.metrics`): adapter rows = the J users in sorted order, then the controls
-present (`base`, `pooled`); columns = the same J users. Missing and diverged cells are NaN.
+present (`base`, `pooled`), then the leave-one-out controls `loo:<user>` in user order when present
+(for every user: `validation.data.check_loo_controls`); columns = the same J users. Only the first J
+rows are user adapters ("other adapters" of the margins). Missing and diverged cells are NaN.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from common.contract import BASE, POOLED
+from common.contract import BASE, POOLED, loo_name
 from validation.data import CONTROLS, KEY, InputError, check_duplicates, check_structure
 from validation.results import StudyData
 
@@ -44,6 +46,14 @@ class StudyArrays:
     def base(self) -> int | None:
         return self.adapters.index(BASE) if BASE in self.adapters else None
 
+    @property
+    def loo(self) -> np.ndarray | None:
+        """(J,) row index of `loo:<user j>` for each column j; None without leave-one-out controls."""
+        names = [loo_name(u) for u in self.users]
+        if not all(n in self.adapters for n in names):
+            return None
+        return np.array([self.adapters.index(n) for n in names], dtype=int)
+
 
 def _triples(df: pl.DataFrame) -> tuple[tuple[int, str, str], ...]:
     return tuple((int(s), a, e) for s, a, e in df.select(KEY).sort(KEY).iter_rows())
@@ -59,7 +69,9 @@ def build_arrays(data: StudyData) -> StudyArrays:
                          "`validation.data.normalize_cells`.")
     check_structure(cells, src)
     users = tuple(sorted(set(cells["eval"].to_list())))
-    adapters = users + tuple(c for c in CONTROLS if c in set(cells["adapter"].to_list()))
+    present = set(cells["adapter"].to_list())
+    adapters = (users + tuple(c for c in CONTROLS if c in present)
+                + tuple(loo_name(u) for u in users if loo_name(u) in present))
     seeds = tuple(sorted(int(s) for s in cells["seed"].unique().to_list()))
     warnings: list[str] = []
 

@@ -12,6 +12,7 @@ from validation import criteria as crit
 from validation import metrics
 from validation.arrays import StudyArrays, build_arrays
 from validation.bootstrap import bootstrap_mode, resample_logppl
+from validation.decomposition import decompose
 from validation.intervals import bootstrap_interval, study_regime, variance_shares
 from validation.model import fit_model
 from validation.prereg import Prereg
@@ -92,6 +93,14 @@ def judge(
         warnings.append("no `pooled` control: personalization and regularization gains not computed")
     if BASE not in arrays.adapters:
         warnings.append("no `base` control: regularization and total gains not computed")
+    n_seeds, n_docs = len(arrays.seeds), _n_docs(arrays)
+    decomposition = decompose(arrays, point, draws, lambda dr, pt, sv, j: bootstrap_interval(
+        dr, pt, prereg.confidence, method=method, n_seeds=n_seeds, seed_values=sv,
+        n_docs=None if n_docs is None else n_docs[j]))
+    if not decomposition:
+        warnings.append("no leave-one-out controls (`loo:<user>`): pooled's gain cannot be split into what a "
+                        "new user gets and what comes from having seen the user; personalization is measured "
+                        "against `pooled` only, which saw each user's text")
     if prereg_status is None:
         prereg_status = PreregStatus(False, prereg.sha256, None, prereg.path, "not checked")
     gate = crit.gate(prereg, criteria, users, arrays.problems)
@@ -103,7 +112,8 @@ def judge(
                          _rng_seed(rng), method, len(arrays.seeds),
                          () if n_docs is None else tuple(zip(arrays.users, n_docs, strict=True)), regime)
     return Verdict(users, criteria, model, info, gate, prereg_status, tuple(warnings),
-                   prereg.comparator, arrays.seeds, prereg, _matrix(arrays, point))
+                   prereg.comparator, arrays.seeds, prereg, _matrix(arrays, point),
+                   decomposition=decomposition)
 
 
 def _n_docs(arrays: StudyArrays) -> tuple[int, ...] | None:

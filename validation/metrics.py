@@ -2,7 +2,8 @@
 
 Every function takes `logppl` of shape (..., A, J): leading batch dimensions (seeds, bootstrap
 resamples), A adapter rows whose first J are the user adapters in the order of the J evaluation
-columns (so the diagonal is `logppl[..., j, j]`), then the controls. Across seeds a cell's value is
+columns (so the diagonal is `logppl[..., j, j]`), then the controls (`base`, `pooled`, and the
+leave-one-out controls `loo:<user>`, whose row for column j is given as an index vector `loo`). Across seeds a cell's value is
 the geometric mean of its perplexities, i.e. the mean of log ppl: pass that mean here.
 Results are fractions: 0.10 = the numerator's perplexity is 10% lower.
 """
@@ -66,3 +67,27 @@ def regularization_gain(logppl: np.ndarray, pooled: int, base: int) -> np.ndarra
 def total_gain(logppl: np.ndarray, base: int) -> np.ndarray:
     """(..., A, J) -> (..., J): 1 - ppl[j,j] / ppl[base,j]; log(1-total) = log(1-reg) + log(1-pers)."""
     return ratio_gain(diagonal(logppl), logppl[..., base, :])
+
+
+def per_column(logppl: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """(..., A, J), rows (J,) -> (..., J): column j read at row rows[j] (e.g. `loo:<user j>`)."""
+    J = logppl.shape[-1]
+    return logppl[..., rows, np.arange(J)]
+
+
+def loo_gain(logppl: np.ndarray, loo: np.ndarray, base: int) -> np.ndarray:
+    """(..., A, J) -> (..., J): 1 - ppl[loo:j, j] / ppl[base, j]: what a generic adapter that never
+    saw user j's text buys j (the gain a new user gets)."""
+    return ratio_gain(per_column(logppl, loo), logppl[..., base, :])
+
+
+def seen_user_gain(logppl: np.ndarray, loo: np.ndarray, pooled: int) -> np.ndarray:
+    """(..., A, J) -> (..., J): 1 - ppl[pooled, j] / ppl[loo:j, j]: what `pooled` gains on j from
+    having seen j's text."""
+    return ratio_gain(logppl[..., pooled, :], per_column(logppl, loo))
+
+
+def loo_personalization_gain(logppl: np.ndarray, loo: np.ndarray) -> np.ndarray:
+    """(..., A, J) -> (..., J): 1 - ppl[j, j] / ppl[loo:j, j]: the own adapter against the generic
+    adapter user j would get without one. log(1 - this) = log(1 - seen_user) + log(1 - personalization)."""
+    return ratio_gain(diagonal(logppl), per_column(logppl, loo))

@@ -110,8 +110,10 @@ def verdict_text(v: Verdict, source: str = "") -> str:
     lines += _table(["user", "margin", f"{level} CI", "best other", "worst-other*",
                      "personalization", "regularization", "total", ""], rows)
     lines.append("margin = 1 - ppl(own) / ppl(best other user adapter); "
-                 "* worst-other margin is anti-conservative, for comparison only")
+                 "* worst-other margin is anti-conservative, for comparison only; "
+                 "personalization = pooled -> own, regularization = base -> pooled")
     lines.append("")
+    lines += decomposition_lines(v)
     rows = [[c.name.upper(), c.status.value, c.point.value, _bar(c), term(c.explanation)]
             for c in v.criteria]
     lines += _table(["criterion", "status (CI)", "point reading", "threshold", "why"], rows)
@@ -131,6 +133,29 @@ def verdict_text(v: Verdict, source: str = "") -> str:
         lines.append("warnings:")
         lines += [f"  - {term(w)}" for w in shown]
     return "\n".join(lines) + "\n"
+
+
+# (step key, column header) of the decomposition table: the chain, then the summaries
+DECOMPOSITION_COLUMNS = (("new_user", "base -> loo"), ("seen_user", "loo -> pooled"),
+                         ("pooled_to_own", "pooled -> own"), ("loo_to_own", "loo -> own"))
+
+
+def decomposition_lines(v: Verdict) -> list[str]:
+    """The base -> loo:<user> -> pooled -> own table with intervals, and each user in words."""
+    if not v.decomposition:
+        return []
+    level = f"{v.bootstrap.level:.0%}"
+    rows = []
+    for d in v.decomposition:
+        cells = [f"{_pct(st.gain)} {_ci(st.ci)}" if (st := d.step(k)) is not None else "n/a"
+                 for k, _ in DECOMPOSITION_COLUMNS]
+        rows.append([term(d.user), *cells, "n/a" if d.seen_share is None else f"{d.seen_share:.0%}"])
+    out = [f"decomposition of each user's gain, {level} intervals (loo = loo:<user>, trained on every other "
+           "user's text: what a new user gets)"]
+    out += _table(["user", *(h for _, h in DECOMPOSITION_COLUMNS), "pooled's gain from seeing the user"], rows)
+    out += [f"  {term(d.words)}" for d in v.decomposition]
+    out.append("")
+    return out
 
 
 def junit_xml(v: Verdict) -> str:
@@ -189,6 +214,15 @@ def markdown_summary(v: Verdict) -> str:
     out += [f"| {md(u.user)} | {_pct(u.margin)} | {_ci(u.ci)} | {md(u.best_other)} | "
             f"{_pct(u.personalization_gain)} | {_pct(u.regularization_gain)} | {'**yes**' if u.inverted else 'no'} |"
             for u in v.users]
+    if v.decomposition:
+        out += ["", f"Decomposition ({level} intervals; `loo:<user>` never saw the user's text):", "",
+                "| user | " + " | ".join(h.replace("->", "→") for _, h in DECOMPOSITION_COLUMNS)
+                + " | pooled's gain from seeing the user |", "|---" * (len(DECOMPOSITION_COLUMNS) + 2) + "|"]
+        for d in v.decomposition:
+            cells = [f"{_pct(st.gain)} {_ci(st.ci)}" if (st := d.step(k)) is not None else "n/a"
+                     for k, _ in DECOMPOSITION_COLUMNS]
+            out.append(f"| {md(d.user)} | " + " | ".join(cells)
+                       + f" | {'n/a' if d.seen_share is None else f'{d.seen_share:.0%}'} |")
     if v.gate.reasons:
         out += ["", "Gate failed because:"] + [f"- {md(r)}" for r in v.gate.reasons]
     if v.warnings:

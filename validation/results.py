@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import polars as pl
 
-from common.contract import CONTROLS
+from common.contract import CONTROLS, LOO_PREFIX
 from validation.manifest import Manifest
 
 if TYPE_CHECKING:
@@ -135,6 +135,50 @@ class UserResult:
                 for k, (s, m, b) in enumerate(zip(self.seeds, self.seed_margins, self.seed_best_other, strict=True))
             ],
         }
+
+
+@dataclass(frozen=True, eq=False)
+class GainStep:
+    """One step of the decomposition of user j's gain: 1 - ppl[to, j] / ppl[from, j].
+
+    `from_row` and `to_row` name the matrix rows the figure uses (e.g. `loo:novelist`, `pooled`),
+    so every figure says which control it is measured against.
+    """
+
+    key: str                   # "new_user", "seen_user", "pooled_to_own", "loo_to_own", "base_to_pooled", "total"
+    from_row: str
+    to_row: str
+    gain: float
+    ci: Interval | None        # hierarchical-bootstrap interval; None when there is no resampling
+    draws: np.ndarray          # (n_resamples,) or (0,)
+    seed_gains: np.ndarray     # (n_seeds,), aligned with the verdict's seeds
+
+    def to_json(self) -> dict[str, Any]:
+        return {"from": self.from_row, "to": self.to_row, "gain": _num(self.gain), "ci": _interval(self.ci),
+                "per_seed": [_num(x) for x in self.seed_gains]}
+
+
+@dataclass(frozen=True, eq=False)
+class Decomposition:
+    """User j's gain over the base, in the steps base -> loo:j -> pooled -> own j (docs/methods.md).
+
+    `steps` holds the chain (`new_user`, `seen_user`, `pooled_to_own`) and the two summaries
+    (`loo_to_own`: the own adapter against what a new user gets; `base_to_pooled`, `total`); a step
+    whose control is absent is left out. `seen_share` is the fraction of pooled's gain over base, in
+    log perplexity, that came from having seen j's text; None when pooled does not beat base.
+    """
+
+    user: str
+    steps: tuple[GainStep, ...]
+    seen_share: float | None
+    words: str
+
+    def step(self, key: str) -> GainStep | None:
+        return next((s for s in self.steps if s.key == key), None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"user": self.user, "steps": {s.key: s.to_json() for s in self.steps},
+                "seen_share_of_pooled_gain": _num(self.seen_share), "words": self.words}
 
 
 @dataclass(frozen=True)
@@ -310,7 +354,8 @@ class StudyData:
     @property
     def controls(self) -> tuple[str, ...]:
         present = set(self.cells["adapter"].unique().to_list())
-        return tuple(c for c in CONTROLS if c in present)
+        loo = tuple(sorted(a for a in present if a.startswith(LOO_PREFIX)))
+        return tuple(c for c in CONTROLS if c in present) + loo
 
 
 @dataclass(frozen=True, eq=False)
@@ -333,6 +378,8 @@ class Verdict:
     # Domain-similarity structure (`validation.similarity.Similarity`), added by the CLI after
     # judging (`similarity_for_verdict`); None when not computed.
     similarity: Any = None
+    # base -> loo:j -> pooled -> own j per user; empty without the leave-one-out controls
+    decomposition: tuple[Decomposition, ...] = ()
 
     def criterion(self, name: str) -> CriterionResult:
         for c in self.criteria:
@@ -398,6 +445,7 @@ class Verdict:
             "seeds": list(self.seeds),
             "settings": self.settings.to_json(),
             "warnings": list(self.warnings),
+            "decomposition": [d.to_json() for d in self.decomposition] or None,
             "matrix": [] if self.matrix is None else [
                 {"adapter": r["adapter"], "eval": r["eval"], "ppl": _num(r["ppl"]), "n_seeds": r["n_seeds"]}
                 for r in self.matrix.iter_rows(named=True)],

@@ -20,6 +20,8 @@ The model, for evaluation user j, document d, seed s and adapter row i (users, t
                   + noise[s,i,j,d]    ~ N(0, noise_sd * sqrt(mean_tokens / tokens_d))
 
 `base` is not trained: it has no seed, instance or cell effect and the same noise in every seed.
+A leave-one-out control `loo:<user k>` among the controls has E[loo:k,j] = E[pooled,j] + seen * 1[j == k]:
+it lacks, on k's own column only, what pooled gained from having seen k's text.
 Cell log ppl = sum_d tokens_d * loss / sum_d tokens_d, exactly as the runner sums NLL.
 
 Expected cells: E[i,j] = text[j] - regularization + quality[i] + offdiag[i,j] for user adapters
@@ -44,6 +46,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from common.contract import loo_user
 from validation.data import CONTROLS, normalize_cells
 from validation.results import StudyData
 
@@ -72,7 +75,8 @@ class SimParams:
     mean_tokens: float = 400.0                # doc lengths ~ lognormal around this (unless doc_tokens)
     tokens_log_sd: float = 0.5
     bytes_per_token: float = 4.0
-    controls: tuple[str, ...] = CONTROLS
+    controls: tuple[str, ...] = CONTROLS        # `base`, `pooled`, and `loo:<user>` rows
+    seen: float = 0.0                         # what `loo:<user k>` lacks on k's column (log-ratio)
     # From a real run (`params_from_run`): fixed expected cells of every row but the diagonal,
     # (A, J) in the row order users + controls; and the run's document lengths per user.
     expected: np.ndarray | None = None
@@ -115,9 +119,9 @@ def _params_iv(p: SimParams) -> None:
             raise ValueError(f"`{name}` must be a finite number >= 0; got {v!r}.")
     if not (p.mean_tokens >= 1 and p.bytes_per_token > 0):
         raise ValueError("`mean_tokens` must be >= 1 and `bytes_per_token` > 0.")
-    bad = [c for c in p.controls if c not in CONTROLS]
+    bad = [c for c in p.controls if c not in CONTROLS and loo_user(c) not in p.users]
     if bad:
-        raise ValueError(f"`controls` may hold only {CONTROLS}; got {bad}.")
+        raise ValueError(f"`controls` may hold only {CONTROLS} and `loo:<user>` of a user; got {bad}.")
     if p.expected is not None and p.expected.shape != (len(p.adapters), len(p.users)):
         raise ValueError(f"`expected` must have shape (A, J) = {(len(p.adapters), len(p.users))}; "
                          f"got {p.expected.shape}.")
@@ -176,7 +180,9 @@ def expected_cells(params: SimParams, margins: np.ndarray, rng: np.random.Genera
         E[:J] = (text[None, :] - params.regularization + quality[:, None]
                  + rng.normal(0, params.offdiag_sd, size=(J, J)))
         for k, c in enumerate(params.controls):
-            E[J + k] = text - (params.regularization if c == "pooled" else 0.0)
+            E[J + k] = text - (0.0 if c == "base" else params.regularization)
+            if loo_user(c) is not None:
+                E[J + k, params.users.index(loo_user(c))] += params.seen
     others = E[:J].copy()
     others[np.arange(J), np.arange(J)] = np.inf
     E[np.arange(J), np.arange(J)] = others.min(axis=0) + np.log1p(-margins)
@@ -285,6 +291,7 @@ def simulate_study(
     with_docs: bool = True,
     groups: tuple[int, ...] | None = None,
     group_penalty: float = 0.10,
+    seen: float = 0.0,
 ) -> StudyData:
     """A study of S seeds x (J users + controls) x J users x `n_docs`, from `simulate_experiment`.
 
@@ -295,12 +302,13 @@ def simulate_study(
     `groups` (one group label per user) plants a domain-similarity structure: an adapter
     evaluated on the text of a user of another group is `group_penalty` (log ppl) worse than one
     of the same group, so the margin (against the best other, a same-group adapter) is unchanged.
+    `controls` may add `loo:<user>` rows, `seen` (log-ratio) worse than pooled on their user's column.
     """
     pers = np.broadcast_to(np.asarray(personalization, dtype=float), (len(users),))
     params = SimParams(users=tuple(users), n_docs=(int(n_docs),) * len(users), controls=tuple(controls),
                        regularization=regularization, adapter_sd=0.0, offdiag_sd=0.0,
                        seed_sd=seed_sd, instance_sd=instance_sd, cell_sd=0.0, doc_sd=doc_sd,
-                       doc_adapter_sd=0.0, noise_sd=noise_sd, mean_tokens=240.0)
+                       doc_adapter_sd=0.0, noise_sd=noise_sd, mean_tokens=240.0, seen=seen)
     if groups is not None:
         params = replace(params, expected=_grouped_expected(params, groups, group_penalty, rng))
     data = simulate_experiment(params, -np.expm1(-pers), n_seeds, rng).data

@@ -7,10 +7,13 @@ own design and noise regime.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 
+from common.contract import LOO_PREFIX
 from validation.results import StudyData
 from validation.simulate import SimParams
 
@@ -34,8 +37,15 @@ def params_from_run(source: str | Path | StudyData) -> tuple[SimParams, tuple[st
 
     data = source if isinstance(source, StudyData) else load_run(source)
     name = str(getattr(data, "source", None) or "<study data>")
+    loo = pl.col("adapter").str.starts_with(LOO_PREFIX)
+    dropped = data.cells.filter(loo).height > 0
+    if dropped:  # the criteria read no leave-one-out control, so the simulation has none
+        data = replace(data, cells=data.cells.filter(~loo),
+                       docs=None if data.docs is None else data.docs.filter(~loo))
     arrays = build_arrays(data)
     notes: list[str] = list(arrays.warnings)
+    if dropped:
+        notes.append("leave-one-out controls (loo:<user>) left out: no criterion reads them")
     users, adapters = arrays.users, arrays.adapters
     J = len(users)
     controls = tuple(a for a in adapters[J:])

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from common.contract import loo_user
 from runners.base_model import BaseModel
 from runners.hf.load import HFCheckpoint, load_checkpoint
 from runners.hf.peft_export import write_peft_adapter
@@ -45,8 +46,10 @@ def adapter_meta(ck: HFCheckpoint) -> dict:
 
 def write_peft_adapters(run_dir: Path, seed: int, names: tuple[str, ...], states: list[dict[str, torch.Tensor]],
                         ck: HFCheckpoint, meta: dict) -> list[Path]:
-    """`<run_dir>/peft/seed-<seed>/<name>/`: each adapter as a PEFT LN_TUNING adapter directory."""
-    return [write_peft_adapter(run_dir / "peft" / f"seed-{seed}" / name, st, ck.model.specs, str(ck.path.resolve()),
+    """`<run_dir>/peft/seed-<seed>/<name>/` (`loo:<user>`: `.../loo/<user>/`): each adapter as a PEFT
+    LN_TUNING adapter directory."""
+    seed_dir = run_dir / "peft" / f"seed-{seed}"  # `loo:<user>` -> loo/<user>/ (no ':' in a path)
+    return [write_peft_adapter(seed_dir / ("loo" if loo_user(name) is not None else "") / (loo_user(name) or name), st, ck.model.specs, str(ck.path.resolve()),
                                meta={**meta, "adapter": name})
             for name, st in zip(names, states, strict=True)]
 

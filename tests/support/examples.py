@@ -12,6 +12,7 @@ import dataclasses
 import numpy as np
 import polars as pl
 
+from common.contract import CONTROLS, loo_name
 from validation.judging import judge
 from validation.manifest import Manifest, manifest_from_json
 from validation.prereg import Prereg
@@ -63,10 +64,12 @@ def example_manifest(users: tuple[str, ...], seeds: tuple[int, ...]) -> Manifest
 
 
 def full_study(seed: int = 0, n_resamples: int | None = None, locked: bool = False,
-               personalization: float = 0.15, n_seeds: int = 5) -> tuple[Verdict, StudyData]:
-    """The default run's shape: 3 users, 5 seeds, base + pooled, documents, train log, manifest."""
+               personalization: float = 0.15, n_seeds: int = 5, loo: bool = True) -> tuple[Verdict, StudyData]:
+    """The default run's shape: 3 users, 5 seeds, base + pooled (+ the leave-one-out controls
+    `loo:<user>` unless `loo=False`), documents, train log, manifest."""
     rng = np.random.default_rng(seed)
-    data = simulate_study(rng, n_seeds=n_seeds, users=USERS, personalization=personalization)
+    data = simulate_study(rng, n_seeds=n_seeds, users=USERS, personalization=personalization,
+                          controls=CONTROLS + (tuple(loo_name(u) for u in USERS) if loo else ()), seen=0.08)
     adapters = tuple(a for a in sorted(set(data.cells["adapter"].to_list())) if a != "base")
     data = dataclasses.replace(
         data, train_log=example_train_log(rng, data.seeds, adapters),

@@ -1,0 +1,127 @@
+"""The decomposition base -> loo:j -> pooled -> own j of each user's gain (docs/methods.md, section 4).
+
+`pooled` was trained on every user's text, including user j's, so on column j its gain over the
+base (the "regularization gain") contains some personalization to j. The leave-one-out control
+`loo:j`, trained on every OTHER user's text, is the generic adapter a new user j would get. Per
+column j, with ppl read from the matrix of geometric means over seeds:
+
+    new_user       base   -> loo:j    1 - ppl[loo:j] / ppl[base]    what a user without an adapter gets
+    seen_user      loo:j  -> pooled   1 - ppl[pooled] / ppl[loo:j]  what pooled gains from having seen j
+    pooled_to_own  pooled -> own j    1 - ppl[j] / ppl[pooled]      the personalization gain vs pooled
+and the summaries loo_to_own (loo:j -> own j), base_to_pooled and total (base -> own j). In logs
+the chain adds up: log(1 - total) = sum over the three steps of log(1 - step).
+
+Every figure gets its interval from the same bootstrap draws as the other gains (the caller passes
+the interval function), and per-seed values. Pure: no I/O, no randomness of its own.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings as _warnings
+from collections.abc import Callable
+
+import numpy as np
+
+from common.contract import BASE, POOLED, loo_name
+from validation import metrics
+from validation.arrays import StudyArrays
+from validation.results import Decomposition, GainStep, Interval
+
+# (draws (B,), point, per-seed values (S,), column j) -> interval, as for every other gain
+IntervalFn = Callable[[np.ndarray, float, np.ndarray, int], Interval]
+
+# key -> (from row, to row) with "loo" and "own" standing for loo:<user> and the user's adapter
+STEPS: tuple[tuple[str, str, str], ...] = (
+    ("new_user", BASE, "loo"),
+    ("seen_user", "loo", POOLED),
+    ("pooled_to_own", POOLED, "own"),
+    ("loo_to_own", "loo", "own"),
+    ("base_to_pooled", BASE, POOLED),
+    ("total", BASE, "own"),
+)
+
+
+def _rows(arrays: StudyArrays) -> dict[str, np.ndarray | int | None]:
+    J = len(arrays.users)
+    return {BASE: arrays.base, POOLED: arrays.pooled, "loo": arrays.loo, "own": np.arange(J)}
+
+
+def _read(x: np.ndarray, row) -> np.ndarray:
+    """(..., A, J) at one row (an int) or one row per column (a (J,) vector) -> (..., J)."""
+    return x[..., row, :] if isinstance(row, (int, np.integer)) else metrics.per_column(x, row)
+
+
+def _gain(x: np.ndarray, rows: dict, frm: str, to: str) -> np.ndarray:
+    return metrics.ratio_gain(_read(x, rows[to]), _read(x, rows[frm]))
+
+
+def seen_share(base_to_pooled: float, seen_user: float) -> float | None:
+    """Fraction of pooled's gain over base (in log perplexity) that came from having seen the user:
+    log(ppl[loo:j] / ppl[pooled]) / log(ppl[base] / ppl[pooled]); None unless pooled beats base."""
+    if not (math.isfinite(base_to_pooled) and math.isfinite(seen_user)) or base_to_pooled <= 0:
+        return None
+    return math.log1p(-seen_user) / math.log1p(-base_to_pooled)
+
+
+def decompose(arrays: StudyArrays, point: np.ndarray, draws: np.ndarray,
+              interval: IntervalFn) -> tuple[Decomposition, ...]:
+    """point (A, J) and draws (B, A, J) of mean log ppl -> one Decomposition per user; () without
+    leave-one-out controls. Steps whose control (`base`, `pooled`) is absent are left out."""
+    rows = _rows(arrays)
+    if rows["loo"] is None:
+        return ()
+    keys = [(k, f, t) for k, f, t in STEPS if rows[f] is not None and rows[t] is not None]
+    with np.errstate(invalid="ignore"), _warnings.catch_warnings():
+        _warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN = missing cells
+        p = {k: _gain(point, rows, f, t) for k, f, t in keys}
+        d = {k: _gain(draws, rows, f, t) for k, f, t in keys}
+        per_seed = {k: _gain(arrays.logppl, rows, f, t) for k, f, t in keys}
+    out = []
+    for j, user in enumerate(arrays.users):
+        names = {BASE: BASE, POOLED: POOLED, "loo": loo_name(user), "own": user}
+        steps = tuple(GainStep(
+            key=k, from_row=names[f], to_row=names[t], gain=float(p[k][j]),
+            ci=interval(d[k][:, j], float(p[k][j]), per_seed[k][:, j], j),
+            draws=d[k][:, j].copy(), seed_gains=per_seed[k][:, j].copy()) for k, f, t in keys)
+        by = {s.key: s for s in steps}
+        share = (seen_share(by["base_to_pooled"].gain, by["seen_user"].gain)
+                 if "base_to_pooled" in by and "seen_user" in by else None)
+        out.append(Decomposition(user, steps, share, describe(user, by, share)))
+    return tuple(out)
+
+
+def _pct(x: float) -> str:
+    return "n/a" if not math.isfinite(x) else f"{x:+.1%}"
+
+
+def _fig(step: GainStep) -> str:
+    ci = "" if step.ci is None else f" [{_pct(step.ci.low)}, {_pct(step.ci.high)}]"
+    return f"{_pct(step.gain)}{ci}"
+
+
+def describe(user: str, by: dict[str, GainStep], share: float | None) -> str:
+    """The decomposition of one user in words, naming the control behind every figure."""
+    loo = loo_name(user)
+    parts = []
+    if "base_to_pooled" in by and "seen_user" in by:
+        pooled, seen = by["base_to_pooled"], by["seen_user"]
+        if share is not None:
+            more = ", more than all of it: the generic adapter without the user loses to base" if share > 1 else ""
+            parts.append(f"of pooled's gain over base on {user}'s text ({_fig(pooled)}), {share:.0%} came from "
+                         f"having seen {user}'s text ({loo} -> pooled {_fig(seen)}{more})")
+        else:
+            parts.append(f"pooled does not beat base on {user}'s text ({_fig(pooled)}), so no share of its gain "
+                         f"can be given; having seen {user}'s text is worth {_fig(seen)} ({loo} -> pooled)")
+    if "new_user" in by:
+        new = by["new_user"]
+        worse = new.ci is not None and new.ci.high < 0 or new.ci is None and new.gain < 0
+        parts.append(f"a generic adapter that never saw {user} ({loo}) gains {_fig(new)} over base"
+                     + (": worse than no adapter at all" if worse else ""))
+    if "loo_to_own" in by:
+        mine = f"{user}'s own adapter beats {loo} by {_fig(by['loo_to_own'])}"
+        if "pooled_to_own" in by:
+            mine += f" and pooled by {_fig(by['pooled_to_own'])}"
+        parts.append(mine)
+    text = "; ".join(parts)
+    return f"{user}: {text}." if text else f"{user}: no step of the decomposition can be computed."
