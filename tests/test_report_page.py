@@ -72,8 +72,8 @@ def test_no_banner_when_locked():
 
 
 def test_warnings_are_listed(full, full_html, external, external_html):
-    for verdict, html in ((full[0], full_html), (external[0], external_html)):
-        text = _text(html)
+    for verdict, rendered in ((full[0], full_html), (external[0], external_html)):
+        text = _text(rendered)
         assert verdict.warnings, "the examples are meant to carry warnings"
         for w in verdict.warnings:
             assert re.sub(r"\s+", " ", w).replace("`", "") in text.replace("`", "").replace(

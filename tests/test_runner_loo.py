@@ -10,7 +10,6 @@ import polars as pl
 import pytest
 import torch
 from safetensors import safe_open
-from tests.support.runs import small_set, tiny_settings
 
 from common.contract import LOO_PREFIX, is_control, loo_name, loo_user
 from runners.data import training_stream
@@ -19,6 +18,7 @@ from runners.grid import build_parser
 from runners.model import GPT, PRESETS
 from runners.settings import run_config, settings_from_args
 from runners.train import TrainConfig, data_order, train_adapters
+from tests.support.runs import small_set, tiny_settings
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def test_each_loo_control_trains_on_every_other_users_text(fs):
     names, docs = training_sets(fs)
     users = [u.name for u in fs.users]
     assert names == (*users, "pooled", "loo:user1", "loo:user2", "loo:user3")
-    by_name = dict(zip(names, docs))
+    by_name = dict(zip(names, docs, strict=True))
     for u in fs.users:
         assert by_name[u.name] == u.train
         others = tuple(d for v in fs.users if v.name != u.name for d in v.train)

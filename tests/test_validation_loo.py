@@ -51,7 +51,7 @@ def test_judge_decomposes_by_hand_and_never_counts_loo_as_other_adapters():
     without = judge(cells_from_matrix(PPL[:5], ADAPTERS[:5], USERS), rng=np.random.default_rng(0),
                     n_resamples=10, fit=False)
     # margins, best others and pooled's gains are those of the study without the loo rows
-    for u, w in zip(v.users, without.users):
+    for u, w in zip(v.users, without.users, strict=True):
         assert (u.margin, u.best_other, u.worst_other) == (w.margin, w.best_other, w.worst_other)
         assert (u.personalization_gain, u.regularization_gain) == (w.personalization_gain, w.regularization_gain)
     assert v.user("a").best_other == "c" and v.user("b").best_other == "a"

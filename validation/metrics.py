@@ -3,8 +3,8 @@
 Every function takes `logppl` of shape (..., A, J): leading batch dimensions (seeds, bootstrap
 resamples), A adapter rows whose first J are the user adapters in the order of the J evaluation
 columns (so the diagonal is `logppl[..., j, j]`), then the controls (`base`, `pooled`, and the
-leave-one-out controls `loo:<user>`, whose row for column j is given as an index vector `loo`). Across seeds a cell's value is
-the geometric mean of its perplexities, i.e. the mean of log ppl: pass that mean here.
+leave-one-out controls `loo:<user>`, whose row for column j is given as an index vector `loo`).
+Across seeds a cell's value is the geometric mean of its perplexities, i.e. the mean of log ppl: pass that mean here.
 Results are fractions: 0.10 = the numerator's perplexity is 10% lower.
 """
 

@@ -49,8 +49,10 @@ def write_peft_adapters(run_dir: Path, seed: int, names: tuple[str, ...], states
     """`<run_dir>/peft/seed-<seed>/<name>/` (`loo:<user>`: `.../loo/<user>/`): each adapter as a PEFT
     LN_TUNING adapter directory."""
     seed_dir = run_dir / "peft" / f"seed-{seed}"  # `loo:<user>` -> loo/<user>/ (no ':' in a path)
-    return [write_peft_adapter(seed_dir / ("loo" if loo_user(name) is not None else "") / (loo_user(name) or name), st, ck.model.specs, str(ck.path.resolve()),
-                               meta={**meta, "adapter": name})
+    def where(name: str) -> Path:
+        return seed_dir / ("loo" if loo_user(name) is not None else "") / (loo_user(name) or name)
+
+    return [write_peft_adapter(where(name), st, ck.model.specs, str(ck.path.resolve()), meta={**meta, "adapter": name})
             for name, st in zip(names, states, strict=True)]
 
 
