@@ -1,0 +1,60 @@
+"""The primitive result types every result object uses: intervals, statuses, modes, and the
+JSON helpers (no NaN/inf in JSON). Re-exported by `validation.results`."""
+
+from __future__ import annotations
+
+import enum
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+
+class Interval(NamedTuple):
+    """A two-sided interval; `low, high = interval`."""
+
+    low: float
+    high: float
+
+    def contains(self, value: float) -> bool:
+        return self.low <= value <= self.high
+
+
+class Status(enum.StrEnum):
+    """Three-valued status of a criterion (docs/methods.md, section 8)."""
+
+    PASS = "PASS"
+    FAIL = "FAIL"
+    INCONCLUSIVE = "INCONCLUSIVE"
+    TRIGGERED = "TRIGGERED"
+    NOT_TRIGGERED = "NOT_TRIGGERED"
+
+
+class BootstrapMode(enum.StrEnum):
+    """Which levels the bootstrap resampled; anything but HIERARCHICAL is a degraded mode."""
+
+    HIERARCHICAL = "hierarchical"      # seeds, then documents within each eval column
+    SEEDS_ONLY = "seeds-only"          # no per-document data
+    DOCUMENTS_ONLY = "documents-only"  # one seed
+    NONE = "none"                      # one seed and no documents: degenerate intervals
+
+
+class ModelKind(enum.StrEnum):
+    MIXEDLM = "mixedlm"
+    OLS = "ols"
+
+
+def _at(a: np.ndarray, k: int) -> float:
+    return float(a[k]) if len(a) > k else math.nan
+
+
+def _num(x: float | None) -> float | None:
+    """JSON has no NaN/inf: map them to null."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _interval(iv: Interval | None) -> list[float | None] | None:
+    return None if iv is None else [_num(iv.low), _num(iv.high)]
