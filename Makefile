@@ -9,8 +9,8 @@
 #   PYTHON=python3.12          the interpreter that makes the venv (3.11 or newer)
 #   VENV=/path/to/venv         another venv (made if missing); VENV= (empty) installs into PYTHON itself
 #   TORCH_INDEX_URL=...        where the CPU build of torch comes from (default: PyTorch's CPU
-#                              wheel index, next to PyPI); TORCH_INDEX_URL= (empty) uses pip's
-#                              own configuration only
+#                              wheel index, asked for torch alone); TORCH_INDEX_URL= (empty) uses
+#                              pip's own configuration only
 #   EXTRAS=hf                  package extras for `make run` (none by default: the core install
 #                              stays light); `make test` installs test,hf (the tests exercise
 #                              transformers and PEFT objects for real)
