@@ -64,7 +64,9 @@ def test_training_curves_put_controls_apart_from_users(full):
     users_panel = {r["adapter"] for r in rows[top["data"]["name"]]}
     controls_panel = {r["adapter"] for r in rows[bottom["data"]["name"]]}
     assert users_panel == set(data.users)
-    assert controls_panel == {"pooled", "loo:alice"}
+    # every control (pooled, and the loo:<user> rows the example carries) and nothing else
+    assert controls_panel == set(log["adapter"].to_list()) - set(data.users)
+    assert {"pooled", "loo:alice"} <= controls_panel
     assert bottom["title"]["text"] == "controls (not users)"
     only_users = charts.training_curves(log.filter(pl.col("adapter").is_in(list(data.users))),
                                         data.users).to_dict()
