@@ -107,7 +107,8 @@ def test_real_command_end_to_end(tmp_path, cache_env):
     assert done.returncode == 0, done.stderr
     assert "perplexity per byte" in done.stdout
     cells = pl.read_parquet(tmp_path / "runs/latest/cells.parquet")
-    assert len(cells) == 2 * 5 * 3 and set(cells["status"]) <= {"ok", "worse_than_base", "diverged"}
+    rows = 3 + 2 + 3  # 3 user adapters, base and pooled, and a loo:<user> control per user
+    assert len(cells) == 2 * rows * 3 and set(cells["status"]) <= {"ok", "worse_than_base", "diverged"}
     again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "already done, kept" in again.stderr
 
