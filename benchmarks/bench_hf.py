@@ -35,29 +35,18 @@ from torch import nn
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_training import matmul_peak  # noqa: E402
 
 from runners.data import windows_at  # noqa: E402
 from runners.evaluate import doc_nll  # noqa: E402
-from runners.grid import load_fixtures  # noqa: E402
 from runners.hf.evaluate import hf_eval_windows, hf_training_stream  # noqa: E402
 from runners.hf.load import DTYPES, load_checkpoint  # noqa: E402
 from runners.hf.peft_export import write_peft_adapter  # noqa: E402
 from runners.hf.tiny import save_tiny  # noqa: E402
+from runners.settings import load_fixtures  # noqa: E402
 from runners.train import TrainConfig, data_order, train_adapters  # noqa: E402
-
-
-def matmul_peak(dtype: torch.dtype, sizes=(512, 1024, 2048), reps: int = 6) -> float:
-    """Best matmul throughput (FLOP/s) in `dtype` over `sizes`, on this machine, now."""
-    best = 0.0
-    for n in sizes:
-        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-        a @ b
-        for _ in range(3):
-            t0 = time.perf_counter()
-            for _ in range(reps):
-                a @ b
-            best = max(best, 2 * n**3 * reps / (time.perf_counter() - t0))
-    return best
 
 
 def peak_rss_mib() -> float:
@@ -119,7 +108,7 @@ def ratio(args) -> None:
     print(f"model: Llama-style, {ck.model.n_base_params() / 1e6:.2f}M params, {len(ck.model.specs)} norms, "
           f"context {T}, dtype {args.dtype}; {len(names)} adapters x {cfg.steps} steps x {cfg.batch_size} windows; "
           f"{n_eval_tokens} held-out tokens per bank entry")
-    peak = matmul_peak(td)
+    peak = matmul_peak(reps=6, dtype=td)
     print(f"matmul peak ({args.dtype}, measured now): {peak / 1e9:.1f} GFLOP/s; "
           f"torch threads {torch.get_num_threads()}")
 
@@ -180,7 +169,7 @@ def scale(args) -> None:
     path = save_llama_135m(work / "model", [d.text for d in fs.pretrain])
     print(f"built the 135M checkpoint (random weights, BPE tokenizer trained on the pretraining text) in "
           f"{time.perf_counter() - t0:.1f} s: {path}")
-    peak = matmul_peak(DTYPES[args.dtype], sizes=(1024, 2048))
+    peak = matmul_peak(sizes=(1024, 2048), reps=6, dtype=DTYPES[args.dtype])
     print(f"matmul peak ({args.dtype}, measured now): {peak / 1e9:.1f} GFLOP/s; "
           f"torch threads {torch.get_num_threads()}")
     argv = ["--model", str(path), "--dtype", args.dtype, "--context", str(args.context), "--fixture-set", "classics",

@@ -31,11 +31,11 @@ from runners.settings import load_fixtures  # noqa: E402
 from runners.train import TrainConfig, data_order, train_adapters  # noqa: E402
 
 
-def matmul_peak(sizes=(512, 1024, 2048), reps: int = 8) -> float:
-    """Best fp32 matmul throughput (FLOP/s) over `sizes`, on this machine, now."""
+def matmul_peak(sizes=(512, 1024, 2048), reps: int = 8, dtype: torch.dtype = torch.float32) -> float:
+    """Best matmul throughput (FLOP/s) in `dtype` (fp32 by default) over `sizes`, on this machine, now."""
     best = 0.0
     for n in sizes:
-        a, b = torch.randn(n, n), torch.randn(n, n)
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
         for _ in range(2):
             a @ b
         for _ in range(3):

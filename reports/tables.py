@@ -14,7 +14,7 @@ import polars as pl
 
 from common.contract import CONTROLS, LOO_PREFIX
 from validation.manifest import Manifest
-from validation.results import ModelFit, StudyData, Verdict
+from validation.results import ModelFit, StudyData, Verdict, _num
 
 # Order of the gains in the decomposition chart, with the words the page uses. The `loo:<user>`
 # steps come from `Verdict.decomposition` (absent without leave-one-out controls).
@@ -31,14 +31,6 @@ GAIN_COMPONENTS = (
 def _is_control(col: str = "adapter") -> pl.Expr:
     """`base`, `pooled` or `loo:<user>` (common.contract.is_control, as an expression)."""
     return pl.col(col).is_in(list(CONTROLS)) | pl.col(col).str.starts_with(LOO_PREFIX)
-
-
-def _f(x: float | None) -> float | None:
-    """JSON (and hence Vega) has no NaN/inf: null them."""
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
 
 
 def gains_table(verdict: Verdict) -> pl.DataFrame:
@@ -60,12 +52,12 @@ def gains_table(verdict: Verdict) -> pl.DataFrame:
             if key not in values:
                 continue
             gain, ci = values[key]
-            if _f(gain) is None:
+            if _num(gain) is None:
                 continue
             rows.append({
                 "user": u.user, "component": key, "label": label, "order": order,
-                "gain": _f(gain), "ci_low": None if ci is None else _f(ci.low),
-                "ci_high": None if ci is None else _f(ci.high),
+                "gain": _num(gain), "ci_low": None if ci is None else _num(ci.low),
+                "ci_high": None if ci is None else _num(ci.high),
             })
     return pl.DataFrame(rows, schema={"user": pl.String, "component": pl.String,
                                       "label": pl.String, "order": pl.Int64, "gain": pl.Float64,
@@ -79,8 +71,8 @@ def bootstrap_table(verdict: Verdict, decimals: int = 5) -> pl.DataFrame:
     itself comes from `validation`.
     """
     rows = [
-        {"user": u.user, "margin": _f(u.margin), "ci_low": _f(u.ci.low),
-         "ci_high": _f(u.ci.high),
+        {"user": u.user, "margin": _num(u.margin), "ci_low": _num(u.ci.low),
+         "ci_high": _num(u.ci.high),
          "draws": [round(float(d), decimals) for d in u.draws_margin if math.isfinite(d)]}
         for u in verdict.users
         if len(u.draws_margin) > 0
@@ -92,11 +84,11 @@ def bootstrap_table(verdict: Verdict, decimals: int = 5) -> pl.DataFrame:
 
 def effects_table(model: ModelFit) -> pl.DataFrame:
     """The personalization effects of the model (log-ratio of ppl): overall `diag`, then per user."""
-    rows = [{"term": "diag (all users)", "scope": "overall", "effect": _f(model.diagonal_effect),
-             "ci_low": _f(model.diagonal_ci.low), "ci_high": _f(model.diagonal_ci.high),
-             "se": _f(model.diagonal_se)}]
-    rows += [{"term": f"diag:{e.user}", "scope": "per user", "effect": _f(e.effect),
-              "ci_low": _f(e.ci.low), "ci_high": _f(e.ci.high), "se": _f(e.se)}
+    rows = [{"term": "diag (all users)", "scope": "overall", "effect": _num(model.diagonal_effect),
+             "ci_low": _num(model.diagonal_ci.low), "ci_high": _num(model.diagonal_ci.high),
+             "se": _num(model.diagonal_se)}]
+    rows += [{"term": f"diag:{e.user}", "scope": "per user", "effect": _num(e.effect),
+              "ci_low": _num(e.ci.low), "ci_high": _num(e.ci.high), "se": _num(e.se)}
              for e in model.user_effects]
     return pl.DataFrame(rows, schema={"term": pl.String, "scope": pl.String, "effect": pl.Float64,
                                       "ci_low": pl.Float64, "ci_high": pl.Float64,

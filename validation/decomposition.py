@@ -26,6 +26,7 @@ import numpy as np
 from common.contract import BASE, POOLED, loo_name
 from validation import metrics
 from validation.arrays import StudyArrays
+from validation.result_types import signed_pct
 from validation.results import Decomposition, GainStep, Interval
 
 # (draws (B,), point, per-seed values (S,), column j) -> interval, as for every other gain
@@ -91,8 +92,7 @@ def decompose(arrays: StudyArrays, point: np.ndarray, draws: np.ndarray,
     return tuple(out)
 
 
-def _pct(x: float) -> str:
-    return "n/a" if not math.isfinite(x) else f"{x:+.1%}"
+_pct = signed_pct
 
 
 def _fig(step: GainStep) -> str:

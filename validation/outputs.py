@@ -13,6 +13,7 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 from validation.model_reading import diagnostic_readings, effect_line, is_raw_model_warning
+from validation.result_types import signed_pct, threshold_pct
 from validation.results import Verdict
 from validation.summary_sentence import summary_sentence
 
@@ -49,8 +50,7 @@ def md(text: object) -> str:
     return _MD_SPECIAL.sub(r"\\\1", t)
 
 
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None or not math.isfinite(x) else f"{x:+.1%}"
+_pct = signed_pct
 
 
 def _ci(iv) -> str:
@@ -78,7 +78,7 @@ def _banner(v: Verdict) -> str:
 
 def _bar(c) -> str:
     """A criterion's threshold in the margins' unit: 'bar 10%', or '+-2%' for the equivalence band."""
-    pct = f"{100 * c.threshold:.3g}%"
+    pct = threshold_pct(c.threshold)
     return f"within +-{pct}" if c.name == "catastrophic" else f"bar {pct}"
 
 

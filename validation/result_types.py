@@ -56,5 +56,15 @@ def _num(x: float | None) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def signed_pct(x: float | None) -> str:
+    """A fraction as a signed percentage for text outputs: 0.133 -> '+13.3%'; 'n/a' if not finite."""
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:+.1%}"
+
+
+def threshold_pct(x: float) -> str:
+    """A threshold, in the unit of the margins: 0.1 -> '10%'."""
+    return f"{100 * x:.3g}%"
+
+
 def _interval(iv: Interval | None) -> list[float | None] | None:
     return None if iv is None else [_num(iv.low), _num(iv.high)]

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import math
 
+from validation.result_types import threshold_pct
 from validation.results import BootstrapMode, Status, Verdict
 
 __all__ = ["summary_sentence"]
 
 
-def _bar(x: float) -> str:
-    """A threshold, in the unit of the margins: 0.1 -> '10%'."""
-    return f"{100 * x:.3g}%"
+_bar = threshold_pct
 
 
 def _signed(x: float) -> str:
