@@ -144,11 +144,14 @@ def log2_slope(values: np.ndarray, steps) -> np.ndarray:
     return np.einsum("k,...kj->...j", w, values)
 
 
+TOLERANCE = 1e-12   # |bound| below this is 0: rounding of identical counts, not a trend
+
+
 def direction(ci: Interval) -> str:
     """`rises` when the interval is above 0, `falls` when below, else `flat`."""
-    if ci.low > 0:
+    if ci.low > TOLERANCE:
         return "rises"
-    if ci.high < 0:
+    if ci.high < -TOLERANCE:
         return "falls"
     return "flat"
 
@@ -279,8 +282,8 @@ def analyze_steps(cells: pl.DataFrame, docs: pl.DataFrame | None, prereg: Prereg
     slope_s = log2_slope(np.moveaxis(Sd["margin"], 0, 1), steps)             # (S, J)
     users = []
     for j, user in enumerate(a0.users):
-        series = {q: tuple(CountEstimate(k, float(P[q][i, j]),
-                                         None if not np.isfinite(P[q][i, j]) else iv(D[q][i, :, j], P[q][i, j], Sd[q][i, :, j], j))
+        series = {q: tuple(CountEstimate(k, float(P[q][i, j]), None if not np.isfinite(P[q][i, j])
+                                         else iv(D[q][i, :, j], P[q][i, j], Sd[q][i, :, j], j))
                            for i, k in enumerate(steps)) for q in QUANTITIES}
         ci = iv(slope_d[:, j], slope_p[j], slope_s[:, j], j)
         if ci is None:   # nothing resampled: no interval, no direction
