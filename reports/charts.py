@@ -310,10 +310,11 @@ def steps_chart(table: pl.DataFrame, level: float, primary: int | None = None) -
         pl.col("quantity").replace_strict(STEP_QUANTITIES, default=pl.col("quantity")).alias("what"))
     order = [STEP_QUANTITIES[q] for q in STEP_QUANTITIES if STEP_QUANTITIES[q] in set(table["what"].to_list())]
     steps = sorted(set(table["steps"].to_list()))
-    x = alt.X("steps:Q", title="training steps", scale=alt.Scale(type="log", base=2),
-              axis=alt.Axis(values=steps, format="d"))
+    users = sorted(set(table["user"].to_list()))
     rows = []
-    for user in sorted(set(table["user"].to_list())):
+    for user in users:
+        x = alt.X("steps:Q", title="training steps" if user == users[-1] else None,
+                  scale=alt.Scale(type="log", base=2), axis=alt.Axis(values=steps, format="d"))
         panels = []
         for what in order:
             one = ds(table.filter((pl.col("user") == user) & (pl.col("what") == what)))

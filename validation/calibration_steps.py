@@ -7,7 +7,7 @@ simulator) with a planted slope of the margin on log2(steps), the same for every
 through `validation.steps.analyze_steps` (the verdict's code). Per (experiment, user):
 - false-positive rate at slope 0: the share of slope intervals (pre-registered method and
   level) that exclude 0, i.e. a flat user named rising or falling; target <= 1 - confidence;
-- power at the stated slope: the share naming the planted direction;
+- power at the stated slopes (`SLOPE_EFFECTS`): the share naming the planted direction;
 - coverage of the true slope;
 - on the first `model_fits` experiments, the same two rates for the mixed model's per-user
   `diag x log2(steps)` Wald interval.
@@ -19,7 +19,7 @@ own draws (`validation.judge`):
 - false-positive rate: the share of null studies with any split whose support reaches the
   threshold (`confidence`, 0.95 pre-registered) - familywise over the 2^6 - 8 = 56 possible clades;
 - power: the share of planted studies in which both planted groups are splits with support at or
-  above it.
+  above it, at each stated penalty (`GROUP_PENALTIES`).
 
 Experiments are deterministic given (rng_seed, design, scenario, index).
 """
@@ -39,8 +39,8 @@ from validation.prereg import Prereg
 
 SCHEMA = "normadapt-calibration-steps/1"
 STEPS = (25, 50, 100, 200, 400)
-SLOPE_EFFECT = 0.01          # the stated effect size: 1 percentage point of margin per doubling
-GROUP_PENALTY = 0.02         # the stated effect size of a planted group structure (log ppl)
+SLOPE_EFFECTS = (0.005, 0.01)   # the stated effect sizes: 0.5 and 1 percentage point of margin per doubling
+GROUP_PENALTIES = (0.01, 0.02)  # the stated effect sizes of a planted group structure (log ppl)
 CLUSTER_USERS = 6
 SNAPSHOT_SD = 0.005          # per-count seed x adapter x eval term of the sweeps (= the default cell_sd)
 
@@ -79,7 +79,7 @@ class StepsCalibration:
         return {"schema": SCHEMA, "level": self.level, "interval_method": self.interval_method,
                 "n_experiments": self.n_experiments, "n_resamples": self.n_resamples,
                 "model_fits": self.model_fits, "rng_seed": self.rng_seed, "steps": list(self.steps),
-                "slope_effect": SLOPE_EFFECT, "group_penalty": GROUP_PENALTY,
+                "slope_effects": list(SLOPE_EFFECTS), "group_penalties": list(GROUP_PENALTIES),
                 "snapshot_sd": SNAPSHOT_SD, "cluster_users": CLUSTER_USERS, "wall_s": self.wall_s,
                 "figures": [asdict(f) | {"se": f.se} for f in self.figures]}
 
@@ -139,17 +139,20 @@ def calibrate_steps(prereg: Prereg | None = None, *, seeds: tuple[int, ...] = (3
                     regimes: tuple[str, ...] = ("seed-dominated", "document-dominated"),
                     n_experiments: int = 100, n_resamples: int = 500, model_fits: int = 0,
                     rng_seed: int = 0, progress=None) -> StepsCalibration:
-    """Every design (regime x seeds): `n_experiments` null and `n_experiments` effect sweeps,
-    and as many null and planted 6-user studies for the cluster support."""
+    """Every design (regime x seeds): `n_experiments` null sweeps and as many at each planted
+    slope of `SLOPE_EFFECTS`; and as many null and planted 6-user studies (each penalty of
+    `GROUP_PENALTIES`) for the cluster support."""
     prereg = Prereg() if prereg is None else prereg
     t0 = time.perf_counter()
     figs: list[RateFigure] = []
-    total = len(regimes) * len(seeds) * 4 * n_experiments
+    interaction = (("null", 0.0),) + tuple(("effect", e) for e in SLOPE_EFFECTS)
+    cluster = (("null", None, 0.0),) + tuple(("effect", (0, 0, 0, 1, 1, 1), g) for g in GROUP_PENALTIES)
+    total = len(seeds) * (len(regimes) * len(interaction) + len(cluster)) * n_experiments
     done = 0
     for r_i, regime in enumerate(regimes):
         params = replace(regime_params(regime, users=3, n_docs=50), snapshot_sd=SNAPSHOT_SD)
         for S in seeds:
-            for sc_i, (scenario, slope) in enumerate((("null", 0.0), ("effect", SLOPE_EFFECT))):
+            for sc_i, (scenario, slope) in enumerate(interaction):
                 recs = []
                 for i in range(n_experiments):
                     recs.append(interaction_experiment(params, slope, S, prereg, n_resamples,
@@ -160,8 +163,8 @@ def calibrate_steps(prereg: Prereg | None = None, *, seeds: tuple[int, ...] = (3
                 figs += _interaction_figures(recs, regime, S, scenario, slope)
             # the cluster study does not depend on the regime's sweep: run it once per seed count
             if r_i == 0:
-                for sc_i, (scenario, groups) in enumerate((("null", None), ("effect", (0, 0, 0, 1, 1, 1)))):
-                    res = [cluster_experiment(groups, GROUP_PENALTY, S, prereg, n_resamples,
+                for sc_i, (scenario, groups, penalty) in enumerate(cluster):
+                    res = [cluster_experiment(groups, penalty, S, prereg, n_resamples,
                                               _rng(rng_seed, 99, S, sc_i, i)) for i in range(n_experiments)]
                     done += n_experiments
                     if progress:
@@ -171,10 +174,8 @@ def calibrate_steps(prereg: Prereg | None = None, *, seeds: tuple[int, ...] = (3
                         figs.append(RateFigure("cluster", "simulate_study", S, "null", 0.0, "false-positive",
                                                len(res), float(np.mean(top >= prereg.confidence))))
                     else:
-                        figs.append(RateFigure("cluster", "simulate_study", S, "effect", GROUP_PENALTY, "power",
+                        figs.append(RateFigure("cluster", "simulate_study", S, "effect", penalty, "power",
                                                len(res), float(np.mean([f for _, f in res]))))
-            else:
-                done += 2 * n_experiments
     return StepsCalibration(tuple(figs), prereg.confidence, prereg.interval_method, n_experiments,
                             n_resamples, model_fits, rng_seed, STEPS, round(time.perf_counter() - t0, 1))
 
@@ -208,12 +209,13 @@ def _interaction_figures(recs, regime: str, S: int, scenario: str, slope: float)
 
 def format_steps_table(res: StepsCalibration) -> str:
     lines = [f"Step interaction and cluster support ({res.interval_method} intervals, level {res.level:.0%}; "
-             f"slope effect {SLOPE_EFFECT * 100:.0f} pp per doubling, group penalty {GROUP_PENALTY} log ppl; "
+             "effect: planted slope (fraction per doubling) or group penalty (log ppl); "
              f"{res.n_experiments} experiments per cell, {res.n_resamples} resamples)",
-             f"{'study':>18} {'regime':>18} {'seeds':>5} {'scenario':>8} {'measure':>14} {'n':>5} "
+             f"{'study':>18} {'regime':>18} {'seeds':>5} {'scenario':>8} {'effect':>6} {'measure':>14} {'n':>5} "
              f"{'rate':>6} {'se':>6}"]
     for f in res.figures:
-        lines.append(f"{f.study:>18} {f.regime:>18} {f.seeds:>5} {f.scenario:>8} {f.measure:>14} {f.n:>5} "
+        lines.append(f"{f.study:>18} {f.regime:>18} {f.seeds:>5} {f.scenario:>8} {f.effect:>6.3f} "
+                     f"{f.measure:>14} {f.n:>5} "
                      f"{f.rate:>6.3f} {f.se:>6.3f}")
     return "\n".join(lines)
 
