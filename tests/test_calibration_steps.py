@@ -26,6 +26,11 @@ def test_small_calibration_has_every_figure_and_round_trips(tmp_path):
                     ("interaction", "effect", "coverage"), ("interaction", "effect", "power"),
                     ("interaction-model", "null", "false-positive"), ("interaction-model", "effect", "power"),
                     ("cluster", "null", "false-positive"), ("cluster", "effect", "power")}
+    from validation.calibration_steps import GROUP_PENALTIES, SLOPE_EFFECTS
+    assert sorted(f.effect for f in res.figures if f.study == "interaction" and f.measure == "power") == \
+        sorted(SLOPE_EFFECTS)
+    assert sorted(f.effect for f in res.figures if f.study == "cluster" and f.measure == "power") == \
+        sorted(GROUP_PENALTIES)
     for f in res.figures:
         assert 0 <= f.rate <= 1 and f.n == (2 if f.study == "cluster" else 3 if f.study == "interaction-model" else 6)
     doc = json.loads(write_steps_calibration(res, tmp_path).read_text())
