@@ -189,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
                             n_resamples=args.n_resamples, prereg_status=status)
             calibration, cal_warnings = _calibration(args, data, prereg, run_dir)
             verdict = _with_similarity(verdict, data, run_dir)
-            verdict = _with_steps(verdict, data.cells, data.docs, prereg, rng_seed, primary=None)  # LEAD: issue 13
+            # LEAD (issue 13): pass every count's tables (steps-run: study.cells, study.docs, primary=primary)
+            verdict = _with_steps(verdict, data.cells, data.docs, prereg, rng_seed, primary=None,
+                                  n_resamples=args.n_resamples)
         verdict = _with_raw_warnings(verdict, raw)
         verdict = replace(verdict, gate=preregistration_gate(verdict.gate, status))
         if cal_warnings:
@@ -240,7 +242,8 @@ def _with_similarity(verdict, data, run_dir: Path | None):
             f"similarity failed ({type(e).__name__}: {e}); the verdict does not depend on it",))
 
 
-def _with_steps(verdict, cells, docs, prereg, rng_seed: int, primary: int | None = None):
+def _with_steps(verdict, cells, docs, prereg, rng_seed: int, primary: int | None = None,
+                n_resamples: int | None = None):
     """ISSUE 13 HOOK: the training-step interaction (verdict.json key `steps_analysis`).
 
     `cells`/`docs` are the run's tables over EVERY step count, with their `steps` column (the
@@ -251,7 +254,8 @@ def _with_steps(verdict, cells, docs, prereg, rng_seed: int, primary: int | None
     (exit 2); a numerical failure is a warning, the verdict does not depend on it."""
     from validation.steps import analyze_steps
     try:
-        st = analyze_steps(cells, docs, prereg, rng=np.random.default_rng(rng_seed), primary=primary)
+        st = analyze_steps(cells, docs, prereg, rng=np.random.default_rng(rng_seed), primary=primary,
+                           n_resamples=n_resamples)
     except InputError:
         raise
     except Exception as e:
