@@ -291,3 +291,46 @@ def similarity_chart(transfer: pl.DataFrame, pairs: pl.DataFrame | None) -> alt.
                  alt.Tooltip("transfer_distance:Q", format=".4f")],
     ).properties(width=260, height=220, title="One dot per user pair")
     return ds.attach(alt.hconcat(heat, scatter))
+
+
+STEP_QUANTITIES = {"margin": "margin (vs best other)", "personalization_gain": "personalization gain (pooled → own)",
+                   "regularization_gain": "regularization gain (base → pooled)"}
+
+
+def steps_chart(table: pl.DataFrame, level: float, primary: int | None = None) -> alt.TopLevelMixin:
+    """Margin and both gains versus the training-step count, one row of panels per user, one
+    column per quantity: the estimate (line and dots) and its interval (band), x on a log2 axis;
+    the primary (pre-registered) count is a dashed rule.
+
+    `table`: user, quantity, steps, value, low, high (`StepsAnalysis.table`; fractions, null
+    where not computable: a gain without its control is left out).
+    """
+    ds = _Datasets("steps")
+    table = table.filter(pl.col("value").is_not_null()).with_columns(
+        pl.col("quantity").replace_strict(STEP_QUANTITIES, default=pl.col("quantity")).alias("what"))
+    order = [STEP_QUANTITIES[q] for q in STEP_QUANTITIES if STEP_QUANTITIES[q] in set(table["what"].to_list())]
+    steps = sorted(set(table["steps"].to_list()))
+    users = sorted(set(table["user"].to_list()))
+    rows = []
+    for user in users:
+        x = alt.X("steps:Q", title="training steps" if user == users[-1] else None,
+                  scale=alt.Scale(type="log", base=2), axis=alt.Axis(values=steps, format="d"))
+        panels = []
+        for what in order:
+            one = ds(table.filter((pl.col("user") == user) & (pl.col("what") == what)))
+            base = alt.Chart(one).encode(x=x)
+            band = base.mark_area(opacity=0.25, color="#5d8aa8").encode(
+                y=alt.Y("low:Q", title=_title(user) if what == order[0] else None, axis=alt.Axis(format="%")),
+                y2="high:Q")
+            line = base.mark_line(color="#2c3e50", point=True).encode(
+                y="value:Q",
+                tooltip=["steps:Q", alt.Tooltip("value:Q", format=PCT, title="estimate"),
+                         alt.Tooltip("low:Q", format=PCT, title=f"{level:.0%} low"),
+                         alt.Tooltip("high:Q", format=PCT, title=f"{level:.0%} high")])
+            zero = base.mark_rule(color="#7f8c8d").encode(y=alt.datum(0))
+            layers = [band, zero, line]
+            if primary is not None:
+                layers.append(base.mark_rule(color="#27ae60", strokeDash=[4, 3]).encode(x=alt.datum(primary)))
+            panels.append(alt.layer(*layers).properties(width=170, height=110, title=what if not rows else ""))
+        rows.append(alt.hconcat(*panels, spacing=10))
+    return ds.attach(alt.vconcat(*rows, spacing=8))

@@ -152,6 +152,7 @@ def chart_sections(verdict: Verdict, data: StudyData,
         f"No bootstrap draws (mode `{verdict.bootstrap.mode}`): one seed and no per-document "
         "data leave nothing to resample, so the intervals are degenerate."))
     out.append(_similarity_section(verdict))
+    out += _steps_sections(verdict)
     out.append(ChartSection(
         "calibration", "How far the intervals can be trusted: simulated calibration of this design",
         ("Experiments simulated with known margins for this run's design "
@@ -198,6 +199,27 @@ def _similarity_section(verdict: Verdict) -> ChartSection:
                         charts.similarity_chart(sim.transfer_table(),
                                                 sim.pairs_table() if sim.adapter_distance is not None else None)
                         if ok else None, None if ok else "Fewer than two users: no distance to show.")
+
+
+def _steps_sections(verdict: Verdict) -> list[ChartSection]:
+    """The training-step interaction (docs/methods.md, section 12), only for a run with more than
+    one step count: margin and gains versus steps with interval bands; the per-user trend
+    sentences and the mixed model's interaction test in the caption."""
+    st = getattr(verdict, "steps_analysis", None)
+    if st is None or len(st.steps) < 2:
+        return []
+    m = st.model
+    model = ("" if m is None else
+             f" Mixed model ({m.kind}): diag × log2(steps) = {m.interaction:+.4f} log ppl per doubling, "
+             f"{st.level:.0%} CI [{m.interaction_ci.low:+.4f}, {m.interaction_ci.high:+.4f}], p = {m.p_value:.3g} "
+             "(negative: the own adapter's advantage grows with training).")
+    caption = (f"Each user's margin and gains at every trained step count ({', '.join(map(str, st.steps))}), "
+               f"with {st.level:.0%} intervals ({st.interval_method}) from one bootstrap whose seed and "
+               "document draws are shared by every count (paired). Exploratory: the criteria are read at "
+               f"the primary count{'' if st.primary is None else f' ({st.primary}, dashed)'} only. "
+               + " ".join(s + "." for s in st.sentences()) + model)
+    return [ChartSection("steps", "Does the margin change with training? (exploratory)", caption,
+                         charts.steps_chart(st.table(), st.level, st.primary))]
 
 
 def missing_parts(verdict: Verdict, data: StudyData) -> list[str]:

@@ -105,3 +105,18 @@ def test_harness_sees_a_chart_that_failed(browser, tmp_path):
     load = browser.load(page, screenshot=False)
     assert load.console_errors == ("boom",)
     assert not load.charts[0].drew
+
+
+def test_step_sweep_draws_the_steps_chart(browser, tmp_path):
+    """A run with several step counts gets the margin-and-gains-versus-steps chart (issue 13)."""
+    from tests.test_steps_report import study
+
+    verdict, data = study()
+    path = reports.write_report(verdict, data, tmp_path / "report.html")
+    load = browser.load(path)
+    steps = [c for c in load.charts if c.id == "chart-steps"]
+    assert steps and steps[0].drew, load.charts
+    assert steps[0].marks.get("area", 0) >= 9 and steps[0].marks.get("line", 0) >= 9, steps[0].marks
+    assert load.console_errors == (), load.console_errors
+    assert "the margin falls with training" in load.text
+    (_shot_dir(tmp_path) / "report-steps.png").write_bytes(load.screenshot_png)

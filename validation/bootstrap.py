@@ -61,25 +61,48 @@ def resample_logppl(arrays: StudyArrays, n_resamples: int, rng: np.random.Genera
 
     Uses the mode of `bootstrap_mode`; NONE returns an empty (0, A, J) array.
     """
+    return apply_draws(arrays, draw_weights(arrays, n_resamples, rng))
+
+
+def draw_weights(arrays: StudyArrays, n_resamples: int,
+                 rng: np.random.Generator) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None] | None:
+    """The random part of one bootstrap: (seed weights (B, S), per column j the document counts
+    (B, n_j), or None without documents); None in mode NONE. Draws in the module's fixed order,
+    so `apply_draws` of these weights is `resample_logppl`. Applying the same weights to studies
+    of the same seeds and documents (e.g. every training-step count of a run,
+    `validation.steps`) pairs their replicates."""
     mode = bootstrap_mode(arrays)
-    S, A, J = arrays.logppl.shape
-    B = n_resamples
+    S, B = len(arrays.seeds), n_resamples
     if mode is BootstrapMode.NONE:
-        return np.empty((0, A, J))
-    if S > 1:
-        seed_w = multinomial_counts(S, B, rng).astype(float)  # (B, S)
-    else:
-        seed_w = np.ones((B, 1))
+        return None
+    seed_w = multinomial_counts(S, B, rng).astype(float) if S > 1 else np.ones((B, 1))  # (B, S)
     if mode is BootstrapMode.SEEDS_ONLY:
+        return seed_w, None
+    return seed_w, tuple(multinomial_counts(nll.shape[0], B, rng).astype(float)  # (B, n_j), shared by all S, A
+                         for nll in arrays.doc_nll)
+
+
+def apply_draws(arrays: StudyArrays,
+                weights: tuple[np.ndarray, tuple[np.ndarray, ...] | None] | None) -> np.ndarray:
+    """(B, A, J) replicates of the across-seed mean log ppl under `draw_weights`' weights."""
+    S, A, J = arrays.logppl.shape
+    if weights is None:
+        return np.empty((0, A, J))
+    seed_w, counts = weights
+    B = seed_w.shape[0]
+    if seed_w.shape[1] != S or (counts is not None and (arrays.doc_nll is None or len(counts) != J)):
+        raise ValueError("`weights` were drawn for another design (seeds, users or documents differ).")
+    if counts is None:
         return seed_mean(np.broadcast_to(arrays.logppl, (B, S, A, J)), seed_w)
     out = np.empty((B, A, J))
     for j in range(J):
         nll, tok = arrays.doc_nll[j], arrays.doc_tok[j]          # (n_j, S, A)
         n_j = nll.shape[0]
-        counts = multinomial_counts(n_j, B, rng).astype(float)  # (B, n_j), shared by all S, A
+        if counts[j].shape != (B, n_j):
+            raise ValueError(f"`weights` hold {counts[j].shape[1]} documents for column {j}; the study has {n_j}.")
         # einsum's own loop, not BLAS: for these small products a multithreaded BLAS is up to
         # 10x slower on a loaded machine (thread contention), and no faster on an idle one.
-        nll_b = np.einsum("bn,nk->bk", counts, nll.reshape(n_j, S * A), optimize=False).reshape(B, S, A)
-        tok_b = np.einsum("bn,nk->bk", counts, tok.reshape(n_j, S * A), optimize=False).reshape(B, S, A)
+        nll_b = np.einsum("bn,nk->bk", counts[j], nll.reshape(n_j, S * A), optimize=False).reshape(B, S, A)
+        tok_b = np.einsum("bn,nk->bk", counts[j], tok.reshape(n_j, S * A), optimize=False).reshape(B, S, A)
         out[:, :, j] = seed_mean(nll_b / tok_b, seed_w)          # (B, A)
     return out

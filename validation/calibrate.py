@@ -3,6 +3,9 @@
 `python -m validation.calibrate [--out DIR] [--from-run DIR] [--seeds 3,5,8,12] [--experiments N]
 [--resamples B] [--rng-seed S] [--jobs 2]`
 
+`--study steps` calibrates instead the training-step interaction and the cluster support
+(`validation.calibration_steps`; writes `calibration_steps.json`).
+
 For each design (number of seeds; users and documents from `--from-run` or 3 users x 50 docs),
 experiments are simulated by `validation.simulate` at a ladder of true margins shared by every
 user: 0, delta, the LENIENT bar, the STRICT bar and one step above it (0, 0.02, 0.05, 0.10,
@@ -176,7 +179,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"seed of every simulation (default {DEFAULT_RNG_SEED})")
     p.add_argument("--jobs", type=_positive("--jobs"), default=min(2, os.cpu_count() or 1),
                    help="worker processes (default 2)")
+    p.add_argument("--study", choices=("margins", "steps"), default="margins",
+                   help="`margins` (default): the verdict's margin intervals and criteria; `steps`: the "
+                        "training-step interaction and the cluster support (validation/calibration_steps.py, "
+                        "one process)")
     return p
+
+
+def _main_steps(args, prereg: Prereg) -> int:
+    """`--study steps`: false-positive rate and power of the step interaction and cluster support."""
+    from validation.calibration_steps import calibrate_steps, format_steps_table, write_steps_calibration
+    if args.from_run or args.users or args.docs:
+        print("error: `--study steps` simulates its own design (3 users x 50 documents, 6 users for the "
+              "clusters); drop `--from-run`, `--users` and `--docs`.", file=sys.stderr)
+        return 2
+    regimes = args.regime or ("seed-dominated", "document-dominated")
+    print(f"calibrating the step interaction and cluster support: {len(regimes) * len(args.seeds)} design(s) "
+          f"x {args.experiments} experiments per scenario, B={args.resamples}", file=sys.stderr)
+    def progress(done: int, total: int) -> None:
+        if done % 20 == 0 or done == total:
+            print(f"  {done}/{total} experiments", file=sys.stderr, flush=True)
+    res = calibrate_steps(prereg, seeds=args.seeds, regimes=regimes, n_experiments=args.experiments,
+                          n_resamples=args.resamples, model_fits=args.model_fits, rng_seed=args.rng_seed,
+                          progress=progress)
+    path = write_steps_calibration(res, args.out)
+    print(format_steps_table(res))
+    print(f"\nwrote {path} in {res.wall_s:.0f} s")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         prereg_path = args.prereg or ("prereg.toml" if Path("prereg.toml").is_file() else None)
         prereg = load_prereg(prereg_path) if prereg_path else Prereg()
+        if args.study == "steps":
+            return _main_steps(args, prereg)
         notes: tuple[str, ...] = ()
         if args.from_run:
             if args.users or args.docs or args.regime:

@@ -11,6 +11,7 @@ With one seed the random effects cannot be estimated: the fixed part is fitted b
 from __future__ import annotations
 
 import warnings as _warnings
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -46,14 +47,15 @@ def _formulas(J: int) -> tuple[str, str]:
     return fixed + " + diag", fixed + "".join(f" + diag_{k}" for k in range(J))
 
 
-def _fit_mixed(formula: str, df: pd.DataFrame):
+def _fit_mixed(formula: str, df: pd.DataFrame, vc_formula: dict[str, str] | None = None):
     """Fit with several optimizers; keep the converged fit of highest REML likelihood.
 
     L-BFGS alone can stop short of a boundary optimum (a variance component at 0) that lme4
     reaches; Powell, derivative-free, does reach it. Returns (result, method, warnings, errors).
+    `vc_formula`: the variance components within a seed (default: seed:adapter).
     """
     model = smf.mixedlm(formula, df, groups="seed", re_formula="1",
-                        vc_formula={"adapter": "0 + C(adapter)"})
+                        vc_formula=vc_formula or {"adapter": "0 + C(adapter)"})
     errors: list[str] = []
     best = None
     for k, method in enumerate(METHODS):
@@ -152,3 +154,129 @@ def _fit_ols(df, overall, per_user, diag_names, users, level, fallback, notes) -
     return ModelFit(ModelKind.OLS, eff, ci, se, user_effects, True, (),
                     (("residual", float(res.scale)),), fallback, summary, tuple(notes),
                     optimizer="ols")
+
+
+# --------------------------------------------------------------------------- training-step interaction
+# docs/methods.md, section 12. Response y = log ppl per (seed, adapter i, eval j, steps k), user
+# adapters only, x_k = log2(steps_k) - mean_k log2(steps_k):
+#     y ~ C(adapter) * C(steps) + C(eval) * C(steps) + diag + diag_x
+# (every count keeps its own adapter and eval effects; diag_x = diag * x_k is the interaction:
+# the change of the diagonal effect per doubling of the steps), random intercepts per seed,
+# seed:adapter (the training run) and seed:adapter:steps (its snapshot at one count), REML.
+# lme4: lmer(y ~ adapter * steps + eval * steps + diag + diag_x + (1 | seed) + (1 | seed:adapter)
+#            + (1 | seed:adapter:steps), REML = TRUE), steps a factor. The per-user variant
+# replaces diag and diag_x by diag_<k> and diag_x_<k> per evaluation user.
+
+STEPS_VC = {"adapter": "0 + C(adapter)", "snapshot": "0 + C(snapshot)"}
+
+
+@dataclass(frozen=True)
+class StepsModelFit:
+    """The `diag x log2(steps)` test: interaction = change of the diag effect (log-ratio of ppl,
+    negative = the own adapter is better) per doubling of the steps; negative = the diagonal
+    advantage grows with training."""
+
+    kind: ModelKind
+    diagonal_effect: float                 # diag at the sweep's geometric centre
+    interaction: float                     # coefficient of diag x log2(steps)
+    interaction_ci: Interval               # Wald, at `level`
+    interaction_se: float
+    p_value: float                         # two-sided Wald p of the interaction
+    user_interactions: tuple[UserEffect, ...]   # per user: diag_<k> x log2(steps)
+    variance_components: tuple[tuple[str, float], ...]
+    singular_components: tuple[str, ...]
+    optimizer: str
+    warnings: tuple[str, ...]
+
+    def to_json(self) -> dict:
+        from validation.result_types import _num
+        return {"kind": self.kind.value, "formula": STEPS_FORMULA_TEXT,
+                "diagonal_effect": _num(self.diagonal_effect), "interaction": _num(self.interaction),
+                "interaction_ci": [_num(self.interaction_ci.low), _num(self.interaction_ci.high)],
+                "interaction_se": _num(self.interaction_se), "p_value": _num(self.p_value),
+                "user_interactions": [{"user": e.user, "interaction": _num(e.effect),
+                                       "ci": [_num(e.ci.low), _num(e.ci.high)], "se": _num(e.se)}
+                                      for e in self.user_interactions],
+                "variance_components": {k: _num(v) for k, v in self.variance_components},
+                "singular_components": list(self.singular_components), "optimizer": self.optimizer,
+                "warnings": list(self.warnings)}
+
+
+STEPS_FORMULA_TEXT = ("y ~ C(adapter) * C(steps) + C(eval) * C(steps) + diag + diag:log2(steps) "
+                      "+ (1 | seed) + (1 | seed:adapter) + (1 | seed:adapter:steps), REML")
+
+
+def steps_long_table(per_count: list[tuple[int, StudyArrays]]) -> pd.DataFrame:
+    """[(steps, arrays)] -> one row per finite user cell: `long_table` columns plus steps, x
+    (centred log2 steps), snapshot (adapter@steps), diag_x and diag_x_<k>."""
+    x = np.log2(np.array([k for k, _ in per_count], dtype=float))
+    x = x - x.mean()
+    parts = []
+    for (k, arrays), xk in zip(per_count, x, strict=True):
+        df = long_table(arrays)
+        df["steps"] = str(k)
+        df["x"] = float(xk)
+        parts.append(df)
+    df = pd.concat(parts, ignore_index=True)
+    df["snapshot"] = df["adapter"] + "@" + df["steps"]
+    df["diag_x"] = df["diag"] * df["x"]
+    J = len(per_count[0][1].users)
+    for j in range(J):
+        df[f"diag_x_{j}"] = df[f"diag_{j}"] * df["x"]
+    return df
+
+
+def fit_steps_model(per_count: list[tuple[int, StudyArrays]], level: float = 0.95) -> StepsModelFit | None:
+    """Fit the interaction model (overall and per user, comment above); None with one count.
+    Falls back to OLS (seed variation ignored, said in `warnings`) with one seed or when no
+    optimizer converges; never raises for a numerical failure."""
+    from scipy import stats
+    if len(per_count) < 2:
+        return None
+    users = per_count[0][1].users
+    J = len(users)
+    df = steps_long_table(per_count)
+    fixed = "y ~ C(adapter) * C(steps) + C(eval) * C(steps)"
+    overall = fixed + " + diag + diag_x"
+    per_user = fixed + "".join(f" + diag_{j} + diag_x_{j}" for j in range(J))
+    notes: list[str] = []
+    per_user_ok = J >= 3
+    if not per_user_ok:
+        notes.append(f"per-user interactions not identifiable with {J} users (need 3 or more): not fitted")
+    res = res_u = None
+    if df["seed"].nunique() > 1:
+        res, method, msgs, errors = _fit_mixed(overall, df, STEPS_VC)
+        notes += list(msgs)
+        if res is not None and per_user_ok:
+            res_u, _, _, errors_u = _fit_mixed(per_user, df, STEPS_VC)
+            if res_u is None:
+                notes.append("per-user interaction model did not converge: " + "; ".join(errors_u))
+        if res is None:
+            notes.append("mixed model failed with every optimizer (" + "; ".join(errors)
+                         + "): fitted by OLS, seed variation ignored")
+    else:
+        notes.append("one seed: random effects cannot be estimated; fitted by OLS")
+    if res is None:
+        kind, method = ModelKind.OLS, "ols"
+        with np.errstate(all="ignore"), _warnings.catch_warnings():
+            _warnings.simplefilter("ignore")
+            res = smf.ols(overall, df).fit()
+            res_u = smf.ols(per_user, df).fit() if per_user_ok else None
+        comps: list[tuple[str, float]] = []
+        scale = float(res.scale)
+    else:
+        kind = ModelKind.MIXEDLM
+        scale = float(res.scale)
+        comps = [("seed", float(np.asarray(res.cov_re)[0, 0]))]
+        names = {"adapter": "seed:adapter", "snapshot": "seed:adapter:steps"}
+        comps += [(names[n], float(v)) for n, v in zip(res.model.exog_vc.names, np.atleast_1d(res.vcomp), strict=True)]
+    singular = tuple(n for n, v in comps if v / scale < SINGULAR_RATIO)
+    (diag, _, _), (inter, ci, se) = _effects(res, ["diag", "diag_x"], level)
+    p = float(2 * stats.norm.sf(abs(inter / se))) if kind is ModelKind.MIXEDLM and se > 0 else \
+        float(res.pvalues["diag_x"])
+    user = ()
+    if res_u is not None:
+        user = tuple(UserEffect(u, e, c, s) for u, (e, c, s)
+                     in zip(users, _effects(res_u, [f"diag_x_{j}" for j in range(J)], level), strict=True))
+    return StepsModelFit(kind, diag, inter, ci, se, p, user, tuple(comps) + (("residual", scale),),
+                         singular, method, tuple(dict.fromkeys(notes)))

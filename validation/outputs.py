@@ -122,6 +122,7 @@ def verdict_text(v: Verdict, source: str = "") -> str:
         lines.append(effect_line(v.model, v.bootstrap.level))
         lines += [f"  - {r}" for r in diagnostic_readings(v.model)]
         lines.append("  (optimizer and statsmodels diagnostics: verdict.json, `model`; and the report)")
+    lines += steps_lines(v)
     lines.append(f"gate: {'PASSED' if v.gate.passed else 'FAILED'}")
     lines += [f"  - {term(r)}" for r in v.gate.reasons]
     shown = [w for w in v.warnings if not is_raw_model_warning(w) and not w.startswith("raw: ")]
@@ -138,6 +139,17 @@ def verdict_text(v: Verdict, source: str = "") -> str:
 # (step key, column header) of the decomposition table: the chain, then the summaries
 DECOMPOSITION_COLUMNS = (("new_user", "base -> loo"), ("seen_user", "loo -> pooled"),
                          ("pooled_to_own", "pooled -> own"), ("loo_to_own", "loo -> own"))
+
+
+def steps_lines(v: Verdict) -> list[str]:
+    """Issue 13: the per-user trend of the margin with training (`verdict.json` `steps_analysis`),
+    exploratory; nothing with one step count."""
+    st = getattr(v, "steps_analysis", None)
+    if st is None:
+        return []
+    head = (f"training steps {', '.join(map(str, st.steps))} (exploratory; criteria read at "
+            f"{'the primary count' if st.primary is None else st.primary}):")
+    return [head] + [f"  - {term(s)}" for s in st.sentences()] + [""]
 
 
 def decomposition_lines(v: Verdict) -> list[str]:

@@ -225,6 +225,9 @@ class Verdict:
     similarity: Any = None
     # base -> loo:j -> pooled -> own j per user; empty without the leave-one-out controls
     decomposition: tuple[Decomposition, ...] = ()
+    # The training-step interaction (`validation.steps.StepsAnalysis`), added by the CLI after
+    # judging (`analyze_steps`); None with one step count.
+    steps_analysis: Any = None
 
     def criterion(self, name: str) -> CriterionResult:
         for c in self.criteria:
@@ -295,6 +298,7 @@ class Verdict:
                 {"adapter": r["adapter"], "eval": r["eval"], "ppl": _num(r["ppl"]), "n_seeds": r["n_seeds"]}
                 for r in self.matrix.iter_rows(named=True)],
             "similarity": None if self.similarity is None else self.similarity.to_json(),
+            "steps_analysis": None if self.steps_analysis is None else self.steps_analysis.to_json(),
         }
 
 

@@ -18,6 +18,7 @@ The model, for evaluation user j, document d, seed s and adapter row i (users, t
                   + instance[s,i]     ~ N(0, instance_sd)     adapter instance (seed:adapter)
                   + cell[s,i,j]       ~ N(0, cell_sd)         seed x adapter x eval
                   + noise[s,i,j,d]    ~ N(0, noise_sd * sqrt(mean_tokens / tokens_d))
+                  [+ snap[s,i,j,k]    ~ N(0, snapshot_sd)     per step count k, `simulate_steps` only]
 
 `base` is not trained: it has no seed, instance or cell effect and the same noise in every seed.
 A leave-one-out control `loo:<user k>` among the controls has E[loo:k,j] = E[pooled,j] + seen * 1[j == k]:
@@ -77,6 +78,9 @@ class SimParams:
     bytes_per_token: float = 4.0
     controls: tuple[str, ...] = CONTROLS        # `base`, `pooled`, and `loo:<user>` rows
     seen: float = 0.0                         # what `loo:<user k>` lacks on k's column (log-ratio)
+    # Step sweeps only (`simulate_steps`): sd of a seed x adapter x eval term drawn afresh at every
+    # step count (what one snapshot of a training run adds on top of the run's shared terms).
+    snapshot_sd: float = 0.0
     # From a real run (`params_from_run`): fixed expected cells of every row but the diagonal,
     # (A, J) in the row order users + controls; and the run's document lengths per user.
     expected: np.ndarray | None = None
@@ -104,6 +108,8 @@ class SimParams:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in skip}
         d["users"], d["n_docs"], d["controls"] = list(self.users), list(self.n_docs), list(self.controls)
         d["expected_from_run"] = self.expected is not None
+        if not self.snapshot_sd:
+            del d["snapshot_sd"]   # step sweeps only: single-count parameter files keep their keys
         return d
 
 
@@ -113,7 +119,7 @@ def _params_iv(p: SimParams) -> None:
     if len(p.n_docs) != len(p.users) or any(int(n) < 1 for n in p.n_docs):
         raise ValueError(f"`n_docs` must hold one positive count per user; got {list(p.n_docs)}.")
     for name in ("text_sd", "adapter_sd", "offdiag_sd", "seed_sd", "instance_sd", "cell_sd",
-                 "doc_sd", "doc_adapter_sd", "noise_sd", "tokens_log_sd"):
+                 "doc_sd", "doc_adapter_sd", "noise_sd", "tokens_log_sd", "snapshot_sd"):
         v = getattr(p, name)
         if not (np.isfinite(v) and v >= 0):
             raise ValueError(f"`{name}` must be a finite number >= 0; got {v!r}.")
@@ -209,27 +215,40 @@ def simulate_experiment(params: SimParams, margins, n_seeds: int, rng: np.random
         raise ValueError(f"`n_seeds` must be a positive integer; got {n_seeds!r}.")
     seeds = tuple(range(n_seeds)) if seeds is None else tuple(seeds)
     p, S = params, int(n_seeds)
-    J, A = len(p.users), len(p.adapters)
     E = expected_cells(p, margins, rng)
+    (nll_cols, tok_cols), = _simulate_columns(p, [E], S, rng)
+    data = study_tables(nll_cols, tok_cols, p.adapters, p.users, seeds, p.bytes_per_token)
+    return SimulatedStudy(data, Truth(E, true_margins(E), true_diagonal_effect(E)))
+
+
+def _simulate_columns(p: SimParams, Es: list[np.ndarray], S: int, rng: np.random.Generator):
+    """Per expected matrix E_k (A, J) in `Es`: per column j, (S, A, D) document NLL sums and token
+    counts. Seed, instance, cell, document and document x adapter terms are drawn once and shared
+    by every E_k (snapshots of the same trained adapters, evaluated on the same documents); the
+    per-document noise is drawn afresh for each. With one E the draws are those of
+    `simulate_experiment` (one fixed order)."""
+    J, A = len(p.users), len(p.adapters)
     trained = np.array([a != "base" for a in p.adapters], dtype=float)           # (A,)
     seed_eff = rng.normal(0, p.seed_sd, size=S)[:, None] * trained[None, :]      # (S, A)
     inst = rng.normal(0, p.instance_sd, size=(S, A)) * trained[None, :]          # (S, A)
     tokens = _doc_tokens(p, rng)
-    nll_cols, tok_cols = [], []
+    out = [([], []) for _ in Es]
     for j in range(J):
         tok = tokens[j]                                                          # (D,)
         D = tok.size
         cell = rng.normal(0, p.cell_sd, size=(S, A)) * trained[None, :]
         doc = rng.normal(0, p.doc_sd, size=D)
         docadapt = rng.normal(0, p.doc_adapter_sd, size=(A, D))
-        noise = rng.normal(0, 1, size=(S, A, D)) * (p.noise_sd * np.sqrt(p.mean_tokens / tok))
-        noise[:, ~trained.astype(bool)] = noise[:1, ~trained.astype(bool)]      # base: deterministic
-        loss = (E[None, :, j, None] + doc[None, None, :] + docadapt[None]
-                + (seed_eff + inst + cell)[:, :, None] + noise)                  # (S, A, D)
-        nll_cols.append(loss * tok)
-        tok_cols.append(np.broadcast_to(tok, loss.shape))
-    data = study_tables(nll_cols, tok_cols, p.adapters, p.users, seeds, p.bytes_per_token)
-    return SimulatedStudy(data, Truth(E, true_margins(E), true_diagonal_effect(E)))
+        for E, (nll_cols, tok_cols) in zip(Es, out, strict=True):
+            noise = rng.normal(0, 1, size=(S, A, D)) * (p.noise_sd * np.sqrt(p.mean_tokens / tok))
+            noise[:, ~trained.astype(bool)] = noise[:1, ~trained.astype(bool)]  # base: deterministic
+            snap = (rng.normal(0, p.snapshot_sd, size=(S, A)) * trained[None, :] if p.snapshot_sd > 0
+                    else 0.0)                                                    # (S, A) per count
+            loss = (E[None, :, j, None] + doc[None, None, :] + docadapt[None]
+                    + (seed_eff + inst + cell + snap)[:, :, None] + noise)       # (S, A, D)
+            nll_cols.append(loss * tok)
+            tok_cols.append(np.broadcast_to(tok, loss.shape))
+    return out
 
 
 def study_tables(nll_cols, tok_cols, adapters, users, seeds, bytes_per_token: float = 4.0) -> StudyData:
@@ -329,6 +348,78 @@ def _grouped_expected(params: SimParams, groups, penalty: float, rng: np.random.
     for k, c in enumerate(params.controls):
         E[J + k] = text - (params.regularization if c == "pooled" else 0.0)
     return E
+
+
+# --------------------------------------------------------------------------- training-step sweeps
+
+@dataclass(frozen=True, eq=False)
+class StepsTruth:
+    """The known answer of one simulated step sweep."""
+
+    steps: tuple[int, ...]        # K step counts, ascending
+    expected: np.ndarray          # (K, A, J) expected cell log ppl per count
+    margins: np.ndarray           # (K, J) true margins per count
+    slopes: np.ndarray            # (J,) true margin slope per doubling of the steps (fraction)
+
+
+@dataclass(frozen=True, eq=False)
+class SimulatedSteps:
+    data: StudyData               # cells and docs with a `steps` column (one block per count)
+    truth: StepsTruth
+
+
+def steps_margins(margins, slopes, steps) -> np.ndarray:
+    """(K, J) true margins m_j + slope_j x (log2 steps_k - mean_k log2 steps_k): the margin is
+    linear in log2(steps) with slope `slope_j` per doubling, and `margins` at the (geometric)
+    centre of the sweep."""
+    x = np.log2(np.asarray(steps, dtype=float))
+    x = x - x.mean()
+    return np.asarray(margins, dtype=float)[None, :] + np.outer(x, np.asarray(slopes, dtype=float))
+
+
+def simulate_steps(params: SimParams, margins, steps, n_seeds: int, rng: np.random.Generator, *,
+                   slopes=0.0, seeds: tuple[int, ...] | None = None) -> SimulatedSteps:
+    """One step sweep: the experiment of `simulate_experiment` evaluated at every count in `steps`.
+
+    The true margin of user j at count k is `steps_margins(margins, slopes, steps)` (a planted
+    step interaction: linear in log2 steps, `slopes` per user, scalar or (J,)); every other
+    expected cell is the same at every count. Seed, adapter-instance, cell, document and
+    document x adapter terms are shared by every count (snapshots of the same training runs,
+    evaluated on the same documents), so differences between counts are paired as in a real
+    sweep; the per-document noise is drawn afresh per count. Deterministic given `rng`.
+    """
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"`rng` must be a numpy.random.Generator; got {type(rng).__name__}.")
+    if not isinstance(n_seeds, (int, np.integer)) or n_seeds < 1:
+        raise ValueError(f"`n_seeds` must be a positive integer; got {n_seeds!r}.")
+    steps = tuple(int(k) for k in steps)
+    if not steps or any(k < 1 for k in steps) or list(steps) != sorted(set(steps)):
+        raise ValueError(f"`steps` must be distinct positive integers in ascending order; got {list(steps)}.")
+    p, S, J = params, int(n_seeds), len(params.users)
+    seeds = tuple(range(S)) if seeds is None else tuple(seeds)
+    margins = np.broadcast_to(np.asarray(margins, dtype=float), (J,))
+    slopes = np.broadcast_to(np.asarray(slopes, dtype=float), (J,)).copy()
+    M = steps_margins(margins, slopes, steps)                                    # (K, J)
+    if np.any(M >= 1):
+        raise ValueError(f"the planted margins reach 1 at some step count ({M.max():.3f}); lower "
+                         "`margins` or `slopes`.")
+    E0 = expected_cells(p, margins, rng)
+    others = E0[:J].copy()
+    others[np.arange(J), np.arange(J)] = np.inf
+    best_other = others.min(axis=0)
+    Es = []
+    for m in M:
+        E = E0.copy()
+        E[np.arange(J), np.arange(J)] = best_other + np.log1p(-m)
+        Es.append(E)
+    parts = []
+    for k, (nll_cols, tok_cols) in zip(steps, _simulate_columns(p, Es, S, rng), strict=True):
+        d = study_tables(nll_cols, tok_cols, p.adapters, p.users, seeds, p.bytes_per_token)
+        parts.append((k, d))
+    cells = pl.concat([d.cells.with_columns(pl.lit(k, dtype=pl.Int64).alias("steps")) for k, d in parts])
+    docs = pl.concat([d.docs.with_columns(pl.lit(k, dtype=pl.Int64).alias("steps")) for k, d in parts])
+    return SimulatedSteps(StudyData(cells=cells, docs=docs),
+                          StepsTruth(steps, np.stack(Es), true_margins(np.stack(Es)), slopes))
 
 
 def cells_from_matrix(ppl: np.ndarray, adapters: tuple[str, ...], users: tuple[str, ...]) -> StudyData:

@@ -189,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
                             n_resamples=args.n_resamples, prereg_status=status)
             calibration, cal_warnings = _calibration(args, data, prereg, run_dir)
             verdict = _with_similarity(verdict, data, run_dir)
+            # LEAD (issue 13): pass every count's tables (steps-run: study.cells, study.docs, primary=primary)
+            verdict = _with_steps(verdict, data.cells, data.docs, prereg, rng_seed, primary=None,
+                                  n_resamples=args.n_resamples)
         verdict = _with_raw_warnings(verdict, raw)
         verdict = replace(verdict, gate=preregistration_gate(verdict.gate, status))
         if cal_warnings:
@@ -237,6 +240,28 @@ def _with_similarity(verdict, data, run_dir: Path | None):
     except Exception as e:
         return replace(verdict, warnings=verdict.warnings + (
             f"similarity failed ({type(e).__name__}: {e}); the verdict does not depend on it",))
+
+
+def _with_steps(verdict, cells, docs, prereg, rng_seed: int, primary: int | None = None,
+                n_resamples: int | None = None):
+    """ISSUE 13 HOOK: the training-step interaction (verdict.json key `steps_analysis`).
+
+    `cells`/`docs` are the run's tables over EVERY step count, with their `steps` column (the
+    verdict itself judges the primary count's rows only); a table without that column, or with one
+    count, leaves the verdict unchanged. The bootstrap restarts from `rng_seed`, so its draws are
+    the verdict's own: at the primary count every figure equals `users[]`. Bad input (a partial
+    `steps` column, counts that cannot be paired, a primary count not trained) raises InputError
+    (exit 2); a numerical failure is a warning, the verdict does not depend on it."""
+    from validation.steps import analyze_steps
+    try:
+        st = analyze_steps(cells, docs, prereg, rng=np.random.default_rng(rng_seed), primary=primary,
+                           n_resamples=n_resamples)
+    except InputError:
+        raise
+    except Exception as e:
+        return replace(verdict, warnings=verdict.warnings + (
+            f"step analysis failed ({type(e).__name__}: {e}); the verdict does not depend on it",))
+    return verdict if st is None else replace(verdict, steps_analysis=st)
 
 
 def _with_raw_warnings(verdict, caught):

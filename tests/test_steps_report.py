@@ -1,0 +1,82 @@
+"""The step analysis in the outputs: verdict.json `steps_analysis`, the terminal lines, the report
+section (only with more than one count) and its chart file; the CLI hook."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import polars as pl
+
+import reports
+from reports.page import chart_sections
+from validation import judge
+from validation.outputs import verdict_json, verdict_text
+from validation.prereg import Prereg
+from validation.simulate import SimParams, simulate_steps
+from validation.steps import analyze_steps, split_by_steps
+
+
+def study(n_seeds=3, steps=(25, 100, 400)):
+    st = simulate_steps(SimParams(n_docs=(20, 20, 20), snapshot_sd=0.003), 0.10, steps, n_seeds,
+                        np.random.default_rng(0), slopes=(-0.03, 0.0, 0.03))
+    primary = dict(split_by_steps(st.data.cells, st.data.docs))[100]
+    v = judge(primary, Prereg(), rng=np.random.default_rng(5), n_resamples=200)
+    a = analyze_steps(st.data.cells, st.data.docs, Prereg(), rng=np.random.default_rng(5), n_resamples=200,
+                      primary=100)
+    return replace(v, steps_analysis=a), primary
+
+
+def test_primary_count_equals_the_verdict_and_json_and_text_carry_it():
+    v, _ = study()
+    a = v.steps_analysis
+    i = a.steps.index(100)
+    for u, vu in zip(a.users, v.users, strict=True):   # same rng seed: the verdict's own draws
+        assert u.margin[i].value == vu.margin and tuple(u.margin[i].ci) == tuple(vu.ci)
+    doc = json.loads(verdict_json(v))
+    st = doc["steps_analysis"]
+    assert st["steps"] == [25, 100, 400] and st["primary"] == 100 and st["exploratory"] == [25, 400]
+    assert [u["margin_slope"]["direction"] for u in st["users"]][::2] == ["falls", "rises"]
+    text = verdict_text(v)
+    assert "training steps 25, 100, 400 (exploratory; criteria read at 100):" in text
+    assert "user0: the margin falls with training (slope " in text
+    assert json.loads(verdict_json(replace(v, steps_analysis=None)))["steps_analysis"] is None
+    assert "training steps" not in verdict_text(replace(v, steps_analysis=None))
+
+
+def test_report_section_only_with_several_counts(tmp_path):
+    v, data = study()
+    sec = {s.key: s for s in chart_sections(v, data)}
+    steps = sec["steps"]
+    assert "user2: the margin rises with training" in steps.caption
+    assert "diag × log2(steps)" in steps.caption and "(100, dashed)" in steps.caption
+    spec = steps.chart.to_dict()
+    assert len(spec["vconcat"]) == 3 and len(spec["vconcat"][0]["hconcat"]) == 3   # users x quantities
+    assert "steps" not in {s.key for s in chart_sections(replace(v, steps_analysis=None), data)}
+    html = reports.render_report(v, data)
+    assert 'id="chart-steps"' in html
+    files = reports.write_charts(v, data, tmp_path / "charts", fmt="svg")
+    assert any(p.name.startswith("steps") for p in files)
+
+
+def test_chart_leaves_out_gains_without_controls():
+    from reports.charts import steps_chart
+    v, _ = study()
+    t = v.steps_analysis.table().with_columns(
+        pl.when(pl.col("quantity") == "margin").then(pl.col("value")).otherwise(None).alias("value"))
+    spec = steps_chart(t, 0.95).to_dict()
+    assert len(spec["vconcat"][0]["hconcat"]) == 1
+
+
+def test_cli_hook_is_a_no_op_without_a_steps_column_and_names_bad_input():
+    import pytest
+
+    from validation.data import InputError
+    from validation.verdict import _with_steps
+    v, data = study()
+    plain = replace(v, steps_analysis=None)
+    assert _with_steps(plain, data.cells, data.docs, Prereg(), 5) is plain
+    st = simulate_steps(SimParams(n_docs=(5, 5, 5)), 0.1, (50, 200), 2, np.random.default_rng(1))
+    out = _with_steps(plain, st.data.cells, st.data.docs, Prereg(), 5, primary=200)
+    assert out.steps_analysis.steps == (50, 200) and out.steps_analysis.primary == 200
+    with pytest.raises(InputError, match="primary step count 100 was not trained"):
+        _with_steps(plain, st.data.cells, st.data.docs, Prereg(), 5, primary=100)
