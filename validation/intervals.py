@@ -20,6 +20,16 @@ verdict (`validation.judge`), of the criteria (`validation.criteria`) and of the
   estimated from three seeds moves it far less than it moves the Satterthwaite df.
   `satterthwaite` and `cochran-cox` both use the bootstrap SD corrected for the (m - 1) / m
   shrinkage of a bootstrap over m units at each level (`VarianceShares.inflation`).
+- `share-blend`: point +- c x SD (corrected as above), c = w c_CC + (1 - w) c_S, the
+  `cochran-cox` and `satterthwaite` critical values blended by the estimated seed share w.
+  Satterthwaite's plug-in df is liberal when seeds dominate and are few (its df estimated from
+  3 seeds swings up whenever their spread is small by chance, just when the SD is small too:
+  0.92 coverage at 3 seeds in the two-component normal model), Cochran-Cox is conservative at
+  intermediate shares (0.974 at 3 seeds, share 0.3); each is near-exact where the other errs,
+  so the blend leans on Satterthwaite where documents dominate and on Cochran-Cox where seeds
+  do (0.942-0.959 over every share at 3-12 seeds x 20-200 documents in that model,
+  docs/calibration.md). A construction of this project from the two cited approximations, not
+  a published method; `validation.calibrate` measures it beside them.
 - `expanded-percentile`: the percentile interval read at a wider level so that its coverage
   in the normal case matches the t(nu) interval, nu as in `satterthwaite` (Hesterberg 2015,
   "What teachers should know about the bootstrap", section 4.3: the expanded percentile
@@ -39,7 +49,7 @@ from scipy import stats
 
 from validation.results import Interval, Regime
 
-METHODS = ("percentile", "student-t", "satterthwaite", "cochran-cox", "expanded-percentile")
+METHODS = ("percentile", "student-t", "satterthwaite", "cochran-cox", "expanded-percentile", "share-blend")
 _NEED_SEEDS = METHODS[1:]
 
 
@@ -120,6 +130,13 @@ def study_regime(shares: list[VarianceShares]) -> Regime:
     return Regime(share, regime_label(share))
 
 
+def cochran_cox_critical(w: float, n_seeds: int, n_docs: int | None, alpha: float) -> float:
+    """w t(S - 1) + (1 - w) t(n - 1) at 1 - alpha / 2 (Cochran & Cox 1950); a level without
+    two units (one seed, no documents) drops out."""
+    return float(sum(share * stats.t.ppf(1 - alpha / 2, k - 1)
+                     for share, k in ((w, n_seeds), (1.0 - w, n_docs or 0)) if share > 0 and k >= 2))
+
+
 def _bootstrap_interval_iv(draws: np.ndarray, level: float, method: str, n_seeds) -> np.ndarray:
     draws = np.asarray(draws, dtype=float)
     if draws.ndim != 1:
@@ -167,10 +184,11 @@ def bootstrap_interval(
             raise ValueError(f"method {method!r} needs `seed_values` (the statistic within each seed).")
         shares = variance_shares(draws, seed_values, n_docs)
         df, inflate = shares.df, shares.inflation
-        if method == "cochran-cox":
+        if method in ("cochran-cox", "share-blend"):
             w = shares.seed_share if math.isfinite(shares.seed_share) else (1.0 if n_seeds >= 2 else 0.0)
-            crit = sum(share * stats.t.ppf(1 - alpha / 2, k - 1)
-                       for share, k in ((w, n_seeds), (1.0 - w, n_docs or 0)) if share > 0 and k >= 2)
+            crit = cochran_cox_critical(w, n_seeds, n_docs, alpha)
+            if method == "share-blend":
+                crit = w * crit + (1.0 - w) * float(stats.t.ppf(1 - alpha / 2, df))
             half = crit * float(np.std(draws, ddof=1)) * inflate
             return Interval(float(point - half), float(point + half))
     if method == "expanded-percentile":

@@ -19,7 +19,8 @@ from validation.results import PreregStatus, Status
 PREREG_FILENAME = "prereg.toml"
 COMPARATORS = ("best_other", "worst_other")
 # the methods of validation/intervals.py
-INTERVAL_METHODS = ("percentile", "student-t", "satterthwaite", "cochran-cox", "expanded-percentile")
+INTERVAL_METHODS = ("percentile", "student-t", "satterthwaite", "cochran-cox", "expanded-percentile",
+                    "share-blend")
 LENIENT_ADJUSTMENTS = ("bonferroni", "none")
 
 
