@@ -24,12 +24,13 @@ verdict (`validation.judge`), of the criteria (`validation.criteria`) and of the
   `cochran-cox` and `satterthwaite` critical values blended by the estimated seed share w.
   Satterthwaite's plug-in df is liberal when seeds dominate and are few (its df estimated from
   3 seeds swings up whenever their spread is small by chance, just when the SD is small too:
-  0.92 coverage at 3 seeds in the two-component normal model), Cochran-Cox is conservative at
-  intermediate shares (0.974 at 3 seeds, share 0.3); each is near-exact where the other errs,
-  so the blend leans on Satterthwaite where documents dominate and on Cochran-Cox where seeds
-  do (0.942-0.959 over every share at 3-12 seeds x 20-200 documents in that model,
-  docs/calibration.md). A construction of this project from the two cited approximations, not
-  a published method; `validation.calibrate` measures it beside them.
+  0.921 coverage at 3 seeds, seed share 0.9, in the two-component normal model of
+  `validation.calibration_theory`), Cochran-Cox is conservative at intermediate shares (0.975
+  at 3 seeds, share 0.35); each is near-exact where the other errs, so the blend leans on
+  Satterthwaite where documents dominate and on Cochran-Cox where seeds do (0.941-0.960 over
+  every share at 3-12 seeds x 20-200 documents in that model, docs/calibration.md). A
+  construction of this project from the two cited approximations, not a published method;
+  `validation.calibrate` measures it beside them.
 - `expanded-percentile`: the percentile interval read at a wider level so that its coverage
   in the normal case matches the t(nu) interval, nu as in `satterthwaite` (Hesterberg 2015,
   "What teachers should know about the bootstrap", section 4.3: the expanded percentile
@@ -130,11 +131,26 @@ def study_regime(shares: list[VarianceShares]) -> Regime:
     return Regime(share, regime_label(share))
 
 
-def cochran_cox_critical(w: float, n_seeds: int, n_docs: int | None, alpha: float) -> float:
-    """w t(S - 1) + (1 - w) t(n - 1) at 1 - alpha / 2 (Cochran & Cox 1950); a level without
-    two units (one seed, no documents) drops out."""
-    return float(sum(share * stats.t.ppf(1 - alpha / 2, k - 1)
-                     for share, k in ((w, n_seeds), (1.0 - w, n_docs or 0)) if share > 0 and k >= 2))
+CRITICAL_VALUE_METHODS = ("satterthwaite", "cochran-cox", "share-blend")
+
+
+def critical_value(method: str, w, df, n_seeds: int, n_docs: int | None, alpha: float):
+    """The critical value of a t-type method from the seed share `w` and the Satterthwaite df
+    `df` (scalars or arrays of one shape; `VarianceShares`): `satterthwaite` t(df);
+    `cochran-cox` w t(S - 1) + (1 - w) t(n - 1), a level without two units (one seed, no
+    documents) dropping out (Cochran & Cox 1950); `share-blend` w c_CC + (1 - w) t(df). Pure,
+    vectorized: `validation.calibration_theory` evaluates it on simulated variance estimates."""
+    if method not in CRITICAL_VALUE_METHODS:
+        raise ValueError(f"`method` must be one of {CRITICAL_VALUE_METHODS}; got {method!r}.")
+    q = 1 - alpha / 2
+    w = np.asarray(w, dtype=float)
+    satt = stats.t.ppf(q, df)
+    if method == "satterthwaite":
+        return satt
+    cc = sum(np.where(share > 0, share, 0.0) * stats.t.ppf(q, k - 1)
+             for share, k in ((w, n_seeds), (1.0 - w, n_docs or 0)) if k >= 2)
+    cc = np.zeros_like(w) + cc
+    return cc if method == "cochran-cox" else w * cc + (1.0 - w) * satt
 
 
 def _bootstrap_interval_iv(draws: np.ndarray, level: float, method: str, n_seeds) -> np.ndarray:
@@ -186,9 +202,7 @@ def bootstrap_interval(
         df, inflate = shares.df, shares.inflation
         if method in ("cochran-cox", "share-blend"):
             w = shares.seed_share if math.isfinite(shares.seed_share) else (1.0 if n_seeds >= 2 else 0.0)
-            crit = cochran_cox_critical(w, n_seeds, n_docs, alpha)
-            if method == "share-blend":
-                crit = w * crit + (1.0 - w) * float(stats.t.ppf(1 - alpha / 2, df))
+            crit = float(critical_value(method, w, df, n_seeds, n_docs, alpha))
             half = crit * float(np.std(draws, ddof=1)) * inflate
             return Interval(float(point - half), float(point + half))
     if method == "expanded-percentile":
