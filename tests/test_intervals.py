@@ -10,6 +10,7 @@ from validation.calibration_plan import regime_params
 from validation.intervals import (
     METHODS,
     bootstrap_interval,
+    document_df,
     regime_label,
     variance_shares,
 )
@@ -135,3 +136,42 @@ def test_share_blend_lies_between_its_parents():
                                    n_docs=50).high for m in ("satterthwaite", "share-blend", "cochran-cox")}
         lo, hi = sorted((w["satterthwaite"], w["cochran-cox"]))
         assert lo - 1e-12 <= w["share-blend"] <= hi + 1e-12
+
+
+def test_document_df_by_hand():
+    assert document_df([400, 400, 400, 400]) == pytest.approx(3.0)            # equal lengths: n - 1
+    # lengths 1, 1, 2: (1 + 1 + 4)^2 / (1 + 1 + 16) - 1 = 36 / 18 - 1 = 1
+    assert document_df([100, 100, 200]) == pytest.approx(1.0)
+    assert document_df([5]) == 0.0 and document_df([np.nan, 3, 3]) == pytest.approx(1.0)
+
+
+def test_share_blend_reads_the_documents_on_their_effective_df_and_the_older_methods_do_not():
+    draws, seed_values, v = _two_level_example()
+    kw = dict(n_seeds=3, seed_values=seed_values, n_docs=20)
+    # doc_df 9.5 instead of 19: Satterthwaite df 4 v^2 / (v^2 / 2 + v^2 / 9.5), CC t(9.5) for documents
+    nu = 4 / (1 / 2 + 1 / 9.5)
+    c = 0.5 * (0.5 * stats.t.ppf(0.975, 2) + 0.5 * stats.t.ppf(0.975, 9.5)) + 0.5 * stats.t.ppf(0.975, nu)
+    iv = bootstrap_interval(draws, 0.2, 0.95, method="share-blend", doc_df=9.5, **kw)
+    assert iv.high - 0.2 == pytest.approx(c * np.sqrt(2 * v), rel=1e-12)
+    assert iv.high > bootstrap_interval(draws, 0.2, 0.95, method="share-blend", **kw).high
+    for m in ("cochran-cox", "satterthwaite", "expanded-percentile"):    # earlier pre-registrations
+        assert bootstrap_interval(draws, 0.2, 0.95, method=m, doc_df=9.5, **kw) == \
+            bootstrap_interval(draws, 0.2, 0.95, method=m, **kw)
+    # kept within [1, n - 1]
+    assert bootstrap_interval(draws, 0.2, 0.95, method="share-blend", doc_df=50.0, **kw) == \
+        bootstrap_interval(draws, 0.2, 0.95, method="share-blend", **kw)
+
+
+def test_judge_gives_share_blend_the_columns_document_df():
+    from validation.arrays import build_arrays
+    from validation.judging import _doc_df
+    st = simulate_experiment(regime_params("document-dominated", n_docs=20), 0.1, 3, np.random.default_rng(6))
+    arrays = build_arrays(st.data)
+    tokens = [t[:, 0, 0] for t in arrays.doc_tok]
+    assert _doc_df(arrays) == pytest.approx(tuple(document_df(t) for t in tokens))
+    assert all(d < 19 for d in _doc_df(arrays))          # log-normal lengths: fewer than n - 1
+    v = judge(st.data, Prereg(interval_method="share-blend"), rng=np.random.default_rng(0), n_resamples=300, fit=False)
+    u = v.users[0]
+    expect = bootstrap_interval(u.draws_margin, u.margin, 0.95, method="share-blend", n_seeds=3,
+                                seed_values=u.seed_margins, n_docs=20, doc_df=_doc_df(arrays)[0])
+    assert u.ci == expect
