@@ -258,3 +258,21 @@ def test_cli_writes_calibration_json(tmp_path, capsys):
     assert designs[0]["seed_share"] < 0.2   # the regime is what its name says
     out = capsys.readouterr().out
     assert "coverage" in out and "False PASS at the least-favourable boundary" in out
+
+
+def test_calibration_for_study_takes_its_own_regime_from_a_file_of_regimes(tmp_path):
+    from validation.calibration_plan import regime_params
+    res = calibrate(regime_params("seed-dominated", n_docs=20), Prereg(), seeds=(3,), n_experiments=7,
+                    n_resamples=20, n_model_fits=0, variants=(regime_params("document-dominated", n_docs=20),
+                                                             regime_params("document-dominated", n_docs=50)))
+    write_calibration(res, tmp_path / "run")
+    st = simulate_experiment(regime_params("document-dominated", n_docs=50), 0.1, 3, np.random.default_rng(0))
+    d, warnings = calibration_for_study(st.data, run_dir=tmp_path / "run", cache_dir=tmp_path / "c",
+                                        regime="document-dominated")
+    assert (d.regime, d.docs, warnings) == ("document-dominated", 50, ())
+    # without the regime (older callers) the first design with the run's seeds, as before
+    assert calibration_for_study(st.data, run_dir=tmp_path / "run")[0].regime == "seed-dominated"
+    # a regime the file lacks: not another regime's figures, but the quick simulation of this run
+    d, warnings = calibration_for_study(st.data, run_dir=tmp_path / "run", cache_dir=tmp_path / "c",
+                                        regime="mixed", n_experiments=7, n_resamples=20)
+    assert d.regime == "run" and "quick simulation" in warnings[-1]

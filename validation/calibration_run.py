@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, replace
 
 import numpy as np
+import polars as pl
 
 from common.contract import DEFAULT_RNG_SEED
 from validation import criteria as crit
@@ -30,6 +31,7 @@ from validation.calibration_results import (
     MethodFigures,
     StatusRate,
 )
+from validation.intervals import document_df
 from validation.prereg import INTERVAL_METHODS, Prereg
 from validation.results import Status
 from validation.simulate import SimParams, simulate_experiment
@@ -61,14 +63,16 @@ def run_experiment(params: SimParams, margin, n_seeds: int, prereg: Prereg,
     v = judge(study.data, prereg, rng=rng, n_resamples=n_resamples, fit=fit)
     M, J = len(methods), len(v.users)
     n_docs = tuple(n for _, n in v.bootstrap.n_docs) or None
+    doc_df = None if n_docs is None else _doc_df(study.data, [u.user for u in v.users])
     low, high, codes = np.empty((M, J)), np.empty((M, J)), np.empty((M, 3), dtype=np.int8)
     for k, m in enumerate(methods):
         if m == prereg.interval_method:
             ci, criteria = ([u.ci.low for u in v.users], [u.ci.high for u in v.users]), v.criteria
         else:
             ci = crit.margin_intervals(v.users, prereg, prereg.confidence, method=m, n_seeds=n_seeds,
-                                       n_docs=n_docs)
-            criteria = crit.read_criteria(v.users, prereg, method=m, n_seeds=n_seeds, n_docs=n_docs)
+                                       n_docs=n_docs, doc_df=doc_df)
+            criteria = crit.read_criteria(v.users, prereg, method=m, n_seeds=n_seeds, n_docs=n_docs,
+                                          doc_df=doc_df)
         codes[k] = [_STATUS_CODE[c.status] for c in criteria]
         low[k], high[k] = ci
     diag = np.full(3, np.nan)
@@ -78,6 +82,14 @@ def run_experiment(params: SimParams, margin, n_seeds: int, prereg: Prereg,
     share = v.bootstrap.regime.seed_share if v.bootstrap.regime is not None else np.nan
     return ExperimentRecord(study.truth.margins, np.array([u.margin for u in v.users]),
                             low, high, codes, diag, float(share))
+
+
+def _doc_df(data, users: list[str]) -> tuple[float, ...]:
+    """`validation.intervals.document_df` of each user's held-out documents (their token counts in
+    one seed and adapter: the same text in every cell)."""
+    docs = data.docs
+    one = docs.filter((pl.col("seed") == docs["seed"][0]) & (pl.col("adapter") == docs["adapter"][0]))
+    return tuple(document_df(one.filter(pl.col("eval") == u)["n_tokens"].to_numpy()) for u in users)
 
 
 def _experiment_rng(rng_seed: int, n_seeds: int, rung: int, index: int, variant: int = 0) -> np.random.Generator:

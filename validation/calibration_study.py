@@ -45,11 +45,15 @@ def calibration_for_study(data, prereg: Prereg | None = None, *, run_dir: str | 
                           n_experiments: int = QUICK_EXPERIMENTS, n_resamples: int = QUICK_RESAMPLES,
                           rng_seed: int = DEFAULT_RNG_SEED,
                           progress: Callable[[int, int], None] | None = None,
+                          regime: str | None = None,
                           ) -> tuple[DesignCalibration | None, tuple[str, ...]]:
     """The calibration of `data`'s own design (seeds, users, documents): (design, warnings).
 
     In order: `run_dir/calibration.json` when it holds a design with the run's number of seeds
-    and users and the pre-registered interval method; then a cache entry keyed by the design,
+    and users and the pre-registered interval method (with `regime`, the study's regime label
+    from `validation.intervals.study_regime`, only a design simulated from this run's own
+    parameters or in that regime, the one nearest the run's documents per user: a file of
+    regime designs never lends the study another regime's figures); then a cache entry keyed by the design,
     the parameters estimated from the run and the settings (`cache_root()/calibration/`, or
     `cache_dir`); else a quick calibration of that one design (`n_experiments` simulated
     experiments with `n_resamples` resamples, no mixed-model fits: 5-15 s for a 3-user design,
@@ -66,9 +70,9 @@ def calibration_for_study(data, prereg: Prereg | None = None, *, run_dir: str | 
     if run_dir is not None and (Path(run_dir) / "calibration.json").is_file():
         try:
             res = read_calibration(Path(run_dir) / "calibration.json")
-            for d in res.designs:
-                if d.seeds == S and d.n_users == J and d.method == prereg.interval_method:
-                    return d, ()
+            d = _run_file_design(res.designs, S, J, prereg.interval_method, regime, data)
+            if d is not None:
+                return d, ()
         except ValueError as e:
             warn = (f"{e}; ignored",)
         else:
@@ -110,6 +114,20 @@ def calibration_for_study(data, prereg: Prereg | None = None, *, run_dir: str | 
     except OSError:
         pass  # a read-only cache only costs the next run the same seconds
     return res.designs[0], warn + (quick_calibration_note(res.designs[0], n_resamples, params_from),)
+
+
+def _run_file_design(designs, S: int, J: int, method: str, regime: str | None, data) -> DesignCalibration | None:
+    """The design of a run's calibration.json that calibrates this study (see
+    `calibration_for_study`), or None."""
+    fits = [d for d in designs if d.seeds == S and d.n_users == J and d.method == method]
+    if regime is None:
+        return fits[0] if fits else None
+    fits = [d for d in fits if d.regime in ("run", "", regime)]
+    if not fits:
+        return None
+    docs = data.docs
+    n = (docs.select("eval", "doc_id").unique().height / J) if docs is not None else 0
+    return min(fits, key=lambda d: (d.regime not in ("run", ""), abs(d.docs - n)))
 
 
 def quick_calibration_note(design: DesignCalibration, n_resamples: int, params_from: str) -> str:

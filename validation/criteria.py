@@ -72,21 +72,24 @@ def catastrophic(users, point, low, high, eq_low, eq_high, delta: float) -> Crit
 
 
 def margin_intervals(users: tuple[UserResult, ...], prereg: Prereg, level: float, *, method: str,
-                     n_seeds: int, n_docs: tuple[int, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     n_seeds: int, n_docs: tuple[int, ...] | None = None,
+                     doc_df: tuple[float, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(low, high), each (J,): the users' margin intervals (the pre-registered comparator's) at
     `level`, read by `method` (`validation.intervals.bootstrap_interval`). `n_docs` per user,
-    None without per-document data."""
+    None without per-document data; `doc_df` per user (`validation.intervals.document_df`)."""
     worst = prereg.comparator == "worst_other"
     cis = [bootstrap_interval(u.draws_worst_other_margin if worst else u.draws_margin,
                               u.worst_other_margin if worst else u.margin, level, method=method,
                               n_seeds=n_seeds, n_docs=None if n_docs is None else n_docs[k],
+                              doc_df=None if doc_df is None else doc_df[k],
                               seed_values=u.seed_worst_other_margins if worst else u.seed_margins)
            for k, u in enumerate(users)]
     return np.array([c.low for c in cis]), np.array([c.high for c in cis])
 
 
 def read_criteria(users: tuple[UserResult, ...], prereg: Prereg, *, method: str, n_seeds: int,
-                  n_docs: tuple[int, ...] | None = None) -> tuple[CriterionResult, CriterionResult, CriterionResult]:
+                  n_docs: tuple[int, ...] | None = None, doc_df: tuple[float, ...] | None = None,
+                  ) -> tuple[CriterionResult, CriterionResult, CriterionResult]:
     """STRICT, LENIENT, CATASTROPHIC from the users' bootstrap draws, intervals read by `method`.
 
     The margin compared is the pre-registered comparator's (best-other, or worst-other). STRICT
@@ -99,7 +102,8 @@ def read_criteria(users: tuple[UserResult, ...], prereg: Prereg, *, method: str,
     point = np.array([u.worst_other_margin if worst else u.margin for u in users])  # (J,)
 
     def bounds(level: float) -> tuple[np.ndarray, np.ndarray]:
-        return margin_intervals(users, prereg, level, method=method, n_seeds=n_seeds, n_docs=n_docs)
+        return margin_intervals(users, prereg, level, method=method, n_seeds=n_seeds, n_docs=n_docs,
+                                doc_df=doc_df)
 
     low, high = bounds(prereg.confidence)
     len_level = prereg.lenient_level(len(names))

@@ -20,6 +20,19 @@ verdict (`validation.judge`), of the criteria (`validation.criteria`) and of the
   estimated from three seeds moves it far less than it moves the Satterthwaite df.
   `satterthwaite` and `cochran-cox` both use the bootstrap SD corrected for the (m - 1) / m
   shrinkage of a bootstrap over m units at each level (`VarianceShares.inflation`).
+- `share-blend`: point +- c x SD (corrected as above), c = w c_CC + (1 - w) c_S, the
+  `cochran-cox` and `satterthwaite` critical values blended by the estimated seed share w.
+  Satterthwaite's plug-in df is liberal when seeds dominate and are few (its df estimated from
+  3 seeds swings up whenever their spread is small by chance, just when the SD is small too:
+  0.921 coverage at 3 seeds, seed share 0.9, in the two-component normal model of
+  `validation.calibration_theory`), Cochran-Cox is conservative at intermediate shares (0.975
+  at 3 seeds, share 0.35); each is near-exact where the other errs, so the blend leans on
+  Satterthwaite where documents dominate and on Cochran-Cox where seeds do (0.941-0.960 over
+  every share at 3-12 seeds x 20-200 documents in that model, docs/calibration.md). Its
+  document level has the effective df of the column's document lengths (`document_df`): a
+  token-weighted mean over documents of unequal length is estimated on fewer df than n - 1. A
+  construction of this project from the two cited approximations, not a published method;
+  `validation.calibrate` measures it beside them.
 - `expanded-percentile`: the percentile interval read at a wider level so that its coverage
   in the normal case matches the t(nu) interval, nu as in `satterthwaite` (Hesterberg 2015,
   "What teachers should know about the bootstrap", section 4.3: the expanded percentile
@@ -39,7 +52,7 @@ from scipy import stats
 
 from validation.results import Interval, Regime
 
-METHODS = ("percentile", "student-t", "satterthwaite", "cochran-cox", "expanded-percentile")
+METHODS = ("percentile", "student-t", "satterthwaite", "cochran-cox", "expanded-percentile", "share-blend")
 _NEED_SEEDS = METHODS[1:]
 
 
@@ -75,14 +88,29 @@ class VarianceShares:
         return self.seed / total if total > 0 else math.nan
 
 
-def variance_shares(draws: np.ndarray, seed_values: np.ndarray | None, n_docs: int | None) -> VarianceShares:
+def document_df(tokens) -> float:
+    """Effective degrees of freedom of the document-level variance of a token-weighted mean over
+    documents of `tokens` tokens each: (sum t^2)^2 / sum t^4 - 1 (Satterthwaite 1946 applied to
+    the weighted sum of squares; Kish's effective-sample-size argument for the variance), n - 1
+    for documents of equal length, fewer the more their lengths vary. NaN entries are dropped."""
+    t = np.asarray(tokens, dtype=float)
+    t = t[np.isfinite(t) & (t > 0)]
+    if t.size < 2:
+        return 0.0
+    t = t / t.max()
+    return float((t ** 2).sum() ** 2 / (t ** 4).sum() - 1.0)
+
+
+def variance_shares(draws: np.ndarray, seed_values: np.ndarray | None, n_docs: int | None,
+                    doc_df: float | None = None) -> VarianceShares:
     """Estimate the seed and document variance components of a bootstrapped statistic.
 
     `draws` (B,) from the hierarchical bootstrap (seeds, then documents); `seed_values` (S,) the
     statistic computed within each seed; `n_docs` the held-out documents of the column (None or
     0 without per-document data: all the variance is then the seeds'). The hierarchical
     bootstrap's seed level holds (S - 1) / S of the seed part; what it holds beyond that is
-    the documents'. Non-finite values are dropped.
+    the documents'. The document part has n - 1 df, or `doc_df` (`document_df`, kept within
+    [1, n - 1]) when given. Non-finite values are dropped.
     """
     draws = np.asarray(draws, dtype=float)
     draws = draws[np.isfinite(draws)]
@@ -94,11 +122,11 @@ def variance_shares(draws: np.ndarray, seed_values: np.ndarray | None, n_docs: i
     v_doc = max(0.0, v_boot - (S - 1) / S * v_seed) * n / (n - 1) if (n >= 2 and S >= 1) else 0.0
     if S < 2 and n < 2:
         return VarianceShares(v_seed, v_doc, math.inf, v_boot)
-    terms = [(v_seed, S - 1), (v_doc, n - 1)]
+    terms = [(v_seed, S - 1), (v_doc, n - 1 if doc_df is None or n < 2 else min(n - 1.0, max(1.0, doc_df)))]
     den = sum(v * v / df for v, df in terms if df >= 1 and v > 0)
     total = sum(v for v, df in terms if df >= 1)
     if den <= 0:  # no variance anywhere: the df of the level that exists
-        return VarianceShares(v_seed, v_doc, float(S - 1 if S >= 2 else n - 1), v_boot)
+        return VarianceShares(v_seed, v_doc, float(S - 1 if S >= 2 else terms[1][1]), v_boot)
     return VarianceShares(v_seed, v_doc, total * total / den, v_boot)
 
 
@@ -118,6 +146,31 @@ def study_regime(shares: list[VarianceShares]) -> Regime:
     vals = [s.seed_share for s in shares if math.isfinite(s.seed_share)]
     share = float(np.mean(vals)) if vals else math.nan
     return Regime(share, regime_label(share))
+
+
+CRITICAL_VALUE_METHODS = ("satterthwaite", "cochran-cox", "share-blend")
+
+
+def critical_value(method: str, w, df, n_seeds: int, n_docs: int | None, alpha: float,
+                   doc_df: float | None = None):
+    """The critical value of a t-type method from the seed share `w` and the Satterthwaite df
+    `df` (scalars or arrays of one shape; `VarianceShares`): `satterthwaite` t(df);
+    `cochran-cox` w t(S - 1) + (1 - w) t(n - 1), a level without two units (one seed, no
+    documents) dropping out (Cochran & Cox 1950), t(`doc_df`) for the documents when given;
+    `share-blend` w c_CC + (1 - w) t(df). Pure,
+    vectorized: `validation.calibration_theory` evaluates it on simulated variance estimates."""
+    if method not in CRITICAL_VALUE_METHODS:
+        raise ValueError(f"`method` must be one of {CRITICAL_VALUE_METHODS}; got {method!r}.")
+    q = 1 - alpha / 2
+    w = np.asarray(w, dtype=float)
+    satt = stats.t.ppf(q, df)
+    if method == "satterthwaite":
+        return satt
+    doc = (n_docs or 0) - 1 if doc_df is None or (n_docs or 0) < 2 else min(n_docs - 1.0, max(1.0, doc_df))
+    cc = sum(np.where(share > 0, share, 0.0) * stats.t.ppf(q, k)
+             for share, k in ((w, n_seeds - 1), (1.0 - w, doc)) if k >= 1)
+    cc = np.zeros_like(w) + cc
+    return cc if method == "cochran-cox" else w * cc + (1.0 - w) * satt
 
 
 def _bootstrap_interval_iv(draws: np.ndarray, level: float, method: str, n_seeds) -> np.ndarray:
@@ -142,6 +195,7 @@ def bootstrap_interval(
     n_seeds: int | None = None,
     seed_values: np.ndarray | None = None,
     n_docs: int | None = None,
+    doc_df: float | None = None,
 ) -> Interval:
     """Two-sided interval at `level` from bootstrap draws of shape (n_resamples,).
 
@@ -149,8 +203,10 @@ def bootstrap_interval(
     interval is degenerate at it. NaN draws (a resample where a statistic is undefined, e.g. every
     drawn seed lacks a cell) are dropped. `n_seeds` is needed by every method but `percentile`;
     `seed_values` (the statistic within each seed) and `n_docs` (held-out documents of the
-    column) by `satterthwaite` and `expanded-percentile` (module doc). `student-t` with one seed
-    falls back to the percentile interval.
+    column) by `satterthwaite` and `expanded-percentile` (module doc); `doc_df` (`document_df`
+    of the column's document lengths) by `share-blend` only, which reads the document level on
+    that many df (n - 1 when None). `student-t` with one seed falls back to the percentile
+    interval.
     """
     draws = _bootstrap_interval_iv(draws, level, method, n_seeds)
     draws = draws[np.isfinite(draws)]
@@ -165,12 +221,12 @@ def bootstrap_interval(
     else:
         if seed_values is None:
             raise ValueError(f"method {method!r} needs `seed_values` (the statistic within each seed).")
-        shares = variance_shares(draws, seed_values, n_docs)
+        doc_df = doc_df if method == "share-blend" else None   # the earlier methods as they were
+        shares = variance_shares(draws, seed_values, n_docs, doc_df)
         df, inflate = shares.df, shares.inflation
-        if method == "cochran-cox":
+        if method in ("cochran-cox", "share-blend"):
             w = shares.seed_share if math.isfinite(shares.seed_share) else (1.0 if n_seeds >= 2 else 0.0)
-            crit = sum(share * stats.t.ppf(1 - alpha / 2, k - 1)
-                       for share, k in ((w, n_seeds), (1.0 - w, n_docs or 0)) if share > 0 and k >= 2)
+            crit = float(critical_value(method, w, df, n_seeds, n_docs, alpha, doc_df))
             half = crit * float(np.std(draws, ddof=1)) * inflate
             return Interval(float(point - half), float(point + half))
     if method == "expanded-percentile":

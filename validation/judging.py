@@ -13,7 +13,7 @@ from validation import metrics
 from validation.arrays import StudyArrays, build_arrays
 from validation.bootstrap import bootstrap_mode, resample_logppl
 from validation.decomposition import decompose
-from validation.intervals import bootstrap_interval, study_regime, variance_shares
+from validation.intervals import bootstrap_interval, document_df, study_regime, variance_shares
 from validation.model import fit_model
 from validation.prereg import Prereg
 from validation.results import (
@@ -84,7 +84,7 @@ def judge(
         warnings.append("comparator is worst_other (anti-conservative): the criteria compare each "
                         "user with the WEAKEST other adapter")
     criteria = crit.read_criteria(users, prereg, method=method, n_seeds=len(arrays.seeds),
-                                  n_docs=_n_docs(arrays))
+                                  n_docs=_n_docs(arrays), doc_df=_doc_df(arrays))
     model = None
     if fit:
         model = fit_model(arrays, prereg.confidence)
@@ -93,10 +93,10 @@ def judge(
         warnings.append("no `pooled` control: personalization and regularization gains not computed")
     if BASE not in arrays.adapters:
         warnings.append("no `base` control: regularization and total gains not computed")
-    n_seeds, n_docs = len(arrays.seeds), _n_docs(arrays)
+    n_seeds, n_docs, doc_df = len(arrays.seeds), _n_docs(arrays), _doc_df(arrays)
     decomposition = decompose(arrays, point, draws, lambda dr, pt, sv, j: bootstrap_interval(
         dr, pt, prereg.confidence, method=method, n_seeds=n_seeds, seed_values=sv,
-        n_docs=None if n_docs is None else n_docs[j]))
+        n_docs=None if n_docs is None else n_docs[j], doc_df=None if doc_df is None else doc_df[j]))
     if not decomposition:
         warnings.append("no leave-one-out controls (`loo:<user>`): pooled's gain cannot be split into what a "
                         "new user gets and what comes from having seen the user; personalization is measured "
@@ -114,6 +114,16 @@ def judge(
     return Verdict(users, criteria, model, info, gate, prereg_status, tuple(warnings),
                    prereg.comparator, arrays.seeds, prereg, _matrix(arrays, point),
                    decomposition=decomposition)
+
+
+def _doc_df(arrays: StudyArrays) -> tuple[float, ...] | None:
+    """Effective df of each column's document level (`validation.intervals.document_df` of its
+    documents' token counts); None without per-document data."""
+    if arrays.doc_tok is None:
+        return None
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("ignore", RuntimeWarning)
+        return tuple(document_df(np.nanmean(t.reshape(t.shape[0], -1), axis=1)) for t in arrays.doc_tok)
 
 
 def _n_docs(arrays: StudyArrays) -> tuple[int, ...] | None:
@@ -156,12 +166,13 @@ def _user_results(arrays: StudyArrays, point: np.ndarray, draws: np.ndarray, pre
     seed_best = metrics.best_other_index(np.where(np.isnan(arrays.logppl), np.inf, arrays.logppl))
     n_seeds = len(arrays.seeds)
 
-    n_docs = _n_docs(arrays)
+    n_docs, doc_df = _n_docs(arrays), _doc_df(arrays)
 
     def iv(key: str, j: int, level: float) -> Interval:
         return bootstrap_interval(d[key][:, j], p[key][j], level, method=method, n_seeds=n_seeds,
                                   seed_values=per_seed[key][:, j],
-                                  n_docs=None if n_docs is None else n_docs[j])
+                                  n_docs=None if n_docs is None else n_docs[j],
+                                  doc_df=None if doc_df is None else doc_df[j])
 
     out = []
     for j, user in enumerate(arrays.users):

@@ -19,7 +19,8 @@ from validation.results import PreregStatus, Status
 PREREG_FILENAME = "prereg.toml"
 COMPARATORS = ("best_other", "worst_other")
 # the methods of validation/intervals.py
-INTERVAL_METHODS = ("percentile", "student-t", "satterthwaite", "cochran-cox", "expanded-percentile")
+INTERVAL_METHODS = ("percentile", "student-t", "satterthwaite", "cochran-cox", "expanded-percentile",
+                    "share-blend")
 LENIENT_ADJUSTMENTS = ("bonferroni", "none")
 
 
@@ -40,7 +41,7 @@ class Prereg:
     equivalence_level: float = 0.90
     confidence: float = 0.95
     n_resamples: int = 10_000
-    interval_method: str = "cochran-cox"
+    interval_method: str = "share-blend"
     rng_seed: int = DEFAULT_RNG_SEED
     gate_strict: tuple[str, ...] = ("PASS", "FAIL", "INCONCLUSIVE")
     gate_lenient: tuple[str, ...] = ("PASS",)

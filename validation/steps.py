@@ -36,7 +36,7 @@ from validation import metrics
 from validation.arrays import StudyArrays, build_arrays
 from validation.bootstrap import apply_draws, bootstrap_mode, draw_weights
 from validation.data import InputError
-from validation.intervals import bootstrap_interval
+from validation.intervals import bootstrap_interval, document_df
 from validation.model import StepsModelFit, fit_steps_model
 from validation.prereg import Prereg
 from validation.result_types import Interval, _num
@@ -268,13 +268,16 @@ def analyze_steps(cells: pl.DataFrame, docs: pl.DataFrame | None, prereg: Prereg
     D = count_statistics(draws, a0.pooled, a0.base)                          # (K, B, J)
     Sd = count_statistics(per_seed, a0.pooled, a0.base)                      # (K, S, J)
     n_docs = None if a0.doc_nll is None else [int(x.shape[0]) for x in a0.doc_nll]
+    doc_df = None if a0.doc_tok is None else [document_df(np.nanmean(t.reshape(t.shape[0], -1), axis=1))
+                                              for t in a0.doc_tok]
     S = len(a0.seeds)
 
     def iv(draws_: np.ndarray, pt: float, seed_values: np.ndarray, j: int) -> Interval | None:
         if mode is BootstrapMode.NONE:
             return None
         return bootstrap_interval(draws_, pt, level, method=method, n_seeds=S, seed_values=seed_values,
-                                  n_docs=None if n_docs is None else n_docs[j])
+                                  n_docs=None if n_docs is None else n_docs[j],
+                                  doc_df=None if doc_df is None else doc_df[j])
 
     slope_p = log2_slope(P["margin"], steps)                                 # (J,)
     slope_d = log2_slope(np.moveaxis(D["margin"], 0, 1), steps) if B and mode is not BootstrapMode.NONE \

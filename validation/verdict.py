@@ -70,14 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _calibration(args, data, prereg, run_dir: Path | None):
-    """The calibration of this design, or None; warnings to add to the verdict."""
+def _calibration(args, data, prereg, run_dir: Path | None, regime: str | None = None):
+    """The calibration of this design (in the study's `regime`), or None; warnings to add to the verdict."""
     if args.no_calibration:
         return None, ("calibration skipped (--no-calibration): how far the intervals can be "
                       "trusted for this design was not measured",)
     from validation.calibrate import calibration_for_study
     try:
-        return calibration_for_study(data, prereg, run_dir=run_dir, progress=_Progress())
+        return calibration_for_study(data, prereg, run_dir=run_dir, progress=_Progress(), regime=regime)
     except Exception as e:  # an optional extra must never cost a finished verdict
         return None, (f"calibration failed ({type(e).__name__}: {e}); the verdict does not depend on it",)
 
@@ -187,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
             warnings.simplefilter("always")                # the terminal: verdict.json keeps them
             verdict = judge(data, prereg, rng=np.random.default_rng(rng_seed),
                             n_resamples=args.n_resamples, prereg_status=status)
-            calibration, cal_warnings = _calibration(args, data, prereg, run_dir)
+            calibration, cal_warnings = _calibration(args, data, prereg, run_dir, regime=(
+                verdict.bootstrap.regime.label if verdict.bootstrap.regime is not None else None))
             verdict = _with_similarity(verdict, data, run_dir)
             # LEAD (issue 13): pass every count's tables (steps-run: study.cells, study.docs, primary=primary)
             verdict = _with_steps(verdict, data.cells, data.docs, prereg, rng_seed, primary=None,
