@@ -87,9 +87,15 @@ def ray_available() -> bool:
     return importlib.util.find_spec("ray") is not None
 
 
+# HTTP/2 client connection preface and an empty SETTINGS frame: a gRPC server (Ray's GCS, the
+# Ray Client server) answers with its own SETTINGS frame (frame type 0x4 in byte 3).
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
 def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
-    """A `host:port` (or `ray://host:port`) address must accept a TCP connection within `timeout_s`;
-    `auto` (a cluster started on this machine with `ray start --head`) is left to Ray."""
+    """A `host:port` (or `ray://host:port`) address must answer as a gRPC server within `timeout_s`:
+    `ray.init` itself waits minutes on a port that accepts but does not answer. `auto` (a cluster
+    started on this machine with `ray start --head`) is left to Ray."""
     if address == "auto":
         return
     hostport = address.removeprefix("ray://")
@@ -97,13 +103,19 @@ def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
     if not sep or not host or not port.isdigit():
         raise ExecutorError(f"`--ray-address {address}`: write HOST:PORT (the head node's GCS port, e.g. "
                             "10.0.0.5:6379), ray://HOST:PORT (Ray Client) or auto")
+    hint = ("start one with `ray start --head` on that machine, fix the address, or leave `--ray-address` out "
+            "to start a local Ray instance")
     try:
-        with socket.create_connection((host, int(port)), timeout=timeout_s):
-            pass
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s) as sock:
+            sock.sendall(_H2_PREFACE)
+            answer = sock.recv(9)
     except OSError as exc:
+        why = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
         raise ExecutorError(f"`--ray-address {address}`: no Ray cluster answers there within {timeout_s:.0f} s "
-                            f"({exc.strerror or exc}); start one with `ray start --head` on that machine, fix "
-                            "the address, or leave `--ray-address` out to start a local Ray instance") from None
+                            f"({why}); {hint}") from None
+    if len(answer) < 4 or answer[3] != 4:
+        raise ExecutorError(f"`--ray-address {address}`: something listens there, but not a Ray cluster (no "
+                            f"gRPC answer); {hint}")
 
 
 def _run_unit(threads: int | None, fn: Callable, *args: Any) -> Any:
@@ -141,10 +153,12 @@ class RayExecutor:
                     ray.init(num_cpus=num_cpus or os.cpu_count() or 1, **kwargs)
                 else:
                     ray.init(address=address, **kwargs)
-            except (ConnectionError, RuntimeError, ValueError) as exc:
-                where = f"`--ray-address {address}`" if address else "`--executor ray` (a local Ray instance)"
-                raise ExecutorError(f"{where}: Ray could not connect ({exc}); check that the cluster runs "
-                                    "(`ray status`) and the address") from None
+            except Exception as exc:  # ray.init raises bare Exception too (a node that timed out starting)
+                if address:
+                    raise ExecutorError(f"`--ray-address {address}`: Ray could not connect ({exc}); check that "
+                                        "the cluster runs (`ray status` on its head node) and the address") from None
+                raise ExecutorError(f"`--executor ray`: the local Ray instance did not start ({exc}); retry when "
+                                    "the machine is less loaded, or use `--executor local`") from None
         self.gpu, self.cpus_per_task, self.max_retries = gpu, cpus_per_task, max_retries
         self._remote = ray.remote(_run_unit)
         if gpu:

@@ -106,10 +106,17 @@ def closed_port() -> int:
         return sock.getsockname()[1]  # closed again when the block ends: nothing listens there
 
 
-def test_unreachable_or_malformed_address_is_refused_naming_it():
+def test_unreachable_silent_or_malformed_address_is_refused_naming_it():
     port = closed_port()
     with pytest.raises(ExecutorError, match=f"`--ray-address 127.0.0.1:{port}`: no Ray cluster answers"):
         check_reachable(f"127.0.0.1:{port}", timeout_s=1)
+    with socket.socket() as silent:  # accepts connections, never answers: ray.init would wait minutes
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        with pytest.raises(ExecutorError, match=f"`--ray-address {address}`: no Ray cluster answers there within "
+                                                "1 s \\(no answer\\)"):
+            check_reachable(address, timeout_s=1)
     with pytest.raises(ExecutorError, match="`--ray-address headnode`: write HOST:PORT"):
         check_reachable("headnode")
 
@@ -120,7 +127,12 @@ def test_unreachable_or_malformed_address_is_refused_naming_it():
 def ray_two_workers():
     """A local Ray instance with 2 CPUs: two workers run one-CPU tasks side by side."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    kwargs = {"num_cpus": 2, "include_dashboard": False, "log_to_driver": False, "logging_level": "WARNING"}
+    try:
+        ray.init(**kwargs)
+    except Exception:  # Ray waits 30 s for its raylet; on an overloaded machine once more
+        ray.shutdown()
+        ray.init(**kwargs)
     yield ray
     ray.shutdown()
 
@@ -131,6 +143,10 @@ def test_unreachable_address_exits_2_naming_the_address(tmp_path, capsys):
     code, err = run_cli(base_argv(tmp_path) + ["--executor", "ray", "--ray-address", f"127.0.0.1:{port}"], capsys)
     assert code == 2 and f"`--ray-address 127.0.0.1:{port}`: no Ray cluster answers there" in err
     assert not list((tmp_path / "runs").glob("synthetic-*"))  # refused before a run directory exists
+
+
+def test_a_running_clusters_address_passes_the_check(ray_two_workers):
+    check_reachable(ray_two_workers.get_runtime_context().gcs_address, timeout_s=5)
 
 
 class KillFirstTraining(RayExecutor):
