@@ -156,7 +156,10 @@ class RayExecutor:
             except Exception as exc:  # ray.init raises bare Exception too (a node that timed out starting)
                 if address:
                     raise ExecutorError(f"`--ray-address {address}`: Ray could not connect ({exc}); check that "
-                                        "the cluster runs (`ray status` on its head node) and the address") from None
+                                        "the cluster runs (`ray status` on its head node) and the address; a "
+                                        "cluster with token authentication (as `ray start` sets up in Ray "
+                                        "2.60) also needs `RAY_AUTH_MODE=token` and its token here "
+                                        "(docs/ray.md)") from None
                 raise ExecutorError(f"`--executor ray`: the local Ray instance did not start ({exc}); retry when "
                                     "the machine is less loaded, or use `--executor local`") from None
         self.gpu, self.cpus_per_task, self.max_retries = gpu, cpus_per_task, max_retries
