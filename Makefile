@@ -12,8 +12,8 @@
 #                              wheel index, asked for torch alone); TORCH_INDEX_URL= (empty) uses
 #                              pip's own configuration only
 #   EXTRAS=hf                  package extras for `make run` (none by default: the core install
-#                              stays light); `make test` installs test,hf (the tests exercise
-#                              transformers and PEFT objects for real)
+#                              stays light); `make test` installs test,hf,ray (the tests exercise
+#                              transformers, PEFT and Ray objects for real)
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
@@ -52,6 +52,6 @@ lint: setup
 
 # pytest exits 5 when it collects no test: that must fail, and it does, since make stops on
 # any non-zero exit code.
-test: EXTRAS = test,hf
+test: EXTRAS = test,hf,ray
 test: setup lint
 	$(PY) -m pytest

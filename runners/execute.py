@@ -12,6 +12,7 @@ resumes where it stopped when run again.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -32,10 +33,11 @@ from runners import rundir
 from runners.base_model import BaseModel, load_or_pretrain
 from runners.data import encode, eval_windows, training_stream
 from runners.evaluate import check_windows, doc_nll, mean_check_nll
+from runners.executors import LocalExecutor, chunks
 from runners.model import GPT
 from runners.provenance import build_manifest
 from runners.settings import GridSettings, run_config
-from runners.train import TrainConfig, TrainedAdapters, data_order, train_adapters
+from runners.train import TrainConfig, data_order, train_adapters
 
 log = logging.getLogger("runners.grid")
 
@@ -95,45 +97,121 @@ def adapter_status(diverged: bool, own_nll: float, base_nll: float) -> str:
     return rundir.WORSE_THAN_BASE if own_nll > base_nll else rundir.OK
 
 
+# -- the grid's units: what an executor (runners.executors) runs, in this process or as Ray tasks --
+
+@dataclass(frozen=True)
+class TrainUnit:
+    """One seed's training: every adapter of the seed in one batched loop (its seed fixes everything)."""
+
+    seed: int
+    train: TrainConfig
+    device: str
+
+
+@dataclass(frozen=True)
+class Trained:
+    """What a training unit returns: tensors and numbers, no model and no file."""
+
+    states: list[dict[str, torch.Tensor]]  # per adapter, in `Prepared.names` order (CPU tensors)
+    losses: np.ndarray  # (steps, A) training loss per step per adapter
+    diverged: tuple[bool, ...]  # (A,)
+    statuses: tuple[str, ...]  # (A,) health status: ok / worse_than_base / diverged
+    train_s: float
+
+
+@dataclass(frozen=True)
+class EvalUnit:
+    """A chunk of one seed's evaluation: adapters `rows` (bank positions) on every user's held-out text."""
+
+    seed: int
+    rows: tuple[int, ...]
+    device: str
+
+
+@dataclass(frozen=True)
+class Scored:
+    docs: pl.DataFrame  # docs.parquet rows of the chunk's adapters, without the seed column
+    eval_s: float
+
+
+def train_unit(unit: TrainUnit, base: GPT, prep: Prepared) -> Trained:
+    """Train every adapter of `unit.seed` in one batched loop and health-check each one."""
+    torch.manual_seed(unit.seed)
+    T = base.config.block_size
+    orders = [data_order(unit.seed, k, len(st), T, unit.train) for k, st in enumerate(prep.streams)]
+    log.info("seed %d: training %d adapters together (%d steps) ...", unit.seed, len(prep.names), unit.train.steps)
+    t0 = time.perf_counter()
+    with tqdm(total=unit.train.steps, desc=f"seed {unit.seed} train", file=sys.stderr,
+              disable=not sys.stderr.isatty()) as bar:
+        trained = train_adapters(base, prep.streams, orders, unit.train, unit.device, progress=bar)
+    t_train = time.perf_counter() - t0
+    model = trained.model  # frozen base + the bank just trained
+    statuses = tuple(adapter_status(trained.diverged[k], mean_check_nll(model, prep.checks[k], k + 1, unit.device),
+                                    prep.base_check[k]) for k in range(len(prep.names)))
+    states = [{k: v.detach().cpu() for k, v in st.items()} for st in trained.states]
+    return Trained(states, trained.losses, trained.diverged, statuses, t_train)
+
+
+def eval_unit(unit: EvalUnit, base: GPT, prep: Prepared, trained: Trained) -> Scored:
+    """Score adapters `unit.rows` on every user's held-out documents.
+
+    The adapters are loaded into a fresh copy of the base, a bank of just these rows: a row's
+    forward pass gathers its own gains and never sees another row's, and every adapter is scored on
+    the same windows in the same batches, so any chunking gives the NLLs of one bank bit for bit
+    (tests/test_runner_ray.py checks it)."""
+    t0 = time.perf_counter()
+    model = copy.deepcopy(base)
+    model.attach_adapters(len(unit.rows))
+    model.load_adapter_bank([trained.states[k] for k in unit.rows])
+    model.to(unit.device)
+    frames = [_doc_frame(prep.names[k], j, w, doc_nll(model, w, i + 1, unit.device), trained.statuses[k])
+              for i, k in enumerate(unit.rows) for j, w in prep.windows.items()]
+    return Scored(pl.concat(frames), time.perf_counter() - t0)
+
+
 @dataclass(frozen=True)
 class SeedResult:
-    trained: TrainedAdapters
+    trained: Trained
     statuses: tuple[str, ...]  # per adapter, in `Prepared.names` order
     docs: pl.DataFrame  # docs.parquet rows of this seed (base rows included)
     train_s: float
     eval_s: float
 
 
-def train_and_score(seed: int, base: GPT, prep: Prepared, train: TrainConfig, device: str) -> SeedResult:
+def submit_seed(executor, seed: int, prep: Prepared, shared: tuple, train: TrainConfig, device: str) -> tuple:
+    """Submit one seed's units: its training, then its evaluation in `executor.parallelism` chunks of
+    adapter rows, each chunk fed the training's result. `shared`: (base model, `prep`) as handles
+    from `executor.put`, so they are shipped once, not once per unit."""
+    trained = executor.submit(train_unit, TrainUnit(seed, train, device), *shared)
+    return trained, [executor.submit(eval_unit, EvalUnit(seed, rows, device), *shared, trained)
+                     for rows in chunks(len(prep.names), executor.parallelism)]
+
+
+def collect_seed(executor, seed: int, prep: Prepared, job: tuple) -> SeedResult:
+    """Wait for a seed's units and assemble its docs.parquet rows (base rows first, then adapter order)."""
+    trained_h, scored_h = job
+    trained, *scored = executor.get([trained_h, *scored_h])
+    docs = pl.concat([prep.base_docs, *(sc.docs for sc in scored)]).with_columns(pl.lit(seed, pl.Int64).alias("seed"))
+    return SeedResult(trained, trained.statuses, rundir.with_rates(docs).select(list(rundir.DOC_SCHEMA)),
+                      trained.train_s, sum(sc.eval_s for sc in scored))
+
+
+def train_and_score(seed: int, base: GPT, prep: Prepared, train: TrainConfig, device: str,
+                    executor=None) -> SeedResult:
     """Train every adapter of one seed in one batched loop, then score all of them on every user."""
-    torch.manual_seed(seed)
-    T = base.config.block_size
-    orders = [data_order(seed, k, len(st), T, train) for k, st in enumerate(prep.streams)]
-    log.info("seed %d: training %d adapters together (%d steps) ...", seed, len(prep.names), train.steps)
-    t0 = time.perf_counter()
-    with tqdm(total=train.steps, desc=f"seed {seed} train", file=sys.stderr, disable=not sys.stderr.isatty()) as bar:
-        trained = train_adapters(base, prep.streams, orders, train, device, progress=bar)
-    t_train = time.perf_counter() - t0
-    model = trained.model  # frozen base + the bank just trained
-    statuses = tuple(adapter_status(trained.diverged[k], mean_check_nll(model, prep.checks[k], k + 1, device),
-                                    prep.base_check[k]) for k in range(len(prep.names)))
-    log.info("seed %d: trained in %.1f s; scoring %d adapters on %d users' held-out text ...", seed, t_train,
-             len(prep.names), len(prep.windows))
-    frames = [prep.base_docs]
-    for k, name in enumerate(prep.names):
-        for j, w in prep.windows.items():
-            frames.append(_doc_frame(name, j, w, doc_nll(model, w, k + 1, device), statuses[k]))
-    docs = rundir.with_rates(pl.concat(frames).with_columns(pl.lit(seed, pl.Int64).alias("seed")))
-    return SeedResult(trained, statuses, docs.select(list(rundir.DOC_SCHEMA)), t_train,
-                      time.perf_counter() - t0 - t_train)
+    executor = executor or LocalExecutor()
+    shared = (executor.put(base), executor.put(prep))
+    return collect_seed(executor, seed, prep, submit_seed(executor, seed, prep, shared, train, device))
 
 
-def run_seed(seed: int, base: BaseModel, prep: Prepared, s: GridSettings, run_dir: Path, hf=None) -> dict:
-    """Train and evaluate one seed; write its files (done.json last). Returns its timings.
+def run_seed(seed: int, base: BaseModel, prep: Prepared, s: GridSettings, run_dir: Path, hf=None,
+             result: SeedResult | None = None) -> dict:
+    """Train and evaluate one seed (or take its `result` from an executor); write its files (done.json
+    last), here in the driver only. Returns its timings.
 
     `hf`: the `--model` checkpoint (runners.hf.load.HFCheckpoint); its adapters are also written as
     PEFT LN_TUNING directories under `peft/seed-<seed>/`."""
-    r = train_and_score(seed, base.model, prep, s.train, s.device)
+    r = result or train_and_score(seed, base.model, prep, s.train, s.device)
     model_meta = s.model.to_dict() if hf is None else hf_backend().adapter_meta(hf)
     for k, name in enumerate(prep.names):
         _save_adapter(adapter_path(run_dir, seed, name), r.trained.states[k],
@@ -179,10 +257,12 @@ def hf_backend():
     return backend
 
 
-def run_grid(fs: FixtureSet, s: GridSettings, *, on_seed_done=None, hf=None) -> Path:
+def run_grid(fs: FixtureSet, s: GridSettings, *, on_seed_done=None, hf=None, executor=None) -> Path:
     """Run (or resume) the grid for fixture set `fs`; returns the run directory.
 
-    `hf`: the loaded `--model` checkpoint (runners.hf.backend.open_checkpoint), the base model then."""
+    `hf`: the loaded `--model` checkpoint (runners.hf.backend.open_checkpoint), the base model then.
+    `executor`: where the units run (runners.executors; default: this process). It is not part of
+    the run's configuration: the results do not depend on it, and a run resumes with either."""
     t_start = time.perf_counter()
     torch.set_num_threads(os.cpu_count() or 1)
     config = run_config(s, fs, None if hf is None else hf_backend().run_config_part(hf))
@@ -203,24 +283,34 @@ def run_grid(fs: FixtureSet, s: GridSettings, *, on_seed_done=None, hf=None) -> 
                         "split pooled's gain into what a new user gets and what comes from having seen the user")
         prep = prepare(base.model, fs, s.device, None if hf is None else hf.encoder, loo=s.loo)
         t_base_eval = time.perf_counter() - t0
-        timings, resumed = [], []
+        timings, resumed, kept = [], [], {}
         for seed in s.seeds:
             done = run_dir / "seeds" / f"seed-{seed}" / "done.json"
             if done.exists():
-                kept, problem = rundir.seed_problem(run_dir, done)
+                record, problem = rundir.seed_problem(run_dir, done)
                 if problem:  # verified against the hashes recorded when the seed was written
                     log.warning("seed %d: %s: redone", seed, problem)
-                elif kept.get("base_model_sha256") == base.sha256:
-                    resumed.append(seed)
-                    timings.append(kept)
+                elif record.get("base_model_sha256") == base.sha256:
+                    kept[seed] = record
                     log.info("seed %d: already done, kept", seed)
-                    continue
                 else:
                     # the base model was rebuilt since (cache evicted, corrupt, other device): a
                     # kept seed would mix two base models in one run
                     log.warning("seed %d: done with base model %s, now %s: redone", seed,
-                                str(kept.get("base_model_sha256"))[:12], base.sha256[:12])
-            timings.append(run_seed(seed, base, prep, s, run_dir, hf))
+                                str(record.get("base_model_sha256"))[:12], base.sha256[:12])
+        # every seed still to do is submitted at once (a Ray executor runs them side by side; the
+        # local one runs each when collected); the driver writes the seeds in order as they finish
+        executor = executor or LocalExecutor()
+        shared = (executor.put(base.model), executor.put(prep))
+        jobs = {seed: submit_seed(executor, seed, prep, shared, s.train, s.device)
+                for seed in s.seeds if seed not in kept}
+        for seed in s.seeds:
+            if seed in kept:
+                resumed.append(seed)
+                timings.append(kept[seed])
+                continue
+            result = collect_seed(executor, seed, prep, jobs.pop(seed))
+            timings.append(run_seed(seed, base, prep, s, run_dir, hf, result))
             if on_seed_done is not None:
                 on_seed_done(seed)
         docs = pl.concat([rundir.read_seed_table(run_dir / "seeds" / f"seed-{k}" / "docs.parquet") for k in s.seeds])

@@ -18,6 +18,7 @@ from common.contract import CONTROLS, OK
 from fixtures.corpus import FixtureError
 from runners import rundir
 from runners.execute import run_grid
+from runners.executors import ExecutorError, make_executor
 from runners.model import PRESETS
 from runners.settings import (
     UsageError,
@@ -61,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-loo", action="store_true",
                    help="do not train the leave-one-out controls loo:<user> (one per user, each on every other "
                         "user's text); the verdict then cannot split pooled's gain (docs/methods.md)")
+    p.add_argument("--executor", default="local",
+                   help="where the units run: local (this process, default) or ray (Ray tasks; needs the ray "
+                        "extra; docs/ray.md). A run resumes with either; the results are the same")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="with --executor ray: a running cluster's HOST:PORT, ray://HOST:PORT or auto "
+                        "(default: start a local Ray instance on this machine's CPUs)")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     return p
 
@@ -123,8 +130,12 @@ def main(argv: list[str] | None = None) -> int:
         if settings.prereg_settings is not None:
             check_users_usage(settings.prereg_settings, len(fs.users))
         check_limits(settings, fs)
-        run_dir = run_grid(fs, settings, hf=hf)
-    except (UsageError, FixtureError, rundir.RunLocked, rundir.RunDirError) as exc:
+        executor = make_executor(settings.executor, settings.ray_address, device=settings.device)
+        try:
+            run_dir = run_grid(fs, settings, hf=hf, executor=executor)
+        finally:
+            executor.close()
+    except (UsageError, FixtureError, ExecutorError, rundir.RunLocked, rundir.RunDirError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a full disk, a file removed under us: no traceback, finished seeds are kept

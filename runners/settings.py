@@ -54,6 +54,9 @@ class GridSettings:
     dtype: str = "float32"  # --dtype of the --model checkpoint
     context: int | None = None  # --context of the --model checkpoint (None: its default, runners.hf.load)
     loo: bool = True  # train the leave-one-out controls `loo:<user>` (off: `--no-loo`)
+    # where the units run (runners.executors); not in `run_config`: it does not change the results
+    executor: str = "local"  # --executor: local or ray
+    ray_address: str | None = None  # --ray-address: a running Ray cluster (None: start a local instance)
 
 
 # -- flags ---------------------------------------------------------------------------------------
@@ -114,9 +117,26 @@ def _hf_flags(args: argparse.Namespace) -> dict:
     return {"hf_model": Path(model).expanduser(), "dtype": args.dtype or "float32", "context": args.context}
 
 
+def _executor_flags(args: argparse.Namespace) -> dict:
+    """--executor / --ray-address (whether the address answers is checked when the executor starts)."""
+    from runners.executors import EXECUTORS, RAY_INSTALL, ray_available
+
+    name, address = getattr(args, "executor", "local"), getattr(args, "ray_address", None)
+    if name not in EXECUTORS:
+        raise UsageError(f"`--executor {name}`: unknown executor; use one of {', '.join(EXECUTORS)}")
+    if address is not None and name != "ray":
+        raise UsageError(f"`--ray-address {address}`: applies to `--executor ray` only; add `--executor ray` "
+                         "or drop `--ray-address`")
+    if name == "ray" and not ray_available():
+        raise UsageError(f"`--executor ray`: Ray is not installed; install the extra with `{RAY_INSTALL}`, "
+                         "or use `--executor local`")
+    return {"executor": name, "ray_address": address}
+
+
 def settings_from_args(args: argparse.Namespace) -> GridSettings:
     """Validate every flag that needs no fixture data; raises UsageError naming the flag and the fix."""
     hf = _hf_flags(args)
+    executor = _executor_flags(args)
     if args.preset is None:
         args = argparse.Namespace(**{**vars(args), "preset": "cpu"})
     if args.preset not in PRESETS:
@@ -152,6 +172,7 @@ def settings_from_args(args: argparse.Namespace) -> GridSettings:
         train=TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr),
         seeds=seeds, device=args.device, out=_check_out(Path(args.out)), prereg=prereg,
         prereg_sha256=prereg_settings.sha256, prereg_settings=prereg_settings, loo=not args.no_loo, **hf,
+        **executor,
     )
 
 
