@@ -119,9 +119,18 @@ def read_criteria(users: tuple[UserResult, ...], prereg: Prereg, *, method: str,
 
 
 def gate(prereg: Prereg, criteria: tuple[CriterionResult, ...], users: tuple[UserResult, ...],
-         problems: CellProblems) -> Gate:
-    """Apply the pre-registered gate; every failed condition is one reason."""
+         problems: CellProblems, population=None) -> Gate:
+    """Apply the pre-registered gate; every failed condition is one reason. `population`
+    (`validation.population.PopulationResult`) adds its applicable criteria; a gated one that is
+    not applicable fails the gate (`validation.prereg.check_users` refuses that case up front)."""
     reasons: list[str] = []
+    extra = () if population is None else population.criteria
+    for pc in extra:
+        if pc.result is not None:
+            criteria = (*criteria, pc.result)
+        elif prereg.gates_population(pc.name):
+            reasons.append(f"{pc.name.upper()} is NOT_APPLICABLE (gate requires "
+                           f"{'/'.join(prereg.gate_requires(pc.name))}): {pc.reason}")
     for c in criteria:
         if not prereg.gate_allows(c.name, c.status):
             allowed = "/".join(prereg.gate_requires(c.name))

@@ -15,6 +15,7 @@ from validation.bootstrap import bootstrap_mode, resample_logppl
 from validation.decomposition import decompose
 from validation.intervals import bootstrap_interval, document_df, study_regime, variance_shares
 from validation.model import fit_model
+from validation.population import population_stats
 from validation.prereg import Prereg
 from validation.results import (
     BootstrapInfo,
@@ -103,7 +104,10 @@ def judge(
                         "against `pooled` only, which saw each user's text")
     if prereg_status is None:
         prereg_status = PreregStatus(False, prereg.sha256, None, prereg.path, "not checked")
-    gate = crit.gate(prereg, criteria, users, arrays.problems)
+    population = population_stats(arrays, users, decomposition, prereg, crit.margin_intervals(
+        users, prereg, prereg.confidence, method=method, n_seeds=n_seeds, n_docs=n_docs), fit=fit)
+    warnings += [f"population: {n}" for n in population.notes]
+    gate = crit.gate(prereg, criteria, users, arrays.problems, population)
     n_docs = _n_docs(arrays)
     regime = None if mode is BootstrapMode.NONE else study_regime(
         [variance_shares(u.draws_margin, u.seed_margins, None if n_docs is None else n_docs[j])
@@ -113,7 +117,7 @@ def judge(
                          () if n_docs is None else tuple(zip(arrays.users, n_docs, strict=True)), regime)
     return Verdict(users, criteria, model, info, gate, prereg_status, tuple(warnings),
                    prereg.comparator, arrays.seeds, prereg, _matrix(arrays, point),
-                   decomposition=decomposition)
+                   decomposition=decomposition, population=population)
 
 
 def _doc_df(arrays: StudyArrays) -> tuple[float, ...] | None:
