@@ -157,10 +157,14 @@ def _positive(name: str, lo: int = 1):
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m validation.calibrate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--study", choices=("criteria", "population"), default="criteria",
+                   help="`criteria` (default): STRICT / LENIENT / CATASTROPHIC and the margin intervals; "
+                        "`population`: the population criteria (validation/calibration_population.py; "
+                        "honours --out, --experiments, --resamples, --prereg, --rng-seed and the first of --seeds)")
     p.add_argument("--out", default="calibration", help="directory for calibration.json (default ./calibration)")
     p.add_argument("--from-run", metavar="DIR", help="estimate the simulation's parameters and design from a run")
-    p.add_argument("--seeds", type=_parse_seeds, default=(3, 5, 8, 12),
-                   help="designs: numbers of seeds (default 3,5,8,12)")
+    p.add_argument("--seeds", type=_parse_seeds, default=None,
+                   help="designs: numbers of seeds (default 3,5,8,12; 3 for --study population)")
     p.add_argument("--regime", type=_parse_regimes, default=None,
                    help="noise regimes to simulate: `all` (default) or a comma-separated list of "
                         + ", ".join(REGIMES) + " (validation/calibration_plan.py)")
@@ -228,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, PreregError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.study == "population":
+        return _population(args, prereg)
+    args.seeds = args.seeds or (3, 5, 8, 12)
     print(f"calibrating {len(every) * len(args.seeds)} design(s) x {args.experiments} experiments, "
           f"B={args.resamples}, {args.jobs} process(es); parameters: "
           + ", ".join(sorted({p.source for p in every})), file=sys.stderr)
@@ -236,6 +243,24 @@ def main(argv: list[str] | None = None) -> int:
                        rng_seed=args.rng_seed, jobs=args.jobs, notes=notes, variants=tuple(every[1:]))
     path = write_calibration(result, args.out)
     print(format_table(result))
+    print(f"\nwrote {path} in {result.wall_s:.0f} s")
+    return 0
+
+
+def _population(args, prereg: Prereg) -> int:
+    from validation.calibration_population import (
+        calibrate_population,
+        format_population_table,
+        write_population_calibration,
+    )
+    n_seeds = (args.seeds or (3,))[0]
+    experiments = 200 if args.experiments == DEFAULT_EXPERIMENTS else args.experiments
+    print(f"calibrating the population criteria: {experiments} experiments per scenario and number of "
+          f"users, {n_seeds} seeds, B={args.resamples}", file=sys.stderr)
+    result = calibrate_population(prereg, n_experiments=experiments, n_seeds=n_seeds,
+                                  n_resamples=args.resamples, rng_seed=args.rng_seed)
+    path = write_population_calibration(result, args.out)
+    print(format_population_table(result))
     print(f"\nwrote {path} in {result.wall_s:.0f} s")
     return 0
 

@@ -15,8 +15,13 @@ from validation.prereg import Prereg
 from validation.results import CriterionResult, Gate, PreregStatus, Status, UserResult
 
 
+NAMES_SHOWN = 8   # an explanation names at most this many users, then "and N more"
+
+
 def _names(users, mask) -> str:
     picked = [u for u, m in zip(users, mask, strict=True) if m]
+    if len(picked) > NAMES_SHOWN:
+        return ", ".join(picked[:NAMES_SHOWN]) + f" and {len(picked) - NAMES_SHOWN} more"
     return ", ".join(picked) if picked else "none"
 
 

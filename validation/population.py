@@ -151,22 +151,111 @@ def random_slope_table(arrays: StudyArrays) -> pd.DataFrame:
     return df
 
 
+@dataclass(frozen=True)
+class SlopeFit:
+    """The REML fit of `fit_random_slope`: diag coefficient, its se, tau, sigma, BLUPs."""
+
+    beta: float
+    se: float
+    tau2: float
+    sigma2: float
+    blups: np.ndarray        # (J,) u_j, NaN for a user without a diagonal cell
+    reml: float              # the maximized REML log-likelihood (up to a constant)
+
+
+def reml_random_slope(X: np.ndarray, y: np.ndarray, group: np.ndarray, n_groups: int, term: int) -> SlopeFit:
+    """REML for y = X b + Z u + e, u_g ~ N(0, tau^2) hitting the rows of group g (group < 0: no
+    random effect), e ~ N(0, sigma^2): V = sigma^2 H, H = I + gamma Z Z', gamma = tau^2/sigma^2,
+    H^-1 = I - sum_g c_g 1_g 1_g', c_g = gamma / (1 + gamma n_g). The profiled REML criterion
+    -1/2 [log|H| + log|X'H^-1 X| + (n - p) log(r'H^-1 r)] is maximized over theta = sqrt(gamma)
+    (lme4's parameter) on a grid, then by bounded Brent around the best point, 0 included.
+    Exact, dense in p only: X'X and X'1_g are formed once."""
+    from scipy.optimize import minimize_scalar
+
+    n, p = X.shape
+    XtX, Xty, yty = X.T @ X, X.T @ y, float(y @ y)
+    onehot = np.zeros((n_groups, n))
+    rows = np.flatnonzero(group >= 0)
+    onehot[group[rows], rows] = 1.0
+    Xg, yg, ng = onehot @ X, onehot @ y, onehot.sum(1)
+    # X'H^-1 X = P - Xg' C Xg, P = X'X: per theta only J x J algebra (Woodbury, determinant lemma)
+    chol = np.linalg.cholesky(XtX)
+    logdet_p = 2 * float(np.sum(np.log(np.diag(chol))))
+    G = np.linalg.solve(XtX, Xg.T).T                 # Xg P^-1, (J, p)
+    M, Gy, s0 = G @ Xg.T, G @ Xty, float(Xty @ np.linalg.solve(XtX, Xty))
+
+    def crit_at(theta: float) -> float:
+        g = theta * theta
+        c = g / (1 + g * ng)
+        cy = c * yg
+        K = np.eye(n_groups) - M * c[None, :]        # I - M C
+        _, logdet_k = np.linalg.slogdet(np.eye(n_groups) - c[:, None] * M)   # |I - C M|
+        h = Gy - M @ cy
+        bqb = s0 - 2 * float(cy @ Gy) + float(cy @ M @ cy)
+        bab = bqb + float((c * h) @ np.linalg.solve(K, h))
+        rhr = yty - float(np.sum(c * yg ** 2)) - bab
+        return -0.5 * (float(np.sum(np.log1p(g * ng))) + logdet_p + logdet_k + (n - p) * math.log(rhr))
+
+    def parts(theta: float):
+        g = theta * theta
+        c = g / (1 + g * ng)
+        A = XtX - (Xg.T * c) @ Xg
+        b = Xty - Xg.T @ (c * yg)
+        beta = np.linalg.solve(A, b)
+        rhr = yty - float(np.sum(c * yg ** 2)) - float(beta @ b)
+        return crit_at(theta), beta, A, rhr, c
+
+    grid = np.r_[0.0, np.geomspace(1e-3, 1e3, 37)]
+    vals = [crit_at(t) for t in grid]
+    k = int(np.argmax(vals))
+    lo, hi = grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]
+    best_t, best_v = grid[k], vals[k]
+    if hi > lo:
+        opt = minimize_scalar(lambda t: -crit_at(t), bounds=(lo, hi), method="bounded",
+                              options={"xatol": 1e-10})
+        if -opt.fun > best_v:
+            best_t, best_v = float(opt.x), -float(opt.fun)
+    crit, beta, A, rhr, c = parts(best_t)
+    sigma2 = rhr / (n - p)
+    cov = sigma2 * np.linalg.inv(A)
+    r = y - X @ beta
+    blups = np.where(ng > 0, c * (onehot @ r), np.nan)
+    return SlopeFit(float(beta[term]), float(math.sqrt(cov[term, term])), best_t ** 2 * sigma2, sigma2,
+                    blups, crit)
+
+
+def slope_design(arrays: StudyArrays) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """The user cells as (X, y, group, diag column): X = one-hot seed:adapter, eval dummies (first
+    user dropped), diag; group = the user of a diagonal cell, -1 off the diagonal."""
+    df = random_slope_table(arrays)
+    sa = pd.Categorical(df["sa"])
+    ev = pd.Categorical(df["eval"], categories=list(arrays.users))
+    X = np.hstack([np.eye(len(sa.categories))[sa.codes], np.eye(len(arrays.users))[ev.codes][:, 1:],
+                   df["diag"].to_numpy()[:, None]])
+    group = np.where(df["diag"].to_numpy() > 0, ev.codes, -1).astype(int)
+    return X, df["y"].to_numpy(dtype=float), group, X.shape[1] - 1
+
+
 def fit_random_slope(arrays: StudyArrays, level: float) -> tuple[PopulationEffect | None, tuple[str, ...]]:
-    """`y ~ seed:adapter + eval + diag + (0 + diag | eval)`, REML, user rows only; the
-    seed:adapter fixed effects absorb the seed and instance variation that the per-user model
-    treats as random (statsmodels cannot cross them with the user factor)."""
+    """`y ~ seed:adapter + eval + diag + (0 + diag | eval)`, REML, user rows only (the lme4
+    formula of `PopulationEffect.formula`; `reml_random_slope`). The seed:adapter fixed effects
+    absorb the seed and instance variation that `validation.model` treats as random."""
     J = len(arrays.users)
     if J < MIN_USERS_MODEL:
         return None, (f"random-slope model needs at least {MIN_USERS_MODEL} users; the study has {J}",)
-    df = random_slope_table(arrays)
-    with _warnings.catch_warnings():
-        _warnings.simplefilter("ignore")
-        model = smf.mixedlm("y ~ C(sa) + C(eval) + diag", df, groups="eval", re_formula="0 + diag")
-    res, method, msgs, errors = fit_best(model)
-    if res is None:
-        return None, ("random-slope model did not converge: " + "; ".join(errors),)
+    X, y, group, term = slope_design(arrays)
+    try:
+        f = reml_random_slope(X, y, group, J, term)
+    except (np.linalg.LinAlgError, ValueError, FloatingPointError) as e:
+        return None, (f"random-slope model failed: {type(e).__name__}: {e}",)
+    q = float(stats.t.ppf(1 - (1 - level) / 2, J - 1))
+    qp = float(stats.t.ppf(1 - (1 - level) / 2, J - 2))
+    half = qp * math.sqrt(f.se ** 2 + f.tau2)
     formula = "lmer(y ~ seed:adapter + eval + diag + (0 + diag | eval), REML = TRUE)"
-    return _effect("personalization", formula, res, "diag", method, J, level, arrays.users, msgs), ()
+    blups = tuple((u, f.beta + float(b)) for u, b in zip(arrays.users, f.blups, strict=True) if np.isfinite(b))
+    return PopulationEffect("personalization", formula, f.beta, f.se, Interval(f.beta - q * f.se, f.beta + q * f.se),
+                            J - 1, math.sqrt(f.tau2), math.sqrt(f.sigma2), Interval(f.beta - half, f.beta + half),
+                            J, "profiled-reml", f.tau2 / f.sigma2 < SINGULAR_RATIO, blups), ()
 
 
 def fit_random_intercept(values: np.ndarray, users: tuple[str, ...], key: str, level: float
