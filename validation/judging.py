@@ -53,12 +53,14 @@ def judge(
     fit: bool = True,
     prereg_status: PreregStatus | None = None,
     interval_method: str | None = None,
+    fit_population: bool | None = None,
 ) -> Verdict:
     """Compute every quantity, interval, criterion and the gate for one study.
 
     `data.cells` must be normalized (`validation.data.normalize_cells`); structural errors raise
     `validation.data.InputError`. `n_resamples` overrides the pre-registered number (e.g. small
-    for calibration loops); `fit=False` skips the mixed model (`Verdict.model` is None).
+    for calibration loops); `fit=False` skips the mixed model (`Verdict.model` is None) and, unless
+    `fit_population=True`, the population models (`validation.population`).
     `prereg_status` comes from `validation.prereg.check_prereg`; None = NOT PRE-REGISTERED
     (not checked). Cost: about B * sum_j n_j * S * A multiply-adds plus the model fit.
     """
@@ -105,7 +107,8 @@ def judge(
     if prereg_status is None:
         prereg_status = PreregStatus(False, prereg.sha256, None, prereg.path, "not checked")
     population = population_stats(arrays, users, decomposition, prereg, crit.margin_intervals(
-        users, prereg, prereg.confidence, method=method, n_seeds=n_seeds, n_docs=n_docs), fit=fit)
+        users, prereg, prereg.confidence, method=method, n_seeds=n_seeds, n_docs=n_docs),
+        fit=fit if fit_population is None else fit_population)
     warnings += [f"population: {n}" for n in population.notes]
     gate = crit.gate(prereg, criteria, users, arrays.problems, population)
     n_docs = _n_docs(arrays)
