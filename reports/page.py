@@ -191,10 +191,11 @@ def chart_sections(verdict: Verdict, data: StudyData,
 
 
 BOOTSTRAP_PANELS = 6
+POPULATION_CHART_USERS = 6   # as the summary sentence (validation.summary_sentence.POPULATION_USERS)
 
 
 def _population_section(verdict: Verdict) -> ChartSection:
-    """The users as a sample of a population (docs/methods.md, section 12)."""
+    """The users as a sample of a population (docs/methods.md, section 13)."""
     title = "The users as a population: what a new user would get"
     parts = tables.population_tables(verdict)
     if parts is None or parts[1].height == 0:
@@ -202,6 +203,11 @@ def _population_section(verdict: Verdict) -> ChartSection:
                "No population model could be fitted (fewer than 3 users, or see the warnings).")
         return ChartSection("population", title, "", None, why)
     _, effects, users = parts
+    n = len(verdict.users)
+    if n < POPULATION_CHART_USERS:
+        return ChartSection("population", title, "", None,
+                            f"{n} users: too few to read as a population (the chart is drawn from "
+                            f"{POPULATION_CHART_USERS} users; the figures are in verdict.json, `population`).")
     caption = ("Each user's effect as the random-effects model estimates it (dots, sorted), the "
                f"population average with its {verdict.bootstrap.level:.0%} interval (dark band) and the "
                "prediction interval for a new user drawn from the same population (light band). "

@@ -108,14 +108,14 @@ MANY_USERS = 12   # above this many users the page summarizes instead of drawing
 
 
 def many_users(verdict: Verdict) -> bool:
-    return len(verdict.users) > MANY_USERS
+    return len(getattr(verdict, "users", ())) > MANY_USERS
 
 
 def user_order(verdict: Verdict) -> list[str]:
     """The users in the order the page draws them: the similarity tree's leaf order (users whose
     adapters transfer to each other side by side) when computed, else sorted by name."""
     sim = getattr(verdict, "similarity", None)
-    names = [u.user for u in verdict.users]
+    names = [u.user for u in getattr(verdict, "users", ())]
     order = list(getattr(sim, "order", ()) or ())
     return order if sorted(order) == sorted(names) else sorted(names)
 
@@ -141,8 +141,8 @@ def matrix_table(verdict: Verdict, data: StudyData) -> tuple[pl.DataFrame, str]:
         kind = "geometric-mean" if df["seed"].n_unique() == 1 else "per-seed"
         if kind == "geometric-mean":
             df = df.with_columns(pl.lit(None, dtype=pl.Int64).alias("seed"))
-    users = user_order(verdict) if set(user_order(verdict)) == set(df["eval"].to_list()) \
-        else sorted(set(df["eval"].to_list()))
+    ordered = user_order(verdict)
+    users = ordered if set(ordered) == set(df["eval"].to_list()) else sorted(set(df["eval"].to_list()))
     if many_users(verdict):
         # one row for the leave-one-out controls: in column j, loo:j (the others are not drawn)
         loo = pl.col("adapter").str.starts_with(LOO_PREFIX)

@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", choices=("criteria", "population"), default="criteria",
                    help="`criteria` (default): STRICT / LENIENT / CATASTROPHIC and the margin intervals; "
                         "`population`: the population criteria (validation/calibration_population.py; "
-                        "honours --out, --experiments, --resamples, --prereg, --rng-seed and the first of --seeds)")
+                        "honours --out, --experiments, --resamples, --prereg, --rng-seed and the first of --seeds and --docs)")
     p.add_argument("--out", default="calibration", help="directory for calibration.json (default ./calibration)")
     p.add_argument("--from-run", metavar="DIR", help="estimate the simulation's parameters and design from a run")
     p.add_argument("--seeds", type=_parse_seeds, default=None,
@@ -257,8 +257,12 @@ def _population(args, prereg: Prereg) -> int:
     experiments = 200 if args.experiments == DEFAULT_EXPERIMENTS else args.experiments
     print(f"calibrating the population criteria: {experiments} experiments per scenario and number of "
           f"users, {n_seeds} seeds, B={args.resamples}", file=sys.stderr)
+    def progress(done: int, total: int) -> None:
+        print(f"  {done}/{total} experiments", file=sys.stderr, flush=True)
+
     result = calibrate_population(prereg, n_experiments=experiments, n_seeds=n_seeds,
-                                  n_resamples=args.resamples, rng_seed=args.rng_seed)
+                                  n_docs=(args.docs or (20,))[0], n_resamples=args.resamples,
+                                  rng_seed=args.rng_seed, progress=progress)
     path = write_population_calibration(result, args.out)
     print(format_population_table(result))
     print(f"\nwrote {path} in {result.wall_s:.0f} s")

@@ -34,7 +34,7 @@ from validation.prereg import Prereg
 from validation.results import Status
 from validation.simulate import SimParams, UserPopulation, simulate_population
 
-SHARE_USERS = (20, 30, 50)
+SHARE_USERS = (20, 40)
 EFFECT_USERS = (6, 12, 24)
 FILENAME = "calibration_population.json"
 

@@ -1,4 +1,4 @@
-"""Population statistics (docs/methods.md, section 12): from "did these users' adapters
+"""Population statistics (docs/methods.md, section 13): from "did these users' adapters
 personalize?" to "what share of a population of users would, and what does a new user get?".
 
 Three figures, alongside the per-user ones:

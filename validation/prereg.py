@@ -57,7 +57,7 @@ class Prereg:
     gate_strict: tuple[str, ...] = ("PASS", "FAIL", "INCONCLUSIVE")
     gate_lenient: tuple[str, ...] = ("PASS",)
     gate_catastrophic: tuple[str, ...] = ("NOT_TRIGGERED",)
-    # [population] (docs/methods.md, section 12): the share of users with margin >= share_margin
+    # [population] (docs/methods.md, section 13): the share of users with margin >= share_margin
     # must reach min_share; the population-average personalization effect must lie below max_effect
     share_margin: float = 0.05
     min_share: float = 0.80
