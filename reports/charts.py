@@ -87,7 +87,8 @@ def matrix_heatmap(matrix: pl.DataFrame, kind: str = "geometric-mean", compact: 
         base = alt.Chart(ds(part)).encode(
             x=alt.X("eval:N", title="evaluated on (held-out text of)" if not panels else None,
                     sort=alt.EncodingSortField("col_order"),
-                    axis=alt.Axis(orient="top", labels=not panels, ticks=not panels, labelFontSize=9 if compact else 11)),
+                    axis=alt.Axis(orient="top", labels=not panels, ticks=not panels,
+                                  labelFontSize=9 if compact else 11)),
             y=alt.Y("adapter:N", sort=alt.EncodingSortField("row_order"), title=group))
         cells = base.mark_rect(stroke="white").encode(
             color=color, tooltip=["adapter:N", "eval:N", alt.Tooltip("ppl:Q", format=".3f"),

@@ -177,3 +177,48 @@ def test_default_prereg_does_not_gate_on_population():
     p = Prereg()
     assert not p.gates_population("population_share") and not p.gates_population("population_effect")
     check_users(p, 2)
+
+
+def test_verdict_refuses_a_gated_population_criterion_on_too_few_users(tmp_path, capsys):
+    from common.hashing import sha256_file
+    from tests.test_validation_cli import PREREG, make_run
+    from validation.verdict import main
+
+    prereg = tmp_path / "prereg.toml"
+    prereg.write_text(PREREG.read_text().replace(
+        'population_effect = ["PASS", "FAIL", "INCONCLUSIVE"]', 'population_effect = ["PASS"]'))
+    run = make_run(tmp_path, prereg_sha=sha256_file(prereg))
+    assert main(["--run", str(run), "--prereg", str(prereg), "--no-report", "--no-calibration"]) == 2
+    err = capsys.readouterr().err
+    assert "`[gate] population_effect`" in err and "3 users" in err and "at least 6 users" in err
+    assert not (run / "verdict.json").exists()
+
+
+def test_profiled_reml_equals_statsmodels_mixedlm():
+    """The profiled fit of `reml_random_slope` against statsmodels' MixedLM on the same model."""
+    import warnings
+
+    import statsmodels.formula.api as smf
+
+    from validation.model import fit_best
+    from validation.population import random_slope_table
+
+    arrays = build_arrays(_lme4_study())
+    ours, _ = fit_random_slope(arrays, 0.95)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = smf.mixedlm("y ~ C(sa) + C(eval) + diag", random_slope_table(arrays), groups="eval",
+                            re_formula="0 + diag")
+        res, *_ = fit_best(model)
+    assert ours.effect == pytest.approx(float(res.fe_params["diag"]), abs=1e-6)
+    assert ours.se == pytest.approx(float(res.bse_fe["diag"]), abs=1e-6)
+    assert ours.user_sd ** 2 == pytest.approx(float(res.cov_re.iloc[0, 0]), rel=1e-4)
+
+
+def test_a_common_effect_is_recovered():
+    users = tuple(f"u{k}" for k in range(6))
+    data = simulate_study(np.random.default_rng(9), n_seeds=3, users=users, personalization=0.1,
+                          with_docs=False, n_docs=10)
+    e, _ = fit_random_slope(build_arrays(data), 0.95)
+    assert e.effect == pytest.approx(math.log(0.9), abs=0.02)
+    assert e.ci.contains(math.log(0.9)) and e.prediction.contains(math.log(0.9))

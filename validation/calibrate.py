@@ -160,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", choices=("criteria", "population"), default="criteria",
                    help="`criteria` (default): STRICT / LENIENT / CATASTROPHIC and the margin intervals; "
                         "`population`: the population criteria (validation/calibration_population.py; "
-                        "honours --out, --experiments, --resamples, --prereg, --rng-seed and the first of --seeds and --docs)")
+                        "honours --out, --experiments, --resamples, --prereg, --rng-seed and the first "
+                        "of --seeds and --docs)")
     p.add_argument("--out", default="calibration", help="directory for calibration.json (default ./calibration)")
     p.add_argument("--from-run", metavar="DIR", help="estimate the simulation's parameters and design from a run")
     p.add_argument("--seeds", type=_parse_seeds, default=None,

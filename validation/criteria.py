@@ -14,7 +14,6 @@ from validation.intervals import bootstrap_interval
 from validation.prereg import Prereg
 from validation.results import CriterionResult, Gate, PreregStatus, Status, UserResult
 
-
 NAMES_SHOWN = 8   # an explanation names at most this many users, then "and N more"
 
 
