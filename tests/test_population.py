@@ -222,3 +222,19 @@ def test_a_common_effect_is_recovered():
     e, _ = fit_random_slope(build_arrays(data), 0.95)
     assert e.effect == pytest.approx(math.log(0.9), abs=0.02)
     assert e.ci.contains(math.log(0.9)) and e.prediction.contains(math.log(0.9))
+
+
+def test_population_calibration_is_deterministic_and_the_cli_refuses_foreign_flags(tmp_path, capsys):
+    from validation.calibrate import main
+    from validation.calibration_population import calibrate_population
+
+    kw = dict(n_experiments=2, n_docs=5, n_resamples=50, share_users=(17,), effect_users=(6,))
+    a, b = (calibrate_population(Prereg(), **kw) for _ in range(2))
+    assert [r.__dict__ for r in a.rates] == [r.__dict__ for r in b.rates]
+    assert {(r.criterion, r.relation) for r in a.rates} == {
+        ("population_share", "boundary"), ("population_share", "power"),
+        ("population_effect", "boundary"), ("population_effect", "power")}
+    power = next(r for r in a.rates if r.criterion == "population_share" and r.relation == "power")
+    assert power.not_applicable_rate == 0.0     # 17 users: the share criterion applies
+    assert main(["--study", "population", "--users", "5", "--out", str(tmp_path)]) == 2
+    assert "--study population" in capsys.readouterr().err

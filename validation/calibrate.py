@@ -4,7 +4,8 @@
 [--resamples B] [--rng-seed S] [--jobs 2]`
 
 `--study steps` calibrates instead the training-step interaction and the cluster support
-(`validation.calibration_steps`; writes `calibration_steps.json`).
+(`validation.calibration_steps`; writes `calibration_steps.json`); `--study population` the
+population criteria (`validation.calibration_population`; writes `calibration_population.json`).
 
 For each design (number of seeds; users and documents from `--from-run` or 3 users x 50 docs),
 experiments are simulated by `validation.simulate` at a ladder of true margins shared by every
@@ -157,11 +158,6 @@ def _positive(name: str, lo: int = 1):
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m validation.calibrate", description=__doc__.split("\n\n")[0])
-    p.add_argument("--study", choices=("criteria", "population"), default="criteria",
-                   help="`criteria` (default): STRICT / LENIENT / CATASTROPHIC and the margin intervals; "
-                        "`population`: the population criteria (validation/calibration_population.py; "
-                        "honours --out, --experiments, --resamples, --prereg, --rng-seed and the first "
-                        "of --seeds and --docs)")
     p.add_argument("--out", default="calibration", help="directory for calibration.json (default ./calibration)")
     p.add_argument("--from-run", metavar="DIR", help="estimate the simulation's parameters and design from a run")
     p.add_argument("--seeds", type=_parse_seeds, default=None,
@@ -184,10 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"seed of every simulation (default {DEFAULT_RNG_SEED})")
     p.add_argument("--jobs", type=_positive("--jobs"), default=min(2, os.cpu_count() or 1),
                    help="worker processes (default 2)")
-    p.add_argument("--study", choices=("margins", "steps"), default="margins",
+    p.add_argument("--study", choices=("margins", "steps", "population"), default="margins",
                    help="`margins` (default): the verdict's margin intervals and criteria; `steps`: the "
                         "training-step interaction and the cluster support (validation/calibration_steps.py, "
-                        "one process)")
+                        "one process); `population`: the population criteria "
+                        "(validation/calibration_population.py, one process; honours --out, --experiments, "
+                        "--resamples, --prereg, --rng-seed and the first of --seeds and --docs)")
     return p
 
 
@@ -218,6 +216,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         prereg_path = args.prereg or ("prereg.toml" if Path("prereg.toml").is_file() else None)
         prereg = load_prereg(prereg_path) if prereg_path else Prereg()
+        if args.study == "population":
+            if args.from_run or args.users or args.regime:
+                raise ValueError("`--study population` simulates its own designs (20 and 40 users for the "
+                                 "share, 6, 12 and 24 for the effect); drop `--from-run`, `--users` and "
+                                 "`--regime`.")
+            return _population(args, prereg)
+        args.seeds = args.seeds or (3, 5, 8, 12)
         if args.study == "steps":
             return _main_steps(args, prereg)
         notes: tuple[str, ...] = ()
@@ -233,9 +238,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, PreregError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.study == "population":
-        return _population(args, prereg)
-    args.seeds = args.seeds or (3, 5, 8, 12)
     print(f"calibrating {len(every) * len(args.seeds)} design(s) x {args.experiments} experiments, "
           f"B={args.resamples}, {args.jobs} process(es); parameters: "
           + ", ".join(sorted({p.source for p in every})), file=sys.stderr)
