@@ -229,7 +229,7 @@ def training_curves(log: pl.DataFrame, users: Sequence[str] | None = None) -> al
     return ds.attach(parts[0] if len(parts) == 1 else alt.vconcat(*parts, spacing=24))
 
 
-def model_effects(effects: pl.DataFrame, level: float, kind: str) -> alt.LayerChart:
+def model_effects(effects: pl.DataFrame, level: float, kind: str, compact: bool = False) -> alt.LayerChart:
     """The model's personalization effects (log-ratio of ppl) with their Wald intervals.
 
     `effects`: term, scope, effect, ci_low, ci_high, se. Negative = own adapter lowers log ppl.
@@ -246,7 +246,7 @@ def model_effects(effects: pl.DataFrame, level: float, kind: str) -> alt.LayerCh
         tooltip=["term:N", alt.Tooltip("effect:Q", format=".4f"), alt.Tooltip("se:Q", format=".4f"),
                  alt.Tooltip("ci_low:Q", format=".4f"), alt.Tooltip("ci_high:Q", format=".4f")])
     zero = alt.Chart().mark_rule(color="#7f8c8d", strokeDash=[4, 3]).encode(x=alt.datum(0))
-    return ds.attach(alt.layer(zero, bars, points).properties(width=WIDTH, height=alt.Step(30)))
+    return ds.attach(alt.layer(zero, bars, points).properties(width=WIDTH, height=alt.Step(12 if compact else 30)))
 
 
 def bootstrap_histograms(draws: pl.DataFrame, level: float, strict: float,

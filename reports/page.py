@@ -150,7 +150,7 @@ def chart_sections(verdict: Verdict, data: StudyData,
         "Coefficient of `diag` (own adapter on own text) on log perplexity, after the adapter's "
         "overall quality and the text's difficulty are absorbed; negative = personalization. "
         "Per-user rows come from the `diag:C(eval)` variant.",
-        charts.model_effects(tables.effects_table(model), t["level"], str(model.kind))
+        charts.model_effects(tables.effects_table(model), t["level"], str(model.kind), compact=many)
         if model is not None else None,
         None if model is not None else "The model was not fitted for this input (see warnings)."))
     draws = tables.bootstrap_table(verdict)

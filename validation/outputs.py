@@ -249,6 +249,8 @@ def junit_xml(v: Verdict) -> str:
         case("verdict.criteria", c.name, None if ok else f"{c.name.upper()} is {c.status.value}", out)
     for pc in (v.population.criteria if v.population is not None else ()):
         gated = v.settings.gates_population(pc.name)
+        if pc.result is None and not gated:
+            continue   # not applicable and not gating: no test case
         ok = pc.result is not None and v.settings.gate_allows(pc.name, pc.result.status) or not gated
         case("verdict.population", pc.name, None if ok else f"{pc.name.upper()} is {pc.status_text}",
              f"{pc.status_text}; {pc.result.explanation if pc.result else pc.reason}")
