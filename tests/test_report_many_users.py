@@ -85,3 +85,14 @@ def test_fifty_users_draw_in_the_browser(study, tmp_path):
     tallest = max(c.height for c in load.charts)
     assert tallest < 1400, {c.id: c.height for c in load.charts}
     assert load.render_ms < 15000, f"rendered in {load.render_ms:.0f} ms"
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(missing() is not None, reason=missing() or "")
+def test_fifty_user_page_is_a_few_screens_long_with_tables_folded(study, tmp_path):
+    verdict, data = study
+    path = reports.write_report(verdict, data, tmp_path / "report.html")
+    with Chromium() as browser, browser.open_page(path) as page:
+        height = page.page.evaluate("() => document.documentElement.scrollHeight")
+    # measured: 10,436 px (1280 px wide) with the tables folded; 21,364 px before folding them
+    assert height < 12_000, height
