@@ -96,3 +96,11 @@ def test_fifty_user_page_is_a_few_screens_long_with_tables_folded(study, tmp_pat
         height = page.page.evaluate("() => document.documentElement.scrollHeight")
     # measured: 10,436 px (1280 px wide) with the tables folded; 21,364 px before folding them
     assert height < 12_000, height
+
+
+def test_step_summary_folds_the_user_tables(study):
+    from validation.outputs import markdown_summary
+
+    text = markdown_summary(study[0])
+    assert text.count("<details>") == 1 and text.count("</details>") == 1
+    assert "Population: " in text

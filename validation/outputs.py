@@ -13,10 +13,10 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 from validation.model_reading import diagnostic_readings, effect_line, is_raw_model_warning
-from validation.population import DESCRIPTIONS
+from validation.population import DESCRIPTIONS, population_sentence
 from validation.result_types import signed_pct, threshold_pct
 from validation.results import Verdict
-from validation.summary_sentence import summary_sentence
+from validation.summary_sentence import POPULATION_USERS, summary_sentence
 
 # -- escaping: every name or free text is escaped for the format it lands in (docs/gate.md) ---------
 
@@ -284,6 +284,9 @@ def markdown_summary(v: Verdict) -> str:
     out += [f"| {c.name.upper()} | **{c.status_text}** | {c.result.point.value if c.result else '-'} | "
             f"{f'{c.result.threshold:g}' if c.result else '-'} |"
             for c in (v.population.criteria if v.population is not None else ())]
+    many = len(v.users) > TERMINAL_USERS
+    if many:   # GitHub renders <details>: the per-user tables fold
+        out += ["", f"<details><summary>{len(v.users)} users: per-user table</summary>"]
     out += ["", f"| user | margin | {level} CI | best other | personalization | regularization | inverted |",
             "|---|---|---|---|---|---|---|"]
     out += [f"| {md(u.user)} | {_pct(u.margin)} | {_ci(u.ci)} | {md(u.best_other)} | "
@@ -298,6 +301,10 @@ def markdown_summary(v: Verdict) -> str:
                      for k, _ in DECOMPOSITION_COLUMNS]
             out.append(f"| {md(d.user)} | " + " | ".join(cells)
                        + f" | {'n/a' if d.seen_share is None else f'{d.seen_share:.0%}'} |")
+    if many:
+        out += ["", "</details>"]
+    if v.population is not None and len(v.users) >= POPULATION_USERS:
+        out += ["", "Population: " + md(population_sentence(v.population))]
     if v.gate.reasons:
         out += ["", "Gate failed because:"] + [f"- {md(r)}" for r in v.gate.reasons]
     if v.warnings:
