@@ -67,12 +67,13 @@ def reference_lines(strict: float, lenient: float, delta: float) -> list[tuple[f
     ]
 
 
-def matrix_heatmap(matrix: pl.DataFrame, kind: str = "geometric-mean") -> alt.VConcatChart:
+def matrix_heatmap(matrix: pl.DataFrame, kind: str = "geometric-mean", compact: bool = False) -> alt.VConcatChart:
     """Heatmap of perplexity, adapter rows x evaluation columns, value labels, diagonal outlined.
 
     `matrix`: adapter, eval, ppl, n_seeds, seed (null unless per-seed), group ("user adapters" |
     "controls"), is_diagonal, row_order. Controls get their own panel below the user rows; with
-    `kind="per-seed"` each seed is a column of panels.
+    `kind="per-seed"` each seed is a column of panels. Columns follow `col_order` (the users'
+    order); `compact` (many users): small cells, no value labels (the tooltip has them).
     """
     ds = _Datasets("matrix")
     color = alt.Color("ppl:Q", title="perplexity", legend=alt.Legend(format=".3~g"),
@@ -85,16 +86,19 @@ def matrix_heatmap(matrix: pl.DataFrame, kind: str = "geometric-mean") -> alt.VC
             continue
         base = alt.Chart(ds(part)).encode(
             x=alt.X("eval:N", title="evaluated on (held-out text of)" if not panels else None,
-                    axis=alt.Axis(orient="top", labels=not panels, ticks=not panels)),
+                    sort=alt.EncodingSortField("col_order"),
+                    axis=alt.Axis(orient="top", labels=not panels, ticks=not panels,
+                                  labelFontSize=9 if compact else 11)),
             y=alt.Y("adapter:N", sort=alt.EncodingSortField("row_order"), title=group))
         cells = base.mark_rect(stroke="white").encode(
             color=color, tooltip=["adapter:N", "eval:N", alt.Tooltip("ppl:Q", format=".3f"),
                                   "n_seeds:Q", "seed:O"])
         diag = base.transform_filter("datum.is_diagonal").mark_rect(
-            fill=None, stroke="#d62728", strokeWidth=3)
+            fill=None, stroke="#d62728", strokeWidth=1.5 if compact else 3)
         labels = base.mark_text(fontSize=12, color="black").encode(
             text=alt.Text("ppl:Q", format=".2f"))
-        layer = alt.layer(cells, diag, labels).properties(width=alt.Step(90), height=alt.Step(30))
+        layer = (alt.layer(cells, diag).properties(width=alt.Step(12), height=alt.Step(12)) if compact else
+                 alt.layer(cells, diag, labels).properties(width=alt.Step(90), height=alt.Step(30)))
         if kind == "per-seed":
             layer = layer.facet(column=alt.Column("seed:O", title="seed" if not panels else None))
         panels.append(layer)
@@ -102,37 +106,54 @@ def matrix_heatmap(matrix: pl.DataFrame, kind: str = "geometric-mean") -> alt.VC
 
 
 def margin_forest(margins: pl.DataFrame, strict: float, lenient: float, delta: float,
-                  level: float) -> alt.LayerChart:
+                  level: float, compact: bool = False) -> alt.LayerChart:
     """Forest plot: each user's diagonal margin with its interval, against the criteria's lines.
 
-    `margins`: user, margin, ci_low, ci_high, best_other, inverted.
+    `margins`: user, margin, ci_low, ci_high, best_other, inverted. `compact` (many users): users
+    sorted by margin, one thin row each, the best other adapter in the tooltip only.
     """
     ds = _Datasets("margin")
-    base = alt.Chart(ds(margins)).encode(y=alt.Y("user:N", title="evaluation user"))
+    sort = alt.EncodingSortField("margin", order="descending") if compact else alt.Undefined
+    base = alt.Chart(ds(margins)).encode(y=alt.Y("user:N", title="evaluation user", sort=sort,
+                                                 axis=alt.Axis(labelFontSize=9) if compact else alt.Undefined))
     color = alt.condition("datum.inverted", alt.value(STATUS_COLORS["inverted"]),
                           alt.value(STATUS_COLORS["ok"]))
     bars = base.mark_rule(strokeWidth=2).encode(
         x=alt.X("ci_low:Q", title=f"diagonal margin (own vs best other), {level:.0%} interval",
                 axis=alt.Axis(format="%")),
         x2="ci_high:Q", color=color)
-    points = base.mark_point(filled=True, size=90).encode(
+    points = base.mark_point(filled=True, size=30 if compact else 90).encode(
         x="margin:Q", color=color,
         tooltip=["user:N", alt.Tooltip("margin:Q", format=PCT), alt.Tooltip("ci_low:Q", format=PCT),
                  alt.Tooltip("ci_high:Q", format=PCT), "best_other:N", "inverted:N"])
     text = base.mark_text(align="left", dx=8, dy=-9, fontSize=10).encode(
         x="margin:Q", text=alt.Text("best_other:N"), color=alt.value("#555"))
     lines = _threshold_rules(ds, reference_lines(strict, lenient, delta))
+    if compact:
+        return ds.attach(alt.layer(lines, bars, points).properties(width=WIDTH, height=alt.Step(13)))
     return ds.attach(alt.layer(lines, bars, points, text).properties(width=WIDTH,
                                                                     height=alt.Step(40)))
 
 
 def seed_margins_chart(seed_margins: pl.DataFrame, margins: pl.DataFrame, strict: float,
-                       lenient: float, delta: float) -> alt.LayerChart:
+                       lenient: float, delta: float, compact: bool = False) -> alt.LayerChart:
     """Per-seed margins (one dot per seed) beside the pooled point estimate (a tick).
 
-    `seed_margins`: user, seed, margin, best_other. `margins`: user, margin.
+    `seed_margins`: user, seed, margin, best_other. `margins`: user, margin. `compact` (many
+    users): one thin row per user, sorted by margin, seeds overlaid.
     """
     ds = _Datasets("seed")
+    if compact:
+        order = margins.sort("margin", descending=True, nulls_last=True)["user"].to_list()
+        y = alt.Y("user:N", title="evaluation user", sort=order, axis=alt.Axis(labelFontSize=9))
+        dots = alt.Chart(ds(seed_margins)).mark_circle(size=14, opacity=0.6).encode(
+            x=alt.X("margin:Q", title="diagonal margin within each seed", axis=alt.Axis(format="%")),
+            y=y, color=alt.Color("seed:N", title="seed"),
+            tooltip=["user:N", "seed:N", alt.Tooltip("margin:Q", format=PCT), "best_other:N"])
+        ticks = alt.Chart(ds(margins.select("user", "margin"))).mark_tick(
+            color="black", thickness=2, size=10).encode(x="margin:Q", y=y)
+        lines = _threshold_rules(ds, reference_lines(strict, lenient, delta))
+        return ds.attach(alt.layer(lines, dots, ticks).properties(width=WIDTH, height=alt.Step(13)))
     dots = alt.Chart(ds(seed_margins)).mark_circle(size=60, opacity=0.8).encode(
         x=alt.X("margin:Q", title="diagonal margin within each seed", axis=alt.Axis(format="%")),
         y=alt.Y("user:N", title="evaluation user"),
@@ -208,7 +229,7 @@ def training_curves(log: pl.DataFrame, users: Sequence[str] | None = None) -> al
     return ds.attach(parts[0] if len(parts) == 1 else alt.vconcat(*parts, spacing=24))
 
 
-def model_effects(effects: pl.DataFrame, level: float, kind: str) -> alt.LayerChart:
+def model_effects(effects: pl.DataFrame, level: float, kind: str, compact: bool = False) -> alt.LayerChart:
     """The model's personalization effects (log-ratio of ppl) with their Wald intervals.
 
     `effects`: term, scope, effect, ci_low, ci_high, se. Negative = own adapter lowers log ppl.
@@ -225,7 +246,7 @@ def model_effects(effects: pl.DataFrame, level: float, kind: str) -> alt.LayerCh
         tooltip=["term:N", alt.Tooltip("effect:Q", format=".4f"), alt.Tooltip("se:Q", format=".4f"),
                  alt.Tooltip("ci_low:Q", format=".4f"), alt.Tooltip("ci_high:Q", format=".4f")])
     zero = alt.Chart().mark_rule(color="#7f8c8d", strokeDash=[4, 3]).encode(x=alt.datum(0))
-    return ds.attach(alt.layer(zero, bars, points).properties(width=WIDTH, height=alt.Step(30)))
+    return ds.attach(alt.layer(zero, bars, points).properties(width=WIDTH, height=alt.Step(12 if compact else 30)))
 
 
 def bootstrap_histograms(draws: pl.DataFrame, level: float, strict: float,
@@ -264,7 +285,8 @@ def bootstrap_histograms(draws: pl.DataFrame, level: float, strict: float,
     return ds.attach(alt.vconcat(*panels, spacing=8).resolve_scale(x="shared"))
 
 
-def similarity_chart(transfer: pl.DataFrame, pairs: pl.DataFrame | None) -> alt.TopLevelMixin:
+def similarity_chart(transfer: pl.DataFrame, pairs: pl.DataFrame | None,
+                     compact: bool = False) -> alt.TopLevelMixin:
     """Transfer distance between users as a heatmap ordered by the clustering tree, and, when
     `pairs` has adapter distances, adapter distance vs transfer distance, one dot per user pair.
 
@@ -280,8 +302,10 @@ def similarity_chart(transfer: pl.DataFrame, pairs: pl.DataFrame | None) -> alt.
                         scale=alt.Scale(scheme="lighttealblue")),
         tooltip=["row:N", "col:N", alt.Tooltip("distance:Q", format=".4f")])
     labels = base.mark_text(fontSize=11, color="black").encode(text=alt.Text("distance:Q", format=".3f"))
-    heat = alt.layer(cells, labels).properties(width=alt.Step(60), height=alt.Step(30),
-                                               title="Transfer distance, users in tree order")
+    heat = (alt.layer(cells).properties(width=alt.Step(10), height=alt.Step(10),
+                                        title="Transfer distance, users in tree order") if compact else
+            alt.layer(cells, labels).properties(width=alt.Step(60), height=alt.Step(30),
+                                                title="Transfer distance, users in tree order"))
     if pairs is None or pairs.filter(pl.col("adapter_distance").is_not_null()).height == 0:
         return ds.attach(heat)
     scatter = alt.Chart(ds(pairs)).mark_circle(size=70, color="#2c3e50").encode(
@@ -334,3 +358,68 @@ def steps_chart(table: pl.DataFrame, level: float, primary: int | None = None) -
             panels.append(alt.layer(*layers).properties(width=170, height=110, title=what if not rows else ""))
         rows.append(alt.hconcat(*panels, spacing=10))
     return ds.attach(alt.vconcat(*rows, spacing=8))
+
+
+def decomposition_summary(gains: pl.DataFrame) -> alt.LayerChart:
+    """Many users: one row per step of the decomposition, one tick per user (its gain), and the
+    median across users as a black bar; the per-user intervals are in the tooltip.
+
+    `gains`: as `decomposition_chart`.
+    """
+    ds = _Datasets("decomposition")
+    order = [label for label in gains.sort("order")["label"].unique(maintain_order=True)]
+    base = alt.Chart(ds(gains)).encode(y=alt.Y("label:N", sort=order, title=None,
+                                               axis=alt.Axis(labelLimit=360)))
+    ticks = base.mark_tick(opacity=0.5, thickness=1.5, size=18, color="#2c3e50").encode(
+        x=alt.X("gain:Q", title="gain (1 − ppl ratio), one tick per user", axis=alt.Axis(format="%")),
+        tooltip=["user:N", "label:N", alt.Tooltip("gain:Q", format=PCT),
+                 alt.Tooltip("ci_low:Q", format=PCT), alt.Tooltip("ci_high:Q", format=PCT)])
+    median = base.mark_tick(color="#c0392b", thickness=3, size=26).encode(
+        x="median(gain):Q", tooltip=[alt.Tooltip("median(gain):Q", format=PCT, title="median over users")])
+    zero = alt.Chart().mark_rule(color="#7f8c8d").encode(x=alt.datum(0))
+    return ds.attach(alt.layer(zero, ticks, median).properties(width=WIDTH, height=alt.Step(34)))
+
+
+def training_summary(log: pl.DataFrame, users: Sequence[str]) -> alt.VConcatChart:
+    """Many adapters: two panels (the users' own adapters, the controls), one thin line per
+    adapter (its mean loss over seeds at each step), so a diverging adapter still stands out.
+
+    `log`: seed, adapter, step, loss.
+    """
+    ds = _Datasets("training")
+    mean = log.group_by("adapter", "step").agg(pl.col("loss").mean()).sort("adapter", "step")
+    user_set = set(users)
+    parts = []
+    for rows, title in ((mean.filter(pl.col("adapter").is_in(list(user_set))), "users' own adapters"),
+                        (mean.filter(~pl.col("adapter").is_in(list(user_set))), "controls (not users)")):
+        if rows.height:
+            parts.append(alt.Chart(ds(rows)).mark_line(strokeWidth=1, opacity=0.35, color="#2c3e50").encode(
+                x=alt.X("step:Q", title="step"), y=alt.Y("loss:Q", title="training loss (mean over seeds)",
+                                                         scale=alt.Scale(zero=False)),
+                detail="adapter:N", tooltip=["adapter:N", "step:Q", alt.Tooltip("loss:Q", format=".4f")],
+            ).properties(width=WIDTH, height=160, title=alt.TitleParams(title, anchor="start", fontSize=12)))
+    return ds.attach(alt.vconcat(*parts, spacing=20))
+
+
+def population_chart(users: pl.DataFrame, effects: pl.DataFrame) -> alt.TopLevelMixin:
+    """Per effect (own vs other users, own vs loo, loo vs base): each user's effect (the
+    model's BLUP, as a gain 1 - ppl ratio), sorted, as dots; the population average with its
+    interval (dark band) and the prediction interval for a new user (light band).
+
+    `users`: key, user, gain; `effects`: key, what, gain, gain_low, gain_high, new_low, new_high.
+    """
+    ds = _Datasets("population")
+    panels = []
+    for e in effects.iter_rows(named=True):
+        one = ds(pl.DataFrame([e]))
+        rows = users.filter(pl.col("key") == e["key"]).with_columns(
+            pl.int_range(pl.len()).alias("rank"))
+        x = alt.X("gain:Q", title=_title(e["what"]), axis=alt.Axis(format="%"))
+        new = alt.Chart(one).mark_rect(color="#aed6f1", opacity=0.5).encode(x=alt.X("new_low:Q"), x2="new_high:Q")
+        avg = alt.Chart(one).mark_rect(color="#2e86c1", opacity=0.6).encode(x=alt.X("gain_low:Q"), x2="gain_high:Q")
+        dots = alt.Chart(ds(rows)).mark_circle(size=22, color="#2c3e50").encode(
+            x=x, y=alt.Y("rank:O", axis=None, title=None),
+            tooltip=["user:N", alt.Tooltip("gain:Q", format=PCT)])
+        zero = alt.Chart().mark_rule(color="#7f8c8d", strokeDash=[4, 3]).encode(x=alt.datum(0))
+        panels.append(alt.layer(new, avg, zero, dots).properties(width=WIDTH, height=min(240, 6 * rows.height + 40)))
+    return ds.attach(alt.vconcat(*panels, spacing=16).resolve_scale(x="independent"))

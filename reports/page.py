@@ -77,6 +77,12 @@ def chart_sections(verdict: Verdict, data: StudyData,
     margins = verdict.users_table()
     matrix, kind = tables.matrix_table(verdict, data)
     controls = data.controls
+    many = tables.many_users(verdict)
+    order_words = (" Users are in the order of the similarity clustering (users whose adapters transfer "
+                   "to each other side by side)." if getattr(verdict, "similarity", None) is not None else "")
+    many_words = (f" With {len(verdict.users)} users the cells are small and unlabelled (hover for the "
+                  "value), and the leave-one-out controls are one row: in each column, loo:<that user>."
+                  if many else "")
     out = [ChartSection(
         "matrix", "Confusion matrix: perplexity of every adapter on every user's held-out text",
         ("Rows: the adapter (trained on that user's text, or a control); columns: whose held-out "
@@ -84,8 +90,8 @@ def chart_sections(verdict: Verdict, data: StudyData,
          "column if adapters personalize. "
          + ("Values are the geometric mean over seeds." if kind == "geometric-mean" else
             "The validation layer gave no geometric-mean matrix, so each seed's matrix is shown.")
-         + ("" if controls else " This input has no control rows (base, pooled).")),
-        charts.matrix_heatmap(matrix, kind))]
+         + ("" if controls else " This input has no control rows (base, pooled).") + order_words + many_words),
+        charts.matrix_heatmap(matrix, kind, compact=many))]
     out.append(ChartSection(
         "margins", "Diagonal margin per user, with its interval",
         ("Margin = 1 − ppl(own adapter) / ppl(best other user adapter); "
@@ -95,14 +101,15 @@ def chart_sections(verdict: Verdict, data: StudyData,
             "no resampling was possible (one seed, no documents), so there is no interval. ")
          + "Dashed lines: the lenient and strict bars and "
          "the ±δ equivalence band of the catastrophic criterion. Red = inverted (interval below 0). "
-         "The label names the best other adapter."),
-        charts.margin_forest(margins, t["strict"], t["lenient"], t["delta"], t["level"])))
+         + ("Users sorted by margin; the best other adapter is in the tooltip." if many else
+            "The label names the best other adapter.")),
+        charts.margin_forest(margins, t["strict"], t["lenient"], t["delta"], t["level"], compact=many)))
     seeds = verdict.per_seed_table().select(["user", "seed", "margin", "best_other"])
     out.append(ChartSection(
         "seed_margins", "Margins seed by seed",
         "One dot per seed: the margin computed within that seed alone; the black tick is the "
         "estimate over all seeds. The spread is the run-to-run variation.",
-        charts.seed_margins_chart(seeds, margins, t["strict"], t["lenient"], t["delta"])
+        charts.seed_margins_chart(seeds, margins, t["strict"], t["lenient"], t["delta"], compact=many)
         if seeds["seed"].n_unique() > 1 else None,
         None if seeds["seed"].n_unique() > 1 else
         "Only one seed in this input: there is no run-to-run spread to show."))
@@ -119,8 +126,12 @@ def chart_sections(verdict: Verdict, data: StudyData,
         "decomposition", "Personalization or regularization? The gain, decomposed",
         "Per user: what any norm-only adapter buys (base → pooled, regularization), what the "
         "user's own adapter adds over the generic one (pooled → own, personalization), and the "
-        "total (base → own). (1 − total) = (1 − regularization)(1 − personalization)." + loo_words,
-        charts.decomposition_chart(gains) if gains.height else None,
+        "total (base → own). (1 − total) = (1 − regularization)(1 − personalization)."
+        + (f" With {len(verdict.users)} users: one tick per user on each step, the red tick the median "
+           "over users; each user's figures are in the tooltip and in the decomposition table of verdict.json."
+           if many else loo_words),
+        (charts.decomposition_summary(gains) if many else charts.decomposition_chart(gains))
+        if gains.height else None,
         None if gains.height else
         f"No control rows in this input (present: {', '.join(controls) or 'none'}; needed: base "
         "and pooled), so the gain cannot be split into regularization and personalization."))
@@ -129,7 +140,8 @@ def chart_sections(verdict: Verdict, data: StudyData,
         "training", "Training curves", "Training loss per logged step, one panel per adapter, "
         "one line per seed: the users' own adapters first, the controls below them. Divergence "
         "or a flat curve shows here first.",
-        charts.training_curves(log, data.users) if log is not None else None,
+        (charts.training_summary(log, data.users) if many else charts.training_curves(log, data.users))
+        if log is not None else None,
         None if log is not None else
         "No training log in this input (e.g. a matrix judged with --cells): curves unavailable."))
     model = verdict.model
@@ -138,20 +150,26 @@ def chart_sections(verdict: Verdict, data: StudyData,
         "Coefficient of `diag` (own adapter on own text) on log perplexity, after the adapter's "
         "overall quality and the text's difficulty are absorbed; negative = personalization. "
         "Per-user rows come from the `diag:C(eval)` variant.",
-        charts.model_effects(tables.effects_table(model), t["level"], str(model.kind))
+        charts.model_effects(tables.effects_table(model), t["level"], str(model.kind), compact=many)
         if model is not None else None,
         None if model is not None else "The model was not fitted for this input (see warnings)."))
     draws = tables.bootstrap_table(verdict)
+    shown_note = ""
+    if many and draws.height > BOOTSTRAP_PANELS:
+        draws = draws.sort("margin", nulls_last=True).head(BOOTSTRAP_PANELS)
+        shown_note = (f" With {len(verdict.users)} users, the {BOOTSTRAP_PANELS} users with the lowest "
+                      "margins (those that decide the criteria) are shown.")
     out.append(ChartSection(
         "bootstrap", "Bootstrap distribution of each margin",
         "Histogram of the resampled margins; black: the estimate; red dashed: the interval; "
-        "green / orange: the strict / lenient bars.",
+        "green / orange: the strict / lenient bars." + shown_note,
         charts.bootstrap_histograms(draws, t["level"], t["strict"], t["lenient"])
         if draws.height else None,
         None if draws.height else
         f"No bootstrap draws (mode `{verdict.bootstrap.mode}`): one seed and no per-document "
         "data leave nothing to resample, so the intervals are degenerate."))
-    out.append(_similarity_section(verdict))
+    out.append(_population_section(verdict))
+    out.append(_similarity_section(verdict, many))
     out += _steps_sections(verdict)
     out.append(ChartSection(
         "calibration", "How far the intervals can be trusted: simulated calibration of this design",
@@ -172,7 +190,33 @@ def chart_sections(verdict: Verdict, data: StudyData,
     return out
 
 
-def _similarity_section(verdict: Verdict) -> ChartSection:
+BOOTSTRAP_PANELS = 6
+POPULATION_CHART_USERS = 6   # as the summary sentence (validation.summary_sentence.POPULATION_USERS)
+
+
+def _population_section(verdict: Verdict) -> ChartSection:
+    """The users as a sample of a population (docs/methods.md, section 13)."""
+    title = "The users as a population: what a new user would get"
+    parts = tables.population_tables(verdict)
+    if parts is None or parts[1].height == 0:
+        why = ("Not computed for this verdict." if parts is None else
+               "No population model could be fitted (fewer than 3 users, or see the warnings).")
+        return ChartSection("population", title, "", None, why)
+    _, effects, users = parts
+    n = len(verdict.users)
+    if n < POPULATION_CHART_USERS:
+        return ChartSection("population", title, "", None,
+                            f"{n} users: too few to read as a population (the chart is drawn from "
+                            f"{POPULATION_CHART_USERS} users; the figures are in verdict.json, `population`).")
+    caption = ("Each user's effect as the random-effects model estimates it (dots, sorted), the "
+               f"population average with its {verdict.bootstrap.level:.0%} interval (dark band) and the "
+               "prediction interval for a new user drawn from the same population (light band). "
+               "Top: own adapter vs other users' adapters (the random slope of diag by user); then, with "
+               "the leave-one-out controls, own adapter vs loo:<user> and loo:<user> vs base.")
+    return ChartSection("population", title, caption, charts.population_chart(users, effects))
+
+
+def _similarity_section(verdict: Verdict, many: bool = False) -> ChartSection:
     """Domain-similarity structure (docs/methods.md, section 11): ordered heatmap, split supports
     and the Mantel test in the caption, adapter-vs-transfer scatter when adapters were read."""
     title = "Which users\u2019 adapters transfer to each other? (exploratory)"
@@ -197,7 +241,8 @@ def _similarity_section(verdict: Verdict) -> ChartSection:
     ok = len(sim.users) >= 2
     return ChartSection("similarity", title, caption,
                         charts.similarity_chart(sim.transfer_table(),
-                                                sim.pairs_table() if sim.adapter_distance is not None else None)
+                                                sim.pairs_table() if sim.adapter_distance is not None else None,
+                                                compact=many)
                         if ok else None, None if ok else "Fewer than two users: no distance to show.")
 
 
@@ -293,7 +338,9 @@ def render_report(verdict: Verdict, data: StudyData, *, title: str | None = None
     sections = chart_sections(verdict, data, calibration)
     calibration_rows = (_frame_rows(calibration_table(calibration)) if calibration is not None
                         else None)
-    cells_cols, cells_rows = _frame_rows(tables.cells_table(data))
+    cells_shown, n_cells = tables.page_rows(tables.cells_table(data))
+    cells_cols, cells_rows = _frame_rows(cells_shown)
+    population = tables.population_tables(verdict)
     crit = tables.criteria_table(verdict).to_dicts()
     manifest_leaves, manifest_records = tables.manifest_tables(manifest.to_json()) if manifest else ([], [])
     provenance, fixtures = tables.provenance_summary(manifest) if manifest else ([], None)
@@ -304,13 +351,18 @@ def render_report(verdict: Verdict, data: StudyData, *, title: str | None = None
         "run_id": run_id,
         "verdict": verdict,
         "criteria": crit,
-        "users": verdict.users_table().to_dicts(),
+        "users": (verdict.users_table().sort("margin", nulls_last=True) if tables.many_users(verdict)
+                  else verdict.users_table()).to_dicts(),
         "model": verdict.model,
         "sections": sections,
         "missing": missing_parts(verdict, data),
         "manifest": manifest_leaves, "manifest_records": manifest_records,
         "provenance": provenance, "fixtures": fixtures,
-        "cells_cols": cells_cols, "cells_rows": cells_rows,
+        "cells_cols": cells_cols, "cells_rows": cells_rows, "n_cells": n_cells,
+        "many_users": tables.many_users(verdict),
+        "population": getattr(verdict, "population", None),
+        "population_shares": population[0].to_dicts() if population else [],
+        "population_effects": population[1].to_dicts() if population else [],
         "n_seeds": len(data.seeds), "seeds": data.seeds, "users_list": data.users,
         "controls": data.controls, "source": str(data.source) if data.source else None,
         "vega_js": bundle.vega_javascript(),

@@ -104,6 +104,22 @@ def criteria_table(verdict: Verdict) -> pl.DataFrame:
     )
 
 
+MANY_USERS = 12   # above this many users the page summarizes instead of drawing one panel per user
+
+
+def many_users(verdict: Verdict) -> bool:
+    return len(getattr(verdict, "users", ())) > MANY_USERS
+
+
+def user_order(verdict: Verdict) -> list[str]:
+    """The users in the order the page draws them: the similarity tree's leaf order (users whose
+    adapters transfer to each other side by side) when computed, else sorted by name."""
+    sim = getattr(verdict, "similarity", None)
+    names = [u.user for u in getattr(verdict, "users", ())]
+    order = list(getattr(sim, "order", ()) or ())
+    return order if sorted(order) == sorted(names) else sorted(names)
+
+
 def matrix_table(verdict: Verdict, data: StudyData) -> tuple[pl.DataFrame, str]:
     """The confusion matrix to draw, and which one it is: `"geometric-mean"` or `"per-seed"`.
 
@@ -125,17 +141,70 @@ def matrix_table(verdict: Verdict, data: StudyData) -> tuple[pl.DataFrame, str]:
         kind = "geometric-mean" if df["seed"].n_unique() == 1 else "per-seed"
         if kind == "geometric-mean":
             df = df.with_columns(pl.lit(None, dtype=pl.Int64).alias("seed"))
-    users = sorted(set(df["eval"].to_list()))
+    ordered = user_order(verdict)
+    users = ordered if set(ordered) == set(df["eval"].to_list()) else sorted(set(df["eval"].to_list()))
+    if many_users(verdict):
+        # one row for the leave-one-out controls: in column j, loo:j (the others are not drawn)
+        loo = pl.col("adapter").str.starts_with(LOO_PREFIX)
+        df = df.filter(~loo | (pl.col("adapter") == pl.lit(LOO_PREFIX) + pl.col("eval"))).with_columns(
+            pl.when(loo).then(pl.lit(LOO_ROW)).otherwise(pl.col("adapter")).alias("adapter"))
     row_names = users + [a for a in sorted(set(df["adapter"].to_list())) if a not in users]
     order = {name: i for i, name in enumerate(row_names)}
+    cols = {name: i for i, name in enumerate(users)}
     df = df.with_columns(
-        pl.when(_is_control()).then(pl.lit("controls"))
+        pl.when(_is_control() | (pl.col("adapter") == LOO_ROW)).then(pl.lit("controls"))
         .otherwise(pl.lit("user adapters")).alias("group"),
         (pl.col("adapter") == pl.col("eval")).alias("is_diagonal"),
         pl.col("adapter").replace_strict(order, return_dtype=pl.Int64).alias("row_order"),
+        pl.col("eval").replace_strict(cols, return_dtype=pl.Int64).alias("col_order"),
     )
     return df.select("adapter", "eval", "ppl", "n_seeds", "seed", "group", "is_diagonal",
-                     "row_order").sort("row_order", "eval", "seed"), kind
+                     "row_order", "col_order").sort("row_order", "col_order", "seed"), kind
+
+
+LOO_ROW = "loo:<column's user>"
+CELL_ROWS = 2000   # the page's cells table shows at most this many rows (problem cells first)
+
+
+def page_rows(df: pl.DataFrame, limit: int = CELL_ROWS) -> tuple[pl.DataFrame, int]:
+    """At most `limit` rows of a cells table, rows whose status is not ok first; and the total."""
+    if df.height <= limit:
+        return df, df.height
+    if "status" in df.columns:
+        df = df.with_columns((pl.col("status") != "ok").alias("_bad")).sort("_bad", descending=True,
+                                                                           maintain_order=True).drop("_bad")
+    return df.head(limit), df.height
+
+
+def population_tables(verdict: Verdict) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame] | None:
+    """(shares, effects, user effects) of `Verdict.population`, or None when not computed.
+
+    shares: against, bar, share, ci_low, ci_high, n_point, n_sure, n_possible, n_users;
+    effects: key, what, gain, gain_low, gain_high, new_low, new_high, user_sd (gains = 1 - exp(effect));
+    user effects: key, user, gain (each user's BLUP as a gain), sorted by gain.
+    """
+    p = getattr(verdict, "population", None)
+    if p is None:
+        return None
+    from validation.population import DESCRIPTIONS
+
+    def gain(x: float) -> float:
+        return -math.expm1(x)
+
+    shares = pl.DataFrame([{"against": "own vs loo:<user>" if s.against == "loo" else "margin (own vs best other)",
+                            "bar": s.bar, "share": _num(s.share), "ci_low": _num(s.ci.low),
+                            "ci_high": _num(s.ci.high), "n_point": s.n_point, "n_sure": s.n_sure,
+                            "n_possible": s.n_possible, "n_users": s.n_users} for s in p.shares])
+    effects = pl.DataFrame([{"key": e.key, "what": DESCRIPTIONS[e.key], "gain": gain(e.effect),
+                             "gain_low": gain(e.ci.high), "gain_high": gain(e.ci.low),
+                             "new_low": gain(e.prediction.high), "new_high": gain(e.prediction.low),
+                             "user_sd": e.user_sd} for e in p.effects],
+                           schema={"key": pl.String, "what": pl.String, "gain": pl.Float64,
+                                   "gain_low": pl.Float64, "gain_high": pl.Float64, "new_low": pl.Float64,
+                                   "new_high": pl.Float64, "user_sd": pl.Float64})
+    users = pl.DataFrame([{"key": e.key, "user": u, "gain": gain(x)} for e in p.effects for u, x in e.user_effects],
+                         schema={"key": pl.String, "user": pl.String, "gain": pl.Float64}).sort("key", "gain")
+    return shares, effects, users
 
 
 def training_table(data: StudyData, max_points_per_curve: int = 400) -> pl.DataFrame | None:

@@ -4,7 +4,8 @@
 [--resamples B] [--rng-seed S] [--jobs 2]`
 
 `--study steps` calibrates instead the training-step interaction and the cluster support
-(`validation.calibration_steps`; writes `calibration_steps.json`).
+(`validation.calibration_steps`; writes `calibration_steps.json`); `--study population` the
+population criteria (`validation.calibration_population`; writes `calibration_population.json`).
 
 For each design (number of seeds; users and documents from `--from-run` or 3 users x 50 docs),
 experiments are simulated by `validation.simulate` at a ladder of true margins shared by every
@@ -159,8 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m validation.calibrate", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="calibration", help="directory for calibration.json (default ./calibration)")
     p.add_argument("--from-run", metavar="DIR", help="estimate the simulation's parameters and design from a run")
-    p.add_argument("--seeds", type=_parse_seeds, default=(3, 5, 8, 12),
-                   help="designs: numbers of seeds (default 3,5,8,12)")
+    p.add_argument("--seeds", type=_parse_seeds, default=None,
+                   help="designs: numbers of seeds (default 3,5,8,12; 3 for --study population)")
     p.add_argument("--regime", type=_parse_regimes, default=None,
                    help="noise regimes to simulate: `all` (default) or a comma-separated list of "
                         + ", ".join(REGIMES) + " (validation/calibration_plan.py)")
@@ -179,10 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"seed of every simulation (default {DEFAULT_RNG_SEED})")
     p.add_argument("--jobs", type=_positive("--jobs"), default=min(2, os.cpu_count() or 1),
                    help="worker processes (default 2)")
-    p.add_argument("--study", choices=("margins", "steps"), default="margins",
+    p.add_argument("--study", choices=("margins", "steps", "population"), default="margins",
                    help="`margins` (default): the verdict's margin intervals and criteria; `steps`: the "
                         "training-step interaction and the cluster support (validation/calibration_steps.py, "
-                        "one process)")
+                        "one process); `population`: the population criteria "
+                        "(validation/calibration_population.py, one process; honours --out, --experiments, "
+                        "--resamples, --prereg, --rng-seed and the first of --seeds and --docs)")
     return p
 
 
@@ -213,6 +216,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         prereg_path = args.prereg or ("prereg.toml" if Path("prereg.toml").is_file() else None)
         prereg = load_prereg(prereg_path) if prereg_path else Prereg()
+        if args.study == "population":
+            if args.from_run or args.users or args.regime:
+                raise ValueError("`--study population` simulates its own designs (20 and 40 users for the "
+                                 "share, 6, 12 and 24 for the effect); drop `--from-run`, `--users` and "
+                                 "`--regime`.")
+            return _population(args, prereg)
+        args.seeds = args.seeds or (3, 5, 8, 12)
         if args.study == "steps":
             return _main_steps(args, prereg)
         notes: tuple[str, ...] = ()
@@ -236,6 +246,28 @@ def main(argv: list[str] | None = None) -> int:
                        rng_seed=args.rng_seed, jobs=args.jobs, notes=notes, variants=tuple(every[1:]))
     path = write_calibration(result, args.out)
     print(format_table(result))
+    print(f"\nwrote {path} in {result.wall_s:.0f} s")
+    return 0
+
+
+def _population(args, prereg: Prereg) -> int:
+    from validation.calibration_population import (
+        calibrate_population,
+        format_population_table,
+        write_population_calibration,
+    )
+    n_seeds = (args.seeds or (3,))[0]
+    experiments = 200 if args.experiments == DEFAULT_EXPERIMENTS else args.experiments
+    print(f"calibrating the population criteria: {experiments} experiments per scenario and number of "
+          f"users, {n_seeds} seeds, B={args.resamples}", file=sys.stderr)
+    def progress(done: int, total: int) -> None:
+        print(f"  {done}/{total} experiments", file=sys.stderr, flush=True)
+
+    result = calibrate_population(prereg, n_experiments=experiments, n_seeds=n_seeds,
+                                  n_docs=(args.docs or (20,))[0], n_resamples=args.resamples,
+                                  rng_seed=args.rng_seed, progress=progress)
+    path = write_population_calibration(result, args.out)
+    print(format_population_table(result))
     print(f"\nwrote {path} in {result.wall_s:.0f} s")
     return 0
 

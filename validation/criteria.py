@@ -14,9 +14,13 @@ from validation.intervals import bootstrap_interval
 from validation.prereg import Prereg
 from validation.results import CriterionResult, Gate, PreregStatus, Status, UserResult
 
+NAMES_SHOWN = 8   # an explanation names at most this many users, then "and N more"
+
 
 def _names(users, mask) -> str:
     picked = [u for u, m in zip(users, mask, strict=True) if m]
+    if len(picked) > NAMES_SHOWN:
+        return ", ".join(picked[:NAMES_SHOWN]) + f" and {len(picked) - NAMES_SHOWN} more"
     return ", ".join(picked) if picked else "none"
 
 
@@ -119,9 +123,18 @@ def read_criteria(users: tuple[UserResult, ...], prereg: Prereg, *, method: str,
 
 
 def gate(prereg: Prereg, criteria: tuple[CriterionResult, ...], users: tuple[UserResult, ...],
-         problems: CellProblems) -> Gate:
-    """Apply the pre-registered gate; every failed condition is one reason."""
+         problems: CellProblems, population=None) -> Gate:
+    """Apply the pre-registered gate; every failed condition is one reason. `population`
+    (`validation.population.PopulationResult`) adds its applicable criteria; a gated one that is
+    not applicable fails the gate (`validation.prereg.check_users` refuses that case up front)."""
     reasons: list[str] = []
+    extra = () if population is None else population.criteria
+    for pc in extra:
+        if pc.result is not None:
+            criteria = (*criteria, pc.result)
+        elif prereg.gates_population(pc.name):
+            reasons.append(f"{pc.name.upper()} is NOT_APPLICABLE (gate requires "
+                           f"{'/'.join(prereg.gate_requires(pc.name))}): {pc.reason}")
     for c in criteria:
         if not prereg.gate_allows(c.name, c.status):
             allowed = "/".join(prereg.gate_requires(c.name))

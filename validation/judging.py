@@ -15,6 +15,7 @@ from validation.bootstrap import bootstrap_mode, resample_logppl
 from validation.decomposition import decompose
 from validation.intervals import bootstrap_interval, document_df, study_regime, variance_shares
 from validation.model import fit_model
+from validation.population import population_stats
 from validation.prereg import Prereg
 from validation.results import (
     BootstrapInfo,
@@ -52,12 +53,14 @@ def judge(
     fit: bool = True,
     prereg_status: PreregStatus | None = None,
     interval_method: str | None = None,
+    fit_population: bool | None = None,
 ) -> Verdict:
     """Compute every quantity, interval, criterion and the gate for one study.
 
     `data.cells` must be normalized (`validation.data.normalize_cells`); structural errors raise
     `validation.data.InputError`. `n_resamples` overrides the pre-registered number (e.g. small
-    for calibration loops); `fit=False` skips the mixed model (`Verdict.model` is None).
+    for calibration loops); `fit=False` skips the mixed model (`Verdict.model` is None) and, unless
+    `fit_population=True`, the population models (`validation.population`).
     `prereg_status` comes from `validation.prereg.check_prereg`; None = NOT PRE-REGISTERED
     (not checked). Cost: about B * sum_j n_j * S * A multiply-adds plus the model fit.
     """
@@ -103,7 +106,11 @@ def judge(
                         "against `pooled` only, which saw each user's text")
     if prereg_status is None:
         prereg_status = PreregStatus(False, prereg.sha256, None, prereg.path, "not checked")
-    gate = crit.gate(prereg, criteria, users, arrays.problems)
+    population = population_stats(arrays, users, decomposition, prereg, crit.margin_intervals(
+        users, prereg, prereg.confidence, method=method, n_seeds=n_seeds, n_docs=n_docs),
+        fit=fit if fit_population is None else fit_population)
+    warnings += [f"population: {n}" for n in population.notes]
+    gate = crit.gate(prereg, criteria, users, arrays.problems, population)
     n_docs = _n_docs(arrays)
     regime = None if mode is BootstrapMode.NONE else study_regime(
         [variance_shares(u.draws_margin, u.seed_margins, None if n_docs is None else n_docs[j])
@@ -113,7 +120,7 @@ def judge(
                          () if n_docs is None else tuple(zip(arrays.users, n_docs, strict=True)), regime)
     return Verdict(users, criteria, model, info, gate, prereg_status, tuple(warnings),
                    prereg.comparator, arrays.seeds, prereg, _matrix(arrays, point),
-                   decomposition=decomposition)
+                   decomposition=decomposition, population=population)
 
 
 def _doc_df(arrays: StudyArrays) -> tuple[float, ...] | None:

@@ -48,14 +48,21 @@ def _formulas(J: int) -> tuple[str, str]:
 
 
 def _fit_mixed(formula: str, df: pd.DataFrame, vc_formula: dict[str, str] | None = None):
-    """Fit with several optimizers; keep the converged fit of highest REML likelihood.
+    """The model of the module doc (random intercept per seed, variance components within a
+    seed; `vc_formula`, default seed:adapter), fitted by `fit_best`. Returns (result, method,
+    warnings, errors)."""
+    model = smf.mixedlm(formula, df, groups="seed", re_formula="1",
+                        vc_formula=vc_formula or {"adapter": "0 + C(adapter)"})
+    return fit_best(model)
+
+
+def fit_best(model):
+    """Fit a statsmodels MixedLM with several optimizers; keep the converged fit of highest REML
+    likelihood (also `validation.population`'s random-intercept models).
 
     L-BFGS alone can stop short of a boundary optimum (a variance component at 0) that lme4
     reaches; Powell, derivative-free, does reach it. Returns (result, method, warnings, errors).
-    `vc_formula`: the variance components within a seed (default: seed:adapter).
     """
-    model = smf.mixedlm(formula, df, groups="seed", re_formula="1",
-                        vc_formula=vc_formula or {"adapter": "0 + C(adapter)"})
     errors: list[str] = []
     best = None
     for k, method in enumerate(METHODS):

@@ -13,9 +13,10 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 from validation.model_reading import diagnostic_readings, effect_line, is_raw_model_warning
+from validation.population import DESCRIPTIONS, population_sentence
 from validation.result_types import signed_pct, threshold_pct
 from validation.results import Verdict
-from validation.summary_sentence import summary_sentence
+from validation.summary_sentence import POPULATION_USERS, summary_sentence
 
 # -- escaping: every name or free text is escaped for the format it lands in (docs/gate.md) ---------
 
@@ -107,15 +108,22 @@ def verdict_text(v: Verdict, source: str = "") -> str:
     rows = [[term(u.user), _pct(u.margin), _ci(u.ci), term(u.best_other), _pct(u.worst_other_margin),
              _pct(u.personalization_gain), _pct(u.regularization_gain), _pct(u.total_gain),
              "INVERTED" if u.inverted else ""] for u in v.users]
+    rows, folded = fold_rows(rows, v)
     lines += _table(["user", "margin", f"{level} CI", "best other", "worst-other*",
                      "personalization", "regularization", "total", ""], rows)
+    if folded:
+        lines.append(folded)
     lines.append("margin = 1 - ppl(own) / ppl(best other user adapter); "
                  "* worst-other margin is anti-conservative, for comparison only; "
                  "personalization = pooled -> own, regularization = base -> pooled")
     lines.append("")
     lines += decomposition_lines(v)
+    lines += population_lines(v)
     rows = [[c.name.upper(), c.status.value, c.point.value, _bar(c), term(c.explanation)]
             for c in v.criteria]
+    rows += [[c.name.upper(), c.status_text, c.result.point.value if c.result else "-",
+              _bar(c.result) if c.result else "-", term(c.result.explanation if c.result else c.reason)]
+             for c in (v.population.criteria if v.population is not None else ())]
     lines += _table(["criterion", "status (CI)", "point reading", "threshold", "why"], rows)
     lines.append("")
     if v.model is not None:
@@ -134,6 +142,46 @@ def verdict_text(v: Verdict, source: str = "") -> str:
         lines.append("warnings:")
         lines += [f"  - {term(w)}" for w in shown]
     return "\n".join(lines) + "\n"
+
+
+TERMINAL_USERS = 20   # more users than this: the table shows the lowest and highest margins only
+
+
+def fold_rows(rows: list[list[str]], v: Verdict, keep: int = TERMINAL_USERS,
+              keys: list[float] | None = None, by: str = "margin") -> tuple[list[list[str]], str]:
+    """Per-user rows; above `keep` users, sorted by `keys` (default: the margins) and folded to the
+    `keep // 2` lowest and highest, with a line saying where the rest are."""
+    if len(rows) <= keep:
+        return rows, ""
+    keys = [u.margin for u in v.users] if keys is None else keys
+    order = sorted(range(len(rows)), key=lambda k: (not math.isfinite(keys[k]), keys[k]))
+    half = keep // 2
+    shown = [rows[k] for k in order[:half]] + [["..."] + [""] * (len(rows[0]) - 1)] + [rows[k] for k in order[-half:]]
+    return shown, (f"{len(rows)} users, sorted by {by}: the {half} lowest and {half} highest shown; "
+                   "every user in verdict.json and report.html")
+
+
+def population_lines(v: Verdict) -> list[str]:
+    """The population figures: shares clearing the bars, the population-average effects."""
+    p = v.population
+    if p is None:
+        return []
+    level = f"{p.level:.0%}"
+    out = [f"population ({p.n_users} users as a sample of a population; {level} intervals):"]
+    for s in p.shares:
+        what = "own vs loo:<user>" if s.against == "loo" else "margin"
+        out.append(f"  share with {what} >= {threshold_pct(s.bar)}: {s.share:.0%} ({s.n_point} of {s.n_users}), "
+                   f"interval [{s.ci.low:.0%}, {s.ci.high:.0%}]")
+    def gain(x: float) -> str:  # log-ratio of perplexity -> perplexity reduction
+        return _pct(-math.expm1(x))
+
+    for e in p.effects:
+        out.append(f"  {e.key}: {DESCRIPTIONS[e.key]}: average {gain(e.effect)} [{gain(e.ci.high)}, "
+                   f"{gain(e.ci.low)}]; a new user {gain(e.prediction.high)} to {gain(e.prediction.low)} "
+                   f"(user sd {e.user_sd:.3f} log-ratio{', singular' if e.singular else ''})")
+    out += [f"  note: {term(n)}" for n in p.notes]
+    out.append("")
+    return out
 
 
 # (step key, column header) of the decomposition table: the chain, then the summaries
@@ -164,8 +212,13 @@ def decomposition_lines(v: Verdict) -> list[str]:
         rows.append([term(d.user), *cells, "n/a" if d.seen_share is None else f"{d.seen_share:.0%}"])
     out = [f"decomposition of each user's gain, {level} intervals (loo = loo:<user>, trained on every other "
            "user's text: what a new user gets)"]
+    keys = [st.gain if (st := d.step("loo_to_own")) is not None else math.nan for d in v.decomposition]
+    rows, folded = fold_rows(rows, v, keys=keys, by="loo -> own")
     out += _table(["user", *(h for _, h in DECOMPOSITION_COLUMNS), "pooled's gain from seeing the user"], rows)
-    out += [f"  {term(d.words)}" for d in v.decomposition]
+    if folded:
+        out.append(folded + " (each user in words there too)")
+    else:
+        out += [f"  {term(d.words)}" for d in v.decomposition]
     out.append("")
     return out
 
@@ -194,6 +247,13 @@ def junit_xml(v: Verdict) -> str:
         ok = v.settings.gate_allows(c.name, c.status)
         out = f"{c.status.value} (point reading {c.point.value}); {c.explanation}"
         case("verdict.criteria", c.name, None if ok else f"{c.name.upper()} is {c.status.value}", out)
+    for pc in (v.population.criteria if v.population is not None else ()):
+        gated = v.settings.gates_population(pc.name)
+        if pc.result is None and not gated:
+            continue   # not applicable and not gating: no test case
+        ok = pc.result is not None and v.settings.gate_allows(pc.name, pc.result.status) or not gated
+        case("verdict.population", pc.name, None if ok else f"{pc.name.upper()} is {pc.status_text}",
+             f"{pc.status_text}; {pc.result.explanation if pc.result else pc.reason}")
     for u in v.users:
         out = (f"margin {_pct(u.margin)} CI {_ci(u.ci)} vs best other {u.best_other}; "
                f"personalization {_pct(u.personalization_gain)}, regularization {_pct(u.regularization_gain)}")
@@ -221,6 +281,12 @@ def markdown_summary(v: Verdict) -> str:
     out += ["| criterion | status | point reading | threshold |", "|---|---|---|---|"]
     out += [f"| {c.name.upper()} | **{c.status.value}** | {c.point.value} | {c.threshold:g} |"
             for c in v.criteria]
+    out += [f"| {c.name.upper()} | **{c.status_text}** | {c.result.point.value if c.result else '-'} | "
+            f"{f'{c.result.threshold:g}' if c.result else '-'} |"
+            for c in (v.population.criteria if v.population is not None else ())]
+    many = len(v.users) > TERMINAL_USERS
+    if many:   # GitHub renders <details>: the per-user tables fold
+        out += ["", f"<details><summary>{len(v.users)} users: per-user table</summary>"]
     out += ["", f"| user | margin | {level} CI | best other | personalization | regularization | inverted |",
             "|---|---|---|---|---|---|---|"]
     out += [f"| {md(u.user)} | {_pct(u.margin)} | {_ci(u.ci)} | {md(u.best_other)} | "
@@ -235,6 +301,10 @@ def markdown_summary(v: Verdict) -> str:
                      for k, _ in DECOMPOSITION_COLUMNS]
             out.append(f"| {md(d.user)} | " + " | ".join(cells)
                        + f" | {'n/a' if d.seen_share is None else f'{d.seen_share:.0%}'} |")
+    if many:
+        out += ["", "</details>"]
+    if v.population is not None and len(v.users) >= POPULATION_USERS:
+        out += ["", "Population: " + md(population_sentence(v.population))]
     if v.gate.reasons:
         out += ["", "Gate failed because:"] + [f"- {md(r)}" for r in v.gate.reasons]
     if v.warnings:

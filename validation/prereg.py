@@ -7,6 +7,7 @@ The runner records the file's path and SHA-256 in the run's manifest (`Manifest.
 from __future__ import annotations
 
 import hashlib
+import math
 import tomllib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -22,6 +23,16 @@ COMPARATORS = ("best_other", "worst_other")
 INTERVAL_METHODS = ("percentile", "student-t", "satterthwaite", "cochran-cox", "expanded-percentile",
                     "share-blend")
 LENIENT_ADJUSTMENTS = ("bonferroni", "none")
+
+
+MIN_USERS_EFFECT = 6     # fewer users: the between-user variance of the effect is too poorly estimated
+
+
+def min_users_share(min_share: float, level: float) -> int:
+    """The fewest users with which `population_share` can PASS at all: with every user's interval
+    above the bar, the Clopper-Pearson lower bound is ((1 - level) / 2)^(1/J), which must reach
+    `min_share` (17 users for 0.80 at 95%)."""
+    return max(2, math.ceil(math.log((1 - level) / 2) / math.log(min_share) - 1e-12))
 
 
 class PreregError(ValueError):
@@ -46,6 +57,14 @@ class Prereg:
     gate_strict: tuple[str, ...] = ("PASS", "FAIL", "INCONCLUSIVE")
     gate_lenient: tuple[str, ...] = ("PASS",)
     gate_catastrophic: tuple[str, ...] = ("NOT_TRIGGERED",)
+    # [population] (docs/methods.md, section 13): the share of users with margin >= share_margin
+    # must reach min_share; the population-average personalization effect must lie below max_effect
+    share_margin: float = 0.05
+    min_share: float = 0.80
+    max_effect: float = 0.0
+    # not gating by default: every status accepted, so existing pre-registrations keep their meaning
+    gate_population_share: tuple[str, ...] = ("PASS", "FAIL", "INCONCLUSIVE")
+    gate_population_effect: tuple[str, ...] = ("PASS", "FAIL", "INCONCLUSIVE")
     fail_on_inverted: bool = True
     fail_on_bad_cells: bool = True
     fail_on_worse_than_base: bool = False
@@ -77,8 +96,13 @@ class Prereg:
         return 1.0 - (1.0 - self.confidence) / m
 
     def gate_requires(self, criterion: str) -> tuple[str, ...]:
-        """The statuses of `criterion` (strict, lenient, catastrophic) that the gate accepts."""
+        """The statuses of `criterion` (strict, lenient, catastrophic, population_share,
+        population_effect) that the gate accepts."""
         return getattr(self, f"gate_{criterion}")
+
+    def gates_population(self, criterion: str) -> bool:
+        """Whether the gate depends on a population criterion (some status is not accepted)."""
+        return set(self.gate_requires(criterion)) != {"PASS", "FAIL", "INCONCLUSIVE"}
 
     def gate_allows(self, criterion: str, status: Status) -> bool:
         """The one gate-membership check (criteria.gate, junit.xml, the report)."""
@@ -86,7 +110,8 @@ class Prereg:
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
-        for k in ("gate_strict", "gate_lenient", "gate_catastrophic"):
+        for k in ("gate_strict", "gate_lenient", "gate_catastrophic", "gate_population_share",
+                  "gate_population_effect"):
             d[k] = list(d[k])
         return d
 
@@ -99,8 +124,13 @@ def _prereg_iv(p: Prereg) -> None:
 
     if p.comparator not in COMPARATORS:
         raise PreregError(f"`comparator` must be one of {COMPARATORS}; got {p.comparator!r}.")
-    for name in ("strict_margin", "lenient_margin", "delta", "equivalence_level", "confidence"):
+    for name in ("strict_margin", "lenient_margin", "delta", "equivalence_level", "confidence",
+                 "share_margin", "min_share"):
         frac(name)
+    if not isinstance(p.max_effect, (int, float)) or isinstance(p.max_effect, bool) \
+            or not (-1.0 <= p.max_effect <= 1.0):
+        raise PreregError(f"`population.max_effect` must be a log-ratio in [-1, 1] (0 = any "
+                          f"personalization on average); got {p.max_effect!r}.")
     def integer(v) -> bool:  # TOML true/false are Python bools, which isinstance(int) accepts
         return isinstance(v, int) and not isinstance(v, bool)
 
@@ -127,6 +157,8 @@ def _prereg_iv(p: Prereg) -> None:
         "gate_strict": {"PASS", "FAIL", "INCONCLUSIVE"},
         "gate_lenient": {"PASS", "FAIL", "INCONCLUSIVE"},
         "gate_catastrophic": {"TRIGGERED", "NOT_TRIGGERED", "INCONCLUSIVE"},
+        "gate_population_share": {"PASS", "FAIL", "INCONCLUSIVE"},
+        "gate_population_effect": {"PASS", "FAIL", "INCONCLUSIVE"},
     }
     for name, ok in allowed.items():
         values = getattr(p, name)
@@ -143,8 +175,10 @@ _SECTIONS = {
                  "lenient_adjust", "delta", "equivalence_level"),
     "statistics": ("confidence", "n_resamples", "interval_method", "rng_seed"),
     "gate": ("strict", "lenient", "catastrophic", "fail_on_inverted", "fail_on_bad_cells",
-             "fail_on_worse_than_base"),
+             "fail_on_worse_than_base", "population_share", "population_effect"),
+    "population": ("share_margin", "min_share", "max_effect"),
 }
+_GATED = ("strict", "lenient", "catastrophic", "population_share", "population_effect")
 
 
 def default_prereg_path() -> Path:
@@ -172,7 +206,7 @@ def load_prereg(path: str | Path) -> Prereg:
         if unknown:
             raise PreregError(f"{path}: unknown setting(s) {unknown} in `[{section}]`; known: {list(keys)}.")
         for k, v in table.items():
-            name = f"gate_{k}" if section == "gate" and k in ("strict", "lenient", "catastrophic") else k
+            name = f"gate_{k}" if section == "gate" and k in _GATED else k
             kwargs[name] = tuple(v) if isinstance(v, list) else v
     unknown_sections = sorted(set(doc) - set(_SECTIONS))
     if unknown_sections:
@@ -214,6 +248,16 @@ def check_users(prereg: Prereg, n_users: int, where: str = "the study") -> None:
             f"{prereg.path or 'prereg'}: `lenient_min_users = {prereg.lenient_min_users}` but {where} has "
             f"{n_users} users: LENIENT could never pass; lower `lenient_min_users` to at most {n_users} "
             "(0 = all users but one) before the run.")
+    need = {"population_share": (min_users_share(prereg.min_share, prereg.confidence),
+                                 f"`[population] min_share = {prereg.min_share}`"),
+            "population_effect": (MIN_USERS_EFFECT, "the population-average effect")}
+    for name, (n_min, what) in need.items():
+        if prereg.gates_population(name) and n_users < n_min:
+            raise PreregError(
+                f"{prereg.path or 'prereg'}: `[gate] {name}` gates on a population criterion but {where} "
+                f"has {n_users} users; {what} needs at least {n_min} users at confidence "
+                f"{prereg.confidence:g}: run more users, or accept every status in `[gate] {name}` "
+                "(the default) before the run.")
 
 
 # The command-line flags of `python -m validation.verdict` that can change a status, with the

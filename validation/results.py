@@ -228,6 +228,8 @@ class Verdict:
     # The training-step interaction (`validation.steps.StepsAnalysis`), added by the CLI after
     # judging (`analyze_steps`); None with one step count.
     steps_analysis: Any = None
+    # population statistics (`validation.population.PopulationResult`); None when not computed
+    population: Any = None
 
     def criterion(self, name: str) -> CriterionResult:
         for c in self.criteria:
@@ -299,6 +301,7 @@ class Verdict:
                 for r in self.matrix.iter_rows(named=True)],
             "similarity": None if self.similarity is None else self.similarity.to_json(),
             "steps_analysis": None if self.steps_analysis is None else self.steps_analysis.to_json(),
+            "population": None if self.population is None else self.population.to_json(),
         }
 
 

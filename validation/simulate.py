@@ -251,6 +251,38 @@ def _simulate_columns(p: SimParams, Es: list[np.ndarray], S: int, rng: np.random
     return out
 
 
+@dataclass(frozen=True)
+class UserPopulation:
+    """A population of users to draw the users of a study from (population calibration).
+
+    Each user's personalization effect is d = log(1 - m), m the user's true margin (with every
+    other adapter equally good, `adapter_sd = offdiag_sd = 0`, d is also the user's `diag`
+    effect). Either normal, d ~ N(mean_effect, sd_effect), or, with `above_share` set, a
+    two-point mixture: margin `high_margin` with probability `above_share`, else `low_margin`.
+    """
+
+    mean_effect: float = 0.0
+    sd_effect: float = 0.0
+    above_share: float | None = None
+    high_margin: float = 0.30
+    low_margin: float = 0.05
+
+    def draw(self, n_users: int, rng: np.random.Generator) -> np.ndarray:
+        """(n_users,) true margins, independent draws."""
+        if self.above_share is not None:
+            above = rng.random(n_users) < self.above_share
+            return np.where(above, self.high_margin, self.low_margin)
+        return -np.expm1(rng.normal(self.mean_effect, self.sd_effect, size=n_users))
+
+
+def simulate_population(params: SimParams, population: UserPopulation, n_seeds: int,
+                        rng: np.random.Generator) -> SimulatedStudy:
+    """`simulate_experiment` with the users' margins drawn from `population` (the truth records
+    the drawn margins; the population's own parameters are the population-level truth)."""
+    margins = population.draw(len(params.users), rng)
+    return simulate_experiment(params, margins, n_seeds, rng)
+
+
 def study_tables(nll_cols, tok_cols, adapters, users, seeds, bytes_per_token: float = 4.0) -> StudyData:
     """Per column j arrays (S, A, n_j) of document NLL sums and token counts -> StudyData.
 

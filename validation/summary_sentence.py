@@ -97,6 +97,19 @@ def _caveats(v: Verdict) -> str:
     return f" ({'; '.join(notes)})" if notes else ""
 
 
+POPULATION_USERS = 6   # from this many users the sentence also reads the users as a population
+
+
+def _population(v: Verdict) -> str:
+    """`; as a population: ...` from `POPULATION_USERS` users on, when the figures were computed."""
+    p = v.population
+    if p is None or p.n_users < POPULATION_USERS:
+        return ""
+    from validation.population import population_sentence
+    text = population_sentence(p)
+    return f"; as a population: {text}" if text else ""
+
+
 def summary_sentence(v: Verdict) -> str:
     """One quotable sentence: what the study found, in words, generated from the verdict.
 
@@ -111,7 +124,7 @@ def summary_sentence(v: Verdict) -> str:
     if positive and extra:
         inverted_note = (f"; yet for {_names(extra)} another user's adapter beats the user's own "
                          f"(inverted)")
-    text = claim + _control_clause(v, positive) + inverted_note + _caveats(v) + "."
+    text = claim + _control_clause(v, positive) + inverted_note + _caveats(v) + _population(v) + "."
     if not v.prereg.locked:
         text = "Exploratory (not pre-registered): " + text[0].lower() + text[1:]
     return text

@@ -91,3 +91,27 @@ def external_matrix(seed: int = 0) -> tuple[Verdict, StudyData]:
     data = cells_from_matrix(ppl, USERS, USERS)
     verdict = judge(data, Prereg(), rng=np.random.default_rng(seed + 1))
     return verdict, data
+
+
+def many_users_study(n_users: int = 50, seed: int = 0, n_seeds: int = 3, n_docs: int = 12,
+                     n_resamples: int = 200, fit: bool = False) -> tuple[Verdict, StudyData]:
+    """A population-sized study: `n_users` users in 5 planted domain groups (so the matrix has a
+    structure to order), per-user personalization drawn around 12% (a few users near 0), 3 seeds,
+    base + pooled + `loo:<user>`, documents, train log and manifest; judged and with similarity.
+    The population models are fitted; `validation.model`'s seed-grouped model only with `fit=True`
+    (statsmodels needs minutes for it at 50 users)."""
+    from validation.similarity import similarity_for_verdict
+
+    rng = np.random.default_rng(seed)
+    users = tuple(f"user{k:02d}" for k in range(n_users))
+    pers = np.clip(rng.normal(0.12, 0.05, size=n_users), -0.02, None)
+    data = simulate_study(rng, n_seeds=n_seeds, users=users, n_docs=n_docs, personalization=pers,
+                          controls=CONTROLS + tuple(loo_name(u) for u in users),
+                          groups=tuple(k % 5 for k in range(n_users)), group_penalty=0.08)
+    adapters = tuple(a for a in sorted(set(data.cells["adapter"].to_list())) if a != "base")
+    data = dataclasses.replace(data, train_log=example_train_log(rng, data.seeds, adapters, every=10),
+                               manifest=example_manifest(data.users, data.seeds))
+    status = PreregStatus(True, "cd" * 32, "cd" * 32, "prereg.toml", "matches manifest")
+    verdict = judge(data, Prereg(), rng=np.random.default_rng(seed + 1), n_resamples=n_resamples,
+                    prereg_status=status, fit=fit, fit_population=True)
+    return dataclasses.replace(verdict, similarity=similarity_for_verdict(verdict, data, None)), data
