@@ -1,0 +1,119 @@
+"""The dtype policy for frozen base weights (`--dtype`), shared by the built-in model and `--model`.
+
+Base weights are frozen while adapters train and while anything is scored, so they can be held in
+a narrower floating-point type once, when the model is loaded: `bfloat16`, or `float16` on GPUs
+without bfloat16. What stays float32 whatever `--dtype` says: the adapter parameters, their
+gradients and the optimizer state, the loss and the summed NLLs. The built-in model also keeps its
+residual stream, every norm, the (tied) embedding and the output layer in float32: only the matrix
+multiplies of the transformer blocks run in the narrow type (`runners.model.GPT.cast_frozen`). A
+`--model` checkpoint is loaded whole in the dtype and its norms compute as the checkpoint's own
+modules do (docs/own_model.md). Pretraining the built-in base model is always float32: its cache
+key and weights do not depend on `--dtype`.
+
+`--dtype auto` picks, per device and preset, the dtype that benchmarks/bench_dtype.py showed to be
+both faster and accurate enough (docs/performance.md); float32 is always available for exact
+reproduction. Asking for a dtype the hardware cannot multiply in natively is refused, never
+silently slowed down or replaced.
+
+`resolve` is pure (it takes the hardware's `Capability`), so every branch, the CUDA ones
+included, is tested on any machine; `probe` is the only part that asks the hardware.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+AUTO = "auto"
+CHOICES = (*DTYPES, AUTO)
+
+# What `--dtype auto` resolves to on a CPU with native bfloat16, per built-in preset: measured by
+# benchmarks/bench_dtype.py (docs/performance.md). A preset not listed, or a `--model` checkpoint,
+# resolves to float32 on CPU.
+AUTO_CPU: dict[str, str] = {"tiny": "float32", "cpu": "float32", "gpt30m": "bfloat16"}
+
+
+class DtypeError(ValueError):
+    """A `--dtype` the suite or this hardware cannot use: the message names the flag and the fix."""
+
+
+@dataclass(frozen=True)
+class Capability:
+    """Which narrow floating-point types `device` multiplies matrices in natively."""
+
+    device: str  # "cpu" or "cuda"
+    bf16: bool
+    fp16: bool
+    what: str  # the hardware in words, for messages and the manifest
+
+
+@dataclass(frozen=True)
+class DtypeChoice:
+    """The dtype a run uses for its frozen base weights, and why."""
+
+    requested: str  # what `--dtype` said (one of CHOICES)
+    name: str  # what it resolved to (a key of DTYPES)
+    reason: str  # one sentence: why this dtype (recorded in the manifest, logged)
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.name]
+
+
+def probe(device: str) -> Capability:
+    """This machine's capability for `device` (the only function here that asks the hardware)."""
+    if device == "cuda":
+        name = torch.cuda.get_device_name()
+        return Capability("cuda", bool(torch.cuda.is_bf16_supported()), True, f"GPU {name}")
+    # oneDNN's own test for its bfloat16 / float16 kernels (AVX-512 core, AVX512-BF16, AMX; Arm BF16):
+    # without them torch falls back to slow reference kernels
+    bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    fp16 = bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
+    return Capability("cpu", bf16, fp16, f"CPU ({torch.backends.cpu.get_cpu_capability()})")
+
+
+def check_name(requested: str) -> str:
+    """`requested` if it is a known `--dtype` (DtypeError naming the flag otherwise)."""
+    if requested not in CHOICES:
+        raise DtypeError(f"`--dtype {requested}`: unknown dtype; use one of {', '.join(CHOICES)}")
+    return requested
+
+
+def resolve(requested: str, cap: Capability, preset: str | None = None) -> DtypeChoice:
+    """The dtype for `--dtype requested` on hardware `cap` (`preset`: the built-in preset, None
+    for a `--model` checkpoint). DtypeError when the hardware lacks the requested dtype."""
+    check_name(requested)
+    if requested == AUTO:
+        return _auto(cap, preset)
+    if requested == "bfloat16" and not cap.bf16:
+        alt = "`--dtype float16` or " if cap.device == "cuda" else ""
+        raise DtypeError(f"`--dtype bfloat16`: this {cap.what} has no native bfloat16 matrix multiplies "
+                         f"(torch would emulate them, slower than float32); use {alt}`--dtype float32`, or "
+                         "`--dtype auto` to take what this hardware does best")
+    if requested == "float16" and not cap.fp16:
+        raise DtypeError(f"`--dtype float16`: this {cap.what} has no native float16 matrix multiplies "
+                         "(torch would emulate them, slower than float32); use `--dtype float32`, or "
+                         "`--dtype auto`")
+    return DtypeChoice(requested, requested, f"--dtype {requested}, as asked")
+
+
+def _auto(cap: Capability, preset: str | None) -> DtypeChoice:
+    if cap.device == "cuda":
+        if cap.bf16:
+            return DtypeChoice(AUTO, "bfloat16", f"--dtype auto: bfloat16, native on this {cap.what}")
+        return DtypeChoice(AUTO, "float32", f"--dtype auto: float32, this {cap.what} has no bfloat16 "
+                                            "(float16 is never chosen automatically: its accuracy is not measured)")
+    pick = AUTO_CPU.get(preset, "float32") if preset is not None else "float32"
+    if pick == "bfloat16" and not cap.bf16:
+        return DtypeChoice(AUTO, "float32", f"--dtype auto: float32, this {cap.what} has no native bfloat16")
+    what = f"preset {preset!r}" if preset is not None else "a --model checkpoint"
+    return DtypeChoice(AUTO, pick, f"--dtype auto: {pick}, the faster accurate dtype measured for {what} on a CPU "
+                                   "(docs/performance.md)")
+
+
+def choose(requested: str, device: str, preset: str | None = None) -> DtypeChoice:
+    """`resolve` on this machine's capability for `device`."""
+    check_name(requested)
+    return resolve(requested, probe(device), preset)
