@@ -3,6 +3,7 @@
     python benchmarks/bench_dtype.py accuracy [--seeds 5] [--fixtures 3] [--preset cpu] [--out DIR]
     python benchmarks/bench_dtype.py speed [--preset cpu] [--reps 5] [--steps 10] [--dtypes float32,bfloat16]
     python benchmarks/bench_dtype.py profile [--preset cpu] [--dtype float32] [--top 15]
+    python benchmarks/bench_dtype.py compile [--preset cpu] [--dtype float32] [--steps 3] [--reps 3]
 
 accuracy: runs the real commands twice, `python -m runners.grid --dtype float32` and `--dtype
 bfloat16` (default study: classics, cpu preset, 5 seeds x 3 users; base model from the cache), and
@@ -21,6 +22,9 @@ The ratio bf16 / fp32 is the figure to read; absolute numbers follow the machine
 beside them (`uptime`'s 1-minute load average).
 
 profile: torch.profiler's top operators (self CPU time) of one batched adapter-training step.
+
+compile: adapter-training steps eager against torch.compile (A/B interleaved), the compile time
+apart, and after how many steps compiling would pay for itself.
 """
 
 from __future__ import annotations
@@ -167,8 +171,9 @@ def pretrain_step_fn(config, stream: np.ndarray, batch_size: int, steps: int, dt
     return run
 
 
-def adapter_step_fn(base: GPT, streams, batch_size: int, steps: int, dtype: torch.dtype):
-    """`steps` steps of the batched adapter loop (runners.train.train_adapters' body) on `base` in `dtype`."""
+def adapter_step_fn(base: GPT, streams, batch_size: int, steps: int, dtype: torch.dtype, compiled: bool = False):
+    """`steps` steps of the batched adapter loop (runners.train.train_adapters' body) on `base` in `dtype`
+    (`compiled`: the model under torch.compile)."""
     import copy
 
     model = copy.deepcopy(base).cast_frozen(dtype)
@@ -178,11 +183,12 @@ def adapter_step_fn(base: GPT, streams, batch_size: int, steps: int, dtype: torc
     T = model.config.block_size
     idx = torch.arange(1, n + 1).repeat_interleave(batch_size)
     rng = np.random.default_rng(0)
+    forward = torch.compile(model) if compiled else model
 
     def run():
         for _ in range(steps):
             xs, ys = zip(*(windows_at(s, sample_offsets(rng, len(s), T, batch_size), T) for s in streams), strict=True)
-            loss = adapter_loss(model, torch.cat(xs), torch.cat(ys), idx, n)
+            loss = adapter_loss(forward, torch.cat(xs), torch.cat(ys), idx, n)
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()
             opt.step()
@@ -240,6 +246,31 @@ def speed(args) -> int:
     return 0
 
 
+def compile_ab(args) -> int:
+    """Adapter training steps, eager against torch.compile, in one dtype: A/B interleaved; the
+    first (compiling) call timed apart."""
+    torch.set_num_threads(os.cpu_count() or 1)
+    fs = load_fixtures("classics", 3, {})
+    config = PRESETS[args.preset]
+    base = load_or_pretrain(config, PRETRAIN_PRESETS["cpu"], fs.pretrain, fs.pretrain_sha256()).model \
+        if args.preset == "cpu" else GPT(config).eval()
+    _, docs = training_sets(fs)
+    streams = [training_stream(d) for d in docs]
+    fns = {c: adapter_step_fn(base, streams, args.batch_size, args.steps, DTYPES[args.dtype], compiled=c == "compiled")
+           for c in ("eager", "compiled")}
+    t0 = time.perf_counter()
+    fns["compiled"]()
+    first = time.perf_counter() - t0
+    print(f"torch.compile, preset {args.preset}, --dtype {args.dtype}: first call (compiling) {first:.1f} s; {load()}")
+    times = _median_times(fns, args.reps)
+    med = {k: float(np.median(t)) for k, t in times.items()}
+    print(f"{args.steps} adapter-training steps, median of {args.reps} A/B interleaved: eager {med['eager']:.3f} s, "
+          f"compiled {med['compiled']:.3f} s: eager / compiled {med['eager'] / med['compiled']:.2f}x; compiling pays "
+          f"for itself after {first / max(1e-9, (med['eager'] - med['compiled']) / args.steps):.0f} steps "
+          f"(if positive); {load()}")
+    return 0
+
+
 def profile(args) -> int:
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
@@ -279,13 +310,19 @@ def main(argv=None) -> int:
     s.add_argument("--pretrain-batch", type=int, default=32, help="windows per pretraining step (preset: 32)")
     s.add_argument("--eval-docs", type=int, default=30, help="held-out documents scored per repetition")
     s.add_argument("--dtypes", default="float32,bfloat16")
+    c = sub.add_parser("compile")
+    c.add_argument("--preset", default="cpu", choices=list(PRESETS))
+    c.add_argument("--dtype", default="float32", choices=list(DTYPES))
+    c.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    c.add_argument("--steps", type=int, default=3)
+    c.add_argument("--reps", type=int, default=3)
     pr = sub.add_parser("profile")
     pr.add_argument("--preset", default="cpu", choices=list(PRESETS))
     pr.add_argument("--dtype", default="float32", choices=list(DTYPES))
     pr.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     pr.add_argument("--top", type=int, default=15)
     args = p.parse_args(argv)
-    return {"accuracy": accuracy, "speed": speed, "profile": profile}[args.cmd](args)
+    return {"accuracy": accuracy, "speed": speed, "compile": compile_ab, "profile": profile}[args.cmd](args)
 
 
 if __name__ == "__main__":
