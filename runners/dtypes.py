@@ -77,7 +77,7 @@ def probe(device: str) -> Capability:
 def check_name(requested: str) -> str:
     """`requested` if it is a known `--dtype` (DtypeError naming the flag otherwise)."""
     if requested not in CHOICES:
-        raise DtypeError(f"`--dtype {requested}`: unknown dtype; use one of {', '.join(CHOICES)}")
+        raise DtypeError(f"`--dtype {requested}`: use one of {', '.join(CHOICES)} (no other dtype is known)")
     return requested
 
 
