@@ -16,7 +16,7 @@ import torch
 from runners import dtypes
 from runners.dtypes import Capability, DtypeError, resolve
 from runners.grid import build_parser, main
-from runners.model import PRESETS, GPT
+from runners.model import GPT, PRESETS
 from runners.settings import UsageError, settings_from_args
 from runners.train import TrainConfig, data_order, train_adapters
 
