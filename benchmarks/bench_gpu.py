@@ -1,7 +1,7 @@
 """The `gpt30m` preset's 5 x 3 grid on a GPU: wall time, MFU, batched vs one adapter at a time.
 
     python benchmarks/bench_gpu.py [--out DIR] [--device cuda] [--preset gpt30m] [--seeds 5] [--fixtures 3]
-                                   [--pretrain-steps 1000] [--dtype auto] [--fixture-set classics]
+                                   [--pretrain-steps 1000] [--dtype bfloat16] [--fixture-set classics]
 
 NOT YET RUN ON A GPU: prepared for the first session that is lent a GPU machine (device time is
 scarce, so this is one short command). What it does, in order, printing each figure as it goes
@@ -10,7 +10,7 @@ and writing them all to `<out>/gpu_summary.json`:
 2. the base model: pretrained on the device into the cache (`--pretrain-steps`, default 1000 of
    the preset's 5000 to fit one 10-minute call: the adapters' speed does not depend on how well
    the base is trained, its perplexities do), timed, seconds per step and the 5000-step estimate;
-3. `python -m runners.grid --preset gpt30m --seeds 5 --fixtures 3 --device cuda --dtype auto`
+3. `python -m runners.grid --preset gpt30m --seeds 5 --fixtures 3 --device cuda --dtype bfloat16`
    (plus the same `--pretrain-steps`), base cached: wall time, per-seed training and scoring
    time, and MFU of training and scoring from the manifest's timings;
 4. batched adapter training against one adapter at a time on the same windows
@@ -32,7 +32,10 @@ The device call (carry [".whl", ".gpu-cache"], timeout_s 600):
 
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && \
     export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 NORMADAPT_CACHE_DIR=$PWD/.gpu-cache && \
-    python3 benchmarks/bench_gpu.py --out $OUT
+    python3 benchmarks/bench_gpu.py --out $OUT/bf16 && \
+    python3 benchmarks/bench_gpu.py --out $OUT/fp32 --dtype float32 --skip-sequential
+
+(the base model is pretrained once, by the first; `--pretrain-steps` is the same for both.)
 """
 
 from __future__ import annotations
@@ -90,7 +93,7 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--fixtures", type=int, default=3)
     p.add_argument("--pretrain-steps", type=int, default=1000)
-    p.add_argument("--dtype", default="auto")
+    p.add_argument("--dtype", default="bfloat16", help="bfloat16 (default) or float32 for the baseline")
     p.add_argument("--skip-sequential", action="store_true", help="skip the batched vs one-at-a-time part")
     args = p.parse_args(argv)
     out = Path(args.out)

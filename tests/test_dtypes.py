@@ -29,22 +29,33 @@ FAST = ["--preset", "tiny", "--fixture-set", "synthetic", "--seeds", "1", "--ste
 
 # -- resolution --------------------------------------------------------------------------------
 
+BF16_TABLE = {"tiny": "float32", "cpu": "float32", "gpt30m": "bfloat16"}  # as if gpt30m had been measured
+
+
 @pytest.mark.parametrize("cap, preset, want", [
     (CPU_BF16, "cpu", "float32"), (CPU_BF16, "tiny", "float32"), (CPU_BF16, "gpt30m", "bfloat16"),
-    (CPU_PLAIN, "gpt30m", "float32"), (CPU_BF16, None, "float32"),  # None: a --model checkpoint
-    (GPU_BF16, "cpu", "bfloat16"), (GPU_BF16, "gpt30m", "bfloat16"), (GPU_BF16, None, "bfloat16"),
+    (CPU_PLAIN, "gpt30m", "float32"),  # the table says bfloat16, the hardware has none: float32, said so
+    (CPU_BF16, None, "float32"),  # None: a --model checkpoint
+    (GPU_BF16, "cpu", "float32"), (GPU_BF16, "gpt30m", "bfloat16"), (GPU_BF16, None, "float32"),
     (GPU_OLD, "gpt30m", "float32"),  # float16 is never picked automatically
 ])
-def test_auto_resolves_per_hardware_and_preset(cap, preset, want):
+def test_auto_resolves_per_hardware_and_preset(monkeypatch, cap, preset, want):
+    monkeypatch.setattr(dtypes, "AUTO_CPU", BF16_TABLE)
+    monkeypatch.setattr(dtypes, "AUTO_GPU", BF16_TABLE)
     got = resolve("auto", cap, preset)
     assert got.requested == "auto" and got.name == want and got.torch_dtype is dtypes.DTYPES[want]
     assert got.reason.startswith(f"--dtype auto: {want}")
+    if cap is CPU_PLAIN:
+        assert "has no native bfloat16" in got.reason
 
 
-def test_auto_follows_the_measured_cpu_table():
-    for preset, want in dtypes.AUTO_CPU.items():
-        assert resolve("auto", CPU_BF16, preset).name == want
-    assert set(dtypes.AUTO_CPU) == set(PRESETS)  # every preset has a measured entry
+def test_auto_follows_the_measured_tables():
+    for table, caps in ((dtypes.AUTO_CPU, (CPU_BF16,)), (dtypes.AUTO_GPU, (GPU_BF16,))):
+        assert set(table) == set(PRESETS)  # every preset has an entry
+        for preset, want in table.items():
+            assert all(resolve("auto", cap, preset).name == want for cap in caps)
+    # today's measurements: nothing narrower is both faster and measured accurate (docs/performance.md)
+    assert set(dtypes.AUTO_CPU.values()) == set(dtypes.AUTO_GPU.values()) == {"float32"}
 
 
 @pytest.mark.parametrize("name", ["float32", "bfloat16", "float16"])
@@ -75,6 +86,7 @@ def test_the_cuda_path_of_the_flags(monkeypatch, tmp_path):
     prereg.write_text("[criteria]\n")
     base = ["--device", "cuda", "--out", str(tmp_path / "runs"), "--prereg", str(prereg)]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(dtypes, "AUTO_GPU", BF16_TABLE)
     monkeypatch.setattr(dtypes, "probe", lambda device: GPU_BF16 if device == "cuda" else CPU_BF16)
     s = settings_from_args(_args(base + ["--preset", "gpt30m"]))
     assert (s.device, s.dtype, s.dtype_choice.requested) == ("cuda", "bfloat16", "auto")
