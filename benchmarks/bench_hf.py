@@ -40,9 +40,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_training import matmul_peak  # noqa: E402
 
 from runners.data import windows_at  # noqa: E402
+from runners.dtypes import DTYPES  # noqa: E402
 from runners.evaluate import doc_nll  # noqa: E402
 from runners.hf.evaluate import hf_eval_windows, hf_training_stream  # noqa: E402
-from runners.hf.load import DTYPES, load_checkpoint  # noqa: E402
+from runners.hf.load import load_checkpoint  # noqa: E402
 from runners.hf.peft_export import write_peft_adapter  # noqa: E402
 from runners.hf.tiny import save_tiny  # noqa: E402
 from runners.settings import load_fixtures  # noqa: E402

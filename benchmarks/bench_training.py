@@ -31,17 +31,25 @@ from runners.settings import load_fixtures  # noqa: E402
 from runners.train import TrainConfig, data_order, train_adapters  # noqa: E402
 
 
-def matmul_peak(sizes=(512, 1024, 2048), reps: int = 8, dtype: torch.dtype = torch.float32) -> float:
-    """Best matmul throughput (FLOP/s) in `dtype` (fp32 by default) over `sizes`, on this machine, now."""
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_peak(sizes=(512, 1024, 2048), reps: int = 8, dtype: torch.dtype = torch.float32,
+                device: str = "cpu") -> float:
+    """Best matmul throughput (FLOP/s) in `dtype` (fp32 by default) over `sizes`, on `device`, now."""
     best = 0.0
     for n in sizes:
-        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
         for _ in range(2):
             a @ b
+        _sync(device)
         for _ in range(3):
             t0 = time.perf_counter()
             for _ in range(reps):
                 a @ b
+            _sync(device)
             best = max(best, 2 * n**3 * reps / (time.perf_counter() - t0))
     return best
 
@@ -54,14 +62,18 @@ def load_state(fixture_set: str, n_users: int, preset: str):
     return fs, base, streams
 
 
-def batched_vs_sequential(base: GPT, streams: list[np.ndarray], cfg: TrainConfig, seed: int = 0) -> dict:
+def batched_vs_sequential(base: GPT, streams: list[np.ndarray], cfg: TrainConfig, seed: int = 0,
+                          device: str = "cpu") -> dict:
     T = base.config.block_size
     orders = [data_order(seed, k, len(s), T, cfg) for k, s in enumerate(streams)]
+    _sync(device)
     t0 = time.perf_counter()
-    batched = train_adapters(base, streams, orders, cfg)
+    batched = train_adapters(base, streams, orders, cfg, device)
+    _sync(device)
     t_batched = time.perf_counter() - t0
     t0 = time.perf_counter()
-    alone = [train_adapters(base, [s], [o], cfg) for s, o in zip(streams, orders, strict=True)]
+    alone = [train_adapters(base, [s], [o], cfg, device) for s, o in zip(streams, orders, strict=True)]
+    _sync(device)
     t_seq = time.perf_counter() - t0
     diff = max((a.states[0][k] - batched.states[i][k]).abs().max().item()
                for i, a in enumerate(alone) for k in a.states[0])

@@ -86,13 +86,19 @@ def _try_load(entry: Path, config: GPTConfig) -> BaseModel | None:
 
 
 def load_or_pretrain(config: GPTConfig, pretrain_cfg: PretrainConfig, corpus: tuple[Document, ...],
-                     corpus_sha256: str, *, cache_dir: Path | None = None, device: str = "cpu") -> BaseModel:
-    """The cached base model for this key, pretraining (and caching) it first when needed."""
+                     corpus_sha256: str, *, cache_dir: Path | None = None, device: str = "cpu",
+                     dtype: torch.dtype = torch.float32) -> BaseModel:
+    """The cached base model for this key, pretraining (and caching) it first when needed.
+
+    Pretraining and the cache entry are always float32; `dtype` (runners.dtypes) is the dtype the
+    returned, frozen model holds its blocks' weights in (`GPT.cast_frozen`), for adapter training
+    and scoring. `sha256` stays that of the float32 weights file."""
     key = cache_key(config, pretrain_cfg, corpus_sha256)
     entry = Path(cache_dir or cache_root() / "base-models") / key
     found = _try_load(entry, config)
     if found is not None:
         log.info("base model %s loaded from %s", found.sha256[:12], entry)
+        found.model.cast_frozen(dtype)
         return found
     log.info("pretraining the base model (%d steps) into %s", pretrain_cfg.steps, entry)
     torch.manual_seed(pretrain_cfg.seed)  # the initial weights too: the entry is reproducible
@@ -110,4 +116,4 @@ def load_or_pretrain(config: GPTConfig, pretrain_cfg: PretrainConfig, corpus: tu
             "final_loss": float(losses[-max(1, len(losses) // 20):].mean())}
     atomic_write_text(entry / "meta.json", json.dumps(meta, indent=2))
     log.info("base model pretrained in %.1f s, final loss %.3f nats/byte", seconds, meta["final_loss"])
-    return BaseModel(model, key, sha, entry, seconds, True)
+    return BaseModel(model.cast_frozen(dtype), key, sha, entry, seconds, True)

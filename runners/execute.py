@@ -32,6 +32,7 @@ from fixtures.corpus import FixtureSet
 from runners import rundir
 from runners.base_model import BaseModel, load_or_pretrain
 from runners.data import encode, eval_windows, training_stream
+from runners.dtypes import DTYPES
 from runners.evaluate import check_windows, doc_nll, mean_check_nll
 from runners.executors import LocalExecutor, chunks
 from runners.model import GPT
@@ -272,7 +273,8 @@ def run_grid(fs: FixtureSet, s: GridSettings, *, on_seed_done=None, hf=None, exe
         rundir.write_json(config, run_dir / "config.json")
         t0 = time.perf_counter()
         if hf is None:
-            base = load_or_pretrain(s.model, s.pretrain, fs.pretrain, fs.pretrain_sha256(), device=s.device)
+            base = load_or_pretrain(s.model, s.pretrain, fs.pretrain, fs.pretrain_sha256(), device=s.device,
+                                    dtype=DTYPES[s.dtype])
         else:
             base = hf_backend().as_base_model(hf)
         t_base = time.perf_counter() - t0

@@ -50,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, metavar="DIR",
                    help="a local Hugging Face causal-LM checkpoint directory as the base model, instead of a "
                         "preset (needs the hf extra; docs/own_model.md)")
-    p.add_argument("--dtype", default=None, help="with --model: float32 (default), bfloat16 or float16")
+    p.add_argument("--dtype", default=None,
+                   help="frozen base weights: float32, bfloat16, float16 or auto (default: auto, the dtype measured "
+                        "faster and accurate on this hardware; float32 for exact reproduction; docs/performance.md)")
     p.add_argument("--context", type=int, default=None,
                    help="with --model: context length in tokens (default: the model's limit, at most 512 on CPU)")
     p.add_argument("--pretrain-steps", type=int, default=None,

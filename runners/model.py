@@ -113,8 +113,9 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, adapter_idx: torch.Tensor | None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x, adapter_idx))  # (B, T, C)
-        x = x + self.mlp(self.ln_2(x, adapter_idx))  # (B, T, C)
+        dt = self.attn.c_attn.weight.dtype  # the blocks' matmul dtype (GPT.cast_frozen); float32: no cast
+        x = x + self.attn(self.ln_1(x, adapter_idx).to(dt))  # (B, T, C), float32 residual stream
+        x = x + self.mlp(self.ln_2(x, adapter_idx).to(dt))  # (B, T, C)
         return x
 
 
@@ -189,6 +190,25 @@ class GPT(nn.Module):
             norm.adapter_weight = nn.Parameter(torch.stack([s[f"{name}.weight"] for s in states]))
             if norm.bias is not None:
                 norm.adapter_bias = nn.Parameter(torch.stack([s[f"{name}.bias"] for s in states]))
+
+    def cast_frozen(self, dtype: torch.dtype) -> GPT:
+        """Hold the blocks' Linear weights and biases in `dtype` (runners.dtypes); returns self.
+
+        Only for a frozen model (adapter training, scoring): the norms with their adapter banks, the
+        residual stream, the tied embedding / output layer and the position embedding stay float32,
+        so norm arithmetic, logits and the loss are float32; each block casts its normalized input
+        to `dtype` for its matmuls and adds their output back to the float32 residual stream.
+        Casting once here means no per-step cast of any weight.
+        """
+        for block in self.blocks:
+            for lin in (block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj):
+                lin.to(dtype)
+        return self
+
+    @property
+    def weights_dtype(self) -> torch.dtype:
+        """The dtype of the blocks' matmul weights (float32 unless `cast_frozen`)."""
+        return self.blocks[0].attn.c_attn.weight.dtype
 
     def n_adapter_params(self) -> int:
         """Trainable parameters of ONE adapter: gain (+ bias) of every norm."""

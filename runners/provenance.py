@@ -60,9 +60,16 @@ def build_manifest(config: dict, s: GridSettings, fs: FixtureSet, base: BaseMode
         git=_git(),
         timings=timings,
         host={"hostname": socket.gethostname(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
-              "torch_threads": torch.get_num_threads(), "device": s.device,
+              "torch_threads": torch.get_num_threads(), "device": s.device, **_dtype(s),
               "cuda": torch.cuda.get_device_name() if s.device == "cuda" else None},
     )
+
+
+def _dtype(s: GridSettings) -> dict:
+    """The frozen base weights' dtype (runners.dtypes): what `--dtype` asked for, what it resolved to, why."""
+    c = s.dtype_choice
+    return {"dtype": s.dtype, "dtype_requested": c.requested if c else s.dtype,
+            "dtype_reason": c.reason if c else "set directly (not from the command line)"}
 
 
 def _prov(p) -> dict:

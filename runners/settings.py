@@ -18,6 +18,7 @@ from common.limits import gib, memory_budget
 from fixtures.corpus import FixtureSet
 from runners.base_model import PRETRAIN_PRESETS, PretrainConfig
 from runners.data import training_stream
+from runners.dtypes import AUTO, DtypeChoice, DtypeError, choose
 from runners.model import PRESETS, GPTConfig
 from runners.train import TrainConfig
 from validation.prereg import (
@@ -51,12 +52,13 @@ class GridSettings:
     prereg_sha256: str
     prereg_settings: Prereg | None = None  # the file, parsed and validated before anything trains
     hf_model: Path | None = None  # --model: a Hugging Face checkpoint directory instead of the preset
-    dtype: str = "float32"  # --dtype of the --model checkpoint
+    dtype: str = "float32"  # --dtype resolved (runners.dtypes): frozen base weights of the preset or checkpoint
     context: int | None = None  # --context of the --model checkpoint (None: its default, runners.hf.load)
     loo: bool = True  # train the leave-one-out controls `loo:<user>` (off: `--no-loo`)
     # where the units run (runners.executors); not in `run_config`: it does not change the results
     executor: str = "local"  # --executor: local or ray
     ray_address: str | None = None  # --ray-address: a running Ray cluster (None: start a local instance)
+    dtype_choice: DtypeChoice | None = None  # what --dtype asked for and why it resolved to `dtype`
 
 
 # -- flags ---------------------------------------------------------------------------------------
@@ -100,13 +102,12 @@ def _check_out(out: Path) -> Path:
 
 
 def _hf_flags(args: argparse.Namespace) -> dict:
-    """--model / --dtype / --context: valid together only (the checkpoint itself is checked on loading)."""
+    """--model / --context: valid together only (the checkpoint itself is checked on loading)."""
     model = getattr(args, "model", None)
     if model is None:
-        for flag in ("dtype", "context"):
-            if getattr(args, flag, None) is not None:
-                raise UsageError(f"`--{flag} {getattr(args, flag)}`: applies to a Hugging Face checkpoint only; "
-                                 "add `--model DIR`")
+        if getattr(args, "context", None) is not None:
+            raise UsageError(f"`--context {args.context}`: applies to a Hugging Face checkpoint only; "
+                             "add `--model DIR`")
         return {}
     if args.preset is not None or args.pretrain_steps is not None:
         flag = "--preset" if args.preset is not None else "--pretrain-steps"
@@ -114,7 +115,16 @@ def _hf_flags(args: argparse.Namespace) -> dict:
                          f"drop `{flag}`")
     if args.context is not None and args.context < 2:
         raise UsageError(f"`--context {args.context}`: must be at least 2 tokens")
-    return {"hf_model": Path(model).expanduser(), "dtype": args.dtype or "float32", "context": args.context}
+    return {"hf_model": Path(model).expanduser(), "context": args.context}
+
+
+def dtype_choice(requested: str | None, device: str, preset: str | None) -> DtypeChoice:
+    """`--dtype` (default auto) resolved for `device` and `preset` (None: a `--model` checkpoint)
+    by the shared policy, runners.dtypes; UsageError naming the flag when it cannot be used."""
+    try:
+        return choose(AUTO if requested is None else requested, device, preset)
+    except DtypeError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _executor_flags(args: argparse.Namespace) -> dict:
@@ -146,6 +156,7 @@ def settings_from_args(args: argparse.Namespace) -> GridSettings:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("`--device cuda`: no CUDA GPU is visible to torch on this machine; use `--device cpu` "
                          "(or install a CUDA build of torch on a GPU machine)")
+    dtype = dtype_choice(getattr(args, "dtype", None), args.device, None if hf else args.preset)
     seeds = _seeds(args)
     if args.fixtures < 2:
         raise UsageError(f"`--fixtures {args.fixtures}`: the confusion matrix needs at least two users "
@@ -171,8 +182,8 @@ def settings_from_args(args: argparse.Namespace) -> GridSettings:
         preset=args.preset, model=PRESETS[args.preset], pretrain=pretrain,
         train=TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr),
         seeds=seeds, device=args.device, out=_check_out(Path(args.out)), prereg=prereg,
-        prereg_sha256=prereg_settings.sha256, prereg_settings=prereg_settings, loo=not args.no_loo, **hf,
-        **executor,
+        prereg_sha256=prereg_settings.sha256, prereg_settings=prereg_settings, loo=not args.no_loo,
+        dtype=dtype.name, dtype_choice=dtype, **hf, **executor,
     )
 
 
@@ -239,8 +250,11 @@ def run_config(s: GridSettings, fs: FixtureSet, hf_part: dict | None = None) -> 
         return {**hf_part, "train": s.train.to_dict(), "seeds": list(s.seeds), "device": s.device,
                 "fixture_set": fs.name, "users": [u.name for u in fs.users], "users_sha256": fs.sha256(),
                 "prereg_sha256": s.prereg_sha256, "loo_controls": s.loo}
-    return {"preset": s.preset, "model": s.model.to_dict(), "pretrain": s.pretrain.to_dict(),
-            "train": s.train.to_dict(), "seeds": list(s.seeds), "device": s.device, "fixture_set": fs.name,
-            "users": [u.name for u in fs.users], "users_sha256": fs.sha256(),
-            "pretrain_corpus_sha256": fs.pretrain_sha256(), "prereg_sha256": s.prereg_sha256,
-            "loo_controls": s.loo}
+    config = {"preset": s.preset, "model": s.model.to_dict(), "pretrain": s.pretrain.to_dict(),
+              "train": s.train.to_dict(), "seeds": list(s.seeds), "device": s.device, "fixture_set": fs.name,
+              "users": [u.name for u in fs.users], "users_sha256": fs.sha256(),
+              "pretrain_corpus_sha256": fs.pretrain_sha256(), "prereg_sha256": s.prereg_sha256,
+              "loo_controls": s.loo}
+    if s.dtype != "float32":  # float32 runs keep the run ids they had before `--dtype` existed
+        config["dtype"] = s.dtype
+    return config

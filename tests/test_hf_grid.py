@@ -60,7 +60,7 @@ def prereg(tmp_path):
 
 BAD = [
     (["--model", "{missing}"], r"`--model .*/missing`: not a directory"),
-    (["--dtype", "bfloat16"], r"`--dtype bfloat16`: applies to a Hugging Face checkpoint only; add `--model DIR`"),
+    (["--dtype", "float64"], r"`--dtype float64`: use one of float32, bfloat16, float16, auto"),
     (["--context", "16"], r"`--context 16`: applies to a Hugging Face checkpoint only"),
     (["--model", "{model}", "--preset", "tiny"], r"`--preset` with `--model .*`: the checkpoint is the base model"),
     (["--model", "{model}", "--context", "999"], r"`--context 999`: longer than the model's position limit of 64"),

@@ -19,12 +19,12 @@ from pathlib import Path
 import torch
 
 from common.hashing import sha256_file, sha256_json
+from runners.dtypes import DTYPES, DtypeError, choose
 from runners.hf.model import HFAdapterLM, position_limit
 from runners.hf.norms import UnsupportedArchitecture
 from runners.hf.tokens import TokenEncoder, make_encoder
 from runners.settings import UsageError
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 CPU_CONTEXT_CAP = 512  # default --context on CPU when the model allows more (a 2-core CPU)
 GPU_CONTEXT_CAP = 2048
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
@@ -49,12 +49,12 @@ def require_transformers():
 
 
 def check_dtype(dtype: str, device: str) -> torch.dtype:
-    """The torch dtype for `--dtype`, after checking that `device` can multiply matrices in it."""
-    if dtype not in DTYPES:
-        raise HFModelError(f"`--dtype {dtype}`: use one of {', '.join(DTYPES)}")
-    td = DTYPES[dtype]
-    if device == "cuda" and td is torch.bfloat16 and not torch.cuda.is_bf16_supported():
-        raise HFModelError("`--dtype bfloat16`: this GPU does not support bfloat16; use `--dtype float16` or float32")
+    """The torch dtype for `--dtype` (auto resolved by the shared policy, runners.dtypes), after
+    checking that `device` has it natively and can multiply matrices in it."""
+    try:
+        td = choose(dtype, device).torch_dtype
+    except DtypeError as exc:
+        raise HFModelError(str(exc)) from None
     try:
         a = torch.ones(4, 4, dtype=td, device=device)
         (a @ a).sum().item()
@@ -175,4 +175,5 @@ def load_checkpoint(path: Path | str, *, dtype: str = "float32", device: str = "
     except UnsupportedArchitecture as exc:
         raise HFModelError(f"`--model {path}`: {exc}") from None
     model.to(device)
-    return HFCheckpoint(model, make_encoder(tokenizer), identity(path), dtype, path)
+    name = next(k for k, v in DTYPES.items() if v is td)  # `auto` resolved
+    return HFCheckpoint(model, make_encoder(tokenizer), identity(path), name, path)
