@@ -126,14 +126,12 @@ def check_primary_steps(prereg: Prereg, counts: tuple[int, ...]) -> None:
     if len(counts) < 2:
         return
     listed = ",".join(map(str, counts))
-    if prereg.primary_steps is None:
-        raise UsageError(f"`--steps {listed}`: several step counts, but `{prereg.path or 'prereg.toml'}` names no "
-                         "primary count; add `[steps] primary = N` (one of the counts: the criteria and gate "
-                         "are judged there, the others are exploratory) before the run")
     if prereg.primary_steps not in counts:
         raise UsageError(f"`--steps {listed}`: the pre-registered primary step count `[steps] primary = "
-                         f"{prereg.primary_steps}` ({prereg.path or 'prereg.toml'}) is not among them; add "
-                         f"{prereg.primary_steps} to `--steps`")
+                         f"{prereg.primary_steps}` ({prereg.path or 'prereg.toml'}; 100 when the file has no "
+                         f"`[steps]`) is not among them: the criteria and the gate are judged there, the other "
+                         f"counts are exploratory; add {prereg.primary_steps} to `--steps`, or set `[steps] "
+                         "primary` to one of the counts before the run")
 
 
 def _check_out(out: Path) -> Path:

@@ -50,9 +50,9 @@ class Prereg:
     fail_on_bad_cells: bool = True
     fail_on_worse_than_base: bool = False
     # `[steps] primary`: the adapter step count the criteria and the gate are judged at when a run
-    # evaluates several (`--steps 25,50,100`); the other counts are exploratory. None: not named
-    # (a run of several counts is then refused; a one-count run is judged at its count).
-    primary_steps: int | None = None
+    # evaluates several (`--steps 25,50,100`); the other counts are exploratory. A one-count run is
+    # judged at its own count (a different one is noted in the verdict's warnings).
+    primary_steps: int = 100
     sha256: str = field(default="", compare=False)   # of the file it was read from; "" if none
     path: str = field(default="", compare=False)
 
@@ -115,7 +115,7 @@ def _prereg_iv(p: Prereg) -> None:
         raise PreregError(f"`rng_seed` must be an integer >= 0; got {p.rng_seed!r}.")
     if not integer(p.lenient_min_users) or p.lenient_min_users < 0:
         raise PreregError(f"`lenient_min_users` must be an integer >= 0; got {p.lenient_min_users!r}.")
-    if p.primary_steps is not None and (not integer(p.primary_steps) or p.primary_steps < 1):
+    if not integer(p.primary_steps) or p.primary_steps < 1:
         raise PreregError(f"`steps.primary` must be a whole number of adapter training steps >= 1; "
                           f"got {p.primary_steps!r}.")
     if not integer(p.n_resamples) or p.n_resamples < 1:
