@@ -116,6 +116,7 @@ def _settings(tmp_path: Path, out: str, counts: tuple[int, ...], seeds=(0,)):
 def sweep(tmp_path_factory, session_cache):
     """One run at steps 2,4 and one separate run at 2 steps (module-scoped: the tests only read them)."""
     tmp = tmp_path_factory.mktemp("sweep")
+    (tmp / "prereg.toml").write_text("[statistics]\nn_resamples = 200\n\n[steps]\nprimary = 4\n")
     fs = small_set(2)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("NORMADAPT_CACHE_DIR", str(session_cache))
@@ -203,3 +204,18 @@ def test_resume_retrains_when_an_adapter_file_is_damaged(sweep, tmp_path, cache_
     assert pl.read_parquet(run / "cells.parquet").equals(want)
     record, problem = rundir.seed_problem(run, snapshots.trained_marker(run, 0))
     assert problem is None and record["steps"] == [2, 4]
+
+
+def test_the_verdict_of_a_sweep_gates_at_the_primary_count(sweep, tmp_path, capsys):
+    from validation.verdict import main as verdict
+    tmp, _, multi, _ = sweep
+    run = _copy_run(multi, tmp_path / "multi")
+    code = verdict(["--run", str(run), "--prereg", str(tmp / "prereg.toml"), "--no-report", "--no-calibration"])
+    out = capsys.readouterr()
+    assert code in (0, 1), out.err
+    v = json.loads((run / "verdict.json").read_text())
+    assert v["steps"]["primary"] == 4 and v["steps"]["counts"] == [2, 4] and list(v["steps"]["exploratory"]) == ["2"]
+    assert v["preregistration"]["status"] == "pre-registered"
+    assert "step counts: primary 4 (the criteria and the gate); 2 exploratory" in out.out
+    sim = v["similarity"]  # read the primary count's adapter files (adapters/seed-0/steps-4/)
+    assert sim is not None and sim["adapter_seeds"] == [0]

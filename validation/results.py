@@ -228,6 +228,9 @@ class Verdict:
     # The training-step interaction (`validation.steps.StepsAnalysis`), added by the CLI after
     # judging (`analyze_steps`); None with one step count.
     steps_analysis: Any = None
+    # the step counts (`validation.steps_verdict.StepsResult`): which one gated, the exploratory
+    # others; added by the CLI after judging; None when not computed
+    steps: Any = None
 
     def criterion(self, name: str) -> CriterionResult:
         for c in self.criteria:
@@ -299,6 +302,7 @@ class Verdict:
                 for r in self.matrix.iter_rows(named=True)],
             "similarity": None if self.similarity is None else self.similarity.to_json(),
             "steps_analysis": None if self.steps_analysis is None else self.steps_analysis.to_json(),
+            "steps": None if self.steps is None else self.steps.to_json(),
         }
 
 
