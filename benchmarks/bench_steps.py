@@ -2,7 +2,7 @@
 per count, not one grid per count.
 
     python benchmarks/bench_steps.py [--steps 25,50,100,200,400] [--seeds 5] [--fixtures 3]
-                                     [--preset cpu] [--fixture-set classics] [--no-loo]
+                                     [--preset cpu] [--fixture-set classics] [--no-loo] [--threads N]
 
 Runs, as subprocesses, each into a fresh temporary `--out` (nothing resumed), on the same machine
 in the same run: `python -m runners.grid --steps <the list>` once, then `python -m runners.grid
@@ -39,8 +39,9 @@ def grid(steps: str, args, prereg: Path) -> dict:
         cmd = [sys.executable, "-m", "runners.grid", "--steps", steps, "--seeds", str(args.seeds),
                "--fixtures", str(args.fixtures), "--fixture-set", args.fixture_set, "--preset", args.preset,
                "--out", out, "--prereg", str(prereg), "-q"] + (["--no-loo"] if args.no_loo else [])
+        env = {**os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {})}
         t0 = time.perf_counter()
-        subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, env=env)
         wall = time.perf_counter() - t0
         timings = json.loads((Path(out) / "latest" / "manifest.json").read_text())["timings"]
     seeds = timings["seeds"]
@@ -55,6 +56,8 @@ def main(argv=None) -> int:
     p.add_argument("--preset", default="cpu", choices=list(PRESETS))
     p.add_argument("--fixture-set", default="classics")
     p.add_argument("--no-loo", action="store_true", help="pass --no-loo to every grid")
+    p.add_argument("--threads", type=int, default=None,
+                   help="OMP_NUM_THREADS for every grid (default: unset, every core); 1 on a busy machine")
     args = p.parse_args(argv)
     counts = parse_steps(args.steps)
     fs = load_fixtures(args.fixture_set, args.fixtures, {})
@@ -64,7 +67,8 @@ def main(argv=None) -> int:
         prereg.write_text(f"[steps]\nprimary = {counts[-1]}\n")
         print(f"load average before: {os.getloadavg()}")
         print(f"grid: --preset {args.preset} --fixture-set {args.fixture_set} --seeds {args.seeds} --fixtures "
-              f"{args.fixtures}{' --no-loo' if args.no_loo else ''}; host cpu_count {os.cpu_count()}")
+              f"{args.fixtures}{' --no-loo' if args.no_loo else ''}; host cpu_count {os.cpu_count()}, "
+              f"threads {args.threads or 'all'}")
         sweep = grid(args.steps, args, prereg)
         print(f"one sweep --steps {args.steps}: {sweep['wall_s']:.1f} s wall (training {sweep['train_s']:.1f} s, "
               f"evaluation {sweep['eval_s']:.1f} s, summed over seeds)")
