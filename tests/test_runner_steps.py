@@ -210,7 +210,7 @@ def test_the_verdict_of_a_sweep_gates_at_the_primary_count(sweep, tmp_path, caps
     from validation.verdict import main as verdict
     tmp, _, multi, _ = sweep
     run = _copy_run(multi, tmp_path / "multi")
-    code = verdict(["--run", str(run), "--prereg", str(tmp / "prereg.toml"), "--no-report", "--no-calibration"])
+    code = verdict(["--run", str(run), "--prereg", str(tmp / "prereg.toml"), "--no-calibration"])
     out = capsys.readouterr()
     assert code in (0, 1), out.err
     v = json.loads((run / "verdict.json").read_text())
@@ -219,3 +219,4 @@ def test_the_verdict_of_a_sweep_gates_at_the_primary_count(sweep, tmp_path, caps
     assert "step counts: primary 4 (the criteria and the gate); 2 exploratory" in out.out
     sim = v["similarity"]  # read the primary count's adapter files (adapters/seed-0/steps-4/)
     assert sim is not None and sim["adapter_seeds"] == [0]
+    assert "step counts: primary 4 (the criteria and the gate); 2 exploratory" in (run / "report.html").read_text()
