@@ -216,6 +216,7 @@ def test_the_verdict_of_a_sweep_gates_at_the_primary_count(sweep, tmp_path, caps
     v = json.loads((run / "verdict.json").read_text())
     assert v["steps"]["primary"] == 4 and v["steps"]["counts"] == [2, 4] and list(v["steps"]["exploratory"]) == ["2"]
     assert v["preregistration"]["status"] == "pre-registered"
+    assert v["steps_analysis"]["steps"] == [2, 4] and v["steps_analysis"]["primary"] == 4  # every count's tables
     assert "step counts: primary 4 (the criteria and the gate); 2 exploratory" in out.out
     sim = v["similarity"]  # read the primary count's adapter files (adapters/seed-0/steps-4/)
     assert sim is not None and sim["adapter_seeds"] == [0]
