@@ -211,6 +211,8 @@ def collect_seed(executor, seed: int, prep: Prepared, job: tuple) -> SeedResult:
     for k in dict.fromkeys(sc.steps for sc in scored):
         frames += [prep.base_docs.with_columns(pl.lit(k, pl.Int64).alias("steps")),
                    *(sc.docs.with_columns(pl.lit(k, pl.Int64).alias("steps")) for sc in scored if sc.steps == k)]
+    if not frames:  # a kept training whose every count was evaluated already
+        return SeedResult(trained, trained.statuses, pl.DataFrame(schema=rundir.DOC_SCHEMA), trained.train_s, 0.0)
     docs = pl.concat(frames).with_columns(pl.lit(seed, pl.Int64).alias("seed"))
     return SeedResult(trained, trained.statuses, rundir.with_rates(docs).select(list(rundir.DOC_SCHEMA)),
                       trained.train_s, sum(sc.eval_s for sc in scored))
