@@ -365,6 +365,7 @@ def render_report(verdict: Verdict, data: StudyData, *, title: str | None = None
         "population_effects": population[1].to_dicts() if population else [],
         "n_seeds": len(data.seeds), "seeds": data.seeds, "users_list": data.users,
         "controls": data.controls, "source": str(data.source) if data.source else None,
+        "steps_line": verdict.steps.line() if getattr(verdict, "steps", None) is not None else None,
         "vega_js": bundle.vega_javascript(),
         "lib_versions": bundle.versions(),
         "generated": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),

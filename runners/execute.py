@@ -27,9 +27,9 @@ import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from common.contract import BASE, POOLED, loo_name, loo_user
+from common.contract import BASE, POOLED, loo_name
 from fixtures.corpus import FixtureSet
-from runners import rundir
+from runners import rundir, snapshots
 from runners.base_model import BaseModel, load_or_pretrain
 from runners.data import encode, eval_windows, training_stream
 from runners.dtypes import DTYPES
@@ -118,6 +118,9 @@ class Trained:
     diverged: tuple[bool, ...]  # (A,)
     statuses: tuple[str, ...]  # (A,) health status: ok / worse_than_base / diverged
     train_s: float
+    # per step count k of `TrainConfig.counts`: the bank after step k (CPU tensors) and its statuses
+    snapshots: dict[int, list[dict[str, torch.Tensor]]] | None = None
+    statuses_at: dict[int, tuple[str, ...]] | None = None
 
 
 @dataclass(frozen=True)
@@ -127,12 +130,14 @@ class EvalUnit:
     seed: int
     rows: tuple[int, ...]
     device: str
+    steps: int | None = None  # the step count whose snapshot is scored (None: the final bank)
 
 
 @dataclass(frozen=True)
 class Scored:
-    docs: pl.DataFrame  # docs.parquet rows of the chunk's adapters, without the seed column
+    docs: pl.DataFrame  # docs.parquet rows of the chunk's adapters, without the seed and steps columns
     eval_s: float
+    steps: int | None = None
 
 
 def train_unit(unit: TrainUnit, base: GPT, prep: Prepared) -> Trained:
@@ -147,10 +152,15 @@ def train_unit(unit: TrainUnit, base: GPT, prep: Prepared) -> Trained:
         trained = train_adapters(base, prep.streams, orders, unit.train, unit.device, progress=bar)
     t_train = time.perf_counter() - t0
     model = trained.model  # frozen base + the bank just trained
-    statuses = tuple(adapter_status(trained.diverged[k], mean_check_nll(model, prep.checks[k], k + 1, unit.device),
-                                    prep.base_check[k]) for k in range(len(prep.names)))
-    states = [{k: v.detach().cpu() for k, v in st.items()} for st in trained.states]
-    return Trained(states, trained.losses, trained.diverged, statuses, t_train)
+    statuses_at, snaps = {}, {}
+    for c in unit.train.counts:  # every snapshot health-checked with its own bank loaded
+        snaps[c] = [{k: v.detach().cpu() for k, v in st.items()} for st in trained.snapshots[c]]
+        model.load_adapter_bank([{k: v.to(unit.device) for k, v in st.items()} for st in trained.snapshots[c]])
+        div = trained.diverged_at(c)
+        statuses_at[c] = tuple(adapter_status(div[k], mean_check_nll(model, prep.checks[k], k + 1, unit.device),
+                                              prep.base_check[k]) for k in range(len(prep.names)))
+    last = unit.train.counts[-1]
+    return Trained(snaps[last], trained.losses, trained.diverged, statuses_at[last], t_train, snaps, statuses_at)
 
 
 def eval_unit(unit: EvalUnit, base: GPT, prep: Prepared, trained: Trained) -> Scored:
@@ -161,89 +171,156 @@ def eval_unit(unit: EvalUnit, base: GPT, prep: Prepared, trained: Trained) -> Sc
     the same windows in the same batches, so any chunking gives the NLLs of one bank bit for bit
     (tests/test_runner_ray.py checks it)."""
     t0 = time.perf_counter()
+    states = trained.states if unit.steps is None else trained.snapshots[unit.steps]
+    statuses = trained.statuses if unit.steps is None else trained.statuses_at[unit.steps]
     model = copy.deepcopy(base)
     model.attach_adapters(len(unit.rows))
-    model.load_adapter_bank([trained.states[k] for k in unit.rows])
+    model.load_adapter_bank([states[k] for k in unit.rows])
     model.to(unit.device)
-    frames = [_doc_frame(prep.names[k], j, w, doc_nll(model, w, i + 1, unit.device), trained.statuses[k])
+    frames = [_doc_frame(prep.names[k], j, w, doc_nll(model, w, i + 1, unit.device), statuses[k])
               for i, k in enumerate(unit.rows) for j, w in prep.windows.items()]
-    return Scored(pl.concat(frames), time.perf_counter() - t0)
+    return Scored(pl.concat(frames), time.perf_counter() - t0, unit.steps)
 
 
 @dataclass(frozen=True)
 class SeedResult:
     trained: Trained
-    statuses: tuple[str, ...]  # per adapter, in `Prepared.names` order
-    docs: pl.DataFrame  # docs.parquet rows of this seed (base rows included)
+    statuses: tuple[str, ...]  # per adapter, in `Prepared.names` order, at the largest step count
+    docs: pl.DataFrame  # docs.parquet rows of this seed, every step count (base rows included at each)
     train_s: float
     eval_s: float
 
 
-def submit_seed(executor, seed: int, prep: Prepared, shared: tuple, train: TrainConfig, device: str) -> tuple:
-    """Submit one seed's units: its training, then its evaluation in `executor.parallelism` chunks of
-    adapter rows, each chunk fed the training's result. `shared`: (base model, `prep`) as handles
-    from `executor.put`, so they are shipped once, not once per unit."""
-    trained = executor.submit(train_unit, TrainUnit(seed, train, device), *shared)
-    return trained, [executor.submit(eval_unit, EvalUnit(seed, rows, device), *shared, trained)
+def submit_seed(executor, seed: int, prep: Prepared, shared: tuple, train: TrainConfig, device: str,
+                trained=None, counts: tuple[int, ...] | None = None) -> tuple:
+    """Submit one seed's units: its training, then, at every step count, its evaluation in
+    `executor.parallelism` chunks of adapter rows, each chunk fed the training's result. `shared`:
+    (base model, `prep`) as handles from `executor.put`, so they are shipped once, not once per unit.
+    `trained` (a kept training, runners.snapshots) skips the training; `counts`: the counts to score."""
+    trained = trained if trained is not None else executor.submit(train_unit, TrainUnit(seed, train, device), *shared)
+    return trained, [executor.submit(eval_unit, EvalUnit(seed, rows, device, k), *shared, trained)
+                     for k in (train.counts if counts is None else counts)
                      for rows in chunks(len(prep.names), executor.parallelism)]
 
 
 def collect_seed(executor, seed: int, prep: Prepared, job: tuple) -> SeedResult:
-    """Wait for a seed's units and assemble its docs.parquet rows (base rows first, then adapter order)."""
+    """Wait for a seed's units and assemble its docs.parquet rows: per step count, base rows first,
+    then adapter order."""
     trained_h, scored_h = job
     trained, *scored = executor.get([trained_h, *scored_h])
-    docs = pl.concat([prep.base_docs, *(sc.docs for sc in scored)]).with_columns(pl.lit(seed, pl.Int64).alias("seed"))
+    frames = []
+    for k in dict.fromkeys(sc.steps for sc in scored):
+        frames += [prep.base_docs.with_columns(pl.lit(k, pl.Int64).alias("steps")),
+                   *(sc.docs.with_columns(pl.lit(k, pl.Int64).alias("steps")) for sc in scored if sc.steps == k)]
+    if not frames:  # a kept training whose every count was evaluated already
+        return SeedResult(trained, trained.statuses, pl.DataFrame(schema=rundir.DOC_SCHEMA), trained.train_s, 0.0)
+    docs = pl.concat(frames).with_columns(pl.lit(seed, pl.Int64).alias("seed"))
     return SeedResult(trained, trained.statuses, rundir.with_rates(docs).select(list(rundir.DOC_SCHEMA)),
                       trained.train_s, sum(sc.eval_s for sc in scored))
 
 
 def train_and_score(seed: int, base: GPT, prep: Prepared, train: TrainConfig, device: str,
                     executor=None) -> SeedResult:
-    """Train every adapter of one seed in one batched loop, then score all of them on every user."""
+    """Train every adapter of one seed in one batched loop, then score all of them on every user at
+    every step count of `train.counts`."""
     executor = executor or LocalExecutor()
     shared = (executor.put(base), executor.put(prep))
     return collect_seed(executor, seed, prep, submit_seed(executor, seed, prep, shared, train, device))
 
 
-def run_seed(seed: int, base: BaseModel, prep: Prepared, s: GridSettings, run_dir: Path, hf=None,
-             result: SeedResult | None = None) -> dict:
-    """Train and evaluate one seed (or take its `result` from an executor); write its files (done.json
-    last), here in the driver only. Returns its timings.
+def _log_rows(seed: int, names: tuple[str, ...], losses: np.ndarray, counts: tuple[int, ...]) -> pl.DataFrame:
+    """train_log rows: at each count k, the losses of steps 0..k-1 (what a k-step run logs)."""
+    frames = [pl.DataFrame({"seed": seed, "steps": k, "adapter": np.repeat(names, k).tolist(),
+                            "step": np.tile(np.arange(k), len(names)), "loss": losses[:k].T.reshape(-1)},
+                           schema=rundir.LOG_SCHEMA) for k in counts]
+    return pl.concat(frames)
 
-    `hf`: the `--model` checkpoint (runners.hf.load.HFCheckpoint); its adapters are also written as
-    PEFT LN_TUNING directories under `peft/seed-<seed>/`."""
+
+def _given(x):
+    return x
+
+
+def kept_trained(run_dir: Path, seed: int, prep: Prepared, s: GridSettings, base_sha256: str):
+    """A seed's training kept from an interrupted command (runners.snapshots.kept_training), as a
+    `Trained` read back from its adapter files, with the counts already evaluated; else (None, (), why)."""
+    counts, names = s.train.counts, prep.names
+    kept, why = snapshots.kept_training(run_dir, seed, names, counts, base_sha256)
+    if kept is None:
+        return None, (), why
+    snaps = {k: snapshots.load_states(run_dir, seed, names, k, counts) for k in counts}
+    trained = Trained(snaps[counts[-1]], np.zeros((0, len(names))), (), kept.statuses[counts[-1]],
+                      float(kept.record.get("train_s", 0.0)), snaps, kept.statuses)
+    return trained, kept.evaluated, ""
+
+
+def run_seed(seed: int, base: BaseModel, prep: Prepared, s: GridSettings, run_dir: Path, hf=None,
+             result: SeedResult | None = None, kept: tuple[int, ...] | None = None) -> dict:
+    """Train and evaluate one seed at every step count (or take its `result` from an executor); write
+    its files (done.json last), here in the driver only. Returns its timings.
+
+    `kept`: the training was kept (runners.snapshots): only `result`'s counts are written, the others
+    (`kept`) are on disk already. `hf`: the `--model` checkpoint (runners.hf.load.HFCheckpoint); its
+    adapters are also written as PEFT LN_TUNING directories under `peft/seed-<seed>/[steps-<k>/]`."""
     r = result or train_and_score(seed, base.model, prep, s.train, s.device)
-    model_meta = s.model.to_dict() if hf is None else hf_backend().adapter_meta(hf)
-    for k, name in enumerate(prep.names):
-        _save_adapter(adapter_path(run_dir, seed, name), r.trained.states[k],
-                      {"seed": seed, "adapter": name, "status": r.statuses[k], "model": model_meta,
-                       "train": s.train.to_dict(), "base_model_sha256": base.sha256})
-    if hf is not None:
-        hf_backend().write_peft_adapters(run_dir, seed, prep.names, r.trained.states, hf,
-                                         {"seed": seed, "train": s.train.to_dict(), "base_model_sha256": base.sha256})
-    log_rows = pl.DataFrame({"seed": seed, "adapter": np.repeat(prep.names, s.train.steps).tolist(),
-                             "step": np.tile(np.arange(s.train.steps), len(prep.names)),
-                             "loss": r.trained.losses.T.reshape(-1)}, schema=rundir.LOG_SCHEMA)
-    seed_dir = run_dir / "seeds" / f"seed-{seed}"
-    rundir.write_parquet(r.docs, seed_dir / "docs.parquet")
-    rundir.write_parquet(log_rows, seed_dir / "train_log.parquet")
-    written = [adapter_path(run_dir, seed, name) for name in prep.names]
-    written += [seed_dir / "docs.parquet", seed_dir / "train_log.parquet"]
-    timing = {"seed": seed, "train_s": r.train_s, "eval_s": r.eval_s,
-              "statuses": dict(zip(prep.names, r.statuses, strict=True)),
-              "base_model_sha256": base.sha256, "files": rundir.file_hashes(run_dir, written)}
-    rundir.write_json(timing, seed_dir / "done.json")
+    counts, names = s.train.counts, prep.names
+    if kept is None:
+        _write_training(seed, base, prep, s, run_dir, hf, r.trained)
+    for k in counts:
+        if kept is not None and k in kept:
+            log.info("seed %d: steps %d already evaluated, kept", seed, k)
+            continue
+        path = rundir.write_parquet(r.docs.filter(pl.col("steps") == k), snapshots.docs_file(run_dir, seed, k, counts))
+        rundir.write_json(snapshots.marker_record(run_dir, {"seed": seed, "steps": k}, [path]),
+                          snapshots.count_marker(run_dir, seed, k))
+    sdir = snapshots.seed_dir(run_dir, seed)
+    written = [snapshots.adapter_file(run_dir, seed, n, k, counts) for k in counts for n in names]
+    written += [sdir / "train_log.parquet"] + [snapshots.docs_file(run_dir, seed, k, counts) for k in counts]
+    st = r.trained.statuses_at
+    timing = {"seed": seed, "steps": list(counts), "train_s": r.train_s, "eval_s": r.eval_s,
+              "statuses": dict(zip(names, r.statuses, strict=True)),
+              "statuses_by_steps": {str(k): dict(zip(names, st[k], strict=True)) for k in counts},
+              "training_kept": kept is not None, "base_model_sha256": base.sha256,
+              "files": rundir.file_hashes(run_dir, written)}
+    rundir.write_json(timing, sdir / "done.json")
     log.info("seed %d: done (trained in %.1f s, evaluated in %.1f s); statuses: %s", seed, r.train_s, r.eval_s,
-             ", ".join(f"{n}={st}" for n, st in zip(prep.names, r.statuses, strict=True)))
+             ", ".join(f"{n}={x}" for n, x in zip(names, r.statuses, strict=True)))
     return timing
 
 
-def adapter_path(run_dir: Path, seed: int, name: str) -> Path:
-    """`adapters/seed-<k>/<user|pooled>.safetensors`; `loo:<user>` -> `adapters/seed-<k>/loo/<user>.safetensors`
-    (no ':' in a file name: artifact uploaders and some file systems refuse it)."""
-    left_out = loo_user(name)
-    seed_dir = run_dir / "adapters" / f"seed-{seed}"
-    return seed_dir / "loo" / f"{left_out}.safetensors" if left_out is not None else seed_dir / f"{name}.safetensors"
+def _write_training(seed: int, base: BaseModel, prep: Prepared, s: GridSettings, run_dir: Path, hf,
+                    trained: Trained) -> None:
+    """The seed's adapter files at every count, its training log, then `trained.json`."""
+    counts, names = s.train.counts, prep.names
+    model_meta = s.model.to_dict() if hf is None else hf_backend().adapter_meta(hf)
+    files = []
+    for k in counts:
+        for a, name in enumerate(names):
+            path = snapshots.adapter_file(run_dir, seed, name, k, counts)
+            _save_adapter(path, trained.snapshots[k][a],
+                          {"seed": seed, "steps": k, "adapter": name, "status": trained.statuses_at[k][a],
+                           "model": model_meta, "train": s.train.to_dict(), "base_model_sha256": base.sha256})
+            files.append(path)
+        if hf is not None:
+            hf_backend().write_peft_adapters(run_dir, seed, names, trained.snapshots[k], hf,
+                                             {"seed": seed, "steps": k, "train": s.train.to_dict(),
+                                              "base_model_sha256": base.sha256},
+                                             steps_part=snapshots.steps_part(k, counts))
+    sdir = snapshots.seed_dir(run_dir, seed)
+    files.append(rundir.write_parquet(_log_rows(seed, names, trained.losses, counts), sdir / "train_log.parquet"))
+    for k in counts:  # a retrained seed's earlier evaluations are stale
+        snapshots.count_marker(run_dir, seed, k).unlink(missing_ok=True)
+    record = {"seed": seed, "steps": list(counts), "adapters": list(names), "train_s": trained.train_s,
+              "statuses": {str(k): dict(zip(names, trained.statuses_at[k], strict=True)) for k in counts},
+              "base_model_sha256": base.sha256}
+    rundir.write_json(snapshots.marker_record(run_dir, record, files), snapshots.trained_marker(run_dir, seed))
+
+
+def adapter_path(run_dir: Path, seed: int, name: str, steps: int | None = None,
+                 counts: tuple[int, ...] | None = None) -> Path:
+    """`adapters/seed-<k>/<user|pooled>.safetensors`; `loo:<user>` -> `adapters/seed-<k>/loo/<user>.safetensors`;
+    in a run of several step `counts`, one `steps-<steps>/` folder further down (runners.snapshots)."""
+    counts = counts or (steps or 0,)
+    return snapshots.adapter_file(run_dir, seed, name, steps or counts[-1], counts)
 
 
 def _save_adapter(path: Path, state: dict[str, torch.Tensor], meta: dict) -> None:
@@ -258,6 +335,13 @@ def hf_backend():
     return backend
 
 
+def _threads() -> int:
+    """Every core, unless `OMP_NUM_THREADS` says otherwise (on a machine shared with other jobs one
+    thread can be many times faster than two that wait for each other)."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    return int(env) if env.isdigit() and int(env) > 0 else (os.cpu_count() or 1)
+
+
 def run_grid(fs: FixtureSet, s: GridSettings, *, on_seed_done=None, hf=None, executor=None) -> Path:
     """Run (or resume) the grid for fixture set `fs`; returns the run directory.
 
@@ -265,7 +349,7 @@ def run_grid(fs: FixtureSet, s: GridSettings, *, on_seed_done=None, hf=None, exe
     `executor`: where the units run (runners.executors; default: this process). It is not part of
     the run's configuration: the results do not depend on it, and a run resumes with either."""
     t_start = time.perf_counter()
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(_threads())
     config = run_config(s, fs, None if hf is None else hf_backend().run_config_part(hf))
     label = s.preset if hf is None else hf.path.resolve().name
     run_dir = s.out / rundir.run_id(config, f"{Path(fs.name).name}-{label}")
@@ -286,12 +370,19 @@ def run_grid(fs: FixtureSet, s: GridSettings, *, on_seed_done=None, hf=None, exe
         prep = prepare(base.model, fs, s.device, None if hf is None else hf.encoder, loo=s.loo)
         t_base_eval = time.perf_counter() - t0
         timings, resumed, kept = [], [], {}
+        counts = s.train.counts
+        if len(counts) > 1:
+            log.info("step counts %s: each seed trains once to %d steps and is evaluated at every count",
+                     ", ".join(map(str, counts)), counts[-1])
         for seed in s.seeds:
             done = run_dir / "seeds" / f"seed-{seed}" / "done.json"
             if done.exists():
                 record, problem = rundir.seed_problem(run_dir, done)
                 if problem:  # verified against the hashes recorded when the seed was written
                     log.warning("seed %d: %s: redone", seed, problem)
+                elif record.get("steps", [s.train.steps]) != list(counts):
+                    log.warning("seed %d: done at steps %s, this run lists %s: redone", seed, record.get("steps"),
+                                list(counts))
                 elif record.get("base_model_sha256") == base.sha256:
                     kept[seed] = record
                     log.info("seed %d: already done, kept", seed)
@@ -304,18 +395,33 @@ def run_grid(fs: FixtureSet, s: GridSettings, *, on_seed_done=None, hf=None, exe
         # local one runs each when collected); the driver writes the seeds in order as they finish
         executor = executor or LocalExecutor()
         shared = (executor.put(base.model), executor.put(prep))
-        jobs = {seed: submit_seed(executor, seed, prep, shared, s.train, s.device)
-                for seed in s.seeds if seed not in kept}
+        jobs, partial = {}, {}
+        for seed in (k for k in s.seeds if k not in kept):
+            trained, evaluated, why = kept_trained(run_dir, seed, prep, s, base.sha256)
+            if trained is None:
+                if snapshots.seed_dir(run_dir, seed).exists():
+                    log.warning("seed %d: training not kept (%s): trained again", seed, why)
+                jobs[seed] = submit_seed(executor, seed, prep, shared, s.train, s.device)
+            else:  # evaluated here, from the adapter files: only the counts not yet written
+                todo = tuple(k for k in counts if k not in evaluated)
+                log.info("seed %d: training kept (trained.json verified); evaluating steps %s from the adapter "
+                         "files", seed, ", ".join(map(str, todo)) or "none")
+                local = LocalExecutor()
+                partial[seed] = evaluated
+                jobs[seed] = submit_seed(local, seed, prep, (base.model, prep), s.train, s.device,
+                                         trained=local.submit(_given, trained), counts=todo)
         for seed in s.seeds:
             if seed in kept:
                 resumed.append(seed)
                 timings.append(kept[seed])
                 continue
-            result = collect_seed(executor, seed, prep, jobs.pop(seed))
-            timings.append(run_seed(seed, base, prep, s, run_dir, hf, result))
+            ex = LocalExecutor() if seed in partial else executor
+            result = collect_seed(ex, seed, prep, jobs.pop(seed))
+            timings.append(run_seed(seed, base, prep, s, run_dir, hf, result, kept=partial.get(seed)))
             if on_seed_done is not None:
                 on_seed_done(seed)
-        docs = pl.concat([rundir.read_seed_table(run_dir / "seeds" / f"seed-{k}" / "docs.parquet") for k in s.seeds])
+        docs = pl.concat([rundir.read_seed_table(snapshots.docs_file(run_dir, k, c, counts))
+                          for k in s.seeds for c in counts])
         logs = pl.concat([rundir.read_seed_table(run_dir / "seeds" / f"seed-{k}" / "train_log.parquet")
                           for k in s.seeds])
         rundir.write_parquet(docs, run_dir / "docs.parquet")

@@ -40,8 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fixture-set", default="classics", help="built-in set name or a directory (default classics)")
     p.add_argument("--source", action="append", default=[], metavar="NAME=PATH",
                    help="local copy of a fixture source (repeatable), passed to fixtures.load_fixture_set")
-    p.add_argument("--steps", type=int, default=TrainConfig.steps,
-                   help=f"adapter training steps (default {TrainConfig.steps})")
+    p.add_argument("--steps", default=str(TrainConfig.steps),
+                   help=f"adapter training steps (default {TrainConfig.steps}); a comma-separated ascending list "
+                        "(e.g. 25,50,100,200,400) trains once to the largest and evaluates a snapshot at each "
+                        "(the verdict judges prereg.toml's `[steps] primary` count; docs/formats.md)")
     p.add_argument("--lr", type=float, default=TrainConfig.lr,
                    help=f"adapter learning rate (default {TrainConfig.lr}; docs/lr_sweep.md)")
     p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size,

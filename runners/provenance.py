@@ -33,7 +33,7 @@ from validation.manifest import (
 def build_manifest(config: dict, s: GridSettings, fs: FixtureSet, base: BaseModel, run_dir: Path,
                    timings: dict, extra_versions: dict[str, str] | None = None) -> Manifest:
     n_params = base.model.n_adapter_params()
-    one = next((run_dir / "adapters" / f"seed-{s.seeds[0]}").glob("*.safetensors"), None)
+    one = next((run_dir / "adapters" / f"seed-{s.seeds[0]}").rglob("*.safetensors"), None)  # any count's
     return Manifest(
         run_id=run_dir.name,
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -16,10 +16,14 @@ from common.hashing import sha256_file, sha256_json
 
 __all__ = ["DIVERGED", "OK", "WORSE_THAN_BASE"]  # cell statuses, re-exported for the runner
 
-DOC_SCHEMA = {"seed": pl.Int64, "adapter": pl.Utf8, "eval": pl.Utf8, "doc_id": pl.Utf8, "nll_sum": pl.Float64,
-              "n_tokens": pl.Int64, "n_bytes": pl.Int64, "ppl": pl.Float64, "bpb": pl.Float64, "status": pl.Utf8}
-CELL_COLUMNS = ["seed", "adapter", "eval", "nll_sum", "n_tokens", "n_bytes", "ppl", "bpb", "status"]
-LOG_SCHEMA = {"seed": pl.Int64, "adapter": pl.Utf8, "step": pl.Int64, "loss": pl.Float64}
+# `steps`: the adapter training-step count the row was evaluated at (`--steps`; every row of a
+# one-count run holds that count)
+DOC_SCHEMA = {"seed": pl.Int64, "steps": pl.Int64, "adapter": pl.Utf8, "eval": pl.Utf8, "doc_id": pl.Utf8,
+              "nll_sum": pl.Float64, "n_tokens": pl.Int64, "n_bytes": pl.Int64, "ppl": pl.Float64, "bpb": pl.Float64,
+              "status": pl.Utf8}
+CELL_COLUMNS = ["seed", "steps", "adapter", "eval", "nll_sum", "n_tokens", "n_bytes", "ppl", "bpb", "status"]
+# train_log: at each step count k, the losses of steps 0..k-1 (what a k-step run logs)
+LOG_SCHEMA = {"seed": pl.Int64, "steps": pl.Int64, "adapter": pl.Utf8, "step": pl.Int64, "loss": pl.Float64}
 
 
 class RunLocked(RuntimeError):
@@ -127,12 +131,13 @@ def with_rates(df: pl.DataFrame) -> pl.DataFrame:
 
 
 def cells_from_docs(docs: pl.DataFrame) -> pl.DataFrame:
-    """One row per (seed, adapter, eval): sums over documents; status is the adapter's (worst kept)."""
-    cells = (docs.group_by(["seed", "adapter", "eval"], maintain_order=True)
+    """One row per (seed, steps, adapter, eval): sums over documents; status is the adapter's (worst kept)."""
+    key = ["seed", "steps", "adapter", "eval"] if "steps" in docs.columns else ["seed", "adapter", "eval"]
+    cells = (docs.group_by(key, maintain_order=True)
              .agg(pl.col("nll_sum").sum(), pl.col("n_tokens").sum(), pl.col("n_bytes").sum(), pl.col("status").first()))
     cells = cells.with_columns(
         pl.when(pl.col("nll_sum").is_finite()).then(pl.col("status")).otherwise(pl.lit(DIVERGED)).alias("status"))
-    return with_rates(cells).select(CELL_COLUMNS)
+    return with_rates(cells).select([c for c in CELL_COLUMNS if c in cells.columns or c in ("ppl", "bpb")])
 
 
 def point_latest(out: Path, run_dir: Path) -> None:

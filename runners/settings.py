@@ -87,6 +87,55 @@ def _seeds(args: argparse.Namespace) -> tuple[int, ...]:
     return tuple(range(_positive("--seeds", args.seeds)))
 
 
+MAX_STEP_COUNTS = 64  # step counts one `--steps` list may hold
+
+
+def parse_steps(value: str | int) -> tuple[int, ...]:
+    """`--steps 25,50,100`: distinct positive whole numbers in ascending order (UsageError otherwise).
+
+    One value keeps the single-count run of before; several train once to the largest and snapshot
+    and evaluate the bank at each (docs/formats.md, `train.steps_list`)."""
+    text = str(value).strip()
+    parts = [p.strip() for p in text.split(",")]
+    example = "e.g. `--steps 100` or `--steps 25,50,100,200,400`"
+    if not text or any(not p for p in parts):
+        raise UsageError(f"`--steps {value}`: give one step count or comma-separated counts, {example}")
+    counts = []
+    for p in parts:
+        try:
+            counts.append(int(p))
+        except ValueError:
+            raise UsageError(f"`--steps {value}`: {p!r} is not a whole number of steps; {example}") from None
+    bad = [c for c in counts if c < 1]
+    if bad:
+        raise UsageError(f"`--steps {value}`: must be at least 1 (got {bad[0]}); {example}")
+    dup = sorted({c for c in counts if counts.count(c) > 1})
+    if dup:
+        raise UsageError(f"`--steps {value}`: {dup[0]} is listed more than once; list each count once, {example}")
+    if counts != sorted(counts):
+        raise UsageError(f"`--steps {value}`: list the counts in ascending order "
+                         f"(`--steps {','.join(map(str, sorted(counts)))}`)")
+    if len(counts) > MAX_STEP_COUNTS:
+        raise UsageError(f"`--steps`: {len(counts)} step counts, more than the {MAX_STEP_COUNTS} a run may "
+                         "evaluate; list fewer")
+    return tuple(counts)
+
+
+def check_primary_steps(prereg: Prereg, counts: tuple[int, ...]) -> None:
+    """A run of several step counts must train the pre-registered primary count (`[steps] primary`):
+    refused before anything trains, naming the setting and the counts. A one-count run is judged at
+    its count (the verdict notes a different primary; docs/formats.md)."""
+    if len(counts) < 2:
+        return
+    listed = ",".join(map(str, counts))
+    if prereg.primary_steps not in counts:
+        raise UsageError(f"`--steps {listed}`: the pre-registered primary step count `[steps] primary = "
+                         f"{prereg.primary_steps}` ({prereg.path or 'prereg.toml'}; 100 when the file has no "
+                         f"`[steps]`) is not among them: the criteria and the gate are judged there, the other "
+                         f"counts are exploratory; add {prereg.primary_steps} to `--steps`, or set `[steps] "
+                         "primary` to one of the counts before the run")
+
+
 def _check_out(out: Path) -> Path:
     latest = out / "latest"
     if latest.is_dir() and not latest.is_symlink():  # point_latest would fail after the whole grid ran
@@ -161,7 +210,7 @@ def settings_from_args(args: argparse.Namespace) -> GridSettings:
     if args.fixtures < 2:
         raise UsageError(f"`--fixtures {args.fixtures}`: the confusion matrix needs at least two users "
                          "(own adapter against another user's); ask for 2 or more")
-    _positive("--steps", args.steps)
+    counts = parse_steps(args.steps)
     _positive("--batch-size", args.batch_size)
     if not (args.lr > 0 and np.isfinite(args.lr)):
         raise UsageError(f"`--lr {args.lr}`: must be a positive number")
@@ -175,12 +224,13 @@ def settings_from_args(args: argparse.Namespace) -> GridSettings:
         raise UsageError(f"`--prereg`: {exc} Fix the file before the run (keys in docs/formats.md).") from None
     if prereg_settings.lenient_min_users > args.fixtures:
         check_users_usage(prereg_settings, args.fixtures)
+    check_primary_steps(prereg_settings, counts)
     pretrain = PRETRAIN_PRESETS[args.preset]
     if args.pretrain_steps is not None:
         pretrain = replace(pretrain, steps=_positive("--pretrain-steps", args.pretrain_steps))
     return GridSettings(
         preset=args.preset, model=PRESETS[args.preset], pretrain=pretrain,
-        train=TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr),
+        train=TrainConfig(steps=counts[-1], batch_size=args.batch_size, lr=args.lr, steps_list=counts),
         seeds=seeds, device=args.device, out=_check_out(Path(args.out)), prereg=prereg,
         prereg_sha256=prereg_settings.sha256, prereg_settings=prereg_settings, loo=not args.no_loo,
         dtype=dtype.name, dtype_choice=dtype, **hf, **executor,
@@ -233,10 +283,12 @@ def check_limits(s: GridSettings, fs: FixtureSet) -> None:
     n_users, n_docs = len(fs.users), sum(len(u.heldout) for u in fs.users)
     trained = n_users + 1 + (n_users if s.loo else 0)         # users + pooled (+ loo:<user>)
     doc_rows = len(s.seeds) * (trained + 1) * n_docs          # trained adapters + base, on every document
-    log_rows = len(s.seeds) * trained * s.train.steps         # one loss per adapter and step
+    counts = s.train.counts                                   # every table holds each step count
+    doc_rows *= len(counts)
+    log_rows = len(s.seeds) * trained * sum(counts)           # one loss per adapter, step and count
     need, budget = doc_rows * DOC_ROW_BYTES + log_rows * LOG_ROW_BYTES, memory_budget()
     if need > budget:
-        raise UsageError(f"`--seeds {len(s.seeds)}` x `--steps {s.train.steps}` x `--fixtures {n_users}` "
+        raise UsageError(f"`--seeds {len(s.seeds)}` x `--steps {','.join(map(str, counts))}` x `--fixtures {n_users}` "
                          f"({n_docs} held-out documents) makes tables of about {gib(need)}, more than this "
                          f"machine can give ({gib(budget)}); lower `--steps` or `--seeds` (or `--fixtures`)")
 

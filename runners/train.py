@@ -1,5 +1,11 @@
 """Norm-only adapter training: many adapters in one batched loop, each row gathering its own gains.
 
+Adam's learning rate is constant (no schedule, no warm-up), and adapter a's window offsets for a
+k-step run are the first k rows of its K-step offsets (`data_order`), so the bank after step k of a
+K-step run IS a k-step run's bank: `TrainConfig.steps_list` snapshots it there
+(`TrainedAdapters.snapshots`), and one training serves every listed step count
+(tests/test_runner_steps.py proves it bit for bit).
+
 The batched loop minimises sum_a mean-loss_a, so adapter a's gradient is exactly the gradient of
 its own mean loss, and Adam is element-wise: the batched loop is the same computation as training
 each adapter alone on the same windows (`train_adapters([one stream], ...)`), up to floating-point
@@ -28,9 +34,23 @@ class TrainConfig:
     steps: int = 100  # optimizer steps per adapter (the study's default)
     batch_size: int = 8  # windows of block_size tokens per adapter per step
     lr: float = 1e-2  # Adam learning rate for norm gains/biases: chosen by docs/lr_sweep.md
+    # the step counts at which the bank is snapshotted and evaluated, ascending, the last == steps;
+    # () means (steps,): one count (`runners.settings.parse_steps` builds it from `--steps`)
+    steps_list: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.steps_list and (list(self.steps_list) != sorted(set(self.steps_list))
+                                or self.steps_list[0] < 1 or self.steps_list[-1] != self.steps):
+            raise ValueError(f"steps_list {self.steps_list} must be distinct ascending counts >= 1 ending at "
+                             f"steps = {self.steps}")
+
+    @property
+    def counts(self) -> tuple[int, ...]:
+        """The step counts snapshotted and evaluated: `steps_list`, or `(steps,)`."""
+        return tuple(self.steps_list) or (self.steps,)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "steps_list": list(self.counts)}
 
 
 @dataclass(frozen=True)
@@ -39,6 +59,15 @@ class TrainedAdapters:
     losses: np.ndarray  # (steps, A) training loss per step per adapter (nats/token)
     diverged: tuple[bool, ...]  # (A,) a non-finite loss was seen
     model: GPT  # the trained copy of the base: frozen base weights + the bank of A adapters
+    # {k: the A adapter states after step k} for every k of `TrainConfig.counts` (the last is `states`)
+    snapshots: dict[int, list[dict[str, torch.Tensor]]] | None = None
+
+    def diverged_at(self, k: int) -> tuple[bool, ...]:
+        """(A,) a non-finite loss in the first k steps, or a non-finite state at step k."""
+        states = self.snapshots[k] if self.snapshots is not None else self.states
+        return tuple(not np.all(np.isfinite(self.losses[:k, a]))
+                     or not all(bool(torch.isfinite(t).all()) for t in states[a].values())
+                     for a in range(len(states)))
 
 
 def data_order(seed: int, adapter_number: int, stream_len: int, block_size: int, cfg: TrainConfig) -> np.ndarray:
@@ -73,6 +102,7 @@ def train_adapters(base: GPT, streams: list[np.ndarray], orders: list[np.ndarray
     T = model.config.block_size
     adapter_idx = torch.arange(1, n + 1, device=device).repeat_interleave(cfg.batch_size)  # (A*B,)
     losses = np.zeros((cfg.steps, n))
+    snapshot_at, snapshots = set(cfg.counts), {}
     for step in range(cfg.steps):
         xs, ys = zip(*(windows_at(s, o[step], T) for s, o in zip(streams, orders, strict=True)), strict=True)
         x, y = torch.cat(xs).to(device), torch.cat(ys).to(device)  # (A*B, T)
@@ -81,10 +111,12 @@ def train_adapters(base: GPT, streams: list[np.ndarray], orders: list[np.ndarray
         loss.sum().backward()
         opt.step()
         losses[step] = loss.detach().cpu().double().numpy()
+        if step + 1 in snapshot_at:  # cloned copies: later steps do not change them
+            snapshots[step + 1] = [model.adapter_state(a) for a in range(n)]
         if progress is not None:
             progress.update(1)
     diverged = tuple(not np.all(np.isfinite(losses[:, a])) or not _finite_state(model, a) for a in range(n))
-    return TrainedAdapters([model.adapter_state(a) for a in range(n)], losses, diverged, model)
+    return TrainedAdapters([model.adapter_state(a) for a in range(n)], losses, diverged, model, snapshots)
 
 
 def _finite_state(model: GPT, a: int) -> bool:

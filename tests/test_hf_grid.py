@@ -165,3 +165,18 @@ def test_both_paths_same_cells_and_verdict(tmp_path, cache_env):
     assert rel < 1e-4, rel
     va, vb = (json.loads((runs[n] / "verdict.json").read_text()) for n in ("builtin", "hf"))
     assert {k: c["status"] for k, c in va["criteria"].items()} == {k: c["status"] for k, c in vb["criteria"].items()}
+
+
+def test_a_step_sweep_on_a_checkpoint(bpe_model, tmp_path, cache_env):
+    """`--steps 2,3` on a checkpoint: each count's adapters and PEFT folders one `steps-<k>` down."""
+    prereg = tmp_path / "prereg.toml"
+    prereg.write_text("[steps]\nprimary = 3\n")
+    out = tmp_path / "runs"
+    args = [a for a in FAST if a not in ("--steps", "3")]
+    assert main(args + ["--steps", "2,3", "--model", str(bpe_model), "--context", "32", "--out", str(out),
+                        "--prereg", str(prereg)]) == 0
+    run = (out / "latest").resolve()
+    assert sorted(set(pl.read_parquet(run / "cells.parquet")["steps"])) == [2, 3]
+    for k in (2, 3):
+        assert (run / f"adapters/seed-0/steps-{k}/user1.safetensors").is_file()
+        assert (run / f"peft/seed-0/steps-{k}/user1/adapter_model.safetensors").is_file()

@@ -21,8 +21,8 @@ from runners.train import TrainConfig
 from tests.support.runs import small_set, tiny_settings
 from validation.manifest import MANIFEST_FORMAT, read_manifest
 
-CELL_SCHEMA = {"seed": pl.Int64, "adapter": pl.Utf8, "eval": pl.Utf8, "nll_sum": pl.Float64, "n_tokens": pl.Int64,
-               "n_bytes": pl.Int64, "ppl": pl.Float64, "bpb": pl.Float64, "status": pl.Utf8}
+CELL_SCHEMA = {"seed": pl.Int64, "steps": pl.Int64, "adapter": pl.Utf8, "eval": pl.Utf8, "nll_sum": pl.Float64,
+               "n_tokens": pl.Int64, "n_bytes": pl.Int64, "ppl": pl.Float64, "bpb": pl.Float64, "status": pl.Utf8}
 
 
 @pytest.fixture
@@ -53,7 +53,9 @@ def test_files_and_schemas(tmp_path, cache_env, fs):
     seed_0, seed_1 = (base.filter(pl.col("seed") == k)["nll_sum"].to_list() for k in (0, 1))
     assert seed_0 == seed_1
     log = pl.read_parquet(run_dir / "train_log.parquet")
-    assert dict(log.schema) == {"seed": pl.Int64, "adapter": pl.Utf8, "step": pl.Int64, "loss": pl.Float64}
+    assert dict(log.schema) == {"seed": pl.Int64, "steps": pl.Int64, "adapter": pl.Utf8, "step": pl.Int64,
+                                "loss": pl.Float64}
+    assert set(cells["steps"]) == set(docs["steps"]) == set(log["steps"]) == {s.train.steps}  # always present
     assert len(log) == 2 * 7 * s.train.steps
     m = json.loads((run_dir / "manifest.json").read_text())
     assert m["prereg"]["sha256"] == s.prereg_sha256 and m["seeds"] == [0, 1]

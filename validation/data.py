@@ -15,8 +15,7 @@ import polars as pl
 
 from common.contract import CONTROLS, LOO_PREFIX, is_control, loo_name, loo_user
 from common.limits import gib, memory_budget
-from common.names import InvalidName, check_name, normalize_name
-from validation.manifest import ManifestError, read_manifest
+from common.names import InvalidName, check_name
 from validation.results import StudyData
 
 STATUSES = ("ok", "diverged", "worse_than_base")
@@ -297,36 +296,14 @@ def check_loo_controls(cells: pl.DataFrame, src: str, users: list[str]) -> None:
                          f"user its `{LOO_PREFIX}<user>` rows or drop them all (docs/formats.md).")
 
 
-def load_external(cells_path: str | Path, docs_path: str | Path | None = None) -> StudyData:
-    """External cells (CSV/Parquet) and optional per-document rows -> validated StudyData."""
-    cells = normalize_cells(read_table(cells_path), cells_path)
-    check_duplicates(cells, str(cells_path), KEY)
-    check_structure(cells, str(cells_path))
-    docs = None
-    if docs_path is not None:
-        raw = read_table(docs_path)
-        docs = normalize_cells(raw, docs_path, per_doc=True, exempt=_in_diverged_cell(raw, cells))
-        check_duplicates(docs, str(docs_path), KEY + ["doc_id"])
-        _check_docs_match(docs, cells, str(docs_path))
-    return StudyData(cells=cells, docs=docs, source=Path(cells_path))
+def load_external(cells_path: str | Path, docs_path: str | Path | None = None, steps: int | None = None) -> StudyData:
+    """External cells (CSV/Parquet) and optional per-document rows -> validated StudyData.
 
+    A file with a `steps` column holding several counts needs `steps`, the count to return; the
+    tables of every count: `validation.steps_data.load_steps`."""
+    from validation.steps_data import load_steps_tables
 
-def _in_diverged_cell(raw_docs: pl.DataFrame, cells: pl.DataFrame) -> pl.Series | None:
-    """Per document row: does it belong to a cell marked diverged? (None if it cannot be told.)"""
-    if not {"adapter", "eval"} <= set(raw_docs.columns):
-        return None
-    diverged = cells.filter(pl.col("status") == "diverged").select(KEY).with_columns(
-        pl.lit(True).alias("_diverged"))
-    try:
-        keys = raw_docs.select(
-            (pl.col("seed").cast(pl.Int64, strict=False) if "seed" in raw_docs.columns
-             else pl.lit(0, dtype=pl.Int64)).alias("seed"),
-            pl.col("adapter").cast(pl.Utf8).map_elements(normalize_name, return_dtype=pl.Utf8),
-            pl.col("eval").cast(pl.Utf8).map_elements(normalize_name, return_dtype=pl.Utf8))
-    except Exception:
-        return None
-    joined = keys.with_row_index("_row").join(diverged, on=KEY, how="left").sort("_row")
-    return joined["_diverged"].fill_null(False)
+    return load_steps_tables(cells_path, docs_path).at(steps)
 
 
 def _cell_text(r: dict) -> str:
@@ -392,23 +369,9 @@ def resolve_run(run: str | Path | None, runs_root: str | Path = "runs") -> Path:
     return path
 
 
-def load_run(run_dir: str | Path) -> StudyData:
-    """A runner output directory (docs/formats.md) -> validated StudyData."""
-    run_dir = Path(run_dir)
-    cells_path = run_dir / "cells.parquet"
-    manifest = None
-    mpath = run_dir / "manifest.json"
-    if mpath.is_file():
-        try:
-            manifest = read_manifest(mpath)
-        except ManifestError as e:
-            raise InputError(f"{e}; the run directory is damaged: rerun `python -m runners.grid` with the "
-                             "same flags to rewrite it.") from None
-    docs_path = run_dir / "docs.parquet"
-    data = load_external(cells_path, docs_path if docs_path.is_file() else None)
-    train_log = None
-    tpath = run_dir / "train_log.parquet"
-    if tpath.is_file():
-        train_log = read_table(tpath)
-    return StudyData(cells=data.cells, docs=data.docs, train_log=train_log, manifest=manifest,
-                     source=run_dir)
+def load_run(run_dir: str | Path, steps: int | None = None) -> StudyData:
+    """A runner output directory (docs/formats.md) -> validated StudyData; a run of several step
+    counts needs `steps` (every count: `validation.steps_data.load_steps`)."""
+    from validation.steps_data import load_steps_run
+
+    return load_steps_run(run_dir).at(steps)

@@ -68,6 +68,10 @@ class Prereg:
     fail_on_inverted: bool = True
     fail_on_bad_cells: bool = True
     fail_on_worse_than_base: bool = False
+    # `[steps] primary`: the adapter step count the criteria and the gate are judged at when a run
+    # evaluates several (`--steps 25,50,100`); the other counts are exploratory. A one-count run is
+    # judged at its own count (a different one is noted in the verdict's warnings).
+    primary_steps: int = 100
     sha256: str = field(default="", compare=False)   # of the file it was read from; "" if none
     path: str = field(default="", compare=False)
 
@@ -141,6 +145,9 @@ def _prereg_iv(p: Prereg) -> None:
         raise PreregError(f"`rng_seed` must be an integer >= 0; got {p.rng_seed!r}.")
     if not integer(p.lenient_min_users) or p.lenient_min_users < 0:
         raise PreregError(f"`lenient_min_users` must be an integer >= 0; got {p.lenient_min_users!r}.")
+    if not integer(p.primary_steps) or p.primary_steps < 1:
+        raise PreregError(f"`steps.primary` must be a whole number of adapter training steps >= 1; "
+                          f"got {p.primary_steps!r}.")
     if not integer(p.n_resamples) or p.n_resamples < 1:
         raise PreregError(f"`n_resamples` must be a positive integer; got {p.n_resamples!r}.")
     if p.strict_margin < p.lenient_margin:
@@ -177,6 +184,7 @@ _SECTIONS = {
     "gate": ("strict", "lenient", "catastrophic", "fail_on_inverted", "fail_on_bad_cells",
              "fail_on_worse_than_base", "population_share", "population_effect"),
     "population": ("share_margin", "min_share", "max_effect"),
+    "steps": ("primary",),
 }
 _GATED = ("strict", "lenient", "catastrophic", "population_share", "population_effect")
 
@@ -207,6 +215,7 @@ def load_prereg(path: str | Path) -> Prereg:
             raise PreregError(f"{path}: unknown setting(s) {unknown} in `[{section}]`; known: {list(keys)}.")
         for k, v in table.items():
             name = f"gate_{k}" if section == "gate" and k in _GATED else k
+            name = "primary_steps" if section == "steps" else name
             kwargs[name] = tuple(v) if isinstance(v, list) else v
     unknown_sections = sorted(set(doc) - set(_SECTIONS))
     if unknown_sections:

@@ -230,6 +230,9 @@ class Verdict:
     steps_analysis: Any = None
     # population statistics (`validation.population.PopulationResult`); None when not computed
     population: Any = None
+    # the step counts (`validation.steps_verdict.StepsResult`): which one gated, the exploratory
+    # others; added by the CLI after judging; None when not computed
+    steps: Any = None
 
     def criterion(self, name: str) -> CriterionResult:
         for c in self.criteria:
@@ -302,6 +305,7 @@ class Verdict:
             "similarity": None if self.similarity is None else self.similarity.to_json(),
             "steps_analysis": None if self.steps_analysis is None else self.steps_analysis.to_json(),
             "population": None if self.population is None else self.population.to_json(),
+            "steps": None if self.steps is None else self.steps.to_json(),
         }
 
 

@@ -184,13 +184,15 @@ def _mask_members(mask: int, users: tuple[str, ...]) -> tuple[str, ...]:
 _SEED_DIR = re.compile(r"^seed-(-?\d+)$")
 
 
-def adapter_distances(run_dir: str | Path, users: tuple[str, ...]) -> tuple[np.ndarray, tuple[int, ...]]:
+def adapter_distances(run_dir: str | Path, users: tuple[str, ...],
+                      steps_dir: str = "") -> tuple[np.ndarray, tuple[int, ...]]:
     """Euclidean distances between the users' adapters, per seed, averaged over seeds.
 
     Reads `run_dir/adapters/seed-<s>/<user>.safetensors` (docs/formats.md); every tensor of an
     adapter, flattened in sorted name order, is its parameter vector. A file whose metadata
     says `status: diverged` is left out for that seed. Raises `InputError` naming the file when
-    the folder, a file or a tensor is missing or shapes differ."""
+    the folder, a file or a tensor is missing or shapes differ. `steps_dir`: `steps-<k>` in a run of
+    several step counts (`adapters/seed-<s>/steps-<k>/<user>.safetensors`)."""
     from safetensors import safe_open
     root = Path(run_dir) / "adapters"
     if not root.is_dir():
@@ -207,7 +209,7 @@ def adapter_distances(run_dir: str | Path, users: tuple[str, ...]) -> tuple[np.n
     for seed, folder in seed_dirs:
         vecs: list[np.ndarray | None] = []
         for user in users:
-            path = folder / f"{user}.safetensors"
+            path = folder / steps_dir / f"{user}.safetensors"
             if not path.is_file():
                 raise InputError(f"{path}: missing adapter file of user {user!r}, seed {seed}; every "
                                  "seed folder must hold one file per user (re-run or resume the grid).")
@@ -357,7 +359,9 @@ def similarity_for_verdict(verdict: Verdict, data: StudyData, run_dir: str | Pat
                 draws = None
     adapter_d, seeds = None, ()
     if run_dir is not None and (Path(run_dir) / "adapters").is_dir():
-        adapter_d, seeds = adapter_distances(run_dir, arrays.users)
+        steps = getattr(verdict, "steps", None)  # a run of several step counts: the primary count's files
+        sub = f"steps-{steps.primary}" if steps is not None and len(steps.counts) > 1 else ""
+        adapter_d, seeds = adapter_distances(run_dir, arrays.users, sub)
     elif run_dir is not None:
         notes.append(f"{Path(run_dir) / 'adapters'} does not exist: no adapter distance or Mantel test")
     seed = info.rng_seed if info.rng_seed is not None else 0

@@ -23,7 +23,7 @@ from common.atomic import atomic_write_text
 from common.limits import gib, memory_budget
 from validation.bootstrap import bootstrap_bytes
 from validation.criteria import ACCEPT_FLAG, preregistration_gate
-from validation.data import InputError, load_external, load_run, resolve_run
+from validation.data import InputError, resolve_run
 from validation.judging import judge
 from validation.outputs import junit_xml, markdown_summary, term, verdict_json, verdict_text
 from validation.prereg import (
@@ -35,6 +35,8 @@ from validation.prereg import (
     load_prereg,
     with_overrides,
 )
+from validation.steps_data import load_steps
+from validation.steps_verdict import judge_exploratory, primary_count
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
 
@@ -106,18 +108,19 @@ class _Progress:
 
 
 def _load(args):
+    """Every step count of the input (validation.steps_data.StepsStudy), the output folder, the run."""
     if args.docs and not args.cells:
         raise InputError("`--docs` needs `--cells` (a run directory brings its own docs.parquet).")
     if args.cells:
         cells = Path(args.cells)
-        data = load_external(cells, args.docs)
+        study = load_steps(cells=cells, docs=args.docs)
         out = Path(args.out) if args.out else cells.parent / f"{cells.stem}.verdict"
         run_dir = None
     else:
         run_dir = resolve_run(args.run, args.runs_root)
-        data = load_run(run_dir)
+        study = load_steps(run=run_dir)
         out = Path(args.out) if args.out else run_dir
-    return data, out, run_dir
+    return study, out, run_dir
 
 
 def check_bootstrap_memory(data, n_resamples: int, setting: str) -> None:
@@ -170,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         prereg = load_prereg(args.prereg or default_prereg_path())
-        data, out, run_dir = _load(args)
+        study, out, run_dir = _load(args)
+        primary, steps_warnings = primary_count(study, prereg)  # the gate's count (exit 2 if not trained)
+        data = study.at(primary)
         status = check_prereg(prereg, data.manifest, allow_change=args.allow_prereg_change)
         check_users(prereg, len(data.users), f"`{data.source}`")
         if args.n_resamples is not None and args.n_resamples < 1:
@@ -187,11 +192,13 @@ def main(argv: list[str] | None = None) -> int:
             warnings.simplefilter("always")                # the terminal: verdict.json keeps them
             verdict = judge(data, prereg, rng=np.random.default_rng(rng_seed),
                             n_resamples=args.n_resamples, prereg_status=status)
+            verdict = replace(verdict, warnings=verdict.warnings + steps_warnings,
+                              steps=judge_exploratory(study, primary, prereg, rng_seed=rng_seed,
+                                                      n_resamples=args.n_resamples, prereg_status=status))
             calibration, cal_warnings = _calibration(args, data, prereg, run_dir, regime=(
                 verdict.bootstrap.regime.label if verdict.bootstrap.regime is not None else None))
             verdict = _with_similarity(verdict, data, run_dir)
-            # LEAD (issue 13): pass every count's tables (steps-run: study.cells, study.docs, primary=primary)
-            verdict = _with_steps(verdict, data.cells, data.docs, prereg, rng_seed, primary=None,
+            verdict = _with_steps(verdict, study.cells, study.docs, prereg, rng_seed, primary=primary,
                                   n_resamples=args.n_resamples)
         verdict = _with_raw_warnings(verdict, raw)
         verdict = replace(verdict, gate=preregistration_gate(verdict.gate, status))
@@ -213,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot write to {out}: {e}", file=sys.stderr)
         return EXIT_ERROR
     print(verdict_text(verdict, str(data.source or "")), end="")
+    print(verdict.steps.line())
     if stale:
         print(f"note: removed {stale}, written by an earlier verdict"
               + (" (--no-report: no new report)" if args.no_report else ""), file=sys.stderr)

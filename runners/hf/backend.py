@@ -45,10 +45,13 @@ def adapter_meta(ck: HFCheckpoint) -> dict:
 
 
 def write_peft_adapters(run_dir: Path, seed: int, names: tuple[str, ...], states: list[dict[str, torch.Tensor]],
-                        ck: HFCheckpoint, meta: dict) -> list[Path]:
-    """`<run_dir>/peft/seed-<seed>/<name>/` (`loo:<user>`: `.../loo/<user>/`): each adapter as a PEFT
-    LN_TUNING adapter directory."""
+                        ck: HFCheckpoint, meta: dict, steps_part: str = "") -> list[Path]:
+    """`<run_dir>/peft/seed-<seed>/[<steps_part>/]<name>/` (`loo:<user>`: `.../loo/<user>/`): each adapter
+    as a PEFT LN_TUNING adapter directory; `steps_part` is `steps-<k>` in a run of several step counts
+    (runners.snapshots)."""
     seed_dir = run_dir / "peft" / f"seed-{seed}"  # `loo:<user>` -> loo/<user>/ (no ':' in a path)
+    if steps_part:
+        seed_dir = seed_dir / steps_part
     def where(name: str) -> Path:
         return seed_dir / ("loo" if loo_user(name) is not None else "") / (loo_user(name) or name)
 
