@@ -14,6 +14,7 @@ from validation.bootstrap import resample_logppl
 from validation.data import load_external
 from validation.decomposition import seen_share
 from validation.intervals import bootstrap_interval
+from validation.judging import _doc_df
 from validation.metrics import loo_gain, loo_personalization_gain, seen_user_gain
 from validation.outputs import markdown_summary, verdict_text
 from validation.simulate import cells_from_matrix, simulate_study
@@ -85,12 +86,13 @@ def test_intervals_are_the_bootstrap_of_the_same_draws():
     draws = resample_logppl(build_arrays(data), 400, np.random.default_rng(11))  # the same draws as judge
     arrays = build_arrays(data)
     loo = arrays.loo
+    doc_df = _doc_df(arrays)  # the document level's effective df, as judge reads it (share-blend uses it)
     seen = seen_user_gain(draws, loo, arrays.pooled)
     for j, d in enumerate(v.decomposition):
         st = d.step("seen_user")
         np.testing.assert_allclose(st.draws, seen[:, j])
         assert st.ci == bootstrap_interval(st.draws, st.gain, 0.95, method=v.bootstrap.method, n_seeds=4,
-                                           seed_values=st.seed_gains, n_docs=20)
+                                           seed_values=st.seed_gains, n_docs=20, doc_df=doc_df[j])
         u = v.user(d.user)  # pooled's steps are the gains of earlier reports, with the same intervals
         assert d.step("pooled_to_own").ci == u.personalization_ci and d.step("base_to_pooled").ci == u.regularization_ci
         # per draw, the chain adds up in logs
