@@ -122,7 +122,8 @@ def reml_nested(X: np.ndarray, y: np.ndarray, seed: np.ndarray, block: np.ndarra
     ValueError on a numerical failure (the caller falls back)."""
     from scipy.optimize import minimize, minimize_scalar
 
-    S = _sums(np.asarray(X, float), np.asarray(y, float), np.asarray(seed), np.asarray(block))
+    S = _sums(np.asarray(X, float), np.asarray(y, float), np.asarray(seed, np.int64),
+              np.asarray(block, np.int64))
     n_evals = 0
 
     def f(th) -> float:
