@@ -173,3 +173,14 @@ def test_falls_back_to_mixedlm_when_the_profiled_fit_fails(monkeypatch):
     assert m.kind is ModelKind.MIXEDLM and m.optimizer != PROFILED
     assert m.fallback and "profiled-reml: LinAlgError" in m.fallback
     assert any("per-user model" in w and "profiled-reml" in w for w in m.warnings)
+
+
+def test_single_thread_blas_restores_the_thread_count():
+    controls = reml._openblas_thread_controls()
+    before = [get() for get, _ in controls]
+    with reml.single_thread_blas():
+        assert all(get() == 1 for get, _ in controls)
+    assert [get() for get, _ in controls] == before
+    with pytest.raises(RuntimeError), reml.single_thread_blas():
+        raise RuntimeError("restored on error too")
+    assert [get() for get, _ in controls] == before

@@ -25,12 +25,61 @@ against the two one-parameter boundary fits (bounded Brent). Then b = GLS, cov(b
 
 from __future__ import annotations
 
+import ctypes
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
 LOG_2PI = math.log(2 * math.pi)
+
+
+_BLAS_THREADS = (("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+                 ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
+                 ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
+                 ("openblas_get_num_threads", "openblas_set_num_threads"))
+
+
+def _openblas_thread_controls() -> list[tuple]:
+    """(get, set) thread-count functions of every OpenBLAS loaded in this process (Linux; [] where
+    /proc/self/maps or the symbols are absent)."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = sorted({ln.split()[-1] for ln in f if "openblas" in ln.lower() and ".so" in ln})
+    except OSError:
+        return []
+    out = []
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for get, set_ in _BLAS_THREADS:
+            if hasattr(lib, get) and hasattr(lib, set_):
+                out.append((getattr(lib, get), getattr(lib, set_)))
+                break
+    return out
+
+
+@contextmanager
+def single_thread_blas() -> Iterator[None]:
+    """OpenBLAS on one thread for the block, restored after (what threadpoolctl does).
+
+    Every criterion evaluation is a few p x p operations (p ~ 150 at 50 users): multi-threaded
+    OpenBLAS spends more time waking its threads than computing, and on a loaded machine a
+    150 x 150 Cholesky went from 0.06 ms (one thread) to 70 ms (two threads, load ~4 on 2 CPUs).
+    A no-op where no OpenBLAS is found."""
+    controls = _openblas_thread_controls()
+    saved = [get() for get, _ in controls]
+    try:
+        for _, set_ in controls:
+            set_(1)
+        yield
+    finally:
+        for (_, set_), n in zip(controls, saved, strict=True):
+            set_(n)
 
 
 @dataclass(frozen=True)
@@ -119,7 +168,13 @@ def _criterion(S: _Sums, theta: np.ndarray) -> tuple[float, np.ndarray, np.ndarr
 def reml_nested(X: np.ndarray, y: np.ndarray, seed: np.ndarray, block: np.ndarray) -> NestedFit:
     """REML fit of y = X b + (1 | seed) + (1 | seed:block) (module doc). `seed` and `block` are
     integer codes per row; X must have full column rank. Raises LinAlgError / FloatingPointError /
-    ValueError on a numerical failure (the caller falls back)."""
+    ValueError on a numerical failure (the caller falls back). BLAS runs on one thread meanwhile
+    (`single_thread_blas`)."""
+    with single_thread_blas():
+        return _reml_nested(X, y, seed, block)
+
+
+def _reml_nested(X: np.ndarray, y: np.ndarray, seed: np.ndarray, block: np.ndarray) -> NestedFit:
     from scipy.optimize import minimize, minimize_scalar
 
     S = _sums(np.asarray(X, float), np.asarray(y, float), np.asarray(seed, np.int64),
@@ -143,7 +198,7 @@ def reml_nested(X: np.ndarray, y: np.ndarray, seed: np.ndarray, block: np.ndarra
                    options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 500})
     cands.append((float(opt.fun), np.asarray(opt.x, float)))
     nm = minimize(f, np.maximum(opt.x, 1e-4), method="Nelder-Mead",
-                  options={"xatol": 1e-10, "fatol": 1e-14, "maxiter": 2000})
+                  options={"xatol": 1e-10, "fatol": 1e-14, "maxiter": 600})
     cands.append((float(nm.fun), np.abs(np.asarray(nm.x, float))))
     # the two boundaries (one variance at 0), where singular fits live
     best_t = cands[int(np.argmin([c[0] for c in cands]))][1]

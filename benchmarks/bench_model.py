@@ -1,0 +1,65 @@
+"""Benchmark of the mixed model (`validation.model.fit_model`): profiled REML against statsmodels.
+
+    python benchmarks/bench_model.py [--users 3 12 24 50] [--seeds 3] [--old-max-users 24]
+
+For each number of users N, a simulated study (`simulate_study`, seed 20260101, `--seeds` seeds,
+cells only) is fitted with both engines in the same run: the default, exact profiled REML
+(`engine="profiled-reml"`, `validation.reml`), and statsmodels' MixedLM with its optimizer
+fallbacks (`engine="mixedlm"`, the former default). Each fit is the overall model plus the
+per-user model. The MixedLM engine is timed only up to `--old-max-users` users (its time grows
+steeply; at 50 users it took minutes), and the larger N are printed as "not run". Prints each
+time, the ratio MixedLM / profiled measured in the same run, and the largest difference of the
+diagonal effect and of its SE between the two engines, with the machine load beside (timings on
+a shared machine mean little without it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+
+from validation.arrays import build_arrays
+from validation.model import fit_model
+from validation.simulate import simulate_study
+
+
+def _timed(arrays, engine: str):
+    t = time.perf_counter()
+    m = fit_model(arrays, engine=engine)
+    return time.perf_counter() - t, m
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--users", type=int, nargs="+", default=[3, 12, 24, 50])
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--old-max-users", type=int, default=24,
+                    help="time statsmodels' MixedLM only up to this many users")
+    args = ap.parse_args(argv)
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; {args.seeds} seeds")
+    print(f"{'users':>5} {'cells':>6} {'profiled s':>10} {'mixedlm s':>10} {'ratio':>7} "
+          f"{'|d diag|':>9} {'d se rel':>9}  optimizer (mixedlm)")
+    for n in args.users:
+        users = tuple(f"u{k:02d}" for k in range(n))
+        data = simulate_study(np.random.default_rng(20260101), n_seeds=args.seeds, users=users,
+                              n_docs=5, with_docs=False)
+        arrays = build_arrays(data)
+        cells = int(np.isfinite(arrays.logppl[:, :n, :]).sum())
+        t_new, new = _timed(arrays, "profiled-reml")
+        if n <= args.old_max_users:
+            t_old, old = _timed(arrays, "mixedlm")
+            d_eff = abs(new.diagonal_effect - old.diagonal_effect)
+            d_se = abs(new.diagonal_se / old.diagonal_se - 1)
+            print(f"{n:>5} {cells:>6} {t_new:>10.2f} {t_old:>10.2f} {t_old / t_new:>7.1f} "
+                  f"{d_eff:>9.1e} {d_se:>9.1e}  {old.optimizer}")
+        else:
+            print(f"{n:>5} {cells:>6} {t_new:>10.2f} {'not run':>10} {'':>7} {'':>9} {'':>9}  "
+                  f"(MixedLM not timed above {args.old_max_users} users)")
+        assert new.optimizer == "profiled-reml", new.fallback
+
+
+if __name__ == "__main__":
+    main()
