@@ -10,7 +10,10 @@ per-user model. The MixedLM engine is timed only up to `--old-max-users` users (
 steeply; at 50 users it took minutes), and the larger N are printed as "not run". Prints each
 time, the ratio MixedLM / profiled measured in the same run, and the largest difference of the
 diagonal effect and of its SE between the two engines, with the machine load beside (timings on
-a shared machine mean little without it).
+a shared machine mean little without it). A first small fit with each engine, untimed, takes the
+imports and first-call costs out of the timings.
+
+Run from the repository root with `PYTHONPATH=.` (or an editable install of this checkout).
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="time statsmodels' MixedLM only up to this many users")
     args = ap.parse_args(argv)
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; {args.seeds} seeds")
+    warm = build_arrays(simulate_study(np.random.default_rng(0), n_seeds=2, n_docs=5, with_docs=False))
+    for engine in ("profiled-reml", "mixedlm"):   # imports and first calls, outside the timings
+        fit_model(warm, engine=engine)
     print(f"{'users':>5} {'cells':>6} {'profiled s':>10} {'mixedlm s':>10} {'ratio':>7} "
           f"{'|d diag|':>9} {'d se rel':>9}  optimizer (mixedlm)")
     for n in args.users:
