@@ -24,7 +24,7 @@ import statsmodels.formula.api as smf
 from scipy import stats
 
 from validation.arrays import StudyArrays
-from validation.reml import NestedFit, reml_nested
+from validation.reml import NestedFit, reml_nested, single_thread_blas
 from validation.results import Interval, ModelFit, ModelKind, UserEffect
 
 SINGULAR_RATIO = 1e-8       # variance / residual scale below this = boundary (singular) fit
@@ -153,6 +153,8 @@ def fit_best(model):
 
     L-BFGS alone can stop short of a boundary optimum (a variance component at 0) that lme4
     reaches; Powell, derivative-free, does reach it. Returns (result, method, warnings, errors).
+    OpenBLAS runs on one thread meanwhile (`validation.reml.single_thread_blas`): its threads cost
+    far more than they gain on these small matrices (benchmarks/bench_model.py).
     """
     errors: list[str] = []
     best = None
@@ -162,7 +164,8 @@ def fit_best(model):
         with _warnings.catch_warnings(record=True) as caught:
             _warnings.simplefilter("always")
             try:
-                res = model.fit(reml=True, method=method)
+                with single_thread_blas():   # minutes -> seconds at 50 users (validation.reml)
+                    res = model.fit(reml=True, method=method)
             except Exception as e:  # statsmodels raises LinAlgError, ValueError, ...
                 errors.append(f"{method}: {type(e).__name__}: {e}")
                 continue

@@ -198,7 +198,7 @@ def _reml_nested(X: np.ndarray, y: np.ndarray, seed: np.ndarray, block: np.ndarr
                    options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 500})
     cands.append((float(opt.fun), np.asarray(opt.x, float)))
     nm = minimize(f, np.maximum(opt.x, 1e-4), method="Nelder-Mead",
-                  options={"xatol": 1e-10, "fatol": 1e-14, "maxiter": 600})
+                  options={"xatol": 1e-9, "fatol": 1e-10, "maxiter": 600})
     cands.append((float(nm.fun), np.abs(np.asarray(nm.x, float))))
     # the two boundaries (one variance at 0), where singular fits live
     best_t = cands[int(np.argmin([c[0] for c in cands]))][1]
