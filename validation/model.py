@@ -6,6 +6,10 @@ with a random intercept per seed and a variance component per seed:adapter (REML
 equivalent is `lmer(y ~ adapter + eval + diag + (1 | seed) + (1 | seed:adapter), REML = TRUE)`.
 The per-user variant replaces `diag` by one indicator per evaluation user (`diag:C(eval)`).
 With one seed the random effects cannot be estimated: the fixed part is fitted by OLS.
+
+Fitted by exact profiled REML (`validation.reml.reml_nested`, closed-form per seed: seconds at 50
+users where statsmodels' MixedLM took minutes); statsmodels' MixedLM (`engine="mixedlm"`) stays as
+the fallback when that fit fails and as the cross-check of the tests.
 """
 
 from __future__ import annotations
@@ -15,13 +19,18 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import patsy
 import statsmodels.formula.api as smf
+from scipy import stats
 
 from validation.arrays import StudyArrays
+from validation.reml import NestedFit, reml_nested, single_thread_blas
 from validation.results import Interval, ModelFit, ModelKind, UserEffect
 
 SINGULAR_RATIO = 1e-8       # variance / residual scale below this = boundary (singular) fit
 METHODS = ("lbfgs", "powell", "bfgs", "cg", "nm")
+PROFILED = "profiled-reml"
+ENGINES = (PROFILED, "mixedlm")
 
 
 def long_table(arrays: StudyArrays) -> pd.DataFrame:
@@ -56,12 +65,96 @@ def _fit_mixed(formula: str, df: pd.DataFrame, vc_formula: dict[str, str] | None
     return fit_best(model)
 
 
+@dataclass(frozen=True)
+class ProfiledResult:
+    """A `reml_nested` fit with the names and the few methods of a statsmodels MixedLM result
+    that `fit_model` reads (params, bse, conf_int, scale, cov_re, vcomp, llf, summary)."""
+
+    fit: NestedFit
+    names: tuple[str, ...]
+    formula: str
+    n_obs: int
+    n_seeds: int
+
+    @property
+    def params(self) -> pd.Series:
+        return pd.Series(self.fit.beta, index=list(self.names))
+
+    @property
+    def bse(self) -> pd.Series:
+        return pd.Series(self.fit.se, index=list(self.names))
+
+    @property
+    def scale(self) -> float:
+        return self.fit.sigma2
+
+    @property
+    def cov_re(self) -> np.ndarray:
+        return np.array([[self.fit.seed_var]])
+
+    @property
+    def vcomp(self) -> np.ndarray:
+        return np.array([self.fit.block_var])
+
+    @property
+    def llf(self) -> float:
+        return self.fit.reml_llf
+
+    def conf_int(self, alpha: float = 0.05) -> pd.DataFrame:
+        """Wald intervals with the normal quantile, as statsmodels' MixedLM."""
+        q = float(stats.norm.ppf(1 - alpha / 2))
+        lo, hi = self.fit.beta - q * self.fit.se, self.fit.beta + q * self.fit.se
+        return pd.DataFrame({0: lo, 1: hi}, index=list(self.names))
+
+    def summary(self) -> str:
+        z = self.fit.beta / self.fit.se
+        p = 2 * stats.norm.sf(np.abs(z))
+        ci = self.conf_int()
+        w = max(len(n) for n in self.names)
+        lines = [f"Mixed linear model, profiled REML (validation.reml): {self.formula}",
+                 f"  + (1 | seed) + (1 | seed:adapter);  {self.n_obs} observations, {self.n_seeds} seeds, "
+                 f"REML log-likelihood {self.llf:.4f}",
+                 f"{'':{w}}  {'Coef.':>10} {'Std.Err.':>10} {'z':>8} {'P>|z|':>7} {'[0.025':>10} {'0.975]':>10}"]
+        for k, n in enumerate(self.names):
+            lines.append(f"{n:{w}}  {self.fit.beta[k]:10.4f} {self.fit.se[k]:10.4f} {z[k]:8.3f} "
+                         f"{p[k]:7.3f} {ci.iloc[k, 0]:10.4f} {ci.iloc[k, 1]:10.4f}")
+        lines.append(f"variance: seed {self.fit.seed_var:.6g}, seed:adapter {self.fit.block_var:.6g}, "
+                     f"residual {self.fit.sigma2:.6g}")
+        return "\n".join(lines)
+
+
+def _fit_profiled(formula: str, df: pd.DataFrame) -> ProfiledResult:
+    """The model of the module doc by `reml_nested`; the design from the same formula (patsy) as
+    the MixedLM path, so the coefficient names are the same. Raises on a numerical failure."""
+    y, X = patsy.dmatrices(formula, df, return_type="dataframe")
+    seed = pd.Categorical(df["seed"]).codes
+    adapter = pd.Categorical(df["adapter"]).codes
+    fit = reml_nested(X.to_numpy(dtype=float), y.to_numpy(dtype=float).ravel(), seed, adapter)
+    if not (np.all(np.isfinite(fit.beta)) and np.all(np.isfinite(fit.se))):
+        raise FloatingPointError("non-finite coefficient or standard error")
+    return ProfiledResult(fit, tuple(X.columns), formula, len(df), int(df["seed"].nunique()))
+
+
+def _fit_engine(formula: str, df: pd.DataFrame, engine: str):
+    """(result, method, warnings, errors): profiled REML, falling back to MixedLM (`fit_best`)
+    when it raises; `engine="mixedlm"` skips it."""
+    if engine == PROFILED:
+        try:
+            return _fit_profiled(formula, df), PROFILED, (), []
+        except (np.linalg.LinAlgError, FloatingPointError, ValueError, patsy.PatsyError) as e:
+            res, method, msgs, errors = _fit_mixed(formula, df)
+            return res, method, msgs, [f"{PROFILED}: {type(e).__name__}: {e}"] + errors
+    return _fit_mixed(formula, df)
+
+
 def fit_best(model):
     """Fit a statsmodels MixedLM with several optimizers; keep the converged fit of highest REML
     likelihood (also `validation.population`'s random-intercept models).
 
     L-BFGS alone can stop short of a boundary optimum (a variance component at 0) that lme4
     reaches; Powell, derivative-free, does reach it. Returns (result, method, warnings, errors).
+    OpenBLAS runs on one thread meanwhile (`validation.reml.single_thread_blas`): its threads cost
+    far more than they gain on these small matrices (benchmarks/bench_model.py).
     """
     errors: list[str] = []
     best = None
@@ -71,7 +164,8 @@ def fit_best(model):
         with _warnings.catch_warnings(record=True) as caught:
             _warnings.simplefilter("always")
             try:
-                res = model.fit(reml=True, method=method)
+                with single_thread_blas():   # minutes -> seconds at 50 users (validation.reml)
+                    res = model.fit(reml=True, method=method)
             except Exception as e:  # statsmodels raises LinAlgError, ValueError, ...
                 errors.append(f"{method}: {type(e).__name__}: {e}")
                 continue
@@ -95,8 +189,11 @@ def _effects(res, names: list[str], level: float) -> list[tuple[float, Interval,
     return out
 
 
-def fit_model(arrays: StudyArrays, level: float = 0.95) -> ModelFit:
-    """Fit the overall and per-user models; never raises for a numerical failure (reports it)."""
+def fit_model(arrays: StudyArrays, level: float = 0.95, engine: str = PROFILED) -> ModelFit:
+    """Fit the overall and per-user models; never raises for a numerical failure (reports it).
+    `engine`: "profiled-reml" (default; MixedLM when it fails) or "mixedlm" (statsmodels only)."""
+    if engine not in ENGINES:
+        raise ValueError(f"fit_model engine {engine!r}: use one of {ENGINES}")
     df = long_table(arrays)
     J = len(arrays.users)
     overall, per_user = _formulas(J)
@@ -109,10 +206,12 @@ def fit_model(arrays: StudyArrays, level: float = 0.95) -> ModelFit:
         notes.append(f"per-user diag effects not identifiable with {J} users (need 3 or more): not fitted")
     n_seeds = df["seed"].nunique()
     if n_seeds > 1:
-        res, method, msgs, errors = _fit_mixed(overall, df)
+        res, method, msgs, errors = _fit_engine(overall, df, engine)
         if res is not None:
-            res_u, method_u, msgs_u, errors_u = (_fit_mixed(per_user, df) if per_user_ok
+            res_u, method_u, msgs_u, errors_u = (_fit_engine(per_user, df, engine) if per_user_ok
                                                  else (None, None, (), []))
+            if errors_u and res_u is not None:
+                notes.append(f"per-user model: optimizer {method_u} (after {'; '.join(errors_u)})")
             scale = float(res.scale)
             comps = [("seed", float(np.asarray(res.cov_re)[0, 0]))]
             comps += [("seed:adapter", float(v)) for v in np.atleast_1d(res.vcomp)]
