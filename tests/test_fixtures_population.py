@@ -3,6 +3,8 @@
 Cost: the new sources are six wheels, one sdist and two .deb files, plus classics' three; the
 fetch and the leakage check of 14 users took about a minute here (docs/fixtures.md)."""
 
+import re
+
 import pytest
 
 from fixtures import LEAKAGE_MAX_BYTES, FixtureError, load_fixture_set
@@ -10,13 +12,14 @@ from fixtures.__main__ import main
 from fixtures.classics import pretrain_documents
 from fixtures.population import USERS
 from fixtures.sources import DJANGO, django_files
+from runners.grid import main as grid_main
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    path = tmp_path_factory.mktemp("population-cache")
+    path = tmp_path_factory.mktemp("population-cache") / "fixtures"  # as under NORMADAPT_CACHE_DIR
     assert main(["fetch", "population", "--cache-dir", str(path)]) == 0  # fetch, verify, cache, leakage-check
     return path
 
@@ -44,9 +47,15 @@ def test_no_leakage_and_the_classics_pretraining_corpus(fs, cache):
     assert fs.pretrain == classics_pretrain
 
 
-def test_more_users_than_the_set_has_is_refused(fs):
-    with pytest.raises(FixtureError, match=rf"`--fixtures 15`: fixture set 'population' has {len(fs.users)} users"):
+def test_more_users_than_the_set_has_is_refused(fs, cache, tmp_path, monkeypatch, capsys):
+    message = rf"`--fixtures 15`: fixture set 'population' has {len(fs.users)} users .*; ask for 1 to {len(fs.users)}"
+    with pytest.raises(FixtureError, match=message):
         fs.take(15)
+    monkeypatch.setenv("NORMADAPT_CACHE_DIR", str(cache.parent))
+    argv = ["--fixture-set", "population", "--fixtures", "15", "--preset", "tiny", "--out", str(tmp_path)]
+    assert grid_main(argv) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not any(tmp_path.iterdir())  # nothing written
 
 
 def test_tampered_cached_source_is_refetched(cache):
