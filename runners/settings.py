@@ -259,7 +259,7 @@ def load_fixtures(name: str, n_users: int, sources: dict[str, Path]) -> FixtureS
     """The first `n_users` users of set `name` (FixtureError on any problem)."""
     from fixtures import load_fixture_set
 
-    return load_fixture_set(name, sources=sources or None).take(n_users)
+    return load_fixture_set(name, sources=sources or None, n_users=n_users).take(n_users)
 
 
 def check_corpus_sizes(fs: FixtureSet, block_size: int, encoder=None) -> None:

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     path = tmp_path_factory.mktemp("fixtures-cache")
-    assert main(["fetch", "--cache-dir", str(path)]) == 0  # fetch, verify, cache, leakage-check both sets
+    assert main(["fetch", "classics", "null", "--cache-dir", str(path)]) == 0  # fetch, verify, cache, leakage-check
     return path
 
 

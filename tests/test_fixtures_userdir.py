@@ -148,6 +148,6 @@ def test_cli_lists_sets_and_exits_2_on_errors(userdir, tmp_path, capsys):
     assert "not fetched yet: run `python -m fixtures fetch`" in capsys.readouterr().out
     for argv, message in ((["nope"], "`--fixture-set nope`"), (["fetch", "--source", "x"], "expected NAME=PATH"),
                           (["fetch", "--source", "gutenberg=/x"], "unknown source 'gutenberg'"),
-                          (["fetch", "classics"], "fetch takes no set names")):
+                          (["fetch", "synthetic"], "`fetch synthetic`: not a fetched set")):
         assert main(argv) == 2
         assert message in capsys.readouterr().err

@@ -39,7 +39,7 @@ def prior_run(tmp_path_factory, session_cache):
 
 BAD = [
     (["--fixture-set", "no-such-set"], r"`--fixture-set no-such-set`: no such fixture set"),
-    (["--fixtures", "9"], r"`--fixtures 9`: fixture set 'synthetic' has 3 users"),
+    (["--fixtures", "5000"], r"`--fixtures 5000`: fixture set 'synthetic' generates at most 1820 users"),
     (["--fixtures", "1"], r"`--fixtures 1`: the confusion matrix needs at least two users"),
     (["--seeds", "0"], r"`--seeds 0`: must be at least 1"),
     (["--seed-list", "1,x"], r"`--seed-list 1,x`: give comma-separated integers"),
