@@ -36,6 +36,7 @@ from scipy import stats
 from validation.arrays import StudyArrays
 from validation.model import fit_best, long_table
 from validation.prereg import MIN_USERS_EFFECT, min_users_share
+from validation.reml import single_thread_blas
 from validation.result_types import Interval, Status, _interval, _num, signed_pct, threshold_pct
 from validation.results import CriterionResult, Decomposition, UserResult
 
@@ -245,7 +246,8 @@ def fit_random_slope(arrays: StudyArrays, level: float) -> tuple[PopulationEffec
         return None, (f"random-slope model needs at least {MIN_USERS_MODEL} users; the study has {J}",)
     X, y, group, term = slope_design(arrays)
     try:
-        f = reml_random_slope(X, y, group, J, term)
+        with single_thread_blas():  # small p x p algebra: multi-threaded BLAS only adds wake-ups
+            f = reml_random_slope(X, y, group, J, term)
     except (np.linalg.LinAlgError, ValueError, FloatingPointError) as e:
         return None, (f"random-slope model failed: {type(e).__name__}: {e}",)
     q = float(stats.t.ppf(1 - (1 - level) / 2, J - 1))

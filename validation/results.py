@@ -68,7 +68,7 @@ class ModelFit:
     singular_components: tuple[str, ...]   # variance / residual scale < 1e-8
     variance_components: tuple[tuple[str, float], ...]  # (name, variance), plus ("residual", s2)
     fallback: str | None               # e.g. "ols: one seed", "lbfgs after nm failed"
-    summary: str                       # statsmodels' text summary
+    summary: str                       # text summary (validation.reml's table; statsmodels' on MixedLM)
     warnings: tuple[str, ...]
     optimizer: str = ""                # the optimizer whose fit was kept, or "ols"
 
