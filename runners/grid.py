@@ -99,14 +99,23 @@ def format_matrix(cells: pl.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def summary(run_dir: Path) -> str:
-    """What the grid prints when it is done: the matrix in words and numbers, and the next step."""
+def summary(run_dir: Path, primary_steps: int | None = None) -> str:
+    """What the grid prints when it is done: the matrix in words and numbers, and the next step.
+    A run of several step counts shows the matrix at `primary_steps` (prereg.toml's `[steps]
+    primary`; the largest count when it is not among them), never a mean over counts."""
     cells = pl.read_parquet(run_dir / "cells.parquet")
+    at = ""
+    if "steps" in cells.columns and cells["steps"].n_unique() > 1:
+        counts = sorted(cells["steps"].unique().to_list())
+        shown = primary_steps if primary_steps in counts else counts[-1]
+        cells = cells.filter(pl.col("steps") == shown)
+        at = (f" at {shown} training steps (the pre-registered primary count; also trained: "
+              f"{', '.join(str(c) for c in counts if c != shown)})")
     seeds = cells["seed"].n_unique()
     bad = cells.filter(pl.col("status") != OK)
     unit = "token" if (run_dir / "peft").is_dir() else "byte"  # a --model run: its tokenizer's tokens
     lines = [f"run directory: {run_dir}",
-             f"held-out perplexity per {unit}, geometric mean over {seeds} seed{'s' if seeds != 1 else ''} "
+             f"held-out perplexity per {unit}{at}, geometric mean over {seeds} seed{'s' if seeds != 1 else ''} "
              "(lower is better; * = own adapter on own text, which should win its column if adapters personalize):",
              "", format_matrix(cells), ""]
     if len(bad):
@@ -148,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
               "pass another `--out`, then run the same command again (finished seeds are kept)",
               file=sys.stderr)
         return 2
-    print(summary(run_dir))
+    print(summary(run_dir, settings.prereg_settings.primary_steps if settings.prereg_settings else None))
     return 0
 
 

@@ -221,3 +221,15 @@ def test_the_verdict_of_a_sweep_gates_at_the_primary_count(sweep, tmp_path, caps
     sim = v["similarity"]  # read the primary count's adapter files (adapters/seed-0/steps-4/)
     assert sim is not None and sim["adapter_seeds"] == [0]
     assert "step counts: primary 4 (the criteria and the gate); 2 exploratory" in (run / "report.html").read_text()
+
+
+def test_the_grid_summary_shows_the_primary_count_not_a_mean_over_counts(tmp_path):
+    from runners.grid import summary
+
+    rows = [dict(seed=0, adapter=a, eval=e, steps=k, ppl=float(k if a == e else 2 * k), status="ok")
+            for k in (10, 20, 40) for a in ("u1", "u2", "base") for e in ("u1", "u2")]
+    pl.DataFrame(rows).write_parquet(tmp_path / "cells.parquet")
+    text = summary(tmp_path, primary_steps=20)
+    assert "at 20 training steps" in text and "also trained: 10, 40" in text
+    assert "20.000*" in text and "40.000 " in text and "10.000" not in text  # only the count-20 cells
+    assert "at 40 training steps" in summary(tmp_path, primary_steps=None)  # no primary: the largest count

@@ -129,7 +129,7 @@ def verdict_text(v: Verdict, source: str = "") -> str:
     if v.model is not None:
         lines.append(effect_line(v.model, v.bootstrap.level))
         lines += [f"  - {r}" for r in diagnostic_readings(v.model)]
-        lines.append("  (optimizer and statsmodels diagnostics: verdict.json, `model`; and the report)")
+        lines.append("  (the fit's optimizer and diagnostics: verdict.json, `model`; and the report)")
     lines += steps_lines(v)
     lines.append(f"gate: {'PASSED' if v.gate.passed else 'FAILED'}")
     lines += [f"  - {term(r)}" for r in v.gate.reasons]

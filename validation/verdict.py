@@ -253,7 +253,7 @@ def _with_similarity(verdict, data, run_dir: Path | None):
 
 def _with_steps(verdict, cells, docs, prereg, rng_seed: int, primary: int | None = None,
                 n_resamples: int | None = None):
-    """ISSUE 13 HOOK: the training-step interaction (verdict.json key `steps_analysis`).
+    """The training-step interaction (verdict.json key `steps_analysis`; docs/methods.md, section 12).
 
     `cells`/`docs` are the run's tables over EVERY step count, with their `steps` column (the
     verdict itself judges the primary count's rows only); a table without that column, or with one
