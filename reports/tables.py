@@ -191,7 +191,10 @@ def population_tables(verdict: Verdict) -> tuple[pl.DataFrame, pl.DataFrame, pl.
     def gain(x: float) -> float:
         return -math.expm1(x)
 
-    shares = pl.DataFrame([{"against": "own vs loo:<user>" if s.against == "loo" else "margin (own vs best other)",
+    def label(against: str) -> str:
+        return "own vs loo:<user>" if against == "loo" else f"margin (own vs {against.replace('_', ' ')})"
+
+    shares = pl.DataFrame([{"against": label(s.against),
                             "bar": s.bar, "share": _num(s.share), "ci_low": _num(s.ci.low),
                             "ci_high": _num(s.ci.high), "n_point": s.n_point, "n_sure": s.n_sure,
                             "n_possible": s.n_possible, "n_users": s.n_users} for s in p.shares])

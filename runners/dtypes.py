@@ -11,9 +11,10 @@ modules do (docs/own_model.md). Pretraining the built-in base model is always fl
 key and weights do not depend on `--dtype`.
 
 `--dtype auto` picks, per device and preset, the dtype that benchmarks/bench_dtype.py showed to be
-both faster and accurate enough (docs/performance.md; so far that is float32 everywhere); float32
-is always available for exact reproduction. Asking for a dtype the hardware cannot multiply in
-natively is refused, never silently slowed down or replaced.
+both faster and accurate enough (docs/performance.md; bfloat16 for the `cpu` and `gpt30m` presets
+on a CPU with native bf16, float32 elsewhere); float32 is always available for exact
+reproduction. Asking for a dtype the hardware cannot multiply in natively is refused, never
+silently slowed down or replaced.
 
 `resolve` is pure (it takes the hardware's `Capability`), so every branch, the CUDA ones
 included, is tested on any machine; `probe` is the only part that asks the hardware.
@@ -32,10 +33,13 @@ CHOICES = (*DTYPES, AUTO)
 # What `--dtype auto` resolves to, per device and built-in preset, where the hardware has the dtype
 # natively (else float32). An entry becomes bfloat16 only once benchmarks/bench_dtype.py has shown
 # it faster AND accurate (`accuracy`: every margin within 0.2 pp, no status changed). So far
-# (docs/performance.md): on the CPU bfloat16 is slower for `tiny`/`cpu` and 1.36-1.54x faster for
-# `gpt30m`, but its accuracy was not measured yet; on a GPU nothing was measured. A preset not
-# listed, or a `--model` checkpoint (None), resolves to float32.
-AUTO_CPU: dict[str, str] = {"tiny": "float32", "cpu": "float32", "gpt30m": "float32"}
+# (docs/performance.md, 2026-11-28, quiet machine, AVX512-BF16 CPU): bfloat16 made the `cpu` preset's
+# adapter training 1.18x and evaluation 1.96x faster (`bench_dtype.py speed`), and on the default
+# study it moved no margin by more than 0.010 pp and changed no status (`bench_dtype.py accuracy
+# --seeds 5`): `cpu` and `gpt30m` (1.36-1.54x, measured under load) take bfloat16 where the CPU has
+# it natively. `tiny` (per-step overhead, not matmuls) and every GPU entry (nothing measured) stay
+# float32. A preset not listed, or a `--model` checkpoint (None), resolves to float32.
+AUTO_CPU: dict[str, str] = {"tiny": "float32", "cpu": "bfloat16", "gpt30m": "bfloat16"}
 AUTO_GPU: dict[str, str] = {"tiny": "float32", "cpu": "float32", "gpt30m": "float32"}
 
 
@@ -73,8 +77,11 @@ def probe(device: str) -> Capability:
         return Capability("cuda", bool(torch.cuda.is_bf16_supported()), True, f"GPU {name}")
     # oneDNN's own test for its bfloat16 / float16 kernels (AVX-512 core, AVX512-BF16, AMX; Arm BF16):
     # without them torch falls back to slow reference kernels
-    bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    fp16 = bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
+    try:
+        bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        fp16 = bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without oneDNN's probes: treat as absent
+        bf16 = fp16 = False
     return Capability("cpu", bf16, fp16, f"CPU ({torch.backends.cpu.get_cpu_capability()})")
 
 

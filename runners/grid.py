@@ -109,7 +109,8 @@ def summary(run_dir: Path, primary_steps: int | None = None) -> str:
         counts = sorted(cells["steps"].unique().to_list())
         shown = primary_steps if primary_steps in counts else counts[-1]
         cells = cells.filter(pl.col("steps") == shown)
-        at = (f" at {shown} training steps (the pre-registered primary count; also trained: "
+        which = "the pre-registered primary count" if shown == primary_steps else "the largest count"
+        at = (f" at {shown} training steps ({which}; also trained: "
               f"{', '.join(str(c) for c in counts if c != shown)})")
     seeds = cells["seed"].n_unique()
     bad = cells.filter(pl.col("status") != OK)

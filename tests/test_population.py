@@ -238,3 +238,20 @@ def test_population_calibration_is_deterministic_and_the_cli_refuses_foreign_fla
     assert power.not_applicable_rate == 0.0     # 17 users: the share criterion applies
     assert main(["--study", "population", "--users", "5", "--out", str(tmp_path)]) == 2
     assert "--study population" in capsys.readouterr().err
+
+
+def test_the_share_counts_read_the_same_intervals_as_the_users_and_the_criteria():
+    # share-blend reads each column's document df; the share must use the users' own intervals
+    data = simulate_study(np.random.default_rng(12), n_seeds=3, users=USERS6, n_docs=12,
+                          personalization=np.array([0.02, 0.05, 0.08, 0.10, 0.12, 0.20]))
+    v = judge(data, Prereg(interval_method="share-blend"), rng=np.random.default_rng(0), n_resamples=300, fit=False)
+    for bar in (0.05, 0.10):
+        s = v.population.share("best_other", bar)
+        assert s.n_sure == sum(u.ci.low >= bar for u in v.users)
+        assert s.n_possible == sum(u.ci.high >= bar for u in v.users)
+
+
+def test_a_user_without_a_margin_stays_in_the_share_as_possible_not_sure():
+    s = share_clearing(("a", "b", "c"), np.array([0.2, np.nan, 0.01]), np.array([0.15, np.nan, -0.02]),
+                       np.array([0.25, np.nan, 0.04]), 0.05, 0.95, "best_other")
+    assert (s.n_users, s.n_sure, s.n_possible) == (3, 1, 2)

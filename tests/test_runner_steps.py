@@ -232,4 +232,4 @@ def test_the_grid_summary_shows_the_primary_count_not_a_mean_over_counts(tmp_pat
     text = summary(tmp_path, primary_steps=20)
     assert "at 20 training steps" in text and "also trained: 10, 40" in text
     assert "20.000*" in text and "40.000 " in text and "10.000" not in text  # only the count-20 cells
-    assert "at 40 training steps" in summary(tmp_path, primary_steps=None)  # no primary: the largest count
+    assert "at 40 training steps (the largest count" in summary(tmp_path, primary_steps=None)  # no primary

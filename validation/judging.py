@@ -107,7 +107,7 @@ def judge(
     if prereg_status is None:
         prereg_status = PreregStatus(False, prereg.sha256, None, prereg.path, "not checked")
     population = population_stats(arrays, users, decomposition, prereg, crit.margin_intervals(
-        users, prereg, prereg.confidence, method=method, n_seeds=n_seeds, n_docs=n_docs),
+        users, prereg, prereg.confidence, method=method, n_seeds=n_seeds, n_docs=n_docs, doc_df=doc_df),
         fit=fit if fit_population is None else fit_population)
     warnings += [f"population: {n}" for n in population.notes]
     gate = crit.gate(prereg, criteria, users, arrays.problems, population)

@@ -82,10 +82,11 @@ def share_clearing(users: tuple[str, ...], point: np.ndarray, low: np.ndarray, h
     """(J,) point estimates and interval bounds -> the share clearing `bar` (module doc)."""
     point, low, high = (np.asarray(x, dtype=float) for x in (point, low, high))
     ok = np.isfinite(point)
-    n = int(ok.sum())
-    if n == 0:
+    n = len(point)  # every user: one without a finite margin counts as not sure but possible (conservative)
+    if not ok.any():
         return ShareResult(against, bar, 0, 0, 0, 0, Interval(math.nan, math.nan), ())
-    sure, possible = int(np.sum(low[ok] >= bar)), int(np.sum(high[ok] >= bar))
+    sure = int(np.sum(ok & np.isfinite(low) & (low >= bar)))
+    possible = int(np.sum(~ok | ~np.isfinite(high) | (high >= bar)))
     ci = Interval(clopper_pearson(sure, n, level).low, clopper_pearson(possible, n, level).high)
     below = tuple(u for u, p, f in zip(users, point, ok, strict=True) if f and p < bar)
     return ShareResult(against, bar, n, int(np.sum(point[ok] >= bar)), sure, possible, ci, below)
