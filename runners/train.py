@@ -64,10 +64,7 @@ class TrainedAdapters:
 
     def diverged_at(self, k: int) -> tuple[bool, ...]:
         """(A,) a non-finite loss in the first k steps, or a non-finite state at step k."""
-        states = self.snapshots[k] if self.snapshots is not None else self.states
-        return tuple(not np.all(np.isfinite(self.losses[:k, a]))
-                     or not all(bool(torch.isfinite(t).all()) for t in states[a].values())
-                     for a in range(len(states)))
+        return _diverged(self.losses[:k], self.snapshots[k] if self.snapshots is not None else self.states)
 
 
 def data_order(seed: int, adapter_number: int, stream_len: int, block_size: int, cfg: TrainConfig) -> np.ndarray:
@@ -115,12 +112,14 @@ def train_adapters(base: GPT, streams: list[np.ndarray], orders: list[np.ndarray
             snapshots[step + 1] = [model.adapter_state(a) for a in range(n)]
         if progress is not None:
             progress.update(1)
-    diverged = tuple(not np.all(np.isfinite(losses[:, a])) or not _finite_state(model, a) for a in range(n))
-    return TrainedAdapters([model.adapter_state(a) for a in range(n)], losses, diverged, model, snapshots)
+    states = snapshots[cfg.steps]  # the last count is `steps`: its snapshot is the final bank
+    return TrainedAdapters(states, losses, _diverged(losses, states), model, snapshots)
 
 
-def _finite_state(model: GPT, a: int) -> bool:
-    return all(bool(torch.isfinite(t).all()) for t in model.adapter_state(a).values())
+def _diverged(losses: np.ndarray, states: list[dict[str, torch.Tensor]]) -> tuple[bool, ...]:
+    """(A,) a non-finite loss among `losses` (steps, A), or a non-finite adapter state."""
+    return tuple(not np.all(np.isfinite(losses[:, a])) or not all(bool(torch.isfinite(t).all()) for t in st.values())
+                 for a, st in enumerate(states))
 
 
 def pretrain(model: GPT, stream: np.ndarray, *, seed: int, steps: int, batch_size: int, lr: float,

@@ -45,12 +45,7 @@ def lenient(users, point, low, high, bar: float, required: int, level: float | N
     """
     low, high, point = map(np.asarray, (low, high, point))
     sure, possible = int(np.sum(low >= bar)), int(np.sum(high >= bar))
-    if sure >= required:
-        status = Status.PASS
-    elif possible < required:
-        status = Status.FAIL
-    else:
-        status = Status.INCONCLUSIVE
+    status = Status.read(sure >= required, possible < required)
     why = (f"{sure} of {len(users)} users with CI low >= {bar:.0%} ({_names(users, low >= bar)}), "
            f"{possible} with CI high >= {bar:.0%}; {required} required"
            + (f" (per-user intervals at {level:.2%}, multiplicity-adjusted)" if level is not None else ""))

@@ -78,16 +78,16 @@ def judge(
                         + ("no per-document data, only seeds are resampled" if mode is BootstrapMode.SEEDS_ONLY
                            else "one seed, only documents are resampled; seed-to-seed variation is not captured"))
     draws = resample_logppl(arrays, B, rng)                              # (B, A, J)
+    n_seeds, n_docs, doc_df = len(arrays.seeds), _n_docs(arrays), _doc_df(arrays)  # every interval's design
     with _warnings.catch_warnings():
         _warnings.simplefilter("ignore", RuntimeWarning)  # a cell missing in every seed stays NaN
         point = np.nanmean(arrays.logppl, axis=0)                        # (A, J)
-    users = _user_results(arrays, point, draws, prereg, method)
+    users = _user_results(arrays, point, draws, prereg, method, n_docs, doc_df)
 
     if prereg.comparator == "worst_other":
         warnings.append("comparator is worst_other (anti-conservative): the criteria compare each "
                         "user with the WEAKEST other adapter")
-    criteria = crit.read_criteria(users, prereg, method=method, n_seeds=len(arrays.seeds),
-                                  n_docs=_n_docs(arrays), doc_df=_doc_df(arrays))
+    criteria = crit.read_criteria(users, prereg, method=method, n_seeds=n_seeds, n_docs=n_docs, doc_df=doc_df)
     model = None
     if fit:
         model = fit_model(arrays, prereg.confidence)
@@ -96,7 +96,6 @@ def judge(
         warnings.append("no `pooled` control: personalization and regularization gains not computed")
     if BASE not in arrays.adapters:
         warnings.append("no `base` control: regularization and total gains not computed")
-    n_seeds, n_docs, doc_df = len(arrays.seeds), _n_docs(arrays), _doc_df(arrays)
     decomposition = decompose(arrays, point, draws, lambda dr, pt, sv, j: bootstrap_interval(
         dr, pt, prereg.confidence, method=method, n_seeds=n_seeds, seed_values=sv,
         n_docs=None if n_docs is None else n_docs[j], doc_df=None if doc_df is None else doc_df[j]))
@@ -111,7 +110,6 @@ def judge(
         fit=fit if fit_population is None else fit_population)
     warnings += [f"population: {n}" for n in population.notes]
     gate = crit.gate(prereg, criteria, users, arrays.problems, population)
-    n_docs = _n_docs(arrays)
     regime = None if mode is BootstrapMode.NONE else study_regime(
         [variance_shares(u.draws_margin, u.seed_margins, None if n_docs is None else n_docs[j])
          for j, u in enumerate(users)])
@@ -151,8 +149,8 @@ def _matrix(arrays: StudyArrays, point: np.ndarray) -> pl.DataFrame:
     })
 
 
-def _user_results(arrays: StudyArrays, point: np.ndarray, draws: np.ndarray, prereg: Prereg,
-                  method: str) -> tuple[UserResult, ...]:
+def _user_results(arrays: StudyArrays, point: np.ndarray, draws: np.ndarray, prereg: Prereg, method: str,
+                  n_docs: tuple[int, ...] | None, doc_df: tuple[float, ...] | None) -> tuple[UserResult, ...]:
     """point (A, J), draws (B, A, J) -> one UserResult per column."""
     pooled, base = arrays.pooled, arrays.base
     def stats(x: np.ndarray) -> dict[str, np.ndarray]:
@@ -172,8 +170,6 @@ def _user_results(arrays: StudyArrays, point: np.ndarray, draws: np.ndarray, pre
     best, worst = metrics.best_other_index(point), metrics.worst_other_index(point)
     seed_best = metrics.best_other_index(np.where(np.isnan(arrays.logppl), np.inf, arrays.logppl))
     n_seeds = len(arrays.seeds)
-
-    n_docs, doc_df = _n_docs(arrays), _doc_df(arrays)
 
     def iv(key: str, j: int, level: float) -> Interval:
         return bootstrap_interval(d[key][:, j], p[key][j], level, method=method, n_seeds=n_seeds,

@@ -330,12 +330,7 @@ def share_criterion(share: ShareResult, min_share: float, min_users: int) -> Pop
                                    f"{share.n_users} users; a share of {need} can be shown only with "
                                    f"{min_users} or more (not applicable)")
     lo, hi = share.ci
-    if lo >= min_share:
-        status = Status.PASS
-    elif hi < min_share:
-        status = Status.FAIL
-    else:
-        status = Status.INCONCLUSIVE
+    status = Status.read(lo >= min_share, hi < min_share)
     why = (f"share of users with margin >= {bar}: {share.share:.0%} ({share.n_point} of {share.n_users}), "
            f"interval [{lo:.0%}, {hi:.0%}] ({share.n_sure} with interval low >= {bar}, "
            f"{share.n_possible} with high >= {bar}); {need} required")
@@ -352,12 +347,7 @@ def effect_criterion(effect: PopulationEffect | None, n_users: int, max_effect: 
                   "(not applicable)" if n_users < MIN_USERS_EFFECT else f"no model: {note or 'not fitted'}")
         return PopulationCriterion("population_effect", MIN_USERS_EFFECT, None, reason)
     lo, hi = effect.ci
-    if hi < max_effect:
-        status = Status.PASS
-    elif lo >= max_effect:
-        status = Status.FAIL
-    else:
-        status = Status.INCONCLUSIVE
+    status = Status.read(hi < max_effect, lo >= max_effect)
     why = (f"population-average personalization effect {effect.effect:+.3f} log-ratio, interval "
            f"[{lo:+.3f}, {hi:+.3f}] (t, {effect.df} df); must lie below {max_effect:+g}")
     point = Status.PASS if effect.effect < max_effect else Status.FAIL

@@ -29,6 +29,12 @@ class Status(enum.StrEnum):
     TRIGGERED = "TRIGGERED"
     NOT_TRIGGERED = "NOT_TRIGGERED"
 
+    @classmethod
+    def read(cls, passes: bool, fails: bool) -> Status:
+        """PASS when the interval reading shows the criterion met, else FAIL when it shows it
+        missed, else INCONCLUSIVE (the pass test wins if both hold)."""
+        return cls.PASS if passes else cls.FAIL if fails else cls.INCONCLUSIVE
+
 
 class BootstrapMode(enum.StrEnum):
     """Which levels the bootstrap resampled; anything but HIERARCHICAL is a degraded mode."""
