@@ -27,6 +27,7 @@ from runners.settings import (
     check_users_usage,
     load_fixtures,
     parse_sources,
+    primary_steps_warning,
     settings_from_args,
 )
 from runners.train import TrainConfig
@@ -133,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
         settings = settings_from_args(args)
+        note = primary_steps_warning(settings.prereg_settings, settings.train.steps_list or (settings.train.steps,))
+        if note:
+            print(f"warning: {note}", file=sys.stderr)
         fs = load_fixtures(args.fixture_set, args.fixtures, parse_sources(args.source))
         hf = None
         if settings.hf_model is not None:  # loaded and checked before anything is written

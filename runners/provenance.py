@@ -24,9 +24,11 @@ from validation.manifest import (
     GitRecord,
     LeakageRecord,
     Manifest,
+    ManifestError,
     PreregRecord,
     Provenance,
     UserRecord,
+    read_manifest,
 )
 
 
@@ -52,7 +54,8 @@ def build_manifest(config: dict, s: GridSettings, fs: FixtureSet, base: BaseMode
         base_model=BaseModelRecord(key=base.key, sha256=base.sha256, path=str(base.path),
                                    params=base.model.n_base_params(), pretrain_seconds=base.pretrain_seconds,
                                    built_now=base.built_now),
-        prereg=PreregRecord(path=str(s.prereg.resolve()), sha256=s.prereg_sha256),
+        prereg=PreregRecord(path=str(s.prereg.resolve()), sha256=s.prereg_sha256,
+                            settings=_prereg_settings(s, run_dir)),
         adapter=AdapterRecord(params=n_params, bytes_fp32=4 * n_params, norm_layers=len(base.model.norm_names()),
                               file_bytes=one.stat().st_size if one else None),
         status_values=dict(STATUS_VALUES),
@@ -63,6 +66,21 @@ def build_manifest(config: dict, s: GridSettings, fs: FixtureSet, base: BaseMode
               "torch_threads": torch.get_num_threads(), "device": s.device, **_dtype(s),
               "cuda": torch.cuda.get_device_name() if s.device == "cuda" else None},
     )
+
+
+def _prereg_settings(s: GridSettings, run_dir: Path) -> dict | None:
+    """Every pre-registered setting as resolved when the run started, defaults included, so a later
+    version's changed default cannot change what the locked file meant
+    (validation.prereg.with_recorded_settings). A resumed run keeps the record of its first start."""
+    try:
+        old = read_manifest(run_dir / "manifest.json").prereg
+        if old.sha256 == s.prereg_sha256 and old.settings is not None:
+            return old.settings
+    except (OSError, ManifestError):
+        pass  # no manifest yet (the usual case), or an unreadable one: record the settings now
+    if s.prereg_settings is None:
+        return None
+    return {k: v for k, v in s.prereg_settings.to_json().items() if k not in ("sha256", "path")}
 
 
 def _dtype(s: GridSettings) -> dict:

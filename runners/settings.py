@@ -136,6 +136,18 @@ def check_primary_steps(prereg: Prereg, counts: tuple[int, ...]) -> None:
                          "primary` to one of the counts before the run")
 
 
+def primary_steps_warning(prereg: Prereg | None, counts: tuple[int, ...]) -> str | None:
+    """A one-count run at a count other than a `[steps] primary` the file states: allowed (a quick
+    exploratory run), but its verdict will read NOT PRE-REGISTERED (validation.steps_verdict)."""
+    if prereg is None or len(counts) != 1 or "primary_steps" not in prereg.explicit \
+            or counts[0] == prereg.primary_steps:
+        return None
+    return (f"`--steps {counts[0]}`: {prereg.path or 'prereg.toml'} pre-registers `[steps] primary = "
+            f"{prereg.primary_steps}`, so the verdict of this run will read NOT PRE-REGISTERED and its gate fails "
+            f"(unless `--accept-not-preregistered`); run `--steps {prereg.primary_steps}`, or a list that includes "
+            "it, for a gating run")
+
+
 def _check_out(out: Path) -> Path:
     latest = out / "latest"
     if latest.is_dir() and not latest.is_symlink():  # point_latest would fail after the whole grid ran

@@ -75,6 +75,9 @@ class BaseModelRecord:
 class PreregRecord:
     path: str
     sha256: str
+    # every setting as resolved when the run started (`Prereg.to_json()` without path and hash):
+    # the settings the file leaves out keep that meaning (validation.prereg.with_recorded_settings)
+    settings: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

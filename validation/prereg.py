@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 import tomllib
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,9 @@ class Prereg:
     primary_steps: int = 100
     sha256: str = field(default="", compare=False)   # of the file it was read from; "" if none
     path: str = field(default="", compare=False)
+    # the settings the file states (field names); the others take this suite's defaults, which can
+    # change between versions: `with_recorded_settings` reads them as they were when the run started
+    explicit: frozenset[str] = field(default=frozenset(), compare=False)
 
     def __post_init__(self) -> None:
         _prereg_iv(self)
@@ -114,6 +117,7 @@ class Prereg:
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
+        d.pop("explicit")
         for k in ("gate_strict", "gate_lenient", "gate_catastrophic", "gate_population_share",
                   "gate_population_effect"):
             d[k] = list(d[k])
@@ -221,7 +225,8 @@ def load_prereg(path: str | Path) -> Prereg:
     if unknown_sections:
         raise PreregError(f"{path}: unknown section(s) {unknown_sections}; known: {list(_SECTIONS)}.")
     try:
-        return Prereg(**kwargs, sha256=hashlib.sha256(raw).hexdigest(), path=str(path))
+        return Prereg(**kwargs, sha256=hashlib.sha256(raw).hexdigest(), path=str(path),
+                      explicit=frozenset(kwargs))
     except PreregError as e:
         raise PreregError(f"{path}: {e}") from None
 
@@ -248,6 +253,65 @@ def check_prereg(prereg: Prereg, manifest: Manifest | None, *, allow_change: boo
         )
     return PreregStatus(False, prereg.sha256, expected, prereg.path,
                         "changed since the run; judged with --allow-prereg-change")
+
+
+# Settings whose default changed between versions of this suite, with the earlier defaults (oldest
+# first). A file that leaves one out meant the default of the version that started its run.
+CHANGED_DEFAULTS: dict[str, tuple[str, ...]] = {
+    "interval_method": ("percentile", "student-t", "cochran-cox"),
+    "lenient_adjust": ("none",),
+}
+
+
+def setting_key(name: str) -> str:
+    """`[section] key` of a Prereg field, as written in prereg.toml."""
+    for section, keys in _SECTIONS.items():
+        for key in keys:
+            field_name = f"gate_{key}" if section == "gate" and key in _GATED else key
+            field_name = "primary_steps" if section == "steps" else field_name
+            if field_name == name:
+                return f"[{section}] {key}"
+    return name
+
+
+def with_recorded_settings(prereg: Prereg, manifest: Manifest | None) -> tuple[Prereg, tuple[str, ...]]:
+    """The settings a locked file leaves out, read as they were when its run started.
+
+    The runner records every resolved setting in the manifest (`prereg.settings`). When the file's
+    hash matches the manifest's, a setting the file does not state takes the recorded value, so a
+    default changed in a later version of this suite cannot change what a locked file means; each
+    such change is returned as a warning. A manifest without the record (written before it existed)
+    leaves today's defaults in place, with a warning for each omitted setting whose default has
+    changed (`CHANGED_DEFAULTS`). A file that does not match the manifest is returned unchanged.
+    """
+    if manifest is None or manifest.prereg.sha256 != prereg.sha256:
+        return prereg, ()
+    where = prereg.path or PREREG_FILENAME
+    omitted = [f.name for f in fields(Prereg) if f.compare and f.name not in prereg.explicit]
+    recorded = manifest.prereg.settings
+    if recorded is None:
+        return prereg, tuple(
+            f"{where} does not set `{setting_key(name)}` and the run's manifest does not record the value it "
+            f"had when the run started: judged with this version's default {getattr(prereg, name)!r}; earlier "
+            f"versions defaulted to {' then '.join(map(repr, CHANGED_DEFAULTS[name]))}. State it in the file "
+            "before the next run." for name in omitted if name in CHANGED_DEFAULTS)
+    changes = {}
+    for name in omitted:
+        if name in recorded:
+            value = tuple(recorded[name]) if isinstance(recorded[name], list) else recorded[name]
+            if value != getattr(prereg, name):
+                changes[name] = value
+    if not changes:
+        return prereg, ()
+    try:
+        resolved = replace(prereg, **changes)
+    except (PreregError, TypeError) as e:
+        raise PreregError(f"the run's manifest.json `prereg.settings`: {e} Restore the manifest written by "
+                          "the run.") from None
+    return resolved, tuple(
+        f"{where} does not set `{setting_key(name)}`: judged with {value!r}, its value when the run started "
+        f"(recorded in the manifest), not this version's default {getattr(prereg, name)!r}"
+        for name, value in changes.items())
 
 
 def check_users(prereg: Prereg, n_users: int, where: str = "the study") -> None:
@@ -285,6 +349,14 @@ def command_line_overrides(prereg: Prereg, values: dict[str, Any]) -> tuple[str,
         if value is not None and value != getattr(prereg, setting):
             out.append(f"{flag} {value} (pre-registered {setting} = {getattr(prereg, setting)})")
     return tuple(out)
+
+
+def with_unregistered(status: PreregStatus, why: str | None) -> PreregStatus:
+    """The status once the run is found to differ from what the file pre-registers (`why`, e.g. a
+    step count other than `[steps] primary`): NOT PRE-REGISTERED, with the reason in its note."""
+    if why is None:
+        return status
+    return replace(status, locked=False, note=f"{status.note}; {why}" if not status.locked else why)
 
 
 def with_overrides(status: PreregStatus, overrides: tuple[str, ...], *, accepted: bool) -> PreregStatus:

@@ -44,6 +44,25 @@ def primary_count(study: StepsStudy, prereg: Prereg) -> tuple[int | None, tuple[
     return prereg.primary_steps, ()
 
 
+def unregistered_count(study: StepsStudy, prereg: Prereg) -> str | None:
+    """Why a one-count run is not pre-registered, or None.
+
+    A file that states `[steps] primary` fixes the count before the run; a run of one other count
+    (`--steps 25` against `primary = 100`) is a count chosen afterwards, and separate runs at several
+    counts could be picked from, so its verdict reads NOT PRE-REGISTERED (the gate fails unless
+    `--accept-not-preregistered`). A file without `[steps]` fixes no count: a one-count run is judged
+    at its own count, as before.
+    """
+    if len(study.counts) != 1 or "primary_steps" not in prereg.explicit:
+        return None
+    k = study.counts[0]
+    if k == prereg.primary_steps:
+        return None
+    return (f"the run trained {k} adapter steps but {prereg.path or 'prereg.toml'} pre-registers `[steps] primary = "
+            f"{prereg.primary_steps}`: a count other than the pre-registered one is not pre-registered (run "
+            f"`--steps {prereg.primary_steps}`, or a list that includes it)")
+
+
 @dataclass(frozen=True, eq=False)
 class ExploratoryCount:
     """The per-user statistics at one non-primary step count."""

@@ -34,9 +34,11 @@ from validation.prereg import (
     default_prereg_path,
     load_prereg,
     with_overrides,
+    with_recorded_settings,
+    with_unregistered,
 )
 from validation.steps_data import load_steps
-from validation.steps_verdict import judge_exploratory, primary_count
+from validation.steps_verdict import judge_exploratory, primary_count, unregistered_count
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
 
@@ -174,9 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         prereg = load_prereg(args.prereg or default_prereg_path())
         study, out, run_dir = _load(args)
+        status = check_prereg(prereg, study.manifest, allow_change=args.allow_prereg_change)
+        prereg, recorded_warnings = with_recorded_settings(prereg, study.manifest)  # omitted = as at the run
         primary, steps_warnings = primary_count(study, prereg)  # the gate's count (exit 2 if not trained)
+        status = with_unregistered(status, unregistered_count(study, prereg))
         data = study.at(primary)
-        status = check_prereg(prereg, data.manifest, allow_change=args.allow_prereg_change)
         check_users(prereg, len(data.users), f"`{data.source}`")
         if args.n_resamples is not None and args.n_resamples < 1:
             raise InputError(f"`--n-resamples` must be a positive integer; got {args.n_resamples}.")
@@ -192,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             warnings.simplefilter("always")                # the terminal: verdict.json keeps them
             verdict = judge(data, prereg, rng=np.random.default_rng(rng_seed),
                             n_resamples=args.n_resamples, prereg_status=status)
-            verdict = replace(verdict, warnings=verdict.warnings + steps_warnings,
+            verdict = replace(verdict, warnings=verdict.warnings + recorded_warnings + steps_warnings,
                               steps=judge_exploratory(study, primary, prereg, rng_seed=rng_seed,
                                                       n_resamples=args.n_resamples, prereg_status=status))
             calibration, cal_warnings = _calibration(args, data, prereg, run_dir, regime=(
