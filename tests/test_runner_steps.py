@@ -206,6 +206,25 @@ def test_resume_retrains_when_an_adapter_file_is_damaged(sweep, tmp_path, cache_
     assert problem is None and record["steps"] == [2, 4]
 
 
+def test_resume_reevaluates_a_count_whose_marker_is_stale(sweep, tmp_path, cache_env, caplog):
+    """`steps-4.json` exists but the documents it vouches for changed since (here: a valid table of
+    the wrong numbers, count 2's NLLs relabelled as 4): its hash no longer matches, so count 4 is
+    evaluated again from the kept adapters, never read into the cells as it is."""
+    tmp, fs, multi, _ = sweep
+    run = _copy_run(multi, tmp_path / "multi")
+    want = pl.read_parquet(run / "cells.parquet")
+    for p in ("seeds/seed-0/done.json", "cells.parquet"):
+        (run / p).unlink()
+    wrong = pl.read_parquet(run / "seeds/seed-0/steps-2/docs.parquet").with_columns(pl.lit(4, pl.Int64).alias("steps"))
+    wrong.write_parquet(run / "seeds/seed-0/steps-4/docs.parquet")
+    with caplog.at_level(logging.INFO, logger="runners.grid"):
+        run_grid(fs, replace(_settings(tmp, "multi", (2, 4)), out=tmp_path / "multi"))
+    assert "training kept" in caplog.text and "evaluating steps 4 from the adapter files" in caplog.text
+    assert "steps 2 already evaluated, kept" in caplog.text
+    assert pl.read_parquet(run / "cells.parquet").equals(want)
+    assert rundir.seed_problem(run, snapshots.count_marker(run, 0, 4))[1] is None
+
+
 def test_the_verdict_of_a_sweep_gates_at_the_primary_count(sweep, tmp_path, capsys):
     from validation.verdict import main as verdict
     tmp, _, multi, _ = sweep
