@@ -3,6 +3,7 @@
 import numpy as np
 import polars as pl
 import pytest
+from scipy import stats
 
 from validation import (
     BootstrapMode,
@@ -77,14 +78,28 @@ def test_seeds_only_without_docs():
     assert len(set(np.round(u.draws_margin, 12))) == 3
 
 
-def test_no_resampling_possible_gives_degenerate_interval_and_warning():
-    data = simulate_study(np.random.default_rng(2), n_seeds=1, n_docs=5, with_docs=False)
-    v = judge(data, rng=np.random.default_rng(0), n_resamples=B, fit=False)
-    assert v.bootstrap.mode is BootstrapMode.NONE and v.bootstrap.n_resamples == 0
-    for u in v.users:
-        low, high = u.ci
-        assert low == high == u.margin
-    assert any("degenerate" in w for w in v.warnings)
+@pytest.mark.parametrize("n_docs,with_docs,match", [
+    (5, False, r"one seed \(0\) and no per-document data: nothing can be resampled"),
+    (1, True, r"one seed \(0\) and fewer than 2 held-out documents for \['alice', 'bob', 'carol'\]"),
+])
+def test_a_study_without_replication_is_refused(n_docs, with_docs, match):
+    """One seed and nothing else to resample: the interval would collapse onto the point and a
+    single noisy margin would PASS (it did, before: STRICT PASS, gate passed); now exit 2."""
+    data = simulate_study(np.random.default_rng(2), n_seeds=1, n_docs=n_docs, with_docs=with_docs,
+                          personalization=0.2)
+    with pytest.raises(InputError, match=match):
+        judge(data, rng=np.random.default_rng(0), n_resamples=B, fit=False)
+    # two held-out documents are enough to resample: judged, in the documents-only mode
+    two = simulate_study(np.random.default_rng(2), n_seeds=1, n_docs=2, personalization=0.2)
+    v = judge(two, rng=np.random.default_rng(0), n_resamples=B, fit=False)
+    assert v.bootstrap.mode is BootstrapMode.DOCUMENTS_ONLY and all(u.ci[0] < u.ci[1] for u in v.users)
+
+
+def test_critical_value_without_two_units_at_any_level_is_an_error():
+    from validation.intervals import critical_value
+    with pytest.raises(ValueError, match="no level has two units"):
+        critical_value("cochran-cox", 1.0, 5.0, 1, None, 0.05)
+    assert critical_value("cochran-cox", 1.0, 5.0, 2, None, 0.05) == pytest.approx(stats.t.ppf(0.975, 1))
 
 
 def test_bootstrap_interval_percentile_and_validation():

@@ -167,6 +167,9 @@ def critical_value(method: str, w, df, n_seeds: int, n_docs: int | None, alpha: 
     if method == "satterthwaite":
         return satt
     doc = (n_docs or 0) - 1 if doc_df is None or (n_docs or 0) < 2 else min(n_docs - 1.0, max(1.0, doc_df))
+    if n_seeds < 2 and doc < 1:
+        raise ValueError(f"no level has two units (n_seeds = {n_seeds}, n_docs = {n_docs}): there is no "
+                         f"variance to read a {method!r} critical value for.")
     cc = sum(np.where(share > 0, share, 0.0) * stats.t.ppf(q, k)
              for share, k in ((w, n_seeds - 1), (1.0 - w, doc)) if k >= 1)
     cc = np.zeros_like(w) + cc

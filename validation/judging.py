@@ -12,6 +12,7 @@ from validation import criteria as crit
 from validation import metrics
 from validation.arrays import StudyArrays, build_arrays
 from validation.bootstrap import bootstrap_mode, resample_logppl
+from validation.data import InputError
 from validation.decomposition import decompose
 from validation.intervals import bootstrap_interval, document_df, study_regime, variance_shares
 from validation.model import fit_model
@@ -70,10 +71,8 @@ def judge(
     arrays = build_arrays(data)
     warnings = list(arrays.warnings)
     mode = bootstrap_mode(arrays)
-    if mode is BootstrapMode.NONE:
-        warnings.append("one seed and no per-document data: no resampling possible; intervals are "
-                        "degenerate at the point estimates and every status reads from them")
-    elif mode is not BootstrapMode.HIERARCHICAL:
+    _replication_iv(arrays, _n_docs(arrays))
+    if mode is not BootstrapMode.HIERARCHICAL:
         warnings.append(f"degraded bootstrap ({mode.value}): "
                         + ("no per-document data, only seeds are resampled" if mode is BootstrapMode.SEEDS_ONLY
                            else "one seed, only documents are resampled; seed-to-seed variation is not captured"))
@@ -119,6 +118,24 @@ def judge(
     return Verdict(users, criteria, model, info, gate, prereg_status, tuple(warnings),
                    prereg.comparator, arrays.seeds, prereg, _matrix(arrays, point),
                    decomposition=decomposition, population=population)
+
+
+def _replication_iv(arrays: StudyArrays, n_docs: tuple[int, ...] | None) -> None:
+    """No verdict without replication (InputError, exit 2): with one seed, a user with fewer than two
+    held-out documents (or no per-document data at all) leaves nothing to resample, and its interval
+    would collapse onto the point estimate: a noisy single number read as if certain would PASS."""
+    if len(arrays.seeds) >= 2:
+        return
+    how = ("run 2 or more seeds (`python -m runners.grid --seeds 2` or more), or hold out 2 or more "
+           "documents per user")
+    if n_docs is None:
+        raise InputError(f"one seed ({arrays.seeds[0]}) and no per-document data: nothing can be resampled, so "
+                         f"no interval can be computed and no criterion can be read; {how} and pass the "
+                         "per-document table (`--docs FILE`, or a run's docs.parquet).")
+    short = [u for u, n in zip(arrays.users, n_docs, strict=True) if n < 2]
+    if short:
+        raise InputError(f"one seed ({arrays.seeds[0]}) and fewer than 2 held-out documents for {short}: nothing "
+                         f"can be resampled for them, so no interval can be computed; {how}.")
 
 
 def _doc_df(arrays: StudyArrays) -> tuple[float, ...] | None:
