@@ -125,6 +125,20 @@ def test_impossible_settings_are_refused(tmp_path, capsys):
     assert not (run / "verdict.json").exists()
 
 
+@pytest.mark.parametrize("n", [1, 2, 199])
+def test_a_file_cannot_preregister_a_handful_of_resamples(tmp_path, capsys, n):
+    """One resample collapses every interval onto its point (LENIENT read PASS on margins whose
+    10000-resample intervals straddle the bar); the file is refused before anything is judged."""
+    with pytest.raises(PreregError, match=r"`n_resamples` must be an integer >= 200"):
+        Prereg(n_resamples=n)
+    bad = tmp_path / "p.toml"
+    bad.write_text(PREREG.read_text().replace("n_resamples = 300", f"n_resamples = {n}"))
+    run = _run(tmp_path, prereg=bad)
+    assert main(["--run", str(run), "--prereg", str(bad), *FAST, "--no-report"]) == 2
+    assert "n_resamples` must be an integer >= 200" in capsys.readouterr().err
+    assert Prereg(n_resamples=200).n_resamples == 200
+
+
 @pytest.mark.parametrize("flag,value", [("--n-resamples", "0"), ("--rng-seed", "-1")])
 def test_bad_override_values_exit_2(tmp_path, capsys, flag, value):
     run = _run(tmp_path)

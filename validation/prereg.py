@@ -25,6 +25,7 @@ INTERVAL_METHODS = ("percentile", "student-t", "satterthwaite", "cochran-cox", "
 LENIENT_ADJUSTMENTS = ("bonferroni", "none")
 
 
+MIN_RESAMPLES = 200     # fewer: a 97.5% bound rests on under 5 draws; 1 draw collapses every interval
 MIN_USERS_EFFECT = 6     # fewer users: the between-user variance of the effect is too poorly estimated
 
 
@@ -152,8 +153,11 @@ def _prereg_iv(p: Prereg) -> None:
     if not integer(p.primary_steps) or p.primary_steps < 1:
         raise PreregError(f"`steps.primary` must be a whole number of adapter training steps >= 1; "
                           f"got {p.primary_steps!r}.")
-    if not integer(p.n_resamples) or p.n_resamples < 1:
-        raise PreregError(f"`n_resamples` must be a positive integer; got {p.n_resamples!r}.")
+    if not integer(p.n_resamples) or p.n_resamples < MIN_RESAMPLES:
+        raise PreregError(f"`n_resamples` must be an integer >= {MIN_RESAMPLES}; got {p.n_resamples!r}: with "
+                          "fewer, an interval's ends are read from a handful of draws (one draw collapses it "
+                          "onto a point). 10000 is the default; `--n-resamples` explores smaller numbers, "
+                          "NOT PRE-REGISTERED.")
     if p.strict_margin < p.lenient_margin:
         raise PreregError(f"`strict_margin` ({p.strict_margin}) is below `lenient_margin` "
                           f"({p.lenient_margin}): STRICT would be easier to pass than LENIENT; "
