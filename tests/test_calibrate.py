@@ -276,3 +276,24 @@ def test_calibration_for_study_takes_its_own_regime_from_a_file_of_regimes(tmp_p
     d, warnings = calibration_for_study(st.data, run_dir=tmp_path / "run", cache_dir=tmp_path / "c",
                                         regime="mixed", n_experiments=7, n_resamples=20)
     assert d.regime == "run" and "quick simulation" in warnings[-1]
+
+
+def test_the_summary_counts_designs_in_the_band_and_pools_false_pass_by_hand(small_calibration):
+    from dataclasses import replace
+
+    from validation.calibrate import summary_lines
+    res = small_calibration
+    lines = summary_lines(res)
+    cov = [d.margin_coverage for d in res.designs]
+    inside = sum(0.93 <= c <= 0.97 for c in cov)
+    assert lines[0].startswith(f"Summary (share-blend intervals, nominal 95%): coverage {min(cov):.3f}-{max(cov):.3f}; "
+                               f"{inside} of {len(cov)} designs inside 0.93-0.97")
+    # pooled STRICT false PASS by hand: passes over experiments at the least-favourable boundary
+    lf = [r for d in res.designs for r in d.rates() if r.criterion == "strict" and r.relation == "at, least favourable"]
+    k, n = sum(round(r.pass_rate * r.n) for r in lf), sum(r.n for r in lf)
+    assert f"STRICT {k}/{n} = {k / n:.3f}" in lines[1]
+    # a design pushed out of the band is named
+    d0 = res.designs[0]
+    moved = tuple(replace(f, coverage=0.901) if f.method == d0.method else f for f in d0.by_method)
+    bad = replace(res, designs=(replace(d0, by_method=moved),) + res.designs[1:])
+    assert "OUTSIDE:" in summary_lines(bad)[0] and "0.901" in summary_lines(bad)[0]

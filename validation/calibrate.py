@@ -114,7 +114,43 @@ def format_table(result: CalibrationResult) -> str:
         for r in d.rates():
             lines.append(_design_head(d) + f" {r.criterion:>12} {r.relation:>21} {r.true_margin:>7.3f} "
                          f"{r.pass_rate:>7.3f} {r.fail_rate:>7.3f} {r.inconclusive_rate:>7.3f}")
-    return "\n".join(lines)
+    return "\n".join(lines + ["", *summary_lines(result)])
+
+
+COVERAGE_BAND = (0.93, 0.97)   # the coverage a 95% method must reach in every regime x design
+FALSE_PASS_LIMIT = 0.05        # the least-favourable false-PASS rate each criterion must stay under
+
+
+def summary_lines(result: CalibrationResult) -> list[str]:
+    """The verdict on the calibration itself, for the method the designs were judged with: its
+    coverage range and how many designs fall inside COVERAGE_BAND; per regime, each criterion's
+    least-favourable false-PASS rate pooled over the regime's designs (count / experiments) against
+    FALSE_PASS_LIMIT, with the largest single design's rate (about 60 experiments each at the
+    default 420 per design, so single designs scatter by about +-2 points around 2.5%)."""
+    d0 = result.designs[0]
+    lo, hi = COVERAGE_BAND
+    cov = [d.margin_coverage for d in result.designs]
+    inside = sum(lo <= c <= hi for c in cov)
+    lines = [f"Summary ({d0.method} intervals, nominal {d0.level:.0%}): coverage {min(cov):.3f}-{max(cov):.3f}; "
+             f"{inside} of {len(cov)} designs inside {lo:.2f}-{hi:.2f}"
+             + ("" if inside == len(cov) else " (OUTSIDE: " + ", ".join(
+                 f"{d.regime or '-'} {d.seeds} seeds x {d.docs} docs {d.margin_coverage:.3f}"
+                 for d in result.designs if not lo <= d.margin_coverage <= hi) + ")")]
+    for regime in dict.fromkeys(d.regime for d in result.designs):
+        designs = [d for d in result.designs if d.regime == regime]
+        parts = []
+        for criterion, relation in (("strict", LEAST_FAVOURABLE), ("lenient", LEAST_FAVOURABLE),
+                                    ("catastrophic", "at")):
+            rates = [r for d in designs for r in d.rates() if r.criterion == criterion and r.relation == relation]
+            if not rates:
+                continue
+            k, n = sum(round(r.pass_rate * r.n) for r in rates), sum(r.n for r in rates)
+            flag = "" if k / n <= FALSE_PASS_LIMIT else " ABOVE the limit"
+            parts.append(f"{criterion.upper()} {k}/{n} = {k / n:.3f}{flag} (largest design "
+                         f"{max(r.pass_rate for r in rates):.3f})")
+        lines.append(f"  false PASS, {regime or 'all designs'} (pooled over {len(designs)} designs, limit "
+                     f"{FALSE_PASS_LIMIT:.0%}): " + "; ".join(parts))
+    return lines
 
 
 # ---- CLI ------------------------------------------------------------------------------------
