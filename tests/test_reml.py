@@ -168,7 +168,7 @@ def test_falls_back_to_mixedlm_when_the_profiled_fit_fails(monkeypatch):
 
     def broken(*a, **k):
         raise np.linalg.LinAlgError("Matrix is not positive definite")
-    monkeypatch.setattr(model, "reml_nested", broken)
+    monkeypatch.setattr(model, "reml_levels", broken)
     m = fit_model(_study())
     assert m.kind is ModelKind.MIXEDLM and m.optimizer != PROFILED
     assert m.fallback and "profiled-reml: LinAlgError" in m.fallback
@@ -184,3 +184,39 @@ def test_single_thread_blas_restores_the_thread_count():
     with pytest.raises(RuntimeError), reml.single_thread_blas():
         raise RuntimeError("restored on error too")
     assert [get() for get, _ in controls] == before
+
+
+@pytest.mark.parametrize("t", [(0.0, 0.0, 0.0), (0.7, 0.0, 1.3), (0.0, 2.5, 0.4), (3.0, 0.2, 0.0)])
+def test_three_nested_levels_equal_dense_algebra(t):
+    """The recursion of `_system` over (seed, seed:adapter, seed:adapter:steps), with missing cells,
+    = the dense n x n computation with H = I + t1 Z1 Z1' + t2 Z2 Z2' + t3 Z3 Z3'."""
+    X, y, seed, block, df, _ = _design(_study(drop=6), which=0)
+    seed, block = seed.astype(np.int64), block.astype(np.int64)
+    rng = np.random.default_rng(1)
+    snap = rng.integers(0, 3, size=len(y))           # three "counts" per seed:adapter, unequal sizes
+    S = reml._sums(X, y, seed, block, snap)
+    crit, beta, A, _ = reml._criterion(S, np.sqrt(np.array(t)))
+    n, p = X.shape
+    Z = [(k[:, None] == np.unique(k)[None, :]).astype(float)
+         for k in (seed, seed * 1000 + block, (seed * 1000 + block) * 10 + snap)]
+    H = np.eye(n) + sum(tk * z @ z.T for tk, z in zip(t, Z, strict=True))
+    Hi = np.linalg.inv(H)
+    A_d = X.T @ Hi @ X
+    beta_d = np.linalg.solve(A_d, X.T @ Hi @ y)
+    r = y - X @ beta_d
+    crit_d = -0.5 * (np.linalg.slogdet(H)[1] + np.linalg.slogdet(A_d)[1] + (n - p) * math.log(r @ Hi @ r))
+    assert crit == pytest.approx(crit_d, rel=1e-11, abs=1e-9)
+    np.testing.assert_allclose(beta, beta_d, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(A, A_d, rtol=1e-9, atol=1e-9)
+
+
+def test_three_level_fit_is_optimal_on_every_face():
+    """No point near the three-level optimum, on it or on the boundary faces, is higher."""
+    X, y, seed, block, *_ = _design(_study(drop=4), which=0)
+    snap = np.random.default_rng(2).integers(0, 3, size=len(y))
+    f = reml.reml_levels(X, y, (seed, block, snap))
+    S = reml._sums(X, y, seed, block, snap)
+    best = reml._criterion(S, np.array(f.theta))[0]
+    for d in ([1e-3, 0, 0], [0, 1e-3, 0], [0, 0, 1e-3], [-1e-3, 0, 0], [0, -1e-3, 0], [0, 0, -1e-3]):
+        assert reml._criterion(S, np.maximum(np.array(f.theta) + d, 0))[0] <= best + 1e-9
+    assert len(f.variances) == 3 and f.seed_var == f.variances[0]

@@ -40,7 +40,7 @@ import pytest
 
 from validation.arrays import build_arrays
 from validation.data import normalize_cells
-from validation.model import ModelKind, fit_steps_model
+from validation.model import PROFILED, ModelKind, fit_steps_model
 from validation.results import StudyData
 
 DATA = Path(__file__).parent / "data"
@@ -71,7 +71,7 @@ def per_count(path: Path):
 def test_steps_model_matches_lme4(name):
     ref = LME4[name]
     m = fit_steps_model(per_count(DATA / name))
-    assert m.kind is ModelKind.MIXEDLM
+    assert m.kind is ModelKind.MIXEDLM and m.optimizer == PROFILED   # the exact REML, not a fallback
     assert m.diagonal_effect == pytest.approx(ref["diag"], abs=1e-8)
     assert m.interaction == pytest.approx(ref["inter"], abs=1e-8)
     assert m.interaction_se == pytest.approx(ref["se"], rel=1e-4)
@@ -95,3 +95,17 @@ def test_one_count_is_not_fitted_and_one_seed_falls_back_to_ols():
     m = fit_steps_model(one)
     assert m.kind is ModelKind.OLS and any("one seed" in w for w in m.warnings)
     assert np.isfinite(m.interaction) and len(m.user_interactions) == 3
+
+
+@pytest.mark.parametrize("name", sorted(LME4))
+def test_statsmodels_engine_agrees_with_the_exact_fit(name):
+    """The fallback (statsmodels MixedLM, variance components within seeds) agrees with the exact
+    profiled REML: fixed effects to 1e-6, standard errors to 1e-3 (its optimizers stop short)."""
+    counts = per_count(DATA / name)
+    a, b = fit_steps_model(counts), fit_steps_model(counts, engine="mixedlm")
+    assert b.optimizer != PROFILED
+    assert a.interaction == pytest.approx(b.interaction, abs=1e-6)
+    assert a.interaction_se == pytest.approx(b.interaction_se, rel=1e-3)
+    assert dict(a.variance_components).keys() == dict(b.variance_components).keys()
+    with pytest.raises(ValueError, match="engine"):
+        fit_steps_model(counts, engine="lme4")
