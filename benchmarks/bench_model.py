@@ -16,6 +16,12 @@ the ratio to the profiled fit measured in the same run, and the difference of th
 on a shared machine mean little without it). A first small fit with each engine, untimed, takes the
 imports and first-call costs out of the timings.
 
+`--steps 25,50,100,200,400` times the training-step interaction model instead
+(`validation.model.fit_steps_model`: three nested random intercepts, seed / seed:adapter /
+seed:adapter:steps) on a simulated sweep (`simulate_steps`, 12 documents per user, a planted slope
+of 1 pp per doubling), both engines, MixedLM up to `--old-max-users` users; prints the times, their
+ratio and the difference of the interaction and its SE between the engines.
+
 Run from the repository root with `PYTHONPATH=.` (or an editable install of this checkout).
 """
 
@@ -56,8 +62,12 @@ def main(argv: list[str] | None = None) -> None:
                     help="time statsmodels' MixedLM (one BLAS thread) only up to this many users")
     ap.add_argument("--threads-max-users", type=int, default=24,
                     help="time MixedLM with OpenBLAS's default threads (the former path) only up to this")
+    ap.add_argument("--steps", default=None,
+                    help="time the step-interaction model on a sweep of these counts, e.g. 25,50,100,200,400")
     args = ap.parse_args(argv)
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; {args.seeds} seeds")
+    if args.steps:
+        return _steps(args, tuple(int(k) for k in args.steps.split(",")))
     warm = build_arrays(simulate_study(np.random.default_rng(0), n_seeds=2, n_docs=5, with_docs=False))
     for engine in ("profiled-reml", "mixedlm"):   # imports and first calls, outside the timings
         fit_model(warm, engine=engine)
@@ -85,6 +95,41 @@ def main(argv: list[str] | None = None) -> None:
             line += f" {'not run':>14}"
         print(line)
         assert new.optimizer == "profiled-reml", new.fallback
+
+
+def _steps(args, counts: tuple[int, ...]) -> None:
+    from validation.model import fit_steps_model
+    from validation.simulate import SimParams, simulate_steps
+    from validation.steps import split_by_steps
+
+    def sweep(n: int):
+        users = tuple(f"u{k:02d}" for k in range(n))
+        st = simulate_steps(SimParams(users=users, n_docs=(12,) * n), 0.1, counts, args.seeds,
+                            np.random.default_rng(20260101), slopes=0.01)
+        return [(k, build_arrays(d)) for k, d in split_by_steps(st.data.cells, st.data.docs, "bench")]
+
+    warm = sweep(3)
+    for engine in ("profiled-reml", "mixedlm"):
+        fit_steps_model(warm, engine=engine)
+    print(f"step model, counts {list(counts)}")
+    print(f"{'users':>5} {'cells':>6} {'profiled s':>10} {'mixedlm s':>10} {'ratio':>7} {'|d inter|':>9} "
+          f"{'d se rel':>9} {'optimizer':>9}")
+    for n in args.users:
+        per = sweep(n)
+        cells = sum(int(np.isfinite(a.logppl[:, :n, :]).sum()) for _, a in per)
+        t = time.perf_counter()
+        new = fit_steps_model(per)
+        t_new = time.perf_counter() - t
+        assert new.optimizer == "profiled-reml", new.warnings
+        if n <= args.old_max_users:
+            t = time.perf_counter()
+            old = fit_steps_model(per, engine="mixedlm")
+            t_old = time.perf_counter() - t
+            print(f"{n:>5} {cells:>6} {t_new:>10.2f} {t_old:>10.2f} {t_old / t_new:>7.1f} "
+                  f"{abs(new.interaction - old.interaction):>9.1e} "
+                  f"{abs(new.interaction_se / old.interaction_se - 1):>9.1e} {old.optimizer:>9}")
+        else:
+            print(f"{n:>5} {cells:>6} {t_new:>10.2f} {'not run':>10}")
 
 
 if __name__ == "__main__":

@@ -46,9 +46,8 @@ def long_table(arrays: StudyArrays) -> pd.DataFrame:
         "diag": (i[keep] == j[keep]).astype(float),
         "y": y[keep],
     })
-    for k in range(J):
-        df[f"diag_{k}"] = ((i[keep] == k) & (j[keep] == k)).astype(float)
-    return df
+    diag = pd.DataFrame({f"diag_{k}": ((i[keep] == k) & (j[keep] == k)).astype(float) for k in range(J)})
+    return pd.concat([df, diag], axis=1)
 
 
 def _formulas(J: int) -> tuple[str, str]:
@@ -328,12 +327,10 @@ def steps_long_table(per_count: list[tuple[int, StudyArrays]]) -> pd.DataFrame:
         df["x"] = float(xk)
         parts.append(df)
     df = pd.concat(parts, ignore_index=True)
-    df["snapshot"] = df["adapter"] + "@" + df["steps"]
-    df["diag_x"] = df["diag"] * df["x"]
     J = len(per_count[0][1].users)
-    for j in range(J):
-        df[f"diag_x_{j}"] = df[f"diag_{j}"] * df["x"]
-    return df
+    extra = {"snapshot": df["adapter"] + "@" + df["steps"], "diag_x": df["diag"] * df["x"]}
+    extra.update({f"diag_x_{j}": df[f"diag_{j}"] * df["x"] for j in range(J)})
+    return pd.concat([df, pd.DataFrame(extra)], axis=1)   # one concat: no fragmented frame
 
 
 STEPS_NESTING = ("seed", "adapter", "steps")   # (1 | seed) + (1 | seed:adapter) + (1 | seed:adapter:steps)
