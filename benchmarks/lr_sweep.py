@@ -38,9 +38,12 @@ log = logging.getLogger("lr_sweep")
 DEFAULT_LRS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
 
 
-def sweep_row(cells: pl.DataFrame, lr: float) -> dict:
-    """Summary of one learning rate, scored by `validation.judge` (point estimates only)."""
-    data = StudyData(cells=normalize_cells(cells, "<lr sweep>"))
+def sweep_row(cells: pl.DataFrame, lr: float, docs: pl.DataFrame | None = None) -> dict:
+    """Summary of one learning rate, scored by `validation.judge` (point estimates only). `docs`:
+    the per-document rows, so that one seed is judged too (the verdict refuses one seed without
+    them: nothing to resample)."""
+    data = StudyData(cells=normalize_cells(cells.drop("steps", strict=False), "<lr sweep>"),
+                     docs=None if docs is None else docs.drop("steps", strict=False))
     v = judge(data, rng=np.random.default_rng(0), n_resamples=2, fit=False)
     m = {(r["adapter"], r["eval"]): r["log_ppl"] for r in v.matrix.iter_rows(named=True)}
     users = [u.user for u in v.users]
@@ -72,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=lr)
         docs = pl.concat([train_and_score(seed, base.model, prep, cfg, "cpu").docs for seed in range(args.seeds)])
-        rows.append(sweep_row(cells_from_docs(docs), lr) | {"seconds": time.perf_counter() - t0})
+        rows.append(sweep_row(cells_from_docs(docs), lr, docs) | {"seconds": time.perf_counter() - t0})
         log.info("%s", rows[-1])
     table = pl.DataFrame(rows)
     with pl.Config(tbl_rows=50, float_precision=4):

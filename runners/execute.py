@@ -36,7 +36,7 @@ from runners.dtypes import DTYPES
 from runners.evaluate import check_windows, doc_nll, mean_check_nll
 from runners.executors import LocalExecutor, chunks
 from runners.model import GPT
-from runners.provenance import build_manifest
+from runners.provenance import build_manifest, record_prereg_settings
 from runners.settings import GridSettings, run_config
 from runners.train import TrainConfig, data_order, train_adapters
 
@@ -355,6 +355,7 @@ def run_grid(fs: FixtureSet, s: GridSettings, *, on_seed_done=None, hf=None, exe
     run_dir = s.out / rundir.run_id(config, f"{Path(fs.name).name}-{label}")
     with rundir.RunLock(run_dir):
         rundir.write_json(config, run_dir / "config.json")
+        record_prereg_settings(run_dir, s)   # the pre-registration as resolved at the start
         t0 = time.perf_counter()
         if hf is None:
             base = load_or_pretrain(s.model, s.pretrain, fs.pretrain, fs.pretrain_sha256(), device=s.device,

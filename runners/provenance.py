@@ -3,6 +3,7 @@ pre-registration, package versions, git commit, timings and host."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import socket
@@ -15,6 +16,7 @@ import torch
 
 from common.contract import STATUS_VALUES
 from fixtures.corpus import FixtureSet
+from runners import rundir
 from runners.base_model import BaseModel
 from runners.settings import GridSettings
 from validation.manifest import (
@@ -24,11 +26,9 @@ from validation.manifest import (
     GitRecord,
     LeakageRecord,
     Manifest,
-    ManifestError,
     PreregRecord,
     Provenance,
     UserRecord,
-    read_manifest,
 )
 
 
@@ -68,19 +68,34 @@ def build_manifest(config: dict, s: GridSettings, fs: FixtureSet, base: BaseMode
     )
 
 
-def _prereg_settings(s: GridSettings, run_dir: Path) -> dict | None:
-    """Every pre-registered setting as resolved when the run started, defaults included, so a later
-    version's changed default cannot change what the locked file meant
-    (validation.prereg.with_recorded_settings). A resumed run keeps the record of its first start."""
+PREREG_RECORD = "prereg.json"   # the run directory's record of the resolved pre-registration
+
+
+def record_prereg_settings(run_dir: Path, s: GridSettings) -> None:
+    """Write `prereg.json` when the run starts: the file's hash and every setting as resolved now,
+    defaults included, so that a later version's changed default cannot change what the locked
+    file meant (validation.prereg.with_recorded_settings reads it from the manifest). A resumed
+    run keeps the record of its first start (same hash); nothing is recorded without settings."""
+    if s.prereg_settings is None or _recorded(run_dir, s) is not None:
+        return
+    settings = {k: v for k, v in s.prereg_settings.to_json().items() if k not in ("sha256", "path")}
+    rundir.write_json({"sha256": s.prereg_sha256, "settings": settings}, run_dir / PREREG_RECORD)
+
+
+def _recorded(run_dir: Path, s: GridSettings) -> dict | None:
+    """The settings `record_prereg_settings` wrote for this file's hash, or None."""
     try:
-        old = read_manifest(run_dir / "manifest.json").prereg
-        if old.sha256 == s.prereg_sha256 and old.settings is not None:
-            return old.settings
-    except (OSError, ManifestError):
-        pass  # no manifest yet (the usual case), or an unreadable one: record the settings now
-    if s.prereg_settings is None:
+        doc = json.loads((run_dir / PREREG_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return None
-    return {k: v for k, v in s.prereg_settings.to_json().items() if k not in ("sha256", "path")}
+    if not isinstance(doc, dict) or doc.get("sha256") != s.prereg_sha256 or not isinstance(doc.get("settings"), dict):
+        return None
+    return doc["settings"]
+
+
+def _prereg_settings(s: GridSettings, run_dir: Path) -> dict | None:
+    """The settings recorded when the run started (`prereg.json`), for the manifest."""
+    return _recorded(run_dir, s)
 
 
 def _dtype(s: GridSettings) -> dict:

@@ -19,7 +19,7 @@ from common.hashing import sha256_file
 from runners.settings import primary_steps_warning
 from tests.support.examples import example_manifest
 from validation.manifest import manifest_from_json
-from validation.prereg import Prereg, PreregError, load_prereg, with_recorded_settings
+from validation.prereg import CHANGED_DEFAULTS, Prereg, PreregError, load_prereg, with_recorded_settings
 from validation.simulate import simulate_study
 from validation.steps_data import load_steps
 from validation.steps_verdict import unregistered_count
@@ -35,7 +35,8 @@ def _prereg(tmp: Path, text: str) -> Path:
     return path
 
 
-def _run(tmp: Path, prereg: Path, *, steps: int | None = None, settings: dict | None = None) -> Path:
+def _run(tmp: Path, prereg: Path, *, steps: int | None = None, settings: dict | None = None,
+         train: dict | None = None) -> Path:
     data = simulate_study(np.random.default_rng(0), n_seeds=5, n_docs=10, personalization=0.2)
     cells, docs = data.cells, data.docs
     if steps is not None:  # a runner's one-count run carries its count
@@ -47,6 +48,8 @@ def _run(tmp: Path, prereg: Path, *, steps: int | None = None, settings: dict | 
     docs.write_parquet(run / "docs.parquet")
     doc = example_manifest(data.users, data.seeds).to_json()
     doc["prereg"] = {"path": str(prereg), "sha256": sha256_file(prereg), "settings": settings}
+    if train is not None:
+        doc["config"]["train"] = train
     (run / "manifest.json").write_text(json.dumps(doc))
     return run
 
@@ -67,13 +70,14 @@ def test_an_omitted_setting_takes_the_value_recorded_at_the_run(tmp_path):
     p = load_prereg(path)
     manifest = manifest_from_json({**example_manifest(("a", "b"), (0,)).to_json(),
                                    "prereg": {"path": str(path), "sha256": p.sha256,
-                                              "settings": _recorded(interval_method="cochran-cox")}})
+                                              "settings": _recorded(interval_method="cochran-cox",
+                                                                    n_resamples=300)}})
     resolved, warn = with_recorded_settings(p, manifest)
     assert p.interval_method == "share-blend" and resolved.interval_method == "cochran-cox"
     assert resolved.n_resamples == 300 and len(warn) == 1
     assert "`[statistics] interval_method`" in warn[0] and "'cochran-cox'" in warn[0] and "'share-blend'" in warn[0]
-    # a stated setting is the file's, whatever the record says
-    stated = load_prereg(_prereg(tmp_path, STATS + "interval_method = 'student-t'\n"))
+    # a stated setting recorded as stated: nothing to restore
+    stated = load_prereg(_prereg(tmp_path, STATS + "interval_method = 'cochran-cox'\n"))
     m2 = manifest_from_json({**manifest.to_json(), "prereg": {**manifest.to_json()["prereg"],
                                                                "sha256": stated.sha256}})
     assert with_recorded_settings(stated, m2) == (stated, ())
@@ -92,14 +96,44 @@ def test_a_manifest_without_the_record_warns_of_changed_defaults(tmp_path):
     assert all("State it in the file" in w for w in warn)
 
 
-def test_a_bad_recorded_value_is_an_error_naming_the_manifest(tmp_path):
+def _manifest_with(p: Prereg, path: Path, settings: dict):
+    return manifest_from_json({**example_manifest(("a", "b"), (0,)).to_json(),
+                               "prereg": {"path": str(path), "sha256": p.sha256, "settings": settings}})
+
+
+@pytest.mark.parametrize("change, match", [
+    # never a default: an edited record cannot loosen the gate of a file that leaves the gate out
+    ({"gate_lenient": ["PASS", "FAIL", "INCONCLUSIVE"]},
+     r"`\[gate\] lenient` = \['PASS', 'FAIL', 'INCONCLUSIVE'\], which .* never this suite's default"),
+    ({"fail_on_inverted": False}, r"`\[gate\] fail_on_inverted` = False, which"),
+    ({"interval_method": "made-up"}, r"`\[statistics\] interval_method` = 'made-up', which"),
+    ({"interval_method": ["student-t"]}, r"`\[statistics\] interval_method` = \['student-t'\], which"),
+    # a stated setting recorded otherwise: the record is not this file's
+    ({"n_resamples": 10000}, r"records `\[statistics\] n_resamples` = 10000, but .* states 300"),
+    ({"made_up": 1}, r"unknown setting\(s\) \['made_up'\]"),
+])
+def test_a_record_can_only_restore_a_former_default(tmp_path, change, match):
     path = _prereg(tmp_path, STATS)
     p = load_prereg(path)
-    bad = {**_recorded(), "interval_method": "made-up"}
-    manifest = manifest_from_json({**example_manifest(("a", "b"), (0,)).to_json(),
-                                   "prereg": {"path": str(path), "sha256": p.sha256, "settings": bad}})
-    with pytest.raises(PreregError, match=r"manifest.json `prereg.settings`: `interval_method` must be one of"):
-        with_recorded_settings(p, manifest)
+    with pytest.raises(PreregError, match=match) as e:
+        with_recorded_settings(p, _manifest_with(p, path, {**_recorded(n_resamples=300), **change}))
+    assert "restore the manifest.json the run wrote" in str(e.value)
+    # each former default is accepted
+    for old in CHANGED_DEFAULTS["interval_method"]:
+        assert with_recorded_settings(p, _manifest_with(p, path, _recorded(n_resamples=300, interval_method=old)))[0] \
+            .interval_method == old
+
+
+def test_an_edited_record_cannot_pass_the_gate_of_a_locked_file(tmp_path, capsys):
+    """The attack the record must not open: a file that states only `n_resamples`, a study whose
+    every margin is negative, and a manifest whose record accepts every status: exit 2, no output."""
+    path = _prereg(tmp_path, STATS)
+    loose = {**_recorded(n_resamples=300), "gate_lenient": ["PASS", "FAIL", "INCONCLUSIVE"],
+             "gate_catastrophic": ["TRIGGERED", "NOT_TRIGGERED", "INCONCLUSIVE"], "fail_on_inverted": False}
+    run = _run(tmp_path, path, settings=loose)
+    assert main(["--run", str(run), "--prereg", str(path), *FAST]) == 2
+    assert "never this suite's default" in capsys.readouterr().err
+    assert not (run / "verdict.json").exists()
 
 
 def test_the_verdict_judges_with_the_recorded_method(tmp_path, capsys):
@@ -155,3 +189,42 @@ def test_a_run_at_another_count_than_the_stated_primary_is_not_preregistered(tmp
     v2 = json.loads((run2 / "verdict.json").read_text())
     assert v2["preregistration"]["status"] == "pre-registered"
     assert any("not the pre-registered primary count" in w for w in v2["warnings"])
+
+
+def test_the_runner_records_the_settings_at_the_start_and_a_resume_keeps_them(tmp_path):
+    """`prereg.json` is written when the run starts; a resume under other defaults (same file,
+    same hash) keeps the first record, which is what the manifest carries."""
+    from dataclasses import replace
+
+    from runners.provenance import PREREG_RECORD, _prereg_settings, record_prereg_settings
+    from tests.support.runs import tiny_settings
+    path = _prereg(tmp_path, STATS)
+    s = replace(tiny_settings(tmp_path / "runs", path), prereg_settings=load_prereg(path))
+    run = tmp_path / "run"
+    run.mkdir()
+    record_prereg_settings(run, s)
+    first = json.loads((run / PREREG_RECORD).read_text())
+    assert first["sha256"] == s.prereg_sha256 and first["settings"]["interval_method"] == "share-blend"
+    later = replace(s, prereg_settings=replace(s.prereg_settings, interval_method="student-t"))  # "new defaults"
+    record_prereg_settings(run, later)
+    assert json.loads((run / PREREG_RECORD).read_text()) == first
+    assert _prereg_settings(later, run)["interval_method"] == "share-blend"
+    # another file (another hash) starts a new record
+    other = replace(s, prereg_sha256="0" * 64)
+    assert _prereg_settings(other, run) is None
+    record_prereg_settings(run, other)
+    assert json.loads((run / PREREG_RECORD).read_text())["sha256"] == "0" * 64
+
+
+def test_cells_without_a_steps_column_are_checked_against_the_manifest(tmp_path, capsys):
+    """A run table without `steps` (made before the column existed): the manifest's
+    `config.train` says which count the run trained."""
+    path = _prereg(tmp_path, STATS + "[steps]\nprimary = 100\n")
+    run = _run(tmp_path, path, train={"steps": 25, "batch_size": 8, "lr": 0.01})
+    assert main(["--run", str(run), "--prereg", str(path), *FAST]) == 1
+    v = json.loads((run / "verdict.json").read_text())
+    assert v["preregistration"]["status"] == "NOT PRE-REGISTERED" and "trained 25 adapter steps" in \
+        v["preregistration"]["note"]
+    (tmp_path / "b").mkdir()
+    ok = _run(tmp_path / "b", path, train={"steps": 100, "steps_list": [100]})
+    assert main(["--run", str(ok), "--prereg", str(path), *FAST]) == 0

@@ -75,8 +75,6 @@ def test_inverted_users_are_named_whether_or_not_lenient_passes():
 @pytest.mark.parametrize("kw, note", [
     ({"with_docs": False}, "(no per-document data, so the intervals come from the seeds alone)."),
     ({"n_seeds": 1}, "(one seed, so run-to-run variation is unknown)."),
-    ({"n_seeds": 1, "with_docs": False},
-     "(one seed, so run-to-run variation is unknown; no per-document data either, so there are no intervals)."),
     ({"controls": ()}, ("; with no pooled control in this input, personalization cannot be told apart "
                         "from what any adapter buys.")),
 ])

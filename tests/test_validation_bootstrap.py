@@ -14,6 +14,7 @@ from validation import (
 )
 from validation.arrays import build_arrays
 from validation.bootstrap import multinomial_counts, resample_logppl
+from validation.prereg import Prereg
 from validation.results import StudyData
 from validation.simulate import simulate_study
 
@@ -124,3 +125,16 @@ def test_docs_that_cannot_be_paired_are_an_input_error():
     docs = data.docs.filter(~((pl.col("adapter") == "bob") & (pl.col("doc_id") == first)))
     with pytest.raises(InputError, match="cannot be paired"):
         judge(StudyData(cells=data.cells, docs=docs), rng=np.random.default_rng(0), n_resamples=50, fit=False)
+
+
+def test_diverged_seeds_cannot_leave_a_user_without_replication():
+    """Two seeds, no documents, every user adapter of seed 1 diverged and a file that does not fail
+    on bad cells: each margin is finite in one seed only, so its seeds-only interval would collapse
+    onto the point (STRICT and the gate passed that way). Refused, naming the users."""
+    data = simulate_study(np.random.default_rng(0), n_seeds=2, n_docs=5, with_docs=False, personalization=0.2)
+    cells = data.cells.with_columns(
+        pl.when((pl.col("seed") == 1) & ~pl.col("adapter").is_in(["base", "pooled"]))
+        .then(pl.lit("diverged")).otherwise(pl.col("status")).alias("status"))
+    with pytest.raises(InputError, match=r"margins of \['alice', 'bob', 'carol'\] are finite in fewer than 2 seeds"):
+        judge(StudyData(cells=normalize_cells(cells, "x")), Prereg(fail_on_bad_cells=False),
+              rng=np.random.default_rng(0), n_resamples=B)

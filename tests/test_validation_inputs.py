@@ -118,14 +118,14 @@ def test_repository_prereg_is_valid_and_matches_defaults():
 @pytest.mark.parametrize("text,match", [
     ("[criteria]\nstrict_margin = 1.5\n", r"`strict_margin` must be a number in \(0.0, 1.0\)"),
     ("[criteria]\ncomparator = 'mean'\n", r"`comparator` must be one of"),
-    ("[statistics]\nn_resamples = 0\n", r"`n_resamples` must be a positive integer"),
+    ("[statistics]\nn_resamples = 0\n", r"`n_resamples` must be an integer >= 200"),
     ("[statistics]\ninterval_method = 'bca'\n", r"`interval_method` must be one of"),
     ("[gate]\nlenient = ['MAYBE']\n", r"`gate.lenient` must be a non-empty list"),
     ("[criteria]\nstrictmargin = 0.1\n", r"unknown setting\(s\) \['strictmargin'\] in `\[criteria\]`"),
     ("[criteria\n", r"not valid TOML"),
     ("[gate]\nfail_on_inverted = \"false\"\n", r"`gate.fail_on_inverted` must be true or false"),
     ("[statistics]\nrng_seed = \"x\"\n", r"`rng_seed` must be an integer >= 0"),
-    ("[statistics]\nn_resamples = true\n", r"`n_resamples` must be a positive integer"),
+    ("[statistics]\nn_resamples = true\n", r"`n_resamples` must be an integer >= 200"),
 ])
 def test_bad_prereg_names_the_setting(tmp_path, text, match):
     p = tmp_path / "prereg.toml"

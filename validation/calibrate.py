@@ -146,10 +146,12 @@ def summary_lines(result: CalibrationResult) -> list[str]:
                 continue
             k, n = sum(round(r.pass_rate * r.n) for r in rates), sum(r.n for r in rates)
             flag = "" if k / n <= FALSE_PASS_LIMIT else " ABOVE the limit"
-            parts.append(f"{criterion.upper()} {k}/{n} = {k / n:.3f}{flag} (largest design "
+            label = "CATASTROPHIC TRIGGERED at delta" if criterion == "catastrophic" else criterion.upper()
+            parts.append(f"{label} {k}/{n} = {k / n:.3f}{flag} (largest design "
                          f"{max(r.pass_rate for r in rates):.3f})")
-        lines.append(f"  false PASS, {regime or 'all designs'} (pooled over {len(designs)} designs, limit "
-                     f"{FALSE_PASS_LIMIT:.0%}): " + "; ".join(parts))
+        lines.append(f"  least-favourable error, {regime or 'all designs'} (false PASS; false TRIGGERED for "
+                     f"CATASTROPHIC; pooled over {len(designs)} designs, limit {FALSE_PASS_LIMIT:.0%}): "
+                     + "; ".join(parts))
     return lines
 
 

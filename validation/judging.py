@@ -82,6 +82,7 @@ def judge(
         _warnings.simplefilter("ignore", RuntimeWarning)  # a cell missing in every seed stays NaN
         point = np.nanmean(arrays.logppl, axis=0)                        # (A, J)
     users = _user_results(arrays, point, draws, prereg, method, n_docs, doc_df)
+    _users_replication_iv(users, prereg, n_docs)
 
     if prereg.comparator == "worst_other":
         warnings.append("comparator is worst_other (anti-conservative): the criteria compare each "
@@ -136,6 +137,21 @@ def _replication_iv(arrays: StudyArrays, n_docs: tuple[int, ...] | None) -> None
     if short:
         raise InputError(f"one seed ({arrays.seeds[0]}) and fewer than 2 held-out documents for {short}: nothing "
                          f"can be resampled for them, so no interval can be computed; {how}.")
+
+
+def _users_replication_iv(users, prereg: Prereg, n_docs: tuple[int, ...] | None) -> None:
+    """The same rule per user, after the cells are read: a user whose margin is finite in fewer than
+    two seeds (cells missing or diverged in the others, e.g. with `fail_on_bad_cells = false`) and
+    who has fewer than two held-out documents has nothing to resample either (InputError)."""
+    worst = prereg.comparator == "worst_other"
+    short = [u.user for j, u in enumerate(users)
+             if int(np.sum(np.isfinite(u.seed_worst_other_margins if worst else u.seed_margins))) < 2
+             and (n_docs is None or n_docs[j] < 2)]
+    if short:
+        raise InputError(f"the margins of {short} are finite in fewer than 2 seeds (cells missing or diverged in "
+                         "the others) and there are fewer than 2 held-out documents per user to resample: no "
+                         "interval can be computed; rerun the failed seeds, or pass the per-document table "
+                         "(`--docs FILE`, or a run's docs.parquet).")
 
 
 def _doc_df(arrays: StudyArrays) -> tuple[float, ...] | None:

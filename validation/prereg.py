@@ -260,7 +260,8 @@ def check_prereg(prereg: Prereg, manifest: Manifest | None, *, allow_change: boo
 
 
 # Settings whose default changed between versions of this suite, with the earlier defaults (oldest
-# first). A file that leaves one out meant the default of the version that started its run.
+# first). A file that leaves one out meant the default of the version that started its run. Whoever
+# changes a default in `Prereg` adds the old value here: a run's record may restore only these.
 CHANGED_DEFAULTS: dict[str, tuple[str, ...]] = {
     "interval_method": ("percentile", "student-t", "cochran-cox"),
     "lenient_adjust": ("none",),
@@ -281,17 +282,22 @@ def setting_key(name: str) -> str:
 def with_recorded_settings(prereg: Prereg, manifest: Manifest | None) -> tuple[Prereg, tuple[str, ...]]:
     """The settings a locked file leaves out, read as they were when its run started.
 
-    The runner records every resolved setting in the manifest (`prereg.settings`). When the file's
-    hash matches the manifest's, a setting the file does not state takes the recorded value, so a
-    default changed in a later version of this suite cannot change what a locked file means; each
-    such change is returned as a warning. A manifest without the record (written before it existed)
-    leaves today's defaults in place, with a warning for each omitted setting whose default has
-    changed (`CHANGED_DEFAULTS`). A file that does not match the manifest is returned unchanged.
+    The runner records every resolved setting when the run starts (`prereg.json`, copied into the
+    manifest's `prereg.settings`). When the file's hash matches the manifest's, a setting the file
+    does not state takes the recorded value, so a default changed in a later version of this suite
+    cannot change what a locked file means; each such change is returned as a warning. The record
+    can only restore a former default, never loosen anything: a recorded value for an omitted
+    setting must be today's default or one listed in `CHANGED_DEFAULTS`, a recorded value for a
+    stated setting must equal the file's, and an unknown setting is refused (PreregError, exit 2:
+    the manifest was not written for this file). A manifest without the record (written before it
+    existed) leaves today's defaults in place, with a warning for each omitted setting whose
+    default has changed. A file that does not match the manifest is returned unchanged.
     """
     if manifest is None or manifest.prereg.sha256 != prereg.sha256:
         return prereg, ()
     where = prereg.path or PREREG_FILENAME
-    omitted = [f.name for f in fields(Prereg) if f.compare and f.name not in prereg.explicit]
+    names = [f.name for f in fields(Prereg) if f.compare]
+    omitted = [n for n in names if n not in prereg.explicit]
     recorded = manifest.prereg.settings
     if recorded is None:
         return prereg, tuple(
@@ -299,19 +305,37 @@ def with_recorded_settings(prereg: Prereg, manifest: Manifest | None) -> tuple[P
             f"had when the run started: judged with this version's default {getattr(prereg, name)!r}; earlier "
             f"versions defaulted to {' then '.join(map(repr, CHANGED_DEFAULTS[name]))}. State it in the file "
             "before the next run." for name in omitted if name in CHANGED_DEFAULTS)
+    fix = "restore the manifest.json the run wrote (or judge with `--allow-prereg-change`, NOT PRE-REGISTERED)."
+    unknown = sorted(set(recorded) - set(names))
+    if unknown:
+        raise PreregError(f"the run's manifest.json `prereg.settings` holds unknown setting(s) {unknown}: it was not "
+                          f"written by this version of the suite for {where}; {fix}")
     changes = {}
-    for name in omitted:
-        if name in recorded:
-            value = tuple(recorded[name]) if isinstance(recorded[name], list) else recorded[name]
-            if value != getattr(prereg, name):
-                changes[name] = value
+    for name in names:
+        if name not in recorded:
+            continue   # a setting newer than the run: its default keeps the meaning of before
+        value = tuple(recorded[name]) if isinstance(recorded[name], list) else recorded[name]
+        current = getattr(prereg, name)
+        if name in prereg.explicit:
+            if value != current:
+                raise PreregError(f"the run's manifest.json `prereg.settings` records `{setting_key(name)}` = "
+                                  f"{recorded[name]!r}, but {where} states {current!r}: the record was not written "
+                                  f"for this file; {fix}")
+            continue
+        allowed = (current, *CHANGED_DEFAULTS.get(name, ()))
+        if value not in allowed:
+            raise PreregError(f"the run's manifest.json `prereg.settings` records `{setting_key(name)}` = "
+                              f"{recorded[name]!r}, which {where} leaves out and which was never this suite's "
+                              f"default ({', '.join(map(repr, allowed))}): a record can only restore a former "
+                              f"default; {fix}")
+        if value != current:
+            changes[name] = value
     if not changes:
         return prereg, ()
     try:
         resolved = replace(prereg, **changes)
-    except (PreregError, TypeError) as e:
-        raise PreregError(f"the run's manifest.json `prereg.settings`: {e} Restore the manifest written by "
-                          "the run.") from None
+    except PreregError as e:
+        raise PreregError(f"the run's manifest.json `prereg.settings`: {e} {fix}") from None
     return resolved, tuple(
         f"{where} does not set `{setting_key(name)}`: judged with {value!r}, its value when the run started "
         f"(recorded in the manifest), not this version's default {getattr(prereg, name)!r}"

@@ -53,14 +53,26 @@ def unregistered_count(study: StepsStudy, prereg: Prereg) -> str | None:
     `--accept-not-preregistered`). A file without `[steps]` fixes no count: a one-count run is judged
     at its own count, as before.
     """
-    if len(study.counts) != 1 or "primary_steps" not in prereg.explicit:
+    counts = study.counts or _manifest_counts(study)   # a table without `steps`: the run's own record
+    if len(counts) != 1 or "primary_steps" not in prereg.explicit:
         return None
-    k = study.counts[0]
+    k = counts[0]
     if k == prereg.primary_steps:
         return None
     return (f"the run trained {k} adapter steps but {prereg.path or 'prereg.toml'} pre-registers `[steps] primary = "
             f"{prereg.primary_steps}`: a count other than the pre-registered one is not pre-registered (run "
             f"`--steps {prereg.primary_steps}`, or a list that includes it)")
+
+
+def _manifest_counts(study: StepsStudy) -> tuple[int, ...]:
+    """The step counts the run's manifest says it trained (`config.train.steps_list`, else
+    `.steps`), for cells without a `steps` column (runs made before it existed); () if unknown."""
+    train = (study.manifest.config or {}).get("train") if study.manifest is not None else None
+    if not isinstance(train, dict):
+        return ()
+    counts = train.get("steps_list") or ([train["steps"]] if "steps" in train else [])
+    ok = isinstance(counts, list) and all(isinstance(k, int) and not isinstance(k, bool) for k in counts)
+    return tuple(counts) if ok else ()
 
 
 @dataclass(frozen=True, eq=False)
