@@ -75,6 +75,8 @@ def test_inverted_users_are_named_whether_or_not_lenient_passes():
 @pytest.mark.parametrize("kw, note", [
     ({"with_docs": False}, "(no per-document data, so the intervals come from the seeds alone)."),
     ({"n_seeds": 1}, "(one seed, so run-to-run variation is unknown)."),
+    ({"n_seeds": 1, "with_docs": False},
+     "(one seed, so run-to-run variation is unknown; no per-document data either, so there are no intervals)."),
     ({"controls": ()}, ("; with no pooled control in this input, personalization cannot be told apart "
                         "from what any adapter buys.")),
 ])
@@ -82,6 +84,9 @@ def test_degraded_inputs_say_what_the_sentence_cannot_claim(kw, note):
     v = _verdict(personalization=0.3, **kw)
     s = summary_sentence(v)
     assert s.endswith(note), s
+    if kw == {"n_seeds": 1, "with_docs": False}:   # nothing resampled: no interval, never a claim
+        assert s.startswith("Undecided: nothing could be resampled for any user, so there is no interval")
+        return
     assert ("beyond what the generic adapter buys" in s) == ("controls" not in kw)
 
 

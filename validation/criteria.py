@@ -44,7 +44,7 @@ def lenient(users, point, low, high, bar: float, required: int, level: float | N
     `level` only enters the explanation.
     """
     low, high, point = map(np.asarray, (low, high, point))
-    sure, possible = int(np.sum(low >= bar)), int(np.sum(high >= bar))
+    sure, possible = int(np.sum(low >= bar)), int(np.sum(~(high < bar)))   # no interval (NaN): possible
     status = Status.read(sure >= required, possible < required)
     why = (f"{sure} of {len(users)} users with CI low >= {bar:.0%} ({_names(users, low >= bar)}), "
            f"{possible} with CI high >= {bar:.0%}; {required} required"

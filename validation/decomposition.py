@@ -95,8 +95,13 @@ def decompose(arrays: StudyArrays, point: np.ndarray, draws: np.ndarray,
 _pct = signed_pct
 
 
+def _has_ci(step: GainStep) -> bool:
+    """An interval was computed (none without the bootstrap, NaN where nothing could be resampled)."""
+    return step.ci is not None and math.isfinite(step.ci.low) and math.isfinite(step.ci.high)
+
+
 def _fig(step: GainStep) -> str:
-    ci = "" if step.ci is None else f" [{_pct(step.ci.low)}, {_pct(step.ci.high)}]"
+    ci = f" [{_pct(step.ci.low)}, {_pct(step.ci.high)}]" if _has_ci(step) else ""
     return f"{_pct(step.gain)}{ci}"
 
 
@@ -115,7 +120,7 @@ def describe(user: str, by: dict[str, GainStep], share: float | None) -> str:
                          f"can be given; having seen {user}'s text is worth {_fig(seen)} ({loo} -> pooled)")
     if "new_user" in by:
         new = by["new_user"]
-        worse = new.ci is not None and new.ci.high < 0 or new.ci is None and new.gain < 0
+        worse = new.ci.high < 0 if _has_ci(new) else new.gain < 0
         parts.append(f"a generic adapter that never saw {user} ({loo}) gains {_fig(new)} over base"
                      + (": worse than no adapter at all" if worse else ""))
     if "loo_to_own" in by:

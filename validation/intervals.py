@@ -157,7 +157,7 @@ def critical_value(method: str, w, df, n_seeds: int, n_docs: int | None, alpha: 
     `df` (scalars or arrays of one shape; `VarianceShares`): `satterthwaite` t(df);
     `cochran-cox` w t(S - 1) + (1 - w) t(n - 1), a level without two units (one seed, no
     documents) dropping out (Cochran & Cox 1950), t(`doc_df`) for the documents when given;
-    `share-blend` w c_CC + (1 - w) t(df). Pure,
+    `share-blend` w c_CC + (1 - w) t(df); NaN (no interval) when no level has two units. Pure,
     vectorized: `validation.calibration_theory` evaluates it on simulated variance estimates."""
     if method not in CRITICAL_VALUE_METHODS:
         raise ValueError(f"`method` must be one of {CRITICAL_VALUE_METHODS}; got {method!r}.")
@@ -167,9 +167,8 @@ def critical_value(method: str, w, df, n_seeds: int, n_docs: int | None, alpha: 
     if method == "satterthwaite":
         return satt
     doc = (n_docs or 0) - 1 if doc_df is None or (n_docs or 0) < 2 else min(n_docs - 1.0, max(1.0, doc_df))
-    if n_seeds < 2 and doc < 1:
-        raise ValueError(f"no level has two units (n_seeds = {n_seeds}, n_docs = {n_docs}): there is no "
-                         f"variance to read a {method!r} critical value for.")
+    if n_seeds < 2 and doc < 1:   # no level has two units: no variance, no critical value
+        return np.full(np.shape(w), math.nan) if np.ndim(w) else math.nan
     cc = sum(np.where(share > 0, share, 0.0) * stats.t.ppf(q, k)
              for share, k in ((w, n_seeds - 1), (1.0 - w, doc)) if k >= 1)
     cc = np.zeros_like(w) + cc
@@ -202,9 +201,11 @@ def bootstrap_interval(
 ) -> Interval:
     """Two-sided interval at `level` from bootstrap draws of shape (n_resamples,).
 
-    `point` is the estimate on the original data; with no draws (no resampling possible) the
-    interval is degenerate at it. NaN draws (a resample where a statistic is undefined, e.g. every
-    drawn seed lacks a cell) are dropped. `n_seeds` is needed by every method but `percentile`;
+    `point` is the estimate on the original data; with no finite draws (no resampling possible)
+    there is no interval: (NaN, NaN), which every criterion reads as unknown (never a zero-width
+    interval at the point, which would read a single noisy estimate as certain). NaN draws (a
+    resample where a statistic is undefined, e.g. every drawn seed lacks a cell) are dropped.
+    `n_seeds` is needed by every method but `percentile`;
     `seed_values` (the statistic within each seed) and `n_docs` (held-out documents of the
     column) by `satterthwaite` and `expanded-percentile` (module doc); `doc_df` (`document_df`
     of the column's document lengths) by `share-blend` only, which reads the document level on
@@ -214,7 +215,7 @@ def bootstrap_interval(
     draws = _bootstrap_interval_iv(draws, level, method, n_seeds)
     draws = draws[np.isfinite(draws)]
     if draws.size == 0:
-        return Interval(float(point), float(point))
+        return Interval(math.nan, math.nan)
     alpha = 1.0 - level
     if method == "percentile" or draws.size < 2 or (method == "student-t" and n_seeds < 2):
         low, high = np.quantile(draws, [alpha / 2, 1 - alpha / 2])

@@ -12,7 +12,6 @@ from validation import criteria as crit
 from validation import metrics
 from validation.arrays import StudyArrays, build_arrays
 from validation.bootstrap import bootstrap_mode, resample_logppl
-from validation.data import InputError
 from validation.decomposition import decompose
 from validation.intervals import bootstrap_interval, document_df, study_regime, variance_shares
 from validation.model import fit_model
@@ -71,8 +70,9 @@ def judge(
     arrays = build_arrays(data)
     warnings = list(arrays.warnings)
     mode = bootstrap_mode(arrays)
-    _replication_iv(arrays, _n_docs(arrays))
-    if mode is not BootstrapMode.HIERARCHICAL:
+    if mode is BootstrapMode.NONE:
+        warnings.append(NO_INTERVAL_NOTE.format(who="one seed and no per-document data: nothing"))
+    elif mode is not BootstrapMode.HIERARCHICAL:
         warnings.append(f"degraded bootstrap ({mode.value}): "
                         + ("no per-document data, only seeds are resampled" if mode is BootstrapMode.SEEDS_ONLY
                            else "one seed, only documents are resampled; seed-to-seed variation is not captured"))
@@ -82,7 +82,14 @@ def judge(
         _warnings.simplefilter("ignore", RuntimeWarning)  # a cell missing in every seed stays NaN
         point = np.nanmean(arrays.logppl, axis=0)                        # (A, J)
     users = _user_results(arrays, point, draws, prereg, method, n_docs, doc_df)
-    _users_replication_iv(users, prereg, n_docs)
+    bare = _unreplicated(users, prereg, n_docs) if mode is not BootstrapMode.NONE else []
+    if bare:   # no interval for them: every draw of their column undefined (NaN), read as unknown
+        draws = draws.copy()
+        draws[:, :, bare] = np.nan
+        users = _user_results(arrays, point, draws, prereg, method, n_docs, doc_df)
+        warnings.append(NO_INTERVAL_NOTE.format(who=f"for {[arrays.users[j] for j in bare]}, fewer than 2 seeds "
+                                                    "with a finite margin and fewer than 2 held-out documents: "
+                                                    "nothing"))
 
     if prereg.comparator == "worst_other":
         warnings.append("comparator is worst_other (anti-conservative): the criteria compare each "
@@ -121,37 +128,20 @@ def judge(
                    decomposition=decomposition, population=population)
 
 
-def _replication_iv(arrays: StudyArrays, n_docs: tuple[int, ...] | None) -> None:
-    """No verdict without replication (InputError, exit 2): with one seed, a user with fewer than two
-    held-out documents (or no per-document data at all) leaves nothing to resample, and its interval
-    would collapse onto the point estimate: a noisy single number read as if certain would PASS."""
-    if len(arrays.seeds) >= 2:
-        return
-    how = ("run 2 or more seeds (`python -m runners.grid --seeds 2` or more), or hold out 2 or more "
-           "documents per user")
-    if n_docs is None:
-        raise InputError(f"one seed ({arrays.seeds[0]}) and no per-document data: nothing can be resampled, so "
-                         f"no interval can be computed and no criterion can be read; {how} and pass the "
-                         "per-document table (`--docs FILE`, or a run's docs.parquet).")
-    short = [u for u, n in zip(arrays.users, n_docs, strict=True) if n < 2]
-    if short:
-        raise InputError(f"one seed ({arrays.seeds[0]}) and fewer than 2 held-out documents for {short}: nothing "
-                         f"can be resampled for them, so no interval can be computed; {how}.")
+NO_INTERVAL_NOTE = ("{who} can be resampled, so there is no interval: every reading that needs one is "
+                    "INCONCLUSIVE (the point readings are shown beside it); run 2 or more seeds, or pass the "
+                    "per-document table")
 
 
-def _users_replication_iv(users, prereg: Prereg, n_docs: tuple[int, ...] | None) -> None:
-    """The same rule per user, after the cells are read: a user whose margin is finite in fewer than
-    two seeds (cells missing or diverged in the others, e.g. with `fail_on_bad_cells = false`) and
-    who has fewer than two held-out documents has nothing to resample either (InputError)."""
+def _unreplicated(users, prereg: Prereg, n_docs: tuple[int, ...] | None) -> list[int]:
+    """The columns with nothing to resample: a user whose margin is finite in fewer than two seeds
+    (one seed, or cells missing or diverged in the others) and who has fewer than two held-out
+    documents. Their bootstrap would repeat one number, so its interval would collapse onto the
+    point estimate and a single noisy margin would read as certain."""
     worst = prereg.comparator == "worst_other"
-    short = [u.user for j, u in enumerate(users)
-             if int(np.sum(np.isfinite(u.seed_worst_other_margins if worst else u.seed_margins))) < 2
-             and (n_docs is None or n_docs[j] < 2)]
-    if short:
-        raise InputError(f"the margins of {short} are finite in fewer than 2 seeds (cells missing or diverged in "
-                         "the others) and there are fewer than 2 held-out documents per user to resample: no "
-                         "interval can be computed; rerun the failed seeds, or pass the per-document table "
-                         "(`--docs FILE`, or a run's docs.parquet).")
+    return [j for j, u in enumerate(users)
+            if int(np.sum(np.isfinite(u.seed_worst_other_margins if worst else u.seed_margins))) < 2
+            and (n_docs is None or n_docs[j] < 2)]
 
 
 def _doc_df(arrays: StudyArrays) -> tuple[float, ...] | None:

@@ -65,6 +65,13 @@ def _claim(v: Verdict) -> tuple[str, bool]:
         return (f"Own adapters do not beat the best other user's adapter by "
                 f"{_bar(lenient.threshold)} for {required} of {n} users ({rng}): too little "
                 f"personalization to pass the pre-registered bar"), False
+    bare = [u.user for u in v.users if not math.isfinite(u.ci.low)]
+    if bare:
+        who = "any user" if len(bare) == n else _names(bare)
+        return (f"Undecided: nothing could be resampled for {who}, so there is no interval to tell whether "
+                f"own adapters beat the best other user's adapter by {_bar(lenient.threshold)} for "
+                f"{required} of {n} users ({rng}, point estimates only); more seeds or held-out documents "
+                "would decide"), False
     return (f"Undecided: the intervals are too wide to tell whether own adapters beat the best "
             f"other user's adapter by {_bar(lenient.threshold)} for {required} of {n} users "
             f"({rng}); more seeds or held-out documents would decide"), False
