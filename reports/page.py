@@ -167,7 +167,7 @@ def chart_sections(verdict: Verdict, data: StudyData,
         if draws.height else None,
         None if draws.height else
         f"No bootstrap draws (mode `{verdict.bootstrap.mode}`): one seed and no per-document "
-        "data leave nothing to resample, so the intervals are degenerate."))
+        "data leave nothing to resample, so there are no intervals."))
     out.append(_population_section(verdict))
     out.append(_similarity_section(verdict, many))
     out += _steps_sections(verdict)

@@ -42,7 +42,7 @@ class BootstrapMode(enum.StrEnum):
     HIERARCHICAL = "hierarchical"      # seeds, then documents within each eval column
     SEEDS_ONLY = "seeds-only"          # no per-document data
     DOCUMENTS_ONLY = "documents-only"  # one seed
-    NONE = "none"                      # one seed and no documents: degenerate intervals
+    NONE = "none"                      # one seed and no documents: no interval (NaN), INCONCLUSIVE
 
 
 class ModelKind(enum.StrEnum):
