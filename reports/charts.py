@@ -360,6 +360,54 @@ def steps_chart(table: pl.DataFrame, level: float, primary: int | None = None) -
     return ds.attach(alt.vconcat(*rows, spacing=8))
 
 
+def steps_summary(table: pl.DataFrame, trends: pl.DataFrame, level: float,
+                  primary: int | None = None) -> alt.VConcatChart:
+    """Many users: one panel per quantity with one thin line per user and the median over users
+    (thick), x on a log2 axis, the primary count dashed; below, each user's slope of the margin per
+    doubling of the steps with its interval, sorted, coloured by what the interval says.
+
+    `table`: as `steps_chart`. `trends`: user, slope, low, high, direction (fractions per doubling).
+    """
+    ds = _Datasets("steps")
+    table = table.filter(pl.col("value").is_not_null()).with_columns(
+        pl.col("quantity").replace_strict(STEP_QUANTITIES, default=pl.col("quantity")).alias("what"))
+    order = [STEP_QUANTITIES[q] for q in STEP_QUANTITIES if STEP_QUANTITIES[q] in set(table["what"].to_list())]
+    steps = sorted(set(table["steps"].to_list()))
+    x = alt.X("steps:Q", title="training steps", scale=alt.Scale(type="log", base=2),
+              axis=alt.Axis(values=steps, format="d"))
+    panels = []
+    for what in order:
+        base = alt.Chart(ds(table.filter(pl.col("what") == what))).encode(x=x)
+        lines = base.mark_line(color="#5d8aa8", opacity=0.35, strokeWidth=1).encode(
+            y=alt.Y("value:Q", title=what, axis=alt.Axis(format="%")), detail="user:N",
+            tooltip=["user:N", "steps:Q", alt.Tooltip("value:Q", format=PCT, title="estimate"),
+                     alt.Tooltip("low:Q", format=PCT, title=f"{level:.0%} low"),
+                     alt.Tooltip("high:Q", format=PCT, title=f"{level:.0%} high")])
+        median = base.mark_line(color="#2c3e50", strokeWidth=3, point=True).encode(
+            y="median(value):Q", tooltip=["steps:Q", alt.Tooltip("median(value):Q", format=PCT,
+                                                                 title="median over users")])
+        layers = [base.mark_rule(color="#7f8c8d").encode(y=alt.datum(0)), lines, median]
+        if primary is not None:
+            layers.append(base.mark_rule(color="#27ae60", strokeDash=[4, 3]).encode(x=alt.datum(primary)))
+        panels.append(alt.layer(*layers).properties(width=230, height=160, title=what))
+    colors = alt.Scale(domain=["rises", "flat", "falls", "unknown"],
+                       range=["#27ae60", "#7f8c8d", "#c0392b", "#bdc3c7"])
+    tb = alt.Chart(ds(trends)).encode(y=alt.Y("user:N", title="evaluation user",
+                                               sort=alt.EncodingSortField("slope", order="descending"),
+                                               axis=alt.Axis(labelFontSize=9)))
+    slope = alt.layer(
+        alt.Chart().mark_rule(color="#7f8c8d").encode(x=alt.datum(0)),
+        tb.mark_rule(strokeWidth=2).encode(
+            x=alt.X("low:Q", title=f"margin slope per doubling of the steps, {level:.0%} interval",
+                    axis=alt.Axis(format="%")), x2="high:Q", color=alt.Color("direction:N", scale=colors)),
+        tb.mark_point(filled=True, size=30).encode(
+            x="slope:Q", color=alt.Color("direction:N", scale=colors, title="the margin"),
+            tooltip=["user:N", alt.Tooltip("slope:Q", format=PCT), alt.Tooltip("low:Q", format=PCT),
+                     alt.Tooltip("high:Q", format=PCT), "direction:N"]),
+    ).properties(width=WIDTH, height=alt.Step(13))
+    return ds.attach(alt.vconcat(alt.hconcat(*panels, spacing=14), slope, spacing=18))
+
+
 def decomposition_summary(gains: pl.DataFrame) -> alt.LayerChart:
     """Many users: one row per step of the decomposition, one tick per user (its gain), and the
     median across users as a black bar; the per-user intervals are in the tooltip.

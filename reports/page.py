@@ -170,7 +170,7 @@ def chart_sections(verdict: Verdict, data: StudyData,
         "data leave nothing to resample, so there are no intervals."))
     out.append(_population_section(verdict))
     out.append(_similarity_section(verdict, many))
-    out += _steps_sections(verdict)
+    out += _steps_sections(verdict, many)
     out.append(ChartSection(
         "calibration", "How far the intervals can be trusted: simulated calibration of this design",
         ("Experiments simulated with known margins for this run's design "
@@ -246,7 +246,7 @@ def _similarity_section(verdict: Verdict, many: bool = False) -> ChartSection:
                         if ok else None, None if ok else "Fewer than two users: no distance to show.")
 
 
-def _steps_sections(verdict: Verdict) -> list[ChartSection]:
+def _steps_sections(verdict: Verdict, many: bool = False) -> list[ChartSection]:
     """The training-step interaction (docs/methods.md, section 12), only for a run with more than
     one step count: margin and gains versus steps with interval bands; the per-user trend
     sentences and the mixed model's interaction test in the caption."""
@@ -258,13 +258,35 @@ def _steps_sections(verdict: Verdict) -> list[ChartSection]:
              f" Mixed model ({m.kind}): diag × log2(steps) = {m.interaction:+.4f} log ppl per doubling, "
              f"{st.level:.0%} CI [{m.interaction_ci.low:+.4f}, {m.interaction_ci.high:+.4f}], p = {m.p_value:.3g} "
              "(negative: the own adapter's advantage grows with training).")
+    primary = "" if st.primary is None else f" ({st.primary}, dashed)"
+    if many:   # one line per user and the median; the slopes sorted, not one sentence per user
+        trends = pl.DataFrame(
+            [{"user": u.user, "slope": _finite(u.trend.slope), "low": _finite(u.trend.ci.low),
+              "high": _finite(u.trend.ci.high), "direction": u.trend.direction} for u in st.users],
+            schema={"user": pl.String, "slope": pl.Float64, "low": pl.Float64, "high": pl.Float64,
+                    "direction": pl.String})
+        counts = {d: sum(u.trend.direction == d for u in st.users) for d in ("rises", "flat", "falls", "unknown")}
+        caption = (f"{len(st.users)} users' margins and gains at every trained step count "
+                   f"({', '.join(map(str, st.steps))}): one thin line per user, the median over users thick. "
+                   f"Below, each user's slope of the margin per doubling with its {st.level:.0%} interval "
+                   f"({st.interval_method}, one paired bootstrap for every count): the margin rises for "
+                   f"{counts['rises']}, is flat for {counts['flat']} and falls for {counts['falls']} users"
+                   + (f" ({counts['unknown']} unknown)" if counts["unknown"] else "")
+                   + f"; each user's sentence is in verdict.json (`steps_analysis`). Exploratory: the criteria "
+                   f"are read at the primary count{primary} only." + model)
+        return [ChartSection("steps", "Does the margin change with training? (exploratory)", caption,
+                             charts.steps_summary(st.table(), trends, st.level, st.primary))]
     caption = (f"Each user's margin and gains at every trained step count ({', '.join(map(str, st.steps))}), "
                f"with {st.level:.0%} intervals ({st.interval_method}) from one bootstrap whose seed and "
                "document draws are shared by every count (paired). Exploratory: the criteria are read at "
-               f"the primary count{'' if st.primary is None else f' ({st.primary}, dashed)'} only. "
+               f"the primary count{primary} only. "
                + " ".join(s + "." for s in st.sentences()) + model)
     return [ChartSection("steps", "Does the margin change with training? (exploratory)", caption,
                          charts.steps_chart(st.table(), st.level, st.primary))]
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
 
 
 def missing_parts(verdict: Verdict, data: StudyData) -> list[str]:

@@ -6,9 +6,11 @@ from dataclasses import replace
 
 import numpy as np
 import polars as pl
+import pytest
 
 import reports
 from reports.page import chart_sections
+from tests.support.browser import Chromium, missing
 from validation import judge
 from validation.outputs import verdict_json, verdict_text
 from validation.prereg import Prereg
@@ -68,8 +70,6 @@ def test_chart_leaves_out_gains_without_controls():
 
 
 def test_cli_hook_is_a_no_op_without_a_steps_column_and_names_bad_input():
-    import pytest
-
     from validation.data import InputError
     from validation.verdict import _with_steps
     v, data = study()
@@ -80,3 +80,42 @@ def test_cli_hook_is_a_no_op_without_a_steps_column_and_names_bad_input():
     assert out.steps_analysis.steps == (50, 200) and out.steps_analysis.primary == 200
     with pytest.raises(InputError, match="primary step count 100 was not trained"):
         _with_steps(plain, st.data.cells, st.data.docs, Prereg(), 5, primary=100)
+
+
+def many_users_sweep(n_users=14):
+    users = tuple(f"u{k:02d}" for k in range(n_users))
+    slopes = np.linspace(-0.03, 0.03, n_users)
+    st = simulate_steps(SimParams(users=users, n_docs=(12,) * n_users), 0.10, (25, 100, 400), 3,
+                        np.random.default_rng(0), slopes=slopes)
+    primary = dict(split_by_steps(st.data.cells, st.data.docs))[100]
+    v = judge(primary, Prereg(), rng=np.random.default_rng(5), n_resamples=200, fit=False)
+    a = analyze_steps(st.data.cells, st.data.docs, Prereg(), rng=np.random.default_rng(5), n_resamples=200,
+                      primary=100, fit=False)
+    return replace(v, steps_analysis=a), primary
+
+
+def test_many_users_get_one_line_each_and_sorted_slopes_not_a_panel_row_each(tmp_path):
+    """Above 12 users the steps section is one panel per quantity (a line per user, the median)
+    and a sorted slope chart; the counts of rising / flat / falling users are in the caption."""
+    v, data = many_users_sweep()
+    sec = {s.key: s for s in chart_sections(v, data)}["steps"]
+    spec = sec.chart.to_dict()
+    assert len(spec["vconcat"]) == 2                      # the panels, then the slopes: not 14 rows
+    dirs = [u.trend.direction for u in v.steps_analysis.users]
+    assert f"the margin rises for {dirs.count('rises')}, is flat for {dirs.count('flat')} and falls for " \
+           f"{dirs.count('falls')} users" in sec.caption
+    assert dirs.count("rises") >= 3 and dirs.count("falls") >= 3   # planted -3 .. +3 pp per doubling
+    few, fdata = study()
+    assert len({s.key: s for s in chart_sections(few, fdata)}["steps"].chart.to_dict()["vconcat"]) == 3
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(missing() is not None, reason=missing() or "")
+def test_many_users_steps_summary_draws_in_the_browser(tmp_path):
+    v, data = many_users_sweep()
+    path = reports.write_report(v, data, tmp_path / "report.html")
+    with Chromium() as browser:
+        load = browser.load(path)
+    assert load.console_errors == () and load.refused_requests == ()
+    steps = {c.id: c for c in load.charts}["chart-steps"]
+    assert steps.drew and steps.height < 1000, steps
