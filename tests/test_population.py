@@ -255,3 +255,15 @@ def test_a_user_without_a_margin_stays_in_the_share_as_possible_not_sure():
     s = share_clearing(("a", "b", "c"), np.array([0.2, np.nan, 0.01]), np.array([0.15, np.nan, -0.02]),
                        np.array([0.25, np.nan, 0.04]), 0.05, 0.95, "best_other")
     assert (s.n_users, s.n_sure, s.n_possible) == (3, 1, 2)
+
+
+def test_a_boundary_fit_of_the_population_model_serializes():
+    """A random-slope fit whose optimum is the grid's theta = 0 kept a numpy float, so `singular`
+    became numpy.bool and verdict.json failed to serialize (9 of 40 simulated 3-seed studies)."""
+    from validation.outputs import verdict_json
+    d = simulate_study(np.random.default_rng(37), n_seeds=3, n_docs=10)
+    v = judge(d, Prereg(n_resamples=200), rng=np.random.default_rng(0), fit=True, fit_population=True)
+    effects = v.population.effects
+    assert effects and any(e.singular for e in effects)
+    assert all(type(e.singular) is bool for e in effects)
+    json.loads(verdict_json(v, None))

@@ -143,7 +143,7 @@ def _effect(key: str, formula: str, res, term: str, method: str, n_users: int, l
     blups = tuple((u, beta + float(np.asarray(re[u])[0])) for u in users if u in re)
     return PopulationEffect(key, formula, beta, se, Interval(beta - q * se, beta + q * se), df,
                             math.sqrt(tau2), math.sqrt(scale), Interval(beta - half, beta + half),
-                            n_users, method, tau2 / scale < SINGULAR_RATIO, blups, msgs)
+                            n_users, method, bool(tau2 / scale < SINGULAR_RATIO), blups, msgs)
 
 
 def random_slope_table(arrays: StudyArrays) -> pd.DataFrame:
@@ -211,7 +211,7 @@ def reml_random_slope(X: np.ndarray, y: np.ndarray, group: np.ndarray, n_groups:
     vals = [crit_at(t) for t in grid]
     k = int(np.argmax(vals))
     lo, hi = grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]
-    best_t, best_v = grid[k], vals[k]
+    best_t, best_v = float(grid[k]), float(vals[k])   # Python floats: a grid optimum must serialize too
     if hi > lo:
         opt = minimize_scalar(lambda t: -crit_at(t), bounds=(lo, hi), method="bounded",
                               options={"xatol": 1e-10})
@@ -258,7 +258,7 @@ def fit_random_slope(arrays: StudyArrays, level: float) -> tuple[PopulationEffec
     blups = tuple((u, f.beta + float(b)) for u, b in zip(arrays.users, f.blups, strict=True) if np.isfinite(b))
     return PopulationEffect("personalization", formula, f.beta, f.se, Interval(f.beta - q * f.se, f.beta + q * f.se),
                             J - 1, math.sqrt(f.tau2), math.sqrt(f.sigma2), Interval(f.beta - half, f.beta + half),
-                            J, "profiled-reml", f.tau2 / f.sigma2 < SINGULAR_RATIO, blups), ()
+                            J, "profiled-reml", bool(f.tau2 / f.sigma2 < SINGULAR_RATIO), blups), ()
 
 
 def fit_random_intercept(values: np.ndarray, users: tuple[str, ...], key: str, level: float
