@@ -397,7 +397,7 @@ def steps_summary(table: pl.DataFrame, trends: pl.DataFrame, level: float,
                                                axis=alt.Axis(labelFontSize=9)))
     slope = alt.layer(
         alt.Chart().mark_rule(color="#7f8c8d").encode(x=alt.datum(0)),
-        tb.mark_rule(strokeWidth=2).encode(
+        tb.mark_rule(strokeWidth=2).transform_filter("isValid(datum.low) && isValid(datum.high)").encode(
             x=alt.X("low:Q", title=f"margin slope per doubling of the steps, {level:.0%} interval",
                     axis=alt.Axis(format="%")), x2="high:Q", color=alt.Color("direction:N", scale=colors)),
         tb.mark_point(filled=True, size=30).encode(

@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+import validation.prereg as prereg_module
 from common.hashing import sha256_file
 from runners.settings import primary_steps_warning
 from tests.support.examples import example_manifest
@@ -65,7 +66,14 @@ def test_load_prereg_knows_which_settings_the_file_states(tmp_path):
     assert load_prereg(_prereg(tmp_path, "# nothing\n")).explicit == frozenset()
 
 
-def test_an_omitted_setting_takes_the_value_recorded_at_the_run(tmp_path):
+@pytest.fixture
+def changed_since_records(monkeypatch):
+    """As if `interval_method`'s default had changed from cochran-cox and student-t after runs began
+    recording their settings (today no default has: `RECORDED_FORMER_DEFAULTS` is empty)."""
+    monkeypatch.setattr(prereg_module, "RECORDED_FORMER_DEFAULTS", {"interval_method": ("cochran-cox", "student-t")})
+
+
+def test_an_omitted_setting_takes_the_value_recorded_at_the_run(tmp_path, changed_since_records):
     path = _prereg(tmp_path, STATS)  # says nothing of interval_method
     p = load_prereg(path)
     manifest = manifest_from_json({**example_manifest(("a", "b"), (0,)).to_json(),
@@ -108,6 +116,10 @@ def _manifest_with(p: Prereg, path: Path, settings: dict):
     ({"fail_on_inverted": False}, r"`\[gate\] fail_on_inverted` = False, which"),
     ({"interval_method": "made-up"}, r"`\[statistics\] interval_method` = 'made-up', which"),
     ({"interval_method": ["student-t"]}, r"`\[statistics\] interval_method` = \['student-t'\], which"),
+    # a default of before the records began: a genuine record can never hold it, an edited one can
+    ({"interval_method": "percentile"}, r"`\[statistics\] interval_method` = 'percentile', which"),
+    ({"interval_method": "cochran-cox"}, r"`\[statistics\] interval_method` = 'cochran-cox', which"),
+    ({"lenient_adjust": "none"}, r"`\[criteria\] lenient_adjust` = 'none', which"),
     # a stated setting recorded otherwise: the record is not this file's
     ({"n_resamples": 10000}, r"records `\[statistics\] n_resamples` = 10000, but .* states 300"),
     ({"made_up": 1}, r"unknown setting\(s\) \['made_up'\]"),
@@ -118,10 +130,19 @@ def test_a_record_can_only_restore_a_former_default(tmp_path, change, match):
     with pytest.raises(PreregError, match=match) as e:
         with_recorded_settings(p, _manifest_with(p, path, {**_recorded(n_resamples=300), **change}))
     assert "restore the manifest.json the run wrote" in str(e.value)
-    # each former default is accepted
-    for old in CHANGED_DEFAULTS["interval_method"]:
+    # today's defaults recorded: nothing to restore, nothing refused
+    assert with_recorded_settings(p, _manifest_with(p, path, _recorded(n_resamples=300))) == (p, ())
+
+
+def test_a_former_default_of_the_recorded_era_is_restored(tmp_path, changed_since_records):
+    path = _prereg(tmp_path, STATS)
+    p = load_prereg(path)
+    for old in ("cochran-cox", "student-t"):
         assert with_recorded_settings(p, _manifest_with(p, path, _recorded(n_resamples=300, interval_method=old)))[0] \
             .interval_method == old
+    with pytest.raises(PreregError, match="'percentile', which"):   # older than the records: never genuine
+        with_recorded_settings(p, _manifest_with(p, path, _recorded(n_resamples=300, interval_method="percentile")))
+    assert "percentile" in CHANGED_DEFAULTS["interval_method"]
 
 
 def test_an_edited_record_cannot_pass_the_gate_of_a_locked_file(tmp_path, capsys):
@@ -136,7 +157,7 @@ def test_an_edited_record_cannot_pass_the_gate_of_a_locked_file(tmp_path, capsys
     assert not (run / "verdict.json").exists()
 
 
-def test_the_verdict_judges_with_the_recorded_method(tmp_path, capsys):
+def test_the_verdict_judges_with_the_recorded_method(tmp_path, capsys, changed_since_records):
     path = _prereg(tmp_path, STATS)
     run = _run(tmp_path, path, settings=_recorded(interval_method="student-t", n_resamples=300))
     assert main(["--run", str(run), "--prereg", str(path), *FAST]) == 0
@@ -228,3 +249,11 @@ def test_cells_without_a_steps_column_are_checked_against_the_manifest(tmp_path,
     (tmp_path / "b").mkdir()
     ok = _run(tmp_path / "b", path, train={"steps": 100, "steps_list": [100]})
     assert main(["--run", str(ok), "--prereg", str(path), *FAST]) == 0
+
+
+def test_a_sweep_whose_tables_lost_their_steps_column_is_refused(tmp_path, capsys):
+    path = _prereg(tmp_path, STATS + "[steps]\nprimary = 100\n")
+    run = _run(tmp_path, path, train={"steps": 400, "steps_list": [25, 100, 400]})
+    assert main(["--run", str(run), "--prereg", str(path), *FAST]) == 2
+    assert "no `steps` column, but the run's manifest says it trained the step counts [25, 100, 400]" in \
+        capsys.readouterr().err

@@ -119,3 +119,13 @@ def test_many_users_steps_summary_draws_in_the_browser(tmp_path):
     assert load.console_errors == () and load.refused_requests == ()
     steps = {c.id: c for c in load.charts}["chart-steps"]
     assert steps.drew and steps.height < 1000, steps
+
+
+def test_nothing_resampled_gives_no_slope_interval_and_an_unknown_trend():
+    """One seed and no documents: the slope has no interval (null in verdict.json, never [slope,
+    slope]) and its direction is `unknown`, not `flat`."""
+    st = simulate_steps(SimParams(n_docs=(5, 5, 5)), 0.1, (25, 100, 400), 1, np.random.default_rng(2))
+    a = analyze_steps(st.data.cells, None, Prereg(), rng=np.random.default_rng(0), n_resamples=200, fit=False)
+    assert {u.trend.direction for u in a.users} == {"unknown"}
+    assert all(u["margin_slope"]["ci"] == [None, None] for u in a.to_json()["users"])
+    assert all("unknown" in u.trend.words and "nan" not in u.trend.words for u in a.users)

@@ -143,3 +143,21 @@ def test_diverged_seeds_cannot_leave_a_user_without_replication():
     assert all(np.isnan(u.ci[0]) for u in v.users) and v.criteria[0].status.value == "INCONCLUSIVE"
     assert not v.gate.passed
     assert any("for ['alice', 'bob', 'carol'], fewer than 2 seeds with a finite margin" in w for w in v.warnings)
+
+
+def test_one_user_without_an_interval_fails_the_gate_and_cannot_hide_an_inversion():
+    """Six users, one seed, 30 documents each but u0 with 1 and a point margin of -40%: u0 has no
+    interval. LENIENT can PASS on the other five, but the gate fails, naming u0 twice: no interval,
+    and a negative point margin (an inversion the missing interval would otherwise hide)."""
+    from validation.simulate import SimParams, simulate_experiment
+    users = tuple(f"u{k}" for k in range(6))
+    p = SimParams(users=users, n_docs=(1,) + (30,) * 5)
+    st = simulate_experiment(p, np.array([-0.4, 0.3, 0.3, 0.3, 0.3, 0.3]), 1, np.random.default_rng(3))
+    v = judge(st.data, rng=np.random.default_rng(0), n_resamples=B, fit=False)
+    u0 = v.user("u0")
+    assert np.isnan(u0.ci[0]) and u0.margin < 0 and not u0.inverted
+    assert all(np.isfinite(u.ci[0]) for u in v.users[1:])
+    assert not v.gate.passed
+    assert any("no interval for ['u0']" in r for r in v.gate.reasons)
+    assert any("'u0' has no interval and its point margin is" in r for r in v.gate.reasons)
+    assert "or no interval (u0)" in v.criterion("lenient").explanation

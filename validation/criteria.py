@@ -7,6 +7,8 @@ shape (J,) over users: `low`, `high` interval bounds, `point` estimates.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from validation.arrays import CellProblems
@@ -32,7 +34,9 @@ def strict(users, point, low, high, bar: float) -> CriterionResult:
     elif np.any(high < bar):
         status, why = Status.FAIL, f"CI entirely below {bar:.0%} for: {_names(users, high < bar)}"
     else:
-        status, why = Status.INCONCLUSIVE, f"CI straddles {bar:.0%} for: {_names(users, (low < bar) & (high >= bar))}"
+        unknown = ~np.isfinite(low) | ~np.isfinite(high)
+        status, why = Status.INCONCLUSIVE, (f"CI straddles {bar:.0%} for: {_names(users, (low < bar) & (high >= bar))}"
+                                            + (f"; no interval for: {_names(users, unknown)}" if unknown.any() else ""))
     point_status = Status.PASS if np.all(point >= bar) else Status.FAIL
     return CriterionResult("strict", status, point_status, bar, why)
 
@@ -46,8 +50,10 @@ def lenient(users, point, low, high, bar: float, required: int, level: float | N
     low, high, point = map(np.asarray, (low, high, point))
     sure, possible = int(np.sum(low >= bar)), int(np.sum(~(high < bar)))   # no interval (NaN): possible
     status = Status.read(sure >= required, possible < required)
+    unknown = ~np.isfinite(low) | ~np.isfinite(high)
     why = (f"{sure} of {len(users)} users with CI low >= {bar:.0%} ({_names(users, low >= bar)}), "
-           f"{possible} with CI high >= {bar:.0%}; {required} required"
+           f"{possible} with CI high >= {bar:.0%}"
+           + (f" or no interval ({_names(users, unknown)})" if unknown.any() else "") + f"; {required} required"
            + (f" (per-user intervals at {level:.2%}, multiplicity-adjusted)" if level is not None else ""))
     point_status = Status.PASS if np.sum(point >= bar) >= required else Status.FAIL
     return CriterionResult("lenient", status, point_status, bar, why)
@@ -123,6 +129,11 @@ def gate(prereg: Prereg, criteria: tuple[CriterionResult, ...], users: tuple[Use
     (`validation.population.PopulationResult`) adds its applicable criteria; a gated one that is
     not applicable fails the gate (`validation.prereg.check_users` refuses that case up front)."""
     reasons: list[str] = []
+    bare = [u.user for u in users if not (math.isfinite(u.ci_low) and math.isfinite(u.ci_high))]
+    if bare:   # whatever the gate lists accept: a status read without an interval is not evidence
+        reasons.append(f"no interval for {bare}: nothing could be resampled (one seed, or cells missing in the "
+                       "others, and fewer than 2 held-out documents), so their margins are point estimates "
+                       "only; the gate does not pass on point estimates")
     extra = () if population is None else population.criteria
     for pc in extra:
         if pc.result is not None:
@@ -139,6 +150,9 @@ def gate(prereg: Prereg, criteria: tuple[CriterionResult, ...], users: tuple[Use
             if u.inverted:
                 reasons.append(f"user {u.user!r} is inverted: own adapter worse than {u.best_other!r} "
                                f"(margin {u.margin:+.1%}, CI high {u.ci_high:+.1%} < 0)")
+            elif u.user in bare and u.margin < 0:
+                reasons.append(f"user {u.user!r} has no interval and its point margin is {u.margin:+.1%}: own "
+                               f"adapter worse than {u.best_other!r} on the point estimate")
 
     def cells(kind: str, triples) -> None:
         if triples:

@@ -375,10 +375,14 @@ def fit_steps_model(per_count: list[tuple[int, StudyArrays]], level: float = 0.9
     if df["seed"].nunique() > 1:
         res, method, msgs, errors = _fit_steps_engine(overall, df, engine)
         notes += list(msgs)
+        if res is not None and errors:   # a fallback is said, never silent
+            notes.append(f"interaction model: optimizer {method} (after {'; '.join(errors)})")
         if res is not None and per_user_ok:
-            res_u, _, _, errors_u = _fit_steps_engine(per_user, df, engine)
+            res_u, method_u, _, errors_u = _fit_steps_engine(per_user, df, engine)
             if res_u is None:
                 notes.append("per-user interaction model did not converge: " + "; ".join(errors_u))
+            elif errors_u:
+                notes.append(f"per-user interaction model: optimizer {method_u} (after {'; '.join(errors_u)})")
         if res is None:
             notes.append("mixed model failed with every optimizer (" + "; ".join(errors)
                          + "): fitted by OLS, seed variation ignored")

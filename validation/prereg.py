@@ -259,13 +259,18 @@ def check_prereg(prereg: Prereg, manifest: Manifest | None, *, allow_change: boo
                         "changed since the run; judged with --allow-prereg-change")
 
 
-# Settings whose default changed between versions of this suite, with the earlier defaults (oldest
-# first). A file that leaves one out meant the default of the version that started its run. Whoever
-# changes a default in `Prereg` adds the old value here: a run's record may restore only these.
+# Settings whose default changed before runs recorded their settings (`prereg.json`, from
+# 2026-11-28), with the earlier defaults (oldest first): a run of that time has no record, so these
+# only name, in a warning, what an omitted setting may have meant.
 CHANGED_DEFAULTS: dict[str, tuple[str, ...]] = {
     "interval_method": ("percentile", "student-t", "cochran-cox"),
     "lenient_adjust": ("none",),
 }
+# Defaults changed since runs record their settings: the only values a record may restore for a
+# setting its file leaves out (besides today's default). Whoever changes a default in `Prereg` adds
+# the old value here. Empty: no default has changed since the record began, so today every record
+# of an omitted setting must hold today's default, and an edited record cannot loosen anything.
+RECORDED_FORMER_DEFAULTS: dict[str, tuple[Any, ...]] = {}
 
 
 def setting_key(name: str) -> str:
@@ -287,7 +292,7 @@ def with_recorded_settings(prereg: Prereg, manifest: Manifest | None) -> tuple[P
     does not state takes the recorded value, so a default changed in a later version of this suite
     cannot change what a locked file means; each such change is returned as a warning. The record
     can only restore a former default, never loosen anything: a recorded value for an omitted
-    setting must be today's default or one listed in `CHANGED_DEFAULTS`, a recorded value for a
+    setting must be today's default or one listed in `RECORDED_FORMER_DEFAULTS`, a recorded value for a
     stated setting must equal the file's, and an unknown setting is refused (PreregError, exit 2:
     the manifest was not written for this file). A manifest without the record (written before it
     existed) leaves today's defaults in place, with a warning for each omitted setting whose
@@ -322,7 +327,7 @@ def with_recorded_settings(prereg: Prereg, manifest: Manifest | None) -> tuple[P
                                   f"{recorded[name]!r}, but {where} states {current!r}: the record was not written "
                                   f"for this file; {fix}")
             continue
-        allowed = (current, *CHANGED_DEFAULTS.get(name, ()))
+        allowed = (current, *RECORDED_FORMER_DEFAULTS.get(name, ()))
         if value not in allowed:
             raise PreregError(f"the run's manifest.json `prereg.settings` records `{setting_key(name)}` = "
                               f"{recorded[name]!r}, which {where} leaves out and which was never this suite's "

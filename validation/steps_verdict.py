@@ -29,6 +29,11 @@ def primary_count(study: StepsStudy, prereg: Prereg) -> tuple[int | None, tuple[
     """The step count the gate is judged at, and warnings; InputError when the study has several
     counts and the pre-registered primary is not among them (exit 2 naming the setting)."""
     if not study.counts:
+        listed = _manifest_counts(study)
+        if len(listed) > 1:   # a sweep's tables always carry `steps`: these are not the run's own
+            raise InputError(f"{study.source}: no `steps` column, but the run's manifest says it trained the step "
+                             f"counts {list(listed)}: the tables are not the ones the run wrote (each row of a "
+                             "sweep names its count); restore the run's cells.parquet and docs.parquet.")
         return None, ()
     if len(study.counts) == 1:
         k = study.counts[0]

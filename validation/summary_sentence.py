@@ -101,6 +101,9 @@ def _caveats(v: Verdict) -> str:
         notes.append("no per-document data, so the intervals come from the seeds alone")
     elif v.bootstrap.mode is BootstrapMode.NONE:
         notes.append("no per-document data either, so there are no intervals")
+    bare = [u.user for u in v.users if not (math.isfinite(u.ci.low) and math.isfinite(u.ci.high))]
+    if bare and v.bootstrap.mode is not BootstrapMode.NONE:
+        notes.append(f"no interval for {_names(bare)}: nothing to resample, so the gate cannot pass")
     return f" ({'; '.join(notes)})" if notes else ""
 
 
