@@ -267,3 +267,15 @@ def test_a_boundary_fit_of_the_population_model_serializes():
     assert effects and any(e.singular for e in effects)
     assert all(type(e.singular) is bool for e in effects)
     json.loads(verdict_json(v, None))
+
+
+def test_the_terminal_calls_few_users_descriptive():
+    """Three users: the population averages rest on 2 df and a new user's range on 1; the terminal
+    says they are descriptive only. Six users: no such note."""
+    from validation.outputs import population_lines
+    few = judge(simulate_study(np.random.default_rng(1), n_seeds=3, n_docs=10), Prereg(n_resamples=200),
+                rng=np.random.default_rng(0), fit=False, fit_population=True)
+    note = "with 3 users these averages rest on 2 df and a new user's range on 1: descriptive only"
+    assert any(note in line for line in population_lines(few))
+    six = judge(_lme4_study(), Prereg(n_resamples=200), rng=np.random.default_rng(0), fit=False, fit_population=True)
+    assert six.population.effects and not any("descriptive only" in line for line in population_lines(six))

@@ -14,6 +14,7 @@ from typing import Any
 
 from validation.model_reading import diagnostic_readings, effect_line, is_raw_model_warning
 from validation.population import DESCRIPTIONS, population_sentence
+from validation.prereg import MIN_USERS_EFFECT
 from validation.result_types import signed_pct, threshold_pct
 from validation.results import Verdict
 from validation.summary_sentence import POPULATION_USERS, summary_sentence
@@ -179,6 +180,9 @@ def population_lines(v: Verdict) -> list[str]:
         out.append(f"  {e.key}: {DESCRIPTIONS[e.key]}: average {gain(e.effect)} [{gain(e.ci.high)}, "
                    f"{gain(e.ci.low)}]; a new user {gain(e.prediction.high)} to {gain(e.prediction.low)} "
                    f"(user sd {e.user_sd:.3f} log-ratio{', singular' if e.singular else ''})")
+    if p.effects and p.n_users < MIN_USERS_EFFECT:
+        out.append(f"  note: with {p.n_users} users these averages rest on {p.n_users - 1} df and a new user's "
+                   f"range on {p.n_users - 2}: descriptive only (POPULATION_EFFECT needs {MIN_USERS_EFFECT} users)")
     out += [f"  note: {term(n)}" for n in p.notes]
     out.append("")
     return out
