@@ -55,7 +55,7 @@ def build_manifest(config: dict, s: GridSettings, fs: FixtureSet, base: BaseMode
                                    params=base.model.n_base_params(), pretrain_seconds=base.pretrain_seconds,
                                    built_now=base.built_now),
         prereg=PreregRecord(path=str(s.prereg.resolve()), sha256=s.prereg_sha256,
-                            settings=_prereg_settings(s, run_dir)),
+                            settings=_recorded(run_dir, s)),
         adapter=AdapterRecord(params=n_params, bytes_fp32=4 * n_params, norm_layers=len(base.model.norm_names()),
                               file_bytes=one.stat().st_size if one else None),
         status_values=dict(STATUS_VALUES),
@@ -78,8 +78,7 @@ def record_prereg_settings(run_dir: Path, s: GridSettings) -> None:
     run keeps the record of its first start (same hash); nothing is recorded without settings."""
     if s.prereg_settings is None or _recorded(run_dir, s) is not None:
         return
-    settings = {k: v for k, v in s.prereg_settings.to_json().items() if k not in ("sha256", "path")}
-    rundir.write_json({"sha256": s.prereg_sha256, "settings": settings}, run_dir / PREREG_RECORD)
+    rundir.write_json({"sha256": s.prereg_sha256, "settings": s.prereg_settings.settings()}, run_dir / PREREG_RECORD)
 
 
 def _recorded(run_dir: Path, s: GridSettings) -> dict | None:
@@ -91,11 +90,6 @@ def _recorded(run_dir: Path, s: GridSettings) -> dict | None:
     if not isinstance(doc, dict) or doc.get("sha256") != s.prereg_sha256 or not isinstance(doc.get("settings"), dict):
         return None
     return doc["settings"]
-
-
-def _prereg_settings(s: GridSettings, run_dir: Path) -> dict | None:
-    """The settings recorded when the run started (`prereg.json`), for the manifest."""
-    return _recorded(run_dir, s)
 
 
 def _dtype(s: GridSettings) -> dict:

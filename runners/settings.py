@@ -139,8 +139,7 @@ def check_primary_steps(prereg: Prereg, counts: tuple[int, ...]) -> None:
 def primary_steps_warning(prereg: Prereg | None, counts: tuple[int, ...]) -> str | None:
     """A one-count run at a count other than a `[steps] primary` the file states: allowed (a quick
     exploratory run), but its verdict will read NOT PRE-REGISTERED (validation.steps_verdict)."""
-    if prereg is None or len(counts) != 1 or "primary_steps" not in prereg.explicit \
-            or counts[0] == prereg.primary_steps:
+    if prereg is None or prereg.other_count(counts) is None:
         return None
     return (f"`--steps {counts[0]}`: {prereg.path or 'prereg.toml'} pre-registers `[steps] primary = "
             f"{prereg.primary_steps}`, so the verdict of this run will read NOT PRE-REGISTERED and its gate fails "

@@ -56,7 +56,7 @@ def _run(tmp: Path, prereg: Path, *, steps: int | None = None, settings: dict | 
 
 
 def _recorded(**changes) -> dict:
-    return {k: v for k, v in Prereg(**changes).to_json().items() if k not in ("sha256", "path")}
+    return Prereg(**changes).settings()
 
 
 def test_load_prereg_knows_which_settings_the_file_states(tmp_path):
@@ -217,7 +217,7 @@ def test_the_runner_records_the_settings_at_the_start_and_a_resume_keeps_them(tm
     same hash) keeps the first record, which is what the manifest carries."""
     from dataclasses import replace
 
-    from runners.provenance import PREREG_RECORD, _prereg_settings, record_prereg_settings
+    from runners.provenance import PREREG_RECORD, _recorded, record_prereg_settings
     from tests.support.runs import tiny_settings
     path = _prereg(tmp_path, STATS)
     s = replace(tiny_settings(tmp_path / "runs", path), prereg_settings=load_prereg(path))
@@ -229,10 +229,10 @@ def test_the_runner_records_the_settings_at_the_start_and_a_resume_keeps_them(tm
     later = replace(s, prereg_settings=replace(s.prereg_settings, interval_method="student-t"))  # "new defaults"
     record_prereg_settings(run, later)
     assert json.loads((run / PREREG_RECORD).read_text()) == first
-    assert _prereg_settings(later, run)["interval_method"] == "share-blend"
+    assert _recorded(run, later)["interval_method"] == "share-blend"
     # another file (another hash) starts a new record
     other = replace(s, prereg_sha256="0" * 64)
-    assert _prereg_settings(other, run) is None
+    assert _recorded(run, other) is None
     record_prereg_settings(run, other)
     assert json.loads((run / PREREG_RECORD).read_text())["sha256"] == "0" * 64
 

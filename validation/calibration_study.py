@@ -36,7 +36,7 @@ def _design_key(params: SimParams, prereg: Prereg, n_seeds: int, n_experiments: 
     doc = {"params": params.to_json(), "n_seeds": n_seeds, "n_experiments": n_experiments,
            "n_resamples": n_resamples, "rng_seed": rng_seed,
            "expected": None if params.expected is None else np.round(params.expected, 8).tolist(),
-           "prereg": {k: v for k, v in prereg.to_json().items() if k not in ("sha256", "path")}}
+           "prereg": prereg.settings()}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

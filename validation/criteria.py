@@ -7,8 +7,6 @@ shape (J,) over users: `low`, `high` interval bounds, `point` estimates.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from validation.arrays import CellProblems
@@ -129,7 +127,7 @@ def gate(prereg: Prereg, criteria: tuple[CriterionResult, ...], users: tuple[Use
     (`validation.population.PopulationResult`) adds its applicable criteria; a gated one that is
     not applicable fails the gate (`validation.prereg.check_users` refuses that case up front)."""
     reasons: list[str] = []
-    bare = [u.user for u in users if not (math.isfinite(u.ci_low) and math.isfinite(u.ci_high))]
+    bare = [u.user for u in users if not u.ci.known]
     if bare:   # whatever the gate lists accept: a status read without an interval is not evidence
         reasons.append(f"no interval for {bare}: nothing could be resampled (one seed, or cells missing in the "
                        "others, and fewer than 2 held-out documents), so their margins are point estimates "

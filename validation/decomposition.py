@@ -97,7 +97,7 @@ _pct = signed_pct
 
 def _has_ci(step: GainStep) -> bool:
     """An interval was computed (none without the bootstrap, NaN where nothing could be resampled)."""
-    return step.ci is not None and math.isfinite(step.ci.low) and math.isfinite(step.ci.high)
+    return step.ci is not None and step.ci.known
 
 
 def _fig(step: GainStep) -> str:

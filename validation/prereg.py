@@ -103,6 +103,13 @@ class Prereg:
             return self.confidence
         return 1.0 - (1.0 - self.confidence) / m
 
+    def other_count(self, counts: tuple[int, ...]) -> int | None:
+        """The count of a one-count run when the file states `[steps] primary` and the run trained
+        another (its verdict is NOT PRE-REGISTERED); None otherwise, also for a file without `[steps]`."""
+        if len(counts) != 1 or "primary_steps" not in self.explicit or counts[0] == self.primary_steps:
+            return None
+        return counts[0]
+
     def gate_requires(self, criterion: str) -> tuple[str, ...]:
         """The statuses of `criterion` (strict, lenient, catastrophic, population_share,
         population_effect) that the gate accepts."""
@@ -115,6 +122,11 @@ class Prereg:
     def gate_allows(self, criterion: str, status: Status) -> bool:
         """The one gate-membership check (criteria.gate, junit.xml, the report)."""
         return status.value in self.gate_requires(criterion)
+
+    def settings(self) -> dict[str, Any]:
+        """`to_json` without the file's path and hash: what the settings mean, wherever they came from
+        (the run's record `prereg.json`, the calibration's cache key)."""
+        return {k: v for k, v in self.to_json().items() if k not in ("sha256", "path")}
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -222,9 +234,7 @@ def load_prereg(path: str | Path) -> Prereg:
         if unknown:
             raise PreregError(f"{path}: unknown setting(s) {unknown} in `[{section}]`; known: {list(keys)}.")
         for k, v in table.items():
-            name = f"gate_{k}" if section == "gate" and k in _GATED else k
-            name = "primary_steps" if section == "steps" else name
-            kwargs[name] = tuple(v) if isinstance(v, list) else v
+            kwargs[_field_name(section, k)] = tuple(v) if isinstance(v, list) else v
     unknown_sections = sorted(set(doc) - set(_SECTIONS))
     if unknown_sections:
         raise PreregError(f"{path}: unknown section(s) {unknown_sections}; known: {list(_SECTIONS)}.")
@@ -273,15 +283,17 @@ CHANGED_DEFAULTS: dict[str, tuple[str, ...]] = {
 RECORDED_FORMER_DEFAULTS: dict[str, tuple[Any, ...]] = {}
 
 
+def _field_name(section: str, key: str) -> str:
+    """The Prereg field of `[section] key` in prereg.toml."""
+    if section == "steps":
+        return "primary_steps"
+    return f"gate_{key}" if section == "gate" and key in _GATED else key
+
+
 def setting_key(name: str) -> str:
     """`[section] key` of a Prereg field, as written in prereg.toml."""
-    for section, keys in _SECTIONS.items():
-        for key in keys:
-            field_name = f"gate_{key}" if section == "gate" and key in _GATED else key
-            field_name = "primary_steps" if section == "steps" else field_name
-            if field_name == name:
-                return f"[{section}] {key}"
-    return name
+    return next((f"[{section}] {key}" for section, keys in _SECTIONS.items() for key in keys
+                 if _field_name(section, key) == name), name)
 
 
 def with_recorded_settings(prereg: Prereg, manifest: Manifest | None) -> tuple[Prereg, tuple[str, ...]]:

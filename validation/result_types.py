@@ -19,6 +19,11 @@ class Interval(NamedTuple):
     def contains(self, value: float) -> bool:
         return self.low <= value <= self.high
 
+    @property
+    def known(self) -> bool:
+        """Both ends finite: an interval was computed (NaN where nothing could be resampled)."""
+        return math.isfinite(self.low) and math.isfinite(self.high)
+
 
 class Status(enum.StrEnum):
     """Three-valued status of a criterion (docs/methods.md, section 8)."""

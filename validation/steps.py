@@ -289,7 +289,7 @@ def analyze_steps(cells: pl.DataFrame, docs: pl.DataFrame | None, prereg: Prereg
                                          else iv(D[q][i, :, j], P[q][i, j], Sd[q][i, :, j], j))
                            for i, k in enumerate(steps)) for q in QUANTITIES}
         ci = iv(slope_d[:, j], slope_p[j], slope_s[:, j], j)
-        if ci is None or not (math.isfinite(ci.low) and math.isfinite(ci.high)):   # nothing resampled
+        if ci is None or not ci.known:   # nothing resampled
             ci = Interval(math.nan, math.nan)   # no interval (null in verdict.json), no direction
             trend = Trend(float(slope_p[j]), ci, "unknown",
                           f"{user}: the margin's trend with training is unknown (slope "

@@ -58,11 +58,8 @@ def unregistered_count(study: StepsStudy, prereg: Prereg) -> str | None:
     `--accept-not-preregistered`). A file without `[steps]` fixes no count: a one-count run is judged
     at its own count, as before.
     """
-    counts = study.counts or _manifest_counts(study)   # a table without `steps`: the run's own record
-    if len(counts) != 1 or "primary_steps" not in prereg.explicit:
-        return None
-    k = counts[0]
-    if k == prereg.primary_steps:
+    k = prereg.other_count(study.counts or _manifest_counts(study))   # no `steps`: the run's own record
+    if k is None:
         return None
     return (f"the run trained {k} adapter steps but {prereg.path or 'prereg.toml'} pre-registers `[steps] primary = "
             f"{prereg.primary_steps}`: a count other than the pre-registered one is not pre-registered (run "

@@ -65,7 +65,7 @@ def _claim(v: Verdict) -> tuple[str, bool]:
         return (f"Own adapters do not beat the best other user's adapter by "
                 f"{_bar(lenient.threshold)} for {required} of {n} users ({rng}): too little "
                 f"personalization to pass the pre-registered bar"), False
-    bare = [u.user for u in v.users if not math.isfinite(u.ci.low)]
+    bare = [u.user for u in v.users if not u.ci.known]
     if bare:
         who = "any user" if len(bare) == n else _names(bare)
         return (f"Undecided: nothing could be resampled for {who}, so there is no interval to tell whether "
@@ -101,7 +101,7 @@ def _caveats(v: Verdict) -> str:
         notes.append("no per-document data, so the intervals come from the seeds alone")
     elif v.bootstrap.mode is BootstrapMode.NONE:
         notes.append("no per-document data either, so there are no intervals")
-    bare = [u.user for u in v.users if not (math.isfinite(u.ci.low) and math.isfinite(u.ci.high))]
+    bare = [u.user for u in v.users if not u.ci.known]
     if bare and v.bootstrap.mode is not BootstrapMode.NONE:
         notes.append(f"no interval for {_names(bare)}: nothing to resample, so the gate cannot pass")
     return f" ({'; '.join(notes)})" if notes else ""
