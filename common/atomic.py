@@ -48,3 +48,81 @@ def atomic_write_with(path: str | os.PathLike, writer: Callable[[str], object]) 
             pass
         raise
     return path
+
+
+def replace_together(writers: dict[Path, Callable[[str], object] | None]) -> None:
+    """Replace a set of files in one directory together, or leave every one of them as it was.
+
+    `writers`: {final path: writer(tmp_path) producing the new file, or None to remove the file}.
+    Every new file is written (and fsynced) to a temporary name first; a failure there removes the
+    temporaries and leaves the old files untouched. Then the old files are moved aside, the new
+    ones renamed in, and the old ones deleted; a failure while swapping (e.g. an old file that
+    cannot be moved: immutable, or a folder) puts back every old file and removes every new one,
+    so old and new outputs never stand side by side. A `path` whose writer makes a folder (`charts/`)
+    is swapped the same way."""
+    staged: dict[Path, Path] = {}
+    try:
+        for path, writer in writers.items():
+            if writer is None:
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)) / path.name
+            writer(str(tmp))
+            if tmp.is_file():
+                with open(tmp, "rb+") as f:
+                    os.fsync(f.fileno())
+                os.chmod(tmp, 0o666 & ~_umask())
+            staged[path] = tmp
+    except BaseException:
+        for tmp in staged.values():
+            _remove(tmp.parent)
+        for path, writer in writers.items():  # the one that failed
+            if writer is not None and path not in staged:
+                for left in path.parent.glob(f".{path.name}.*.tmp"):
+                    _remove(left)
+        raise
+    aside: dict[Path, Path] = {}
+    placed: list[Path] = []
+    try:
+        for path in writers:
+            if path.exists() or path.is_symlink():
+                backup = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", suffix=".tmp", dir=path.parent))
+                try:
+                    os.replace(path, backup / path.name)
+                except BaseException:
+                    _remove(backup)
+                    raise
+                aside[path] = backup / path.name
+        for path, tmp in staged.items():
+            os.replace(tmp, path)
+            placed.append(path)
+    except BaseException:
+        for path in placed:
+            _remove(path)
+        for path, backup in aside.items():
+            try:
+                os.replace(backup, path)
+            except OSError:
+                pass
+        for tmp in staged.values():
+            _remove(tmp.parent)
+        for backup in aside.values():
+            _remove(backup.parent)
+        raise
+    for tmp in staged.values():
+        _remove(tmp.parent)
+    for backup in aside.values():
+        _remove(backup.parent)
+
+
+def _remove(path: Path) -> None:
+    """Remove a file or a folder tree; a missing one is fine."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            for q in sorted(path.rglob("*"), reverse=True):
+                q.rmdir() if q.is_dir() and not q.is_symlink() else q.unlink()
+            path.rmdir()
+        else:
+            path.unlink()
+    except FileNotFoundError:
+        pass

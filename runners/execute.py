@@ -27,6 +27,7 @@ import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from common import seal
 from common.contract import BASE, POOLED, loo_name
 from fixtures.corpus import FixtureSet
 from runners import rundir, snapshots
@@ -36,7 +37,7 @@ from runners.dtypes import DTYPES
 from runners.evaluate import check_windows, doc_nll, mean_check_nll
 from runners.executors import LocalExecutor, chunks
 from runners.model import GPT
-from runners.provenance import build_manifest, record_prereg_settings
+from runners.provenance import build_manifest, record_prereg_settings, recorded_prereg_settings
 from runners.settings import GridSettings, run_config
 from runners.train import TrainConfig, data_order, train_adapters
 
@@ -353,7 +354,11 @@ def run_grid(fs: FixtureSet, s: GridSettings, *, on_seed_done=None, hf=None, exe
     config = run_config(s, fs, None if hf is None else hf_backend().run_config_part(hf))
     label = s.preset if hf is None else hf.path.resolve().name
     run_dir = s.out / rundir.run_id(config, f"{Path(fs.name).name}-{label}")
-    with rundir.RunLock(run_dir):
+    with rundir.RunLock(run_dir, "grid"):
+        # a run being written is not sealed: a crash from here on leaves no seal vouching for a
+        # half-rewritten directory (the verdict refuses an unsealed run directory)
+        for name in (seal.SEAL_FILE, seal.SIGNATURE_FILE):
+            (run_dir / name).unlink(missing_ok=True)
         rundir.write_json(config, run_dir / "config.json")
         record_prereg_settings(run_dir, s)   # the pre-registration as resolved at the start
         t0 = time.perf_counter()
@@ -433,5 +438,20 @@ def run_grid(fs: FixtureSet, s: GridSettings, *, on_seed_done=None, hf=None, exe
         manifest = build_manifest(config, s, fs, base, run_dir, wall,
                                   extra_versions=None if hf is None else hf_backend().versions())
         rundir.write_json(manifest.to_json(), run_dir / "manifest.json")
+        seal_run(run_dir, s, prep, fs)
         rundir.point_latest(s.out, run_dir)
     return run_dir
+
+
+def seal_run(run_dir: Path, s: GridSettings, prep: Prepared, fs: FixtureSet) -> Path:
+    """Write the run's seal last (common.seal): every file written, and the facts the verdict
+    judges by; signed when `$NORMADAPT_SEAL_KEY` holds a key (docs/gate.md, section 4)."""
+    facts = seal.seal_facts(run_id=run_dir.name, seeds=s.seeds, steps=s.train.counts,
+                            users=[u.name for u in fs.users], adapters=prep.names,
+                            heldout={u: list(w.doc_ids) for u, w in prep.windows.items()},
+                            prereg_sha256=s.prereg_sha256, prereg_settings=recorded_prereg_settings(run_dir, s))
+    key = seal.env_key()
+    path = seal.write_seal(run_dir, facts, key)
+    log.info("sealed %s (%d files%s)", path, len(seal.read_seal(run_dir).files),
+             f"; signed with the key in ${seal.KEY_ENV}" if key else "")
+    return path

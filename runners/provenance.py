@@ -55,7 +55,7 @@ def build_manifest(config: dict, s: GridSettings, fs: FixtureSet, base: BaseMode
                                    params=base.model.n_base_params(), pretrain_seconds=base.pretrain_seconds,
                                    built_now=base.built_now),
         prereg=PreregRecord(path=str(s.prereg.resolve()), sha256=s.prereg_sha256,
-                            settings=_recorded(run_dir, s)),
+                            settings=recorded_prereg_settings(run_dir, s)),
         adapter=AdapterRecord(params=n_params, bytes_fp32=4 * n_params, norm_layers=len(base.model.norm_names()),
                               file_bytes=one.stat().st_size if one else None),
         status_values=dict(STATUS_VALUES),
@@ -76,12 +76,12 @@ def record_prereg_settings(run_dir: Path, s: GridSettings) -> None:
     defaults included, so that a later version's changed default cannot change what the locked
     file meant (validation.prereg.with_recorded_settings reads it from the manifest). A resumed
     run keeps the record of its first start (same hash); nothing is recorded without settings."""
-    if s.prereg_settings is None or _recorded(run_dir, s) is not None:
+    if s.prereg_settings is None or recorded_prereg_settings(run_dir, s) is not None:
         return
     rundir.write_json({"sha256": s.prereg_sha256, "settings": s.prereg_settings.settings()}, run_dir / PREREG_RECORD)
 
 
-def _recorded(run_dir: Path, s: GridSettings) -> dict | None:
+def recorded_prereg_settings(run_dir: Path, s: GridSettings) -> dict | None:
     """The settings `record_prereg_settings` wrote for this file's hash, or None."""
     try:
         doc = json.loads((run_dir / PREREG_RECORD).read_text(encoding="utf-8"))

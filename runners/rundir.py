@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import math
 import os
@@ -13,8 +12,9 @@ import polars as pl
 from common.atomic import atomic_write_text, atomic_write_with
 from common.contract import DIVERGED, OK, WORSE_THAN_BASE
 from common.hashing import sha256_file, sha256_json
+from common.lock import RunLock, RunLocked
 
-__all__ = ["DIVERGED", "OK", "WORSE_THAN_BASE"]  # cell statuses, re-exported for the runner
+__all__ = ["DIVERGED", "OK", "WORSE_THAN_BASE", "RunLock", "RunLocked"]  # statuses and the lock, re-exported
 
 # `steps`: the adapter training-step count the row was evaluated at (`--steps`; every row of a
 # one-count run holds that count)
@@ -24,10 +24,6 @@ DOC_SCHEMA = {"seed": pl.Int64, "steps": pl.Int64, "adapter": pl.Utf8, "eval": p
 CELL_COLUMNS = ["seed", "steps", "adapter", "eval", "nll_sum", "n_tokens", "n_bytes", "ppl", "bpb", "status"]
 # train_log: at each step count k, the losses of steps 0..k-1 (what a k-step run logs)
 LOG_SCHEMA = {"seed": pl.Int64, "steps": pl.Int64, "adapter": pl.Utf8, "step": pl.Int64, "loss": pl.Float64}
-
-
-class RunLocked(RuntimeError):
-    """Another runner holds the run directory's lock."""
 
 
 class RunDirError(RuntimeError):
@@ -79,39 +75,6 @@ def run_id(config: dict, label: str) -> str:
     digest = sha256_json(config, 12)
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in label)
     return f"{safe}-{digest}"
-
-
-class RunLock:
-    """An exclusive, non-blocking flock on `<run_dir>/.lock`; released when the process ends."""
-
-    def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / ".lock"
-        self._fh = None
-
-    def __enter__(self) -> RunLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path, "a+")
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "unknown"
-            fh.close()
-            raise RunLocked(f"run directory `{self.path.parent}` is locked by another runner (pid {holder}); "
-                            "wait for it to finish, or pass a different `--out`") from None
-        fh.seek(0), fh.truncate(), fh.write(str(os.getpid())), fh.flush()
-        self._fh = fh
-        return self
-
-    def __exit__(self, *exc) -> None:
-        # remove the file while still holding the lock (all writes are done), so a finished run
-        # directory keeps no stale `.lock` naming a dead pid
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
-        fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
-        self._fh.close()
 
 
 def write_parquet(df: pl.DataFrame, path: Path) -> Path:

@@ -153,6 +153,8 @@ class PreregStatus:
     # command-line settings that differ from the file (docs/gate.md); any one makes it not locked
     overrides: tuple[str, ...] = ()
     accepted: bool = False     # --accept-not-preregistered: a NOT PRE-REGISTERED verdict may pass
+    # a run directory's seal as checked (validation.sealed.SealCheck.to_json); None for external --cells
+    seal: dict[str, Any] | None = None
 
     @property
     def label(self) -> str:
@@ -168,6 +170,7 @@ class PreregStatus:
             "note": self.note,
             "overrides": list(self.overrides),
             "accepted_not_preregistered": self.accepted,
+            "seal": self.seal,
         }
 
 

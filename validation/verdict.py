@@ -13,14 +13,16 @@ import sys
 import time
 import traceback
 import warnings
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from common.atomic import atomic_write_text
+from common.atomic import replace_together
 from common.limits import gib, memory_budget
+from common.lock import RunLock, RunLocked
 from validation.bootstrap import bootstrap_bytes
 from validation.criteria import ACCEPT_FLAG, preregistration_gate
 from validation.data import InputError, resolve_run
@@ -37,6 +39,7 @@ from validation.prereg import (
     with_recorded_settings,
     with_unregistered,
 )
+from validation.sealed import NOT_SEALED, check_facts, open_seal
 from validation.steps_data import load_steps
 from validation.steps_verdict import judge_exploratory, primary_count, unregistered_count
 
@@ -65,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="let a NOT PRE-REGISTERED verdict (an override above, a changed prereg.toml, "
                         "external --cells without a run manifest) pass the gate; the outputs still "
                         "say NOT PRE-REGISTERED")
+    p.add_argument("--require-signature", action="store_true",
+                   help="refuse a run whose seal is not signed with the key in $NORMADAPT_SEAL_KEY "
+                        "(the grid signs its seal when that variable is set; docs/gate.md, section 4)")
     p.add_argument("--no-report", action="store_true", help="do not write report.html")
     p.add_argument("--no-calibration", action="store_true",
                    help="skip the simulated calibration of this design (otherwise read from the "
@@ -109,20 +115,28 @@ class _Progress:
         print(("\r" if tty else "") + text, end=end, file=self.stream, flush=True)
 
 
-def _load(args):
-    """Every step count of the input (validation.steps_data.StepsStudy), the output folder, the run."""
+def _target(args) -> tuple[Path | None, Path]:
+    """The run directory (None for external `--cells`) and the output folder."""
     if args.docs and not args.cells:
         raise InputError("`--docs` needs `--cells` (a run directory brings its own docs.parquet).")
     if args.cells:
         cells = Path(args.cells)
-        study = load_steps(cells=cells, docs=args.docs)
-        out = Path(args.out) if args.out else cells.parent / f"{cells.stem}.verdict"
-        run_dir = None
-    else:
-        run_dir = resolve_run(args.run, args.runs_root)
-        study = load_steps(run=run_dir)
-        out = Path(args.out) if args.out else run_dir
-    return study, out, run_dir
+        return None, Path(args.out) if args.out else cells.parent / f"{cells.stem}.verdict"
+    run_dir = resolve_run(args.run, args.runs_root)
+    return run_dir, Path(args.out) if args.out else run_dir
+
+
+def _load(args, run_dir: Path | None):
+    """Every step count of the input (validation.steps_data.StepsStudy) and the seal as checked.
+
+    A run directory's seal and every file it lists are checked before any table is read, and the
+    tables against the seal's facts after (validation.sealed)."""
+    if run_dir is None:
+        return load_steps(cells=Path(args.cells), docs=args.docs), None
+    check = open_seal(run_dir, require_signature=args.require_signature)
+    study = load_steps(run=run_dir)
+    check_facts(run_dir, check, study)
+    return study, check
 
 
 def check_bootstrap_memory(data, n_resamples: int, setting: str) -> None:
@@ -143,40 +157,30 @@ def check_bootstrap_memory(data, n_resamples: int, setting: str) -> None:
             "`--n-resamples` makes the verdict NOT PRE-REGISTERED), or judge on a machine with more memory.")
 
 
-def _remove_stale_report(out: Path) -> Path | None:
-    """A report.html beside the verdict.json about to be written belongs to an earlier verdict:
-    removed first, so an interrupted or report-less verdict never leaves it behind unflagged."""
-    old = out / "report.html"
-    if old.is_file():
-        old.unlink()
-        return old
-    return None
-
-
-def _write_report(verdict, data, out: Path, calibration, charts: str | None) -> str | None:
-    """Call reports.write_report if it exists; a failure is reported, never fatal."""
-    try:
-        import reports
-    except Exception as e:  # pragma: no cover - reports is part of this package
-        return f"report skipped: `reports` cannot be imported ({type(e).__name__}: {e})"
-    write_report = getattr(reports, "write_report", None)
-    if write_report is None:
-        return "report skipped: `reports.write_report` is not available yet"
-    try:
-        write_report(verdict, data, out / "report.html", calibration=calibration)
-        if charts:
-            reports.write_charts(verdict, data, out / "charts", fmt=charts, calibration=calibration)
-    except Exception as e:
-        return f"report failed ({type(e).__name__}: {e}); verdict.json and junit.xml are written"
-    return None
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        run_dir, out = _target(args)
+        with ExitStack() as held:  # one verdict per directory, never beside a grid writing it
+            for folder in dict.fromkeys(d for d in (run_dir, out) if d is not None):
+                held.enter_context(RunLock(folder, "verdict", clean_below=False))
+            return _judge_and_write(args, run_dir, out)
+    except (InputError, PreregError, RunLocked, ValueError) as e:
+        print(f"error: {term(e)}", file=sys.stderr)  # no raw control character reaches the terminal
+        return EXIT_ERROR
+    except OSError as e:
+        print(f"error: cannot write to {e.filename or 'the output folder'}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _judge_and_write(args, run_dir: Path | None, out: Path) -> int:
+    try:
         prereg = load_prereg(args.prereg or default_prereg_path())
-        study, out, run_dir = _load(args)
+        study, seal = _load(args, run_dir)
         status = check_prereg(prereg, study.manifest, allow_change=args.allow_prereg_change)
+        if run_dir is not None:
+            status = replace(with_unregistered(status, NOT_SEALED if seal.seal is None else None),
+                             seal=seal.to_json())
         prereg, recorded_warnings = with_recorded_settings(prereg, study.manifest)  # omitted = as at the run
         primary, steps_warnings = primary_count(study, prereg)  # the gate's count (exit 2 if not trained)
         status = with_unregistered(status, unregistered_count(study, prereg))
@@ -216,21 +220,31 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         print(f"error: tool error ({type(e).__name__}: {e})", file=sys.stderr)
         return EXIT_ERROR
+    report, note = (None, None) if args.no_report else _render_report(verdict, data, calibration)
+    stale = [out / name for name, new in (("report.html", report), ("charts", args.charts))
+             if new is None and (out / name).exists()]
+    writers = {out / name: _text_writer(text) for name, text in texts.items()}
+    writers[out / "report.html"] = None if report is None else _text_writer(report)
+    writers[out / "charts"] = None if not args.charts else _charts_writer(verdict, data, calibration, args.charts)
     try:
-        stale = _remove_stale_report(out)
-        for name, text in texts.items():
-            atomic_write_text(out / name, text)
+        replace_together(writers)  # every output replaced, or none: never a new one beside an old one
     except OSError as e:
-        print(f"error: cannot write to {out}: {e}", file=sys.stderr)
+        print(f"error: cannot write the verdict's outputs to {out} ({e.filename or ''}: {e.strerror or e}); "
+              "nothing was replaced", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as e:
+        print(f"error: cannot write the charts ({type(e).__name__}: {e}); nothing was replaced", file=sys.stderr)
         return EXIT_ERROR
     print(verdict_text(verdict, str(data.source or "")), end="")
     print(verdict.steps.line())
-    if stale:
-        print(f"note: removed {stale}, written by an earlier verdict"
-              + (" (--no-report: no new report)" if args.no_report else ""), file=sys.stderr)
+    for old in stale:
+        print(f"note: removed {old}, written by an earlier verdict"
+              + (" (--no-report: no new report)" if args.no_report and old.name == "report.html" else ""),
+              file=sys.stderr)
     if not args.no_report:
-        note = _write_report(verdict, data, out, calibration, args.charts)
         print(note or f"report: {out / 'report.html'}", file=sys.stderr if note else sys.stdout)
+    if args.charts:
+        print(f"charts: {out / 'charts'}")
     print(f"outputs: {out / 'verdict.json'}, {out / 'junit.xml'}")
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
@@ -240,6 +254,26 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as e:
             print(f"warning: cannot append to $GITHUB_STEP_SUMMARY ({summary}): {e}", file=sys.stderr)
     return verdict.exit_code
+
+
+def _text_writer(text: str):
+    return lambda tmp: Path(tmp).write_text(text, encoding="utf-8")
+
+
+def _render_report(verdict, data, calibration) -> tuple[str | None, str | None]:
+    """The report page as text, or (None, why): a report that cannot be rendered is said, never fatal."""
+    try:
+        import reports
+        return reports.render_report(verdict, data, calibration=calibration), None
+    except Exception as e:
+        return None, f"report failed ({type(e).__name__}: {e}); verdict.json and junit.xml are written"
+
+
+def _charts_writer(verdict, data, calibration, fmt: str):
+    def write(tmp: str) -> None:
+        import reports
+        reports.write_charts(verdict, data, tmp, fmt=fmt, calibration=calibration)
+    return write
 
 
 def _with_similarity(verdict, data, run_dir: Path | None):
