@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from common.hashing import sha256_file
-from tests.support.examples import example_manifest
+from tests.support.examples import example_manifest, seal_folder
 from validation.prereg import Prereg, PreregError, load_prereg
 from validation.simulate import simulate_study
 from validation.verdict import main
@@ -34,6 +34,7 @@ def _manifest(run: Path, data, prereg: Path) -> None:
     doc = example_manifest(data.users, data.seeds).to_json()
     doc["prereg"] = {"path": str(prereg), "sha256": sha256_file(prereg)}
     (run / "manifest.json").write_text(json.dumps(doc))
+    seal_folder(run)  # sealed as the runner seals its runs: a pre-registered verdict needs it
 
 
 def _outputs(run: Path, summary: Path) -> dict[str, str]:

@@ -18,7 +18,7 @@ import pytest
 import validation.prereg as prereg_module
 from common.hashing import sha256_file
 from runners.settings import primary_steps_warning
-from tests.support.examples import example_manifest
+from tests.support.examples import example_manifest, seal_folder
 from validation.manifest import manifest_from_json
 from validation.prereg import CHANGED_DEFAULTS, Prereg, PreregError, load_prereg, with_recorded_settings
 from validation.simulate import simulate_study
@@ -52,6 +52,7 @@ def _run(tmp: Path, prereg: Path, *, steps: int | None = None, settings: dict | 
     if train is not None:
         doc["config"]["train"] = train
     (run / "manifest.json").write_text(json.dumps(doc))
+    seal_folder(run)  # sealed as the runner seals its runs: a pre-registered verdict needs it
     return run
 
 
@@ -217,7 +218,8 @@ def test_the_runner_records_the_settings_at_the_start_and_a_resume_keeps_them(tm
     same hash) keeps the first record, which is what the manifest carries."""
     from dataclasses import replace
 
-    from runners.provenance import PREREG_RECORD, _recorded, record_prereg_settings
+    from runners.provenance import PREREG_RECORD, record_prereg_settings
+    from runners.provenance import recorded_prereg_settings as _recorded
     from tests.support.runs import tiny_settings
     path = _prereg(tmp_path, STATS)
     s = replace(tiny_settings(tmp_path / "runs", path), prereg_settings=load_prereg(path))

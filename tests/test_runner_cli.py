@@ -91,9 +91,9 @@ def test_unwritable_out(prior_run, cache_env, tmp_path, capsys):
 def test_locked_run_dir(prior_run, cache_env, capsys):
     out, prereg = prior_run
     run_dir = (out / "latest").resolve()
-    with rundir.RunLock(run_dir):
+    with rundir.RunLock(run_dir, "verdict"):
         assert main(FAST + ["--out", str(out), "--prereg", str(prereg)]) == 2
-    assert "is locked by another runner" in capsys.readouterr().err
+    assert "is locked by another process (verdict, pid" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -135,7 +135,7 @@ def test_lock_stops_a_second_runner(tmp_path, cache_env, fs):
     first = run_grid(fs, s)
     assert not (first / ".lock").exists()  # a finished run keeps no stale lock naming a dead pid
     with rundir.RunLock(first):
-        with pytest.raises(rundir.RunLocked, match=r"locked by another runner .*pass a different `--out`"):
+        with pytest.raises(rundir.RunLocked, match=r"locked by another process \(runner, pid \d+\).*`--out`"):
             run_grid(fs, s)
     run_grid(fs, s)  # released: fine again
     assert not (first / ".lock").exists()

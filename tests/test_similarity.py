@@ -9,7 +9,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from common.hashing import sha256_file
-from tests.support.examples import example_manifest
+from tests.support.examples import example_manifest, seal_folder
 from validation.data import InputError
 from validation.judging import judge
 from validation.outputs import verdict_json
@@ -216,6 +216,7 @@ def test_verdict_json_has_the_similarity_keys(tmp_path, capsys):
     manifest.update(run_id="r1", prereg={"path": "prereg.toml", "sha256": sha256_file(REPO / "prereg.toml")})
     (run / "manifest.json").write_text(json.dumps(manifest))
     _write_adapters(run, USERS6, data.seeds, GROUPS, np.random.default_rng(0))
+    seal_folder(run)  # adapters/ marks a runner's directory: it must be sealed
     assert main(["--run", str(run), "--prereg", str(REPO / "prereg.toml"), "--n-resamples", "200",
                  "--no-report", "--no-calibration"]) in (0, 1)
     sim = json.loads((run / "verdict.json").read_text())["similarity"]

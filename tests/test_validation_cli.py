@@ -11,7 +11,7 @@ import numpy as np
 
 import reports
 from common.hashing import sha256_file
-from tests.support.examples import example_manifest
+from tests.support.examples import example_manifest, seal_folder
 from validation.simulate import simulate_study
 from validation.verdict import main
 
@@ -29,6 +29,7 @@ def make_run(root: Path, name="r1", personalization=0.2, prereg_sha=None, n_seed
     manifest = example_manifest(data.users, data.seeds).to_json()
     manifest.update(run_id=name, prereg={"path": "prereg.toml", "sha256": prereg_sha or sha256_file(PREREG)})
     (run / "manifest.json").write_text(json.dumps(manifest))
+    seal_folder(run)  # sealed as the runner seals its runs: a pre-registered verdict needs it
     return run
 
 
@@ -37,6 +38,9 @@ def test_a_malformed_manifest_is_refused_naming_the_field(tmp_path, capsys):
     m = json.loads((run / "manifest.json").read_text())
     m["seeds"] = ["zero"]
     (run / "manifest.json").write_text(json.dumps(m))
+    assert main(["--run", str(run), "--prereg", str(PREREG), *FAST]) == 2
+    assert "manifest.json` changed after the run was sealed" in capsys.readouterr().err
+    seal_folder(run)  # re-sealed: the manifest itself is then read and refused
     assert main(["--run", str(run), "--prereg", str(PREREG), *FAST]) == 2
     err = capsys.readouterr().err
     assert "manifest.json" in err and "seeds" in err and "list of integers" in err
@@ -130,16 +134,18 @@ def test_bad_input_exit_2_no_partial_output(tmp_path, capsys):
 def test_report_failure_keeps_verdict(tmp_path, capsys, monkeypatch):
     run = make_run(tmp_path)
 
-    def broken(verdict, data, path, **kwargs):
+    assert main(["--run", str(run), "--prereg", str(PREREG), "--no-calibration"]) == 0
+    assert (run / "report.html").is_file()
+
+    def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(reports, "write_report", broken, raising=False)
+    monkeypatch.setattr(reports, "render_report", broken, raising=False)
     assert main(["--run", str(run), "--prereg", str(PREREG), "--no-calibration"]) == 0
-    assert "report failed (RuntimeError: boom)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "report failed (RuntimeError: boom)" in err
     assert (run / "verdict.json").is_file()
-    monkeypatch.delattr(reports, "write_report", raising=False)
-    assert main(["--run", str(run), "--prereg", str(PREREG), "--no-calibration"]) == 0
-    assert "report skipped" in capsys.readouterr().err
+    assert not (run / "report.html").exists() and "removed" in err  # never an old report beside the new verdict
 
 
 def test_module_entry_point_exit_code(tmp_path):

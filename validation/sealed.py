@@ -152,8 +152,9 @@ def _check_tables(run_dir: Path, facts: dict, study) -> None:
 
 
 def _check_statuses(run_dir: Path, seal: sealing.Seal, facts: dict, study) -> None:
-    """Each adapter row's status in the documents equals what its seed's `done.json` recorded."""
-    if study.docs is None:
+    """Each adapter row's status in the documents equals what its seed's `done.json` recorded (a
+    seal the runner made lists `config.json` and every seed's `done.json`)."""
+    if study.docs is None or "config.json" not in seal.files:
         return
     rows = (study.docs.filter(pl.col("adapter") != BASE)
             .group_by(["seed", "steps", "adapter"]).agg(pl.col("status").unique()))

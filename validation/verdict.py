@@ -159,8 +159,10 @@ def check_bootstrap_memory(data, n_resamples: int, setting: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    made = None
     try:
         run_dir, out = _target(args)
+        made = out if not out.exists() else None  # an output folder that a refusal must not leave behind
         with ExitStack() as held:  # one verdict per directory, never beside a grid writing it
             for folder in dict.fromkeys(d for d in (run_dir, out) if d is not None):
                 held.enter_context(RunLock(folder, "verdict", clean_below=False))
@@ -171,6 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         print(f"error: cannot write to {e.filename or 'the output folder'}: {e.strerror or e}", file=sys.stderr)
         return EXIT_ERROR
+    finally:
+        if made is not None:
+            try:
+                made.rmdir()  # only when empty: nothing was written
+            except OSError:
+                pass
 
 
 def _judge_and_write(args, run_dir: Path | None, out: Path) -> int:

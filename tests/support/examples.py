@@ -115,3 +115,28 @@ def many_users_study(n_users: int = 50, seed: int = 0, n_seeds: int = 3, n_docs:
     verdict = judge(data, Prereg(), rng=np.random.default_rng(seed + 1), n_resamples=n_resamples,
                     prereg_status=status, fit=fit, fit_population=True)
     return dataclasses.replace(verdict, similarity=similarity_for_verdict(verdict, data, None)), data
+
+
+def seal_folder(run) -> None:
+    """Seal a hand-made run folder (cells, docs, manifest) as the runner seals its own
+    (common.seal), with facts read off its tables: for tests of a pre-registered verdict that
+    need no real grid run. A folder without a seal is judged NOT PRE-REGISTERED (docs/gate.md, 4)."""
+    import json
+    from pathlib import Path
+
+    from common import seal as sealing
+
+    run = Path(run)
+    cells = pl.read_parquet(run / "cells.parquet")
+    docs = pl.read_parquet(run / "docs.parquet") if (run / "docs.parquet").exists() else None
+    manifest = json.loads((run / "manifest.json").read_text())
+    users = sorted(set(cells["eval"].to_list()))
+    heldout = {u: (docs.filter(pl.col("eval") == u)["doc_id"].cast(pl.Utf8).unique().sort().to_list()
+                   if docs is not None else []) for u in users}
+    facts = sealing.seal_facts(
+        run_id=manifest["run_id"], seeds=set(cells["seed"].to_list()),
+        steps=set(cells["steps"].to_list()) if "steps" in cells.columns else (),
+        users=users, adapters=sorted(set(cells["adapter"].to_list()) - {"base"}), heldout=heldout,
+        prereg_sha256=(manifest.get("prereg") or {}).get("sha256"),
+        prereg_settings=(manifest.get("prereg") or {}).get("settings"), per_document=docs is not None)
+    sealing.write_seal(run, facts)
