@@ -152,6 +152,24 @@ def test_cherry_picked_tables_are_refused(run, made, capsys, keep, fact):
     _refused(run, made["prereg"], capsys, fact, "disagrees with the seal")
 
 
+def test_a_rescaled_table_resealed_disagrees_with_the_seeds_records(run, made, capsys):
+    """A forger who edits numbers only (every fact intact) and re-hashes the seal: the run's
+    docs.parquet is no longer the per-seed tables that each seed's done.json vouches for."""
+    from runners.rundir import cells_from_docs, with_rates
+    docs = pl.read_parquet(run / "docs.parquet")
+    diag = pl.col("adapter") == pl.col("eval")
+    docs = with_rates(docs.with_columns(pl.when(diag).then(pl.col("nll_sum") * 0.5).otherwise(pl.col("nll_sum"))
+                                        .alias("nll_sum"))).select(docs.columns)
+    docs.write_parquet(run / "docs.parquet")
+    cells_from_docs(docs).write_parquet(run / "cells.parquet")
+    _reseal(run)
+    _refused(run, made["prereg"], capsys, "docs.parquet", "is not the seeds' document tables")
+    # ... and rewriting a seed's own table too breaks the hash its done.json recorded
+    shutil.copy(run / "docs.parquet", run / "seeds/seed-0/docs.parquet")
+    _reseal(run)
+    _refused(run, made["prereg"], capsys, "done.json", "SHA-256 of `seeds/seed-0/docs.parquet`")
+
+
 def test_another_runs_tables_copied_in_are_refused(run, made, capsys):
     for name in ("cells.parquet", "docs.parquet"):
         shutil.copy(made["signed"] / name, run / name)

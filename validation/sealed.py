@@ -152,22 +152,41 @@ def _check_tables(run_dir: Path, facts: dict, study) -> None:
 
 
 def _check_statuses(run_dir: Path, seal: sealing.Seal, facts: dict, study) -> None:
-    """Each adapter row's status in the documents equals what its seed's `done.json` recorded (a
-    seal the runner made lists `config.json` and every seed's `done.json`)."""
-    if study.docs is None or "config.json" not in seal.files:
+    """A seal the runner made (it lists `config.json`) also lists every seed's `done.json`; each
+    file a `done.json` records has that same SHA-256 in the seal; the run's `docs.parquet` is
+    exactly the seeds' own document tables put together (as the runner assembles it); and each
+    adapter row's status equals what its seed's `done.json` recorded. So a table rewritten and
+    re-sealed still disagrees with the per-seed records it was assembled from."""
+    if "config.json" not in seal.files:
         return
-    rows = (study.docs.filter(pl.col("adapter") != BASE)
-            .group_by(["seed", "steps", "adapter"]).agg(pl.col("status").unique()))
+    rows = None
+    if study.docs is not None:
+        rows = (study.docs.filter(pl.col("adapter") != BASE)
+                .group_by(["seed", "steps", "adapter"]).agg(pl.col("status").unique()))
+    parts = []
     for seed in facts["seeds"]:
         rel = f"seeds/seed-{seed}/done.json"
         if rel not in seal.files:
             raise _fail(run_dir, f"`{run_dir / rel}` is not sealed")
         done = _json(run_dir / rel)
+        files = done.get("files") if isinstance(done, dict) else None
+        if not isinstance(files, dict) or not files:
+            raise _fail(run_dir, f"`{run_dir / rel}` records no file hashes")
+        for name, digest in files.items():
+            _same(run_dir, f"`{run_dir / rel}`", f"SHA-256 of `{name}`", digest, seal.files.get(name))
+        parts += [run_dir / name for name in files if Path(name).name == "docs.parquet"]
         by_steps = done.get("statuses_by_steps") or {}
-        mine = rows.filter(pl.col("seed") == seed)
-        for r in mine.iter_rows(named=True):
+        for r in ([] if rows is None else rows.filter(pl.col("seed") == seed).iter_rows(named=True)):
             recorded = (by_steps.get(str(r["steps"])) or {}).get(r["adapter"])
             if r["status"] != [recorded]:
                 raise _fail(run_dir, f"`{run_dir / 'docs.parquet'}`: seed {seed}, steps {r['steps']}, adapter "
                                      f"{r['adapter']!r} has status {r['status']}, `{run_dir / rel}` recorded "
                                      f"{recorded!r}")
+    if (run_dir / "docs.parquet").is_file() and parts:
+        key = ["seed", "steps", "adapter", "eval", "doc_id"]
+        whole = pl.read_parquet(run_dir / "docs.parquet")
+        assembled = pl.concat([pl.read_parquet(p) for p in parts], how="vertical_relaxed")
+        if set(whole.columns) != set(assembled.columns) or not whole.sort(key).equals(
+                assembled.select(whole.columns).sort(key)):
+            raise _fail(run_dir, f"`{run_dir / 'docs.parquet'}` is not the seeds' document tables put together "
+                                 f"(`seeds/seed-*/.../docs.parquet`, recorded in each `done.json`)")
