@@ -154,16 +154,11 @@ def _remove_stale_report(out: Path) -> Path | None:
 
 
 def _write_report(verdict, data, out: Path, calibration, charts: str | None) -> str | None:
-    """Call reports.write_report if it exists; a failure is reported, never fatal."""
+    """Render report.html (and `--charts`) with `reports`; a failure is reported, never fatal."""
     try:
         import reports
-    except Exception as e:  # pragma: no cover - reports is part of this package
-        return f"report skipped: `reports` cannot be imported ({type(e).__name__}: {e})"
-    write_report = getattr(reports, "write_report", None)
-    if write_report is None:
-        return "report skipped: `reports.write_report` is not available yet"
-    try:
-        write_report(verdict, data, out / "report.html", calibration=calibration)
+
+        reports.write_report(verdict, data, out / "report.html", calibration=calibration)
         if charts:
             reports.write_charts(verdict, data, out / "charts", fmt=charts, calibration=calibration)
     except Exception as e:
