@@ -48,6 +48,7 @@ run: setup
 lint: EXTRAS = test
 lint: setup
 	$(PY) -c "from importlinter.cli import lint_imports_command; lint_imports_command()" --no-cache
+	$(PY) -m tests.support.import_cycles
 	$(PY) -m ruff check .
 
 # pytest exits 5 when it collects no test: that must fail, and it does, since make stops on
