@@ -1,4 +1,4 @@
-# The two commands of the README:
+# The two set-up commands of the README (what they install: docs/install.md):
 #   make run    installs into ./.venv (torch CPU build first), trains + evaluates the grid on the
 #               built-in defaults, then judges it against prereg.toml
 #   make test   installs the same way, checks the layers and lint, then runs the whole test suite
