@@ -1,4 +1,4 @@
-# The two commands of the README:
+# The two set-up commands of the README (what they install: docs/install.md):
 #   make run    installs into ./.venv (torch CPU build first), trains + evaluates the grid on the
 #               built-in defaults, then judges it against prereg.toml
 #   make test   installs the same way, checks the layers and lint, then runs the whole test suite
@@ -48,6 +48,7 @@ run: setup
 lint: EXTRAS = test
 lint: setup
 	$(PY) -c "from importlinter.cli import lint_imports_command; lint_imports_command()" --no-cache
+	$(PY) -m tests.support.import_cycles
 	$(PY) -m ruff check .
 
 # pytest exits 5 when it collects no test: that must fail, and it does, since make stops on

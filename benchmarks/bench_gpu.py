@@ -14,7 +14,7 @@ and writing them all to `<out>/gpu_summary.json`:
    (plus the same `--pretrain-steps`), base cached: wall time, per-seed training and scoring
    time, and MFU of training and scoring from the manifest's timings;
 4. batched adapter training against one adapter at a time on the same windows
-   (benchmarks/bench_training.py's `batched_vs_sequential`), on the device: the ratio the README
+   (benchmarks/bench_training.py's `batched_vs_sequential`), on the device: the ratio docs/performance.md
    quotes as untested on a GPU.
 On a CPU it runs too (`--device cpu --preset tiny --fixture-set synthetic --pretrain-steps 50`):
 a smoke test of the script itself, not a GPU figure.

@@ -6,8 +6,8 @@ calibration of the run's design is in the run directory or the cache).
 Times `validation.calibrate.calibration_for_study` with an empty cache each time (280 simulated
 experiments, 500 resamples, no model fits) on a simulated study of the default design (5 seeds
 x 3 users x 50 held-out documents, or `--seeds`/`--docs`), or on a real run with `--run`, and
-prints each time, the median and the machine load beside it (the figure quoted by `--help`, the
-README and docs/methods.md).
+prints each time, the median and the machine load beside it (the figure quoted by `--help`,
+docs/verdict.md and docs/methods.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""HTML report and charts of a verdict: rendering only, no statistics (see docs/README.md, Code layout).
+"""HTML report and charts of a verdict: rendering only, no statistics (docs/architecture.md).
 
 `write_report(verdict, data, path)` writes one self-contained, offline page; `write_charts(...)`
 writes the same charts as SVG or PNG files.

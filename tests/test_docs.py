@@ -1,7 +1,10 @@
-"""docs/ is self-sufficient: every relative link resolves, and nothing points outside the repository."""
+"""The README is one screenful that points into docs/, and docs/ is self-sufficient: every relative
+link resolves, every docs page is reachable from both indexes, the commands the README shows exist
+as written, and nothing points outside the repository."""
 
 from __future__ import annotations
 
+import importlib
 import re
 import subprocess
 from pathlib import Path
@@ -9,7 +12,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+README = ROOT / "README.md"
+README_MAX_CHARS = 12_000
+# the commands whose flags the README may show: each module has `build_parser()`
+PARSERS = ("runners.grid", "validation.verdict", "validation.calibrate")
 OUTSIDE = re.compile(r"\.\./shared|\bDESIGN\.md\b|\bSTYLE\.md\b|\bSOURCES\.md\b")
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
@@ -53,6 +60,50 @@ def test_docs_index_lists_every_page():
     missing = [p.name for p in PAGES if p.parent.name == "docs" and p.name != "README.md"
                and f"({p.name})" not in index]
     assert not missing, f"docs/README.md does not link {missing}"
+
+
+def test_the_readme_is_one_screenful_that_points_to_every_docs_page():
+    text = README.read_text(encoding="utf-8")
+    assert len(text) <= README_MAX_CHARS, (f"README.md has {len(text):,} characters (at most {README_MAX_CHARS:,}): "
+                                           "move the detail into its page of docs/ and link it")
+    linked = {link.partition("#")[0] for link in _relative_links(README)}
+    missing = [p.name for p in PAGES if p.parent.name == "docs" and p.name != "README.md"
+               and f"docs/{p.name}" not in linked]
+    assert not missing, f"README.md's table of topics does not link {missing}"
+
+
+def _shown_commands(markdown: str) -> list[str]:
+    """Every `python -m MODULE ...` and `make TARGET` line inside the page's code blocks."""
+    blocks = re.findall(r"^```[a-z]*\n(.*?)^```", markdown, flags=re.S | re.M)
+    return [line.split("#")[0].strip() for block in blocks for line in block.splitlines()
+            if re.match(r"\s*(python -m |make )", line)]
+
+
+def test_the_commands_the_readme_shows_exist_with_their_flags():
+    shown = _shown_commands(README.read_text(encoding="utf-8"))
+    assert "python -m runners.grid --seeds 5 --fixtures 3" in shown and "python -m validation.verdict" in shown
+    targets = set(re.findall(r"^([a-z][\w-]*):", (ROOT / "Makefile").read_text(encoding="utf-8"), flags=re.M))
+    unknown = []
+    for command in shown:
+        words = command.split()
+        if words[0] == "make":
+            unknown += [f"`{command}`: no target {w!r} in the Makefile" for w in words[1:] if w not in targets]
+            continue
+        module = words[2]
+        if module not in PARSERS:
+            importlib.import_module(module)  # a module the README names must exist
+            continue
+        options = importlib.import_module(module).build_parser()._option_string_actions
+        unknown += [f"`{command}`: {module} has no flag {w}" for w in words[3:]
+                    if w.startswith("-") and w not in options]
+    assert not unknown, "\n".join(unknown)
+
+
+def test_the_shown_commands_are_found_and_checked():
+    page = "```bash\nmake run    # x\npython -m runners.grid --seeds 5 --no-such-flag  # y\n```\nmake nothing\n"
+    assert _shown_commands(page) == ["make run", "python -m runners.grid --seeds 5 --no-such-flag"]
+    options = importlib.import_module("runners.grid").build_parser()._option_string_actions
+    assert "--seeds" in options and "--no-such-flag" not in options
 
 
 def test_no_reference_outside_the_repository():

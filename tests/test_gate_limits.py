@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import validation.data as vdata
+import validation.tables as vtables
 from runners import grid
 from validation import InputError, load_external
 from validation.bootstrap import bootstrap_bytes
@@ -53,7 +53,7 @@ def test_a_bootstrap_that_cannot_fit_names_the_setting(tmp_path, capsys):
 
 def test_a_table_too_large_for_memory_is_refused_before_reading(tmp_path, monkeypatch):
     cells, _ = _cells(tmp_path)
-    monkeypatch.setattr(vdata, "memory_budget", lambda: 1000)
+    monkeypatch.setattr(vtables, "memory_budget", lambda: 1000)
     with pytest.raises(InputError, match=r"c.parquet: the file is .* GiB; reading it needs about"):
         load_external(cells)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import html
 import json
@@ -206,28 +205,6 @@ def test_training_log_is_thinned_for_display_only(full):
     last = data.train_log["step"].max()
     assert log.filter(pl.col("step") == last).height == data.train_log.filter(
         pl.col("step") == last).height  # the last logged step is always kept
-
-
-# -- architecture ----------------------------------------------------------------------------
-def _imports(folder: str) -> set[str]:
-    names = set()
-    for f in (REPO / folder).glob("*.py"):
-        for node in ast.walk(ast.parse(f.read_text())):
-            if isinstance(node, ast.Import):
-                names |= {a.name.split(".")[0] for a in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names.add(node.module.split(".")[0])
-    return names
-
-
-def test_reports_compute_no_statistics():
-    offenders = _imports("reports") & {"numpy", "scipy", "statsmodels"}
-    assert not offenders, f"reports/ imports {offenders}"
-
-
-def test_validation_never_imports_the_drawing_stack():
-    offenders = _imports("validation") & {"jinja2", "altair", "vl_convert"}
-    assert not offenders, f"validation/ imports {offenders}"
 
 
 def test_prereg_status_label():

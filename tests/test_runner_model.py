@@ -40,7 +40,7 @@ def test_logits_shape_and_sizes():
                                        for w in ("weight", "bias")} | {"ln_f.weight", "ln_f.bias"}
 
 
-# The README's preset table (layers, d, ctx, base params, adapter params), checked against the
+# The preset table of docs/methods.md, section 4 (layers, d, ctx, base params, adapter params), checked against the
 # parameters of each model as built, counted tensor by tensor.
 @pytest.mark.parametrize("name, n_layer, n_embd, block, base_params, adapter_params", [
     ("tiny", 2, 32, 64, 35_744, 320),

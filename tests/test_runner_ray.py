@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 from pathlib import Path
 
 import polars as pl
@@ -145,8 +146,32 @@ def test_unreachable_address_exits_2_naming_the_address(tmp_path, capsys):
     assert not list((tmp_path / "runs").glob("synthetic-*"))  # refused before a run directory exists
 
 
-def test_a_running_clusters_address_passes_the_check(ray_two_workers):
-    check_reachable(ray_two_workers.get_runtime_context().gcs_address, timeout_s=5)
+def test_a_running_clusters_address_passes_the_check(ray_two_workers, monkeypatch):
+    """The check really speaks to the cluster's GCS port (and gets a gRPC answer), and a listener
+    on another port that answers something else is refused: a check that let every address through
+    would fail here."""
+    address = ray_two_workers.get_runtime_context().gcs_address
+    host, _, port = address.rpartition(":")
+    assert host and port.isdigit(), address
+    dialled = []
+    connect = socket.create_connection
+
+    def recording(target, *args, **kwargs):
+        dialled.append(target)
+        return connect(target, *args, **kwargs)
+
+    monkeypatch.setattr(executors.socket, "create_connection", recording)
+    assert check_reachable(address, timeout_s=5) is None
+    assert dialled == [(host, int(port))]
+    with socket.socket() as http1:  # answers, but not with an HTTP/2 SETTINGS frame
+        http1.bind(("127.0.0.1", 0))
+        http1.listen()
+        other = f"127.0.0.1:{http1.getsockname()[1]}"
+        answered = threading.Thread(target=lambda: http1.accept()[0].sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n"))
+        answered.start()
+        with pytest.raises(ExecutorError, match=f"`--ray-address {other}`: something listens there, but not a Ray"):
+            check_reachable(other, timeout_s=5)
+        answered.join(5)
 
 
 class KillFirstTraining(RayExecutor):

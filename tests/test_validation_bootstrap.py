@@ -35,9 +35,17 @@ def test_deterministic_with_fixed_generator():
     assert v1.bootstrap.rng_seed == 3
 
 
-def test_multinomial_counts_rows_sum_to_n():
-    c = multinomial_counts(7, 100, np.random.default_rng(0))
-    assert c.shape == (100, 7) and (c.sum(1) == 7).all()
+def test_multinomial_counts_are_draws_with_replacement():
+    """Each row is Multinomial(n; 1/n, ..., 1/n): every item's count has mean 1 and variance
+    (n - 1) / n, and an item is left out of a resample with probability (1 - 1/n)^n. An array of
+    ones (every item once: no resampling at all) has the right row sums and fails here."""
+    n, b = 7, 20_000
+    c = multinomial_counts(n, b, np.random.default_rng(0))
+    assert c.dtype.kind == "i" and c.min() >= 0 and (c.sum(1) == n).all()
+    np.testing.assert_allclose(c.mean(0), 1.0, atol=0.03)            # SE 0.0065
+    np.testing.assert_allclose(c.var(0), (n - 1) / n, atol=0.04)     # SE about 0.01
+    np.testing.assert_allclose((c == 0).mean(0), (1 - 1 / n) ** n, atol=0.015)  # 0.340, SE 0.0034
+    assert c.max() >= 4  # with 140,000 draws some item is drawn 4+ times in some resample
 
 
 def _shifted_docs(n_seeds: int) -> StudyData:

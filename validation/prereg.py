@@ -15,7 +15,7 @@ from typing import Any
 
 from common.contract import DEFAULT_RNG_SEED
 from validation.manifest import Manifest
-from validation.results import PreregStatus, Status
+from validation.statuses import PreregStatus, Status
 
 PREREG_FILENAME = "prereg.toml"
 COMPARATORS = ("best_other", "worst_other")

@@ -127,14 +127,6 @@ class _Sums:
     p: int
 
     @property
-    def seed_of(self) -> np.ndarray:
-        """The outermost group of each innermost group (two levels: the seed of each block)."""
-        out = np.arange(self.sizes[-1])
-        for par in reversed(self.parents):
-            out = par[out]
-        return out
-
-    @property
     def n_seeds(self) -> int:
         return self.sizes[0]
 

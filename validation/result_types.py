@@ -1,5 +1,6 @@
-"""The primitive result types every result object uses: intervals, statuses, modes, and the
-JSON helpers (no NaN/inf in JSON). Re-exported by `validation.results`."""
+"""The primitive result types every result object uses: intervals, modes, and the JSON helpers
+(no NaN/inf in JSON); `Status` is re-exported from `validation.statuses`. Re-exported by
+`validation.results`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import math
 from typing import NamedTuple
 
 import numpy as np
+
+from validation.statuses import Status as Status  # re-exported: its home is the data contract's
 
 
 class Interval(NamedTuple):
@@ -23,22 +26,6 @@ class Interval(NamedTuple):
     def known(self) -> bool:
         """Both ends finite: an interval was computed (NaN where nothing could be resampled)."""
         return math.isfinite(self.low) and math.isfinite(self.high)
-
-
-class Status(enum.StrEnum):
-    """Three-valued status of a criterion (docs/methods.md, section 8)."""
-
-    PASS = "PASS"
-    FAIL = "FAIL"
-    INCONCLUSIVE = "INCONCLUSIVE"
-    TRIGGERED = "TRIGGERED"
-    NOT_TRIGGERED = "NOT_TRIGGERED"
-
-    @classmethod
-    def read(cls, passes: bool, fails: bool) -> Status:
-        """PASS when the interval reading shows the criterion met, else FAIL when it shows it
-        missed, else INCONCLUSIVE (the pass test wins if both hold)."""
-        return cls.PASS if passes else cls.FAIL if fails else cls.INCONCLUSIVE
 
 
 class BootstrapMode(enum.StrEnum):

@@ -11,19 +11,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import polars as pl
 
 from common.contract import CONTROLS, LOO_PREFIX
 from validation.manifest import Manifest
-from validation.result_types import BootstrapMode, Interval, ModelKind, Status, _at, _interval, _num
+from validation.prereg import Prereg
+from validation.result_types import BootstrapMode, Interval, ModelKind, _at, _interval, _num
+from validation.statuses import PreregStatus, Status
 from validation.user_results import Decomposition, GainStep, UserResult
-
-if TYPE_CHECKING:
-    from validation.prereg import Prereg
-
-
 
 
 @dataclass(frozen=True)
@@ -141,39 +138,6 @@ class Gate:
         return {"passed": self.passed, "reasons": list(self.reasons)}
 
 
-@dataclass(frozen=True)
-class PreregStatus:
-    """Whether the criteria were fixed before the run (file hash equals the manifest's)."""
-
-    locked: bool               # False = NOT PRE-REGISTERED
-    sha256: str                # of the prereg file used now
-    expected_sha256: str | None  # from the manifest; None when there is no manifest
-    path: str
-    note: str                  # e.g. "matches manifest", "changed since the run", "no manifest"
-    # command-line settings that differ from the file (docs/gate.md); any one makes it not locked
-    overrides: tuple[str, ...] = ()
-    accepted: bool = False     # --accept-not-preregistered: a NOT PRE-REGISTERED verdict may pass
-    # a run directory's seal as checked (validation.sealed.SealCheck.to_json); None for external --cells
-    seal: dict[str, Any] | None = None
-
-    @property
-    def label(self) -> str:
-        return "pre-registered" if self.locked else "NOT PRE-REGISTERED"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "status": self.label,
-            "locked": self.locked,
-            "sha256": self.sha256,
-            "expected_sha256": self.expected_sha256,
-            "path": self.path,
-            "note": self.note,
-            "overrides": list(self.overrides),
-            "accepted_not_preregistered": self.accepted,
-            "seal": self.seal,
-        }
-
-
 @dataclass(frozen=True, eq=False)
 class StudyData:
     """The validated input of `judge`; the report reads its tables from here.
@@ -219,7 +183,7 @@ class Verdict:
     warnings: tuple[str, ...]
     comparator: str = "best_other"
     seeds: tuple[int, ...] = ()
-    settings: Prereg = field(default_factory=lambda: _default_prereg())  # the pre-registered values used
+    settings: Prereg = field(default_factory=Prereg)  # the pre-registered values used
     # The matrix the margins are computed from: one row per (adapter, eval), columns
     # `adapter, eval, ppl, log_ppl, n_seeds`; ppl = geometric mean over the seeds that have the cell.
     matrix: pl.DataFrame | None = None
@@ -310,14 +274,6 @@ class Verdict:
             "population": None if self.population is None else self.population.to_json(),
             "steps": None if self.steps is None else self.steps.to_json(),
         }
-
-
-def _default_prereg() -> Prereg:
-    from validation.prereg import Prereg  # prereg imports this module's PreregStatus and Status
-
-    return Prereg()
-
-
 
 
 __all__ = [

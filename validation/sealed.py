@@ -23,7 +23,7 @@ import polars as pl
 from common import seal as sealing
 from common.contract import BASE
 from common.hashing import sha256_json
-from validation.data import InputError
+from validation.tables import InputError
 
 # What only the runner writes: a folder holding any of these is a run directory the runner made,
 # and must be sealed.

@@ -2,7 +2,7 @@
 
 `load_steps(run=..., cells=..., docs=...)` is THE reader of a run directory or of external cells
 with their step counts: it validates the `steps` column, checks that every count holds the same
-cells (and documents), validates each count as a complete study (`validation.data`), and returns a
+cells (and documents), validates each count as a complete study (`validation.tables`), and returns a
 `StepsStudy`: the tables with their `steps` column, the sorted counts, and `at(k)`, the
 `StudyData` of one count that `validation.judging.judge` takes. The verdict judges the
 pre-registered primary count (`Prereg.primary_steps`) and the others as exploratory
@@ -21,18 +21,18 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from validation.data import (
+from validation.manifest import Manifest, ManifestError, read_manifest
+from validation.results import StudyData
+from validation.tables import (
     KEY,
     InputError,
-    _check_docs_match,
-    _rows,
+    check_docs_match,
     check_duplicates,
     check_structure,
     normalize_cells,
     read_table,
+    row_numbers,
 )
-from validation.manifest import Manifest, ManifestError, read_manifest
-from validation.results import StudyData
 
 STEPS = "steps"
 
@@ -93,7 +93,7 @@ def steps_column(raw: pl.DataFrame, src: str) -> pl.Series | None:
         return None
     col = raw[STEPS]
     if col.null_count():
-        raise InputError(f"{src}: column `{STEPS}` is partial: no step count at row(s) {_rows(col.is_null())}; "
+        raise InputError(f"{src}: column `{STEPS}` is partial: no step count at row(s) {row_numbers(col.is_null())}; "
                          "give every row its adapter training-step count, or drop the column for a one-count study.")
     if col.dtype == pl.Boolean or not (col.dtype.is_numeric()):
         raise InputError(f"{src}: column `{STEPS}` must hold whole numbers of training steps; got {col.dtype}.")
@@ -101,7 +101,7 @@ def steps_column(raw: pl.DataFrame, src: str) -> pl.Series | None:
     bad = ~np.isfinite(v) | (v != np.round(v)) | (v < 1)
     if bad.any():
         raise InputError(f"{src}: column `{STEPS}` must hold whole numbers >= 1 (training steps); not at row(s) "
-                         f"{_rows(pl.Series(bad))} (e.g. {v[bad][0]!r}).")
+                         f"{row_numbers(pl.Series(bad))} (e.g. {v[bad][0]!r}).")
     return col.cast(pl.Int64)
 
 
@@ -180,7 +180,7 @@ def load_steps_tables(cells_path: str | Path, docs_path: str | Path | None = Non
         for k in counts or (None,):
             dpart = docs if k is None else docs.filter(pl.col(STEPS) == k)
             cpart = cells if k is None else cells.filter(pl.col(STEPS) == k)
-            _check_docs_match(dpart, cpart, dsrc if k is None else f"{dsrc} (steps = {k})")
+            check_docs_match(dpart, cpart, dsrc if k is None else f"{dsrc} (steps = {k})")
     return StepsStudy(cells=cells, docs=docs, counts=counts, train_log=train_log, manifest=manifest,
                       source=Path(source if source is not None else cells_path))
 

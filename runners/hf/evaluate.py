@@ -12,7 +12,6 @@ import numpy as np
 
 from fixtures.corpus import Document
 from runners.data import EvalWindows, eval_windows, training_stream
-from runners.evaluate import doc_nll
 from runners.hf.tokens import TokenEncoder
 
 
@@ -25,8 +24,3 @@ def hf_eval_windows(docs: tuple[Document, ...], block_size: int, encoder: TokenE
     """Every scored token of `docs` once, in disjoint windows of `block_size` targets."""
     return eval_windows(docs, block_size, encoder)
 
-
-def doc_scores(model, windows: EvalWindows, bank_index: int, device: str = "cpu") -> dict[str, list]:
-    """Per-document `nll_sum` (nats), `n_tokens` (scored tokens) and `n_bytes` for one bank entry."""
-    return {"doc_id": list(windows.doc_ids), "nll_sum": doc_nll(model, windows, bank_index, device).tolist(),
-            "n_tokens": list(windows.n_tokens), "n_bytes": list(windows.n_bytes)}

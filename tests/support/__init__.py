@@ -1,1 +1,1 @@
-"""Test support, not part of the installed package: example studies and the browser driver."""
+"""Test support, not part of the installed package: example studies, the browser driver, the import-circle check."""
