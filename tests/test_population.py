@@ -307,3 +307,18 @@ def test_the_terminal_calls_few_users_descriptive():
     assert any(note in line for line in population_lines(few))
     six = judge(_lme4_study(), Prereg(n_resamples=200), rng=np.random.default_rng(0), fit=False, fit_population=True)
     assert six.population.effects and not any("descriptive only" in line for line in population_lines(six))
+
+
+def test_population_share_calibration_cli_covers_17_to_3000_users(tmp_path, capsys):
+    """`--study population-share`: a row per number of users, the exact rates beside the simulated
+    ones (quick: 20 studies per row)."""
+    from validation.calibrate import main
+    assert main(["--study", "population-share", "--experiments", "20", "--out", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "calibration_population_share.json").read_text())
+    boundary = {r["n_users"]: r for r in doc["rates"] if r["scenario"] == "boundary"}
+    assert sorted(boundary) == [17, 18, 100, 1000, 3000]
+    assert boundary[17]["not_applicable_rate"] == 1.0 and boundary[17]["exact_pass_bare"] == pytest.approx(0.025, abs=1e-3)
+    assert all(r["exact_pass"] <= 0.025 for r in boundary.values())
+    assert boundary[3000]["exact_pass_bare"] > 0.09
+    assert "exact, bare CP" in capsys.readouterr().out
+    assert main(["--study", "population-share", "--users", "30", "--out", str(tmp_path)]) == 2

@@ -112,7 +112,7 @@ class StepsAnalysis:
     users: tuple[UserSteps, ...]
     model: StepsModelFit | None
     notes: tuple[str, ...]
-    interaction: InteractionTest | None = None     # the overall test on the right unit (None: J < 2)
+    interaction: InteractionTest | None = None     # the overall test on the right unit
 
     @property
     def exploratory(self) -> tuple[int, ...]:
@@ -212,7 +212,7 @@ def trend_words(user: str, slope: float, ci: Interval, level: float) -> str:
 def diag_effect_weights(mask: np.ndarray) -> np.ndarray:
     """(J, J) finite cells of a user block -> (J, J) weights w with sum(w * Y) the OLS `diag`
     coefficient of Y[i, j] ~ adapter_i + eval_j + diag over the finite cells (0 off them; NaN
-    everywhere when the coefficient is not identifiable, e.g. with 2 users or a lost diagonal)."""
+    everywhere when the coefficient is not identifiable, e.g. without a finite diagonal cell)."""
     mask = np.asarray(mask, dtype=bool)
     J = mask.shape[0]
     i, j = np.nonzero(mask)
@@ -422,6 +422,6 @@ def analyze_steps(cells: pl.DataFrame, docs: pl.DataFrame | None, prereg: Prereg
                                   n_docs=None if n_docs is None else min(n_docs),
                                   doc_df=None if doc_df is None else min(doc_df))
 
-    inter = interaction_test(point, draws, per_seed, steps, level, overall_iv) if len(a0.users) >= 3 else None
+    inter = interaction_test(point, draws, per_seed, steps, level, overall_iv)
     return StepsAnalysis(steps, primary, level, method, mode, 0 if mode is BootstrapMode.NONE else B,
                          a0.seeds, tuple(users), model, tuple(notes), inter)
