@@ -317,7 +317,8 @@ def test_population_share_calibration_cli_covers_17_to_3000_users(tmp_path, caps
     doc = json.loads((tmp_path / "calibration_population_share.json").read_text())
     boundary = {r["n_users"]: r for r in doc["rates"] if r["scenario"] == "boundary"}
     assert sorted(boundary) == [17, 18, 100, 1000, 3000]
-    assert boundary[17]["not_applicable_rate"] == 1.0 and boundary[17]["exact_pass_bare"] == pytest.approx(0.025, abs=1e-3)
+    assert boundary[17]["not_applicable_rate"] == 1.0
+    assert boundary[17]["exact_pass_bare"] == pytest.approx(0.025, abs=1e-3)
     assert all(r["exact_pass"] <= 0.025 for r in boundary.values())
     assert boundary[3000]["exact_pass_bare"] > 0.09
     assert "exact, bare CP" in capsys.readouterr().out

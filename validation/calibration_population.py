@@ -275,7 +275,8 @@ def format_share_users_table(c: ShareUsersCalibration) -> str:
     lines = [f"POPULATION_SHARE at many users (cheap path: per-user margins, {c.n_seeds} seeds, se {c.se:g}, t "
              f"intervals); boundary: {c.settings['min_share']:.0%} far above the bar, the others at it (a PASS is "
              f"false; nominal {(1 - c.settings['confidence']) / 2:g}); power: 90% above",
-             f"{'scenario':>9} {'users':>6} {'N':>6} {'pass':>7} {'se':>6} {'n/a':>5} {'exact':>7} {'exact, bare CP':>15}"]
+             f"{'scenario':>9} {'users':>6} {'N':>6} {'pass':>7} {'se':>6} {'n/a':>5} {'exact':>7} "
+             f"{'exact, bare CP':>15}"]
     for r in c.rates:
         lines.append(f"{r.scenario:>9} {r.n_users:>6} {r.n_experiments:>6} {r.pass_rate:>7.4f} {r.se:>6.4f} "
                      f"{r.not_applicable_rate:>5.2f} {r.exact_pass:>7.4f} {r.exact_pass_bare:>15.4f}")

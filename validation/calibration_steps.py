@@ -361,7 +361,7 @@ def _trend_figures(recs, regime: str, S: int, trends: str, sd: float, scenario: 
         have = [r for r in recs if f"{test}_excl" in r]
         if not have:
             continue
-        def rate(key: str) -> tuple[int, float]:
+        def rate(key: str, have=have) -> tuple[int, float]:
             x = np.concatenate([r[key] for r in have])
             return int(x.size), float(np.mean(x))
         if trends != "cells":   # the truth is 0 (null) or the planted slope: a rate of rejections

@@ -8,8 +8,8 @@ Three figures, alongside the per-user ones:
   user's own estimation error (a user counts towards the lower bound only if their margin interval
   lies above the bar, towards the upper bound if it reaches it) and the sampling of users from the
   population (Clopper-Pearson on those counts, corrected for the probability, up to
-  (1 - level) / 2, that a user on the wrong side of the bar is counted: `share_bounds`). The same against the leave-one-out adapter
-  (`loo:<user>` -> own), what a user without their own adapter would lose.
+  (1 - level) / 2, that a user on the wrong side of the bar is counted: `share_bounds`). The same
+  against the leave-one-out adapter (`loo:<user>` -> own), what a user without their own adapter would lose.
 - **random-slope model**: `y ~ seed:adapter + eval + diag + (0 + diag | eval)` (REML): the
   personalization effect varies by user; its fixed part is the population-average effect, with a
   t interval on J - 1 degrees of freedom and a prediction interval for a new user's effect
