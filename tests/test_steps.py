@@ -233,3 +233,44 @@ def test_seed_shared_trends_fool_the_wald_test_but_not_the_interaction_test():
     assert count["wald-user_excl"] >= 18                      # >= 50% of 36 users: the old test
     assert count["interaction_excl"] <= 2                      # 12 x 0.05 = 0.6, se 0.75
     assert count["slope_excl"] <= 5                            # 36 x 0.05 = 1.8, se 1.3
+
+
+def test_a_trend_every_document_of_a_cell_shares_is_not_an_interaction():
+    """Issue 23's own check: a mean-zero adapter x user x log2(steps) term shared by the seeds and
+    by every document of a cell (`trend_sd`). The seeds and documents cannot replicate it (the
+    resampled interval alone excludes 0 in 8 of 12 sweeps); the users' cells can, so the
+    interaction test, which names a direction only when both exclude 0, stays within nominal."""
+    from dataclasses import replace
+
+    from validation.calibration_plan import regime_params
+    from validation.calibration_steps import SNAPSHOT_SD
+    params = replace(regime_params("seed-dominated", users=3, n_docs=50), snapshot_sd=SNAPSHOT_SD, trend_sd=0.006)
+    named = resampled = 0
+    for i in range(12):
+        rng = np.random.default_rng([23, i])
+        st = simulate_steps(params, 0.05, STEPS, 3, rng)
+        it = analyze_steps(st.data.cells, st.data.docs, Prereg(), rng=rng, n_resamples=200, fit=False).interaction
+        named += it.direction in ("grows", "shrinks")
+        resampled += not it.ci_resampled.contains(0.0)
+        assert it.cells_df == 3 and it.ci.low <= min(it.ci_cells.low, it.ci_resampled.low)
+    assert resampled >= 6 and named <= 2
+
+
+def test_the_cell_interval_by_hand():
+    """Cells as replicates: the diag coefficient of the cells' slopes with its OLS t interval."""
+    from scipy import stats as st_
+
+    from validation.steps import cell_slope_interval
+    rng = np.random.default_rng(0)
+    slopes = rng.normal(size=(3, 3))
+    x = np.log2(np.array(STEPS, float))
+    point = np.zeros((5, 4, 3))
+    point[:, :3, :] = (x - x.mean())[:, None, None] * slopes[None]
+    ci, df = cell_slope_interval(point, STEPS, 0.95)
+    i, j = np.meshgrid(range(3), range(3), indexing="ij")
+    X = np.column_stack([np.ones(9), i.ravel() == 1, i.ravel() == 2, j.ravel() == 1, j.ravel() == 2,
+                         i.ravel() == j.ravel()]).astype(float)
+    coef, res, *_ = np.linalg.lstsq(X, slopes.ravel(), rcond=None)
+    se = np.sqrt(res[0] / 3 * np.linalg.inv(X.T @ X)[-1, -1])
+    assert df == 3 and tuple(ci) == pytest.approx((coef[-1] - st_.t.ppf(0.975, 3) * se, coef[-1] + st_.t.ppf(0.975, 3) * se))
+    assert cell_slope_interval(point[:, :, :2][:, [0, 1, 3], :], STEPS, 0.95)[1] == 0   # 2 users: no df

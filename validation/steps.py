@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from scipy import stats
 
 from validation import metrics
 from validation.arrays import StudyArrays, build_arrays
@@ -161,14 +162,21 @@ class InteractionTest:
     per_seed: np.ndarray          # (S,) the same slope within each seed
     draws: np.ndarray             # (B,) its bootstrap replicates
     words: str
+    ci_resampled: Interval = Interval(math.nan, math.nan)   # seeds and documents (paired bootstrap)
+    ci_cells: Interval = Interval(math.nan, math.nan)       # the users' cells as replicates (t)
+    cells_df: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {"statistic": "slope on log2(steps) of the OLS diag effect (y ~ adapter + eval + diag) of each "
                              "count's seed-mean user block; log ratio per doubling",
-                "unit": "seeds and held-out documents (one paired bootstrap for every count)",
+                "unit": "seeds and held-out documents (one paired bootstrap for every count), and the users' "
+                        "cells (t on their slopes); `ci` spans both, the direction is named only when both "
+                        "exclude 0",
                 "estimate": _num(self.estimate), "ci": [_num(self.ci.low), _num(self.ci.high)],
                 "direction": self.direction, "per_seed": [_num(v) for v in self.per_seed],
-                "words": self.words}
+                "words": self.words,
+                "ci_resampled": [_num(self.ci_resampled.low), _num(self.ci_resampled.high)],
+                "ci_cells": [_num(self.ci_cells.low), _num(self.ci_cells.high)], "cells_df": self.cells_df}
 
 
 # --------------------------------------------------------------------------- pure pieces
@@ -255,17 +263,48 @@ def interaction_test(point: np.ndarray, draws: np.ndarray, per_seed: np.ndarray,
     slope_d = (log2_slope(diag_effects(draws, masks).T[:, :, None], steps)[:, 0] if draws.shape[1]
                else np.empty(0))                                                  # (B,)
     slope_s = log2_slope(diag_effects(per_seed, masks).T[:, :, None], steps)[:, 0]  # (S,)
-    ci = interval(slope_d, est, slope_s) if math.isfinite(est) else None
-    if ci is None or not ci.known:
+    boot = interval(slope_d, est, slope_s) if math.isfinite(est) else None
+    boot = boot if boot is not None and boot.known else Interval(math.nan, math.nan)
+    cells, df = cell_slope_interval(point, steps, level)
+    if not boot.known:
         ci, d = Interval(math.nan, math.nan), "unknown"
-    else:
+    else:   # named only when both units exclude 0 (an intersection-union test: valid if either unit is)
+        ci = boot if not cells.known else Interval(min(boot.low, cells.low), max(boot.high, cells.high))
         d = {"falls": "grows", "rises": "shrinks", "flat": "flat"}[direction(ci)]
     words = f"diag x log2(steps), every user: {INTERACTION_WORDS[d]}"
     if math.isfinite(est):
         words += f" ({est:+.4f} log ppl per doubling"
-        words += (f", {level:.0%} CI [{ci.low:+.4f}, {ci.high:+.4f}]; seeds and documents resampled)"
+        words += (f", {level:.0%} CI [{ci.low:+.4f}, {ci.high:+.4f}]; "
+                  + ("seeds, documents and the users' cells as replicates)" if cells.known else
+                     "seeds and documents resampled; too few users to replicate over cells)")
                   if ci.known else ", no interval)")
-    return InteractionTest(est, ci, d, slope_s, slope_d, words)
+    return InteractionTest(est, ci, d, slope_s, slope_d, words, boot, cells, df)
+
+
+def cell_slope_interval(point: np.ndarray, steps, level: float) -> tuple[Interval, int]:
+    """The interaction's interval with the users' cells as replicates: each user-adapter cell's
+    least-squares slope of its seed-mean log ppl on log2(steps), regressed on adapter + eval + diag
+    (OLS); the `diag` coefficient (= the interaction estimate), +- t(n - 2J) x its OLS se, n the
+    cells finite at every count. A trend the seeds and every document of a cell share (an adapter x
+    user x count term) is in the residual here. (NaN interval, 0) below 3 users or without df."""
+    J = point.shape[-1]
+    block = point[:, :J, :]
+    ok = np.all(np.isfinite(block), axis=0)
+    w_all = diag_effect_weights(ok)
+    if J < 3 or not np.isfinite(w_all).all():
+        return Interval(math.nan, math.nan), 0
+    b = log2_slope(np.where(ok, block, 0.0).reshape(block.shape[0], J * J), steps).reshape(J, J)
+    i, j = np.nonzero(ok)
+    X = np.column_stack([np.ones(i.size)] + [(i == k).astype(float) for k in range(1, J)]
+                        + [(j == k).astype(float) for k in range(1, J)] + [(i == j).astype(float)])
+    df = int(i.size - X.shape[1])
+    if df < 1:
+        return Interval(math.nan, math.nan), 0
+    coef, *_ = np.linalg.lstsq(X, b[i, j], rcond=None)
+    resid = b[i, j] - X @ coef
+    se = math.sqrt(float(resid @ resid) / df * np.linalg.inv(X.T @ X)[-1, -1])
+    half = float(stats.t.ppf(1 - (1 - level) / 2, df)) * se
+    return Interval(float(coef[-1] - half), float(coef[-1] + half)), df
 
 
 def split_by_steps(cells: pl.DataFrame, docs: pl.DataFrame | None,
