@@ -272,5 +272,6 @@ def test_the_cell_interval_by_hand():
                          i.ravel() == j.ravel()]).astype(float)
     coef, res, *_ = np.linalg.lstsq(X, slopes.ravel(), rcond=None)
     se = np.sqrt(res[0] / 3 * np.linalg.inv(X.T @ X)[-1, -1])
-    assert df == 3 and tuple(ci) == pytest.approx((coef[-1] - st_.t.ppf(0.975, 3) * se, coef[-1] + st_.t.ppf(0.975, 3) * se))
+    q = st_.t.ppf(0.975, 3) * se
+    assert df == 3 and tuple(ci) == pytest.approx((coef[-1] - q, coef[-1] + q))
     assert cell_slope_interval(point[:, :, :2][:, [0, 1, 3], :], STEPS, 0.95)[1] == 0   # 2 users: no df
