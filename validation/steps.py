@@ -22,9 +22,10 @@ Per user:
 
 Overall: the **interaction test** (`InteractionTest`, verdict.json `steps_analysis.interaction`):
 the same `diag x log2(steps)` question (the OLS `diag` effect of each count's seed-mean user block,
-its least-squares slope on log2(steps)) with its interval from the same paired draws, so that
-its unit of replication is the one of every other interval here: seeds, and held-out documents
-with each document's scores at every count kept together.
+its least-squares slope on log2(steps)) with two intervals, one per unit that can replicate it:
+the same paired draws as every other interval here (seeds, and held-out documents with each
+document's scores at every count kept together), and the users' cells (a t on the cells' slopes,
+`cell_slope_interval`); a direction is named only when both exclude 0.
 
 Exploratory: nothing here changes the gate; the criteria are read at the primary count only.
 `analyze_steps` is the one entry point; it returns None when the tables hold one count.
