@@ -254,10 +254,14 @@ def _steps_sections(verdict: Verdict, many: bool = False) -> list[ChartSection]:
     if st is None or len(st.steps) < 2:
         return []
     m = st.model
-    model = ("" if m is None else
-             f" Mixed model ({m.kind}): diag × log2(steps) = {m.interaction:+.4f} log ppl per doubling, "
-             f"{st.level:.0%} CI [{m.interaction_ci.low:+.4f}, {m.interaction_ci.high:+.4f}], p = {m.p_value:.3g} "
-             "(negative: the own adapter's advantage grows with training).")
+    it = getattr(st, "interaction", None)
+    model = ("" if it is None else f" Over every user, {it.words[0].lower() + it.words[1:]} (negative: the own "
+             "adapter's advantage grows with training).")
+    model += ("" if m is None else
+              f" Mixed model ({m.kind}), descriptive only: diag × log2(steps) = {m.interaction:+.4f} log ppl per "
+              f"doubling, Wald {st.level:.0%} CI [{m.interaction_ci.low:+.4f}, {m.interaction_ci.high:+.4f}], "
+              f"p = {m.p_value:.3g} (the Wald reads every seed, adapter, user and count as independent, so a trend "
+              "the seeds share is counted once per seed and its p is too small).")
     primary = "" if st.primary is None else f" ({st.primary}, dashed)"
     if many:   # one line per user and the median; the slopes sorted, not one sentence per user
         trends = pl.DataFrame(

@@ -60,3 +60,27 @@ def test_cli_refuses_a_run_design(tmp_path, capsys):
     assert not (tmp_path / "calibration_steps.json").exists()
     with pytest.raises(SystemExit):
         main(["--study", "nope"])
+
+
+def test_step_trend_calibration_has_every_row_and_its_cli_writes_json(tmp_path, capsys):
+    """Issue 23's quick calibration: one sweep per design, every test x design row present,
+    deterministic, and `--study step-trends` writes its file (the rates: docs/calibration.md)."""
+    from validation.calibration_steps import calibrate_step_trends, format_trend_table, trend_designs
+    kw = dict(seeds=(3,), regimes=("seed-dominated",), n_experiments=1, n_resamples=50, model_fits=1, rng_seed=2)
+    res = calibrate_step_trends(Prereg(), **kw)
+    rows = {(f.test, f.trends, f.measure) for f in res.figures}
+    for test in ("interaction", "slope", "wald"):
+        assert {(test, "none", "false-positive"), (test, "documents", "false-positive"),
+                (test, "none", "power"), (test, "documents", "power")} <= rows
+    assert {("interaction", "cells", "false-positive"), ("wald", "cells", "false-positive"),
+            ("slope", "cells", "coverage")} <= rows
+    assert {("wald-user", "documents", "false-positive"), ("wald-user", "none", "power")} <= rows
+    assert len(trend_designs()) == 5 and all(0 <= f.rate <= 1 for f in res.figures)
+    assert [f.rate for f in calibrate_step_trends(Prereg(), **kw).figures] == [f.rate for f in res.figures]
+    assert "documents" in format_trend_table(res)
+    assert main(["--study", "step-trends", "--regime", "document-dominated", "--experiments", "1",
+                 "--resamples", "20", "--out", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "calibration_step_trends.json").read_text())
+    assert doc["schema"] == "normadapt-calibration-step-trends/1" and doc["figures"]
+    assert main(["--study", "step-trends", "--docs", "20", "--out", str(tmp_path)]) == 2
+    assert "--study step-trends" in capsys.readouterr().err

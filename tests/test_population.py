@@ -20,6 +20,7 @@ from validation.population import (
     fit_random_intercept,
     fit_random_slope,
     loo_log_ratios,
+    share_bounds,
     share_clearing,
     share_criterion,
 )
@@ -89,8 +90,34 @@ def test_clopper_pearson_against_scipy_and_by_hand():
 def test_min_users_share_is_the_first_count_that_can_pass():
     for share, level in ((0.8, 0.95), (0.5, 0.95), (0.9, 0.90)):
         n = min_users_share(share, level)
-        assert clopper_pearson(n, n, level).low >= share > clopper_pearson(n - 1, n - 1, level).low
-    assert min_users_share(0.8, 0.95) == 17
+        assert share_bounds(n, n, n, level).low >= share > share_bounds(n - 1, n - 1, n - 1, level).low
+    assert min_users_share(0.8, 0.95) == 18   # 17 with the bare Clopper-Pearson bound (0.79993 at 17)
+
+
+def test_share_bounds_correct_clopper_pearson_for_miscounted_users_by_hand():
+    a = 0.025
+    for k, n in ((0, 10), (7, 10), (10, 10), (850, 1000)):
+        cp_low, cp_high = clopper_pearson(k, n, 0.95)
+        b = share_bounds(k, k, n, 0.95)
+        assert b.low == pytest.approx(max(0.0, (cp_low - a) / (1 - a)))
+        assert b.high == pytest.approx(min(1.0, cp_high / (1 - a)))
+    assert share_bounds(0, 10, 10, 0.95).low == 0.0 and share_bounds(3, 3, 10, 0.95).high < 1
+
+
+@pytest.mark.parametrize("n_users", [1000, 3000])
+def test_the_share_keeps_its_false_pass_at_many_users(n_users):
+    """Issue 23: at the boundary (80% of users far above the bar, the others at it, each counted
+    sure with probability 0.025) the bare Clopper-Pearson bound passes 5.8% of studies at 1,000
+    users and 9.4% at 3,000 (exact); the corrected bound stays at or below 0.025."""
+    from validation.calibration_population import exact_share_pass
+    bare = exact_share_pass(n_users, 0.8, 0.8, 0.95, bare=True)
+    assert bare > 0.05
+    assert exact_share_pass(n_users, 0.8, 0.8, 0.95) <= 0.025
+    # the same through the verdict's share_clearing and share_criterion on simulated users
+    from validation.calibration_population import calibrate_share_users
+    c = calibrate_share_users(Prereg(), users=(n_users,), n_experiments=400, rng_seed=7)
+    boundary = next(r for r in c.rates if r.scenario == "boundary")
+    assert boundary.pass_rate <= 0.025 + 2 * math.sqrt(0.025 * 0.975 / 400)
 
 
 def test_share_counts_sure_and_possible_users():
@@ -101,7 +128,8 @@ def test_share_counts_sure_and_possible_users():
     s = share_clearing(users, point, low, high, 0.05, 0.95, "best_other")
     assert (s.n_point, s.n_sure, s.n_possible, s.users_below) == (3, 2, 4, ("c",))
     assert s.share == 0.75
-    assert s.ci == pytest.approx((clopper_pearson(2, 4, 0.95).low, 1.0))
+    assert s.ci == pytest.approx(tuple(share_bounds(2, 4, 4, 0.95)))
+    assert s.ci.low == pytest.approx((clopper_pearson(2, 4, 0.95).low - 0.025) / 0.975)
 
 
 def test_share_criterion_is_three_valued_and_not_applicable_below_its_minimum():
@@ -140,7 +168,7 @@ def test_judge_reports_population_in_verdict_json_deterministically():
     assert {s["against"] for s in ja["shares"]} == {"best_other", "loo"}
     assert {s["bar"] for s in ja["shares"]} == {0.05, 0.10}
     assert set(ja["effects"]) == {"personalization", "own_vs_loo", "new_user"}
-    assert ja["criteria"]["population_share"]["status"] == "NOT_APPLICABLE"   # 8 < 17 users
+    assert ja["criteria"]["population_share"]["status"] == "NOT_APPLICABLE"   # 8 < 18 users
     assert ja["criteria"]["population_effect"]["status"] == "PASS"
     assert a.gate.passed == b.gate.passed
 
@@ -228,14 +256,14 @@ def test_population_calibration_is_deterministic_and_the_cli_refuses_foreign_fla
     from validation.calibrate import main
     from validation.calibration_population import calibrate_population
 
-    kw = dict(n_experiments=2, n_docs=5, n_resamples=50, share_users=(17,), effect_users=(6,))
+    kw = dict(n_experiments=2, n_docs=5, n_resamples=50, share_users=(18,), effect_users=(6,))
     a, b = (calibrate_population(Prereg(), **kw) for _ in range(2))
     assert [r.__dict__ for r in a.rates] == [r.__dict__ for r in b.rates]
     assert {(r.criterion, r.relation) for r in a.rates} == {
         ("population_share", "boundary"), ("population_share", "power"),
         ("population_effect", "boundary"), ("population_effect", "power")}
     power = next(r for r in a.rates if r.criterion == "population_share" and r.relation == "power")
-    assert power.not_applicable_rate == 0.0     # 17 users: the share criterion applies
+    assert power.not_applicable_rate == 0.0     # 18 users: the share criterion applies
     assert main(["--study", "population", "--users", "5", "--out", str(tmp_path)]) == 2
     assert "--study population" in capsys.readouterr().err
 
@@ -279,3 +307,19 @@ def test_the_terminal_calls_few_users_descriptive():
     assert any(note in line for line in population_lines(few))
     six = judge(_lme4_study(), Prereg(n_resamples=200), rng=np.random.default_rng(0), fit=False, fit_population=True)
     assert six.population.effects and not any("descriptive only" in line for line in population_lines(six))
+
+
+def test_population_share_calibration_cli_covers_17_to_3000_users(tmp_path, capsys):
+    """`--study population-share`: a row per number of users, the exact rates beside the simulated
+    ones (quick: 20 studies per row)."""
+    from validation.calibrate import main
+    assert main(["--study", "population-share", "--experiments", "20", "--out", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "calibration_population_share.json").read_text())
+    boundary = {r["n_users"]: r for r in doc["rates"] if r["scenario"] == "boundary"}
+    assert sorted(boundary) == [17, 18, 100, 1000, 3000]
+    assert boundary[17]["not_applicable_rate"] == 1.0
+    assert boundary[17]["exact_pass_bare"] == pytest.approx(0.025, abs=1e-3)
+    assert all(r["exact_pass"] <= 0.025 for r in boundary.values())
+    assert boundary[3000]["exact_pass_bare"] > 0.09
+    assert "exact, bare CP" in capsys.readouterr().out
+    assert main(["--study", "population-share", "--users", "30", "--out", str(tmp_path)]) == 2

@@ -41,6 +41,8 @@ def test_primary_count_equals_the_verdict_and_json_and_text_carry_it():
     text = verdict_text(v)
     assert "training steps 25, 100, 400 (exploratory; criteria read at 100):" in text
     assert "user0: the margin falls with training (slope " in text
+    assert "diag x log2(steps), every user: " in text and "descriptive only" in text   # issue 23
+    assert st["interaction"]["unit"].startswith("seeds and held-out documents")
     assert json.loads(verdict_json(replace(v, steps_analysis=None)))["steps_analysis"] is None
     assert "training steps" not in verdict_text(replace(v, steps_analysis=None))
 
@@ -51,6 +53,7 @@ def test_report_section_only_with_several_counts(tmp_path):
     steps = sec["steps"]
     assert "user2: the margin rises with training" in steps.caption
     assert "diag × log2(steps)" in steps.caption and "(100, dashed)" in steps.caption
+    assert "Over every user, diag x log2(steps)" in steps.caption and "descriptive only" in steps.caption
     spec = steps.chart.to_dict()
     assert len(spec["vconcat"]) == 3 and len(spec["vconcat"][0]["hconcat"]) == 3   # users x quantities
     assert "steps" not in {s.key for s in chart_sections(replace(v, steps_analysis=None), data)}

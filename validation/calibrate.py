@@ -5,7 +5,11 @@
 
 `--study steps` calibrates instead the training-step interaction and the cluster support
 (`validation.calibration_steps`; writes `calibration_steps.json`); `--study population` the
-population criteria (`validation.calibration_population`; writes `calibration_population.json`).
+population criteria (`validation.calibration_population`; writes `calibration_population.json`);
+`--study step-trends` the step interaction with seed-shared count trends
+(`validation.calibration_steps.calibrate_step_trends`; `calibration_step_trends.json`);
+`--study population-share` the population share at 17 to 3,000 users by the cheap per-user path
+(`validation.calibration_population.calibrate_share_users`; `calibration_population_share.json`).
 
 For each design (number of seeds; users and documents from `--from-run` or 3 users x 50 docs),
 experiments are simulated by `validation.simulate` at a ladder of true margins shared by every
@@ -218,12 +222,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"seed of every simulation (default {DEFAULT_RNG_SEED})")
     p.add_argument("--jobs", type=_positive("--jobs"), default=min(2, os.cpu_count() or 1),
                    help="worker processes (default 2)")
-    p.add_argument("--study", choices=("margins", "steps", "population"), default="margins",
+    p.add_argument("--study", choices=("margins", "steps", "population", "step-trends", "population-share"),
+                   default="margins",
                    help="`margins` (default): the verdict's margin intervals and criteria; `steps`: the "
                         "training-step interaction and the cluster support (validation/calibration_steps.py, "
                         "one process); `population`: the population criteria "
                         "(validation/calibration_population.py, one process; honours --out, --experiments, "
-                        "--resamples, --prereg, --rng-seed and the first of --seeds and --docs)")
+                        "--resamples, --prereg, --rng-seed and the first of --seeds and --docs); "
+                        "`step-trends`: the step interaction with seed-shared count trends (3 seeds by default; "
+                        "honours --seeds, --regime, --experiments, --resamples, --model-fits); "
+                        "`population-share`: the population share at 17 to 3,000 users, cheap per-user path "
+                        "(honours --out, --experiments, --prereg, --rng-seed and the first of --seeds)")
     return p
 
 
@@ -254,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         prereg_path = args.prereg or ("prereg.toml" if Path("prereg.toml").is_file() else None)
         prereg = load_prereg(prereg_path) if prereg_path else Prereg()
+        if args.study in ("step-trends", "population-share"):
+            return _main_issue23(args, prereg)
         if args.study == "population":
             if args.from_run or args.users or args.regime:
                 raise ValueError("`--study population` simulates its own designs (20 and 40 users for the "
@@ -285,6 +296,39 @@ def main(argv: list[str] | None = None) -> int:
     path = write_calibration(result, args.out)
     print(format_table(result))
     print(f"\nwrote {path} in {result.wall_s:.0f} s")
+    return 0
+
+
+def _main_issue23(args, prereg: Prereg) -> int:
+    """`--study step-trends` and `--study population-share` (issue 23): their own designs."""
+    if args.from_run or args.users or args.docs or (args.regime and args.study == "population-share"):
+        raise ValueError(f"`--study {args.study}` simulates its own designs; drop `--from-run`, `--users`, "
+                         "`--docs`" + (" and `--regime`." if args.study == "population-share" else "."))
+    default = args.experiments == DEFAULT_EXPERIMENTS
+    if args.study == "population-share":
+        from validation.calibration_population import (
+            calibrate_share_users,
+            format_share_users_table,
+            write_share_users_calibration,
+        )
+        res = calibrate_share_users(prereg, n_experiments=2000 if default else args.experiments,
+                                    n_seeds=(args.seeds or (3,))[0], rng_seed=args.rng_seed)
+        path = write_share_users_calibration(res, args.out)
+        print(format_share_users_table(res))
+    else:
+        from validation.calibration_steps import calibrate_step_trends, format_trend_table, write_trend_calibration
+
+        def progress(done: int, total: int) -> None:
+            if done % 20 == 0 or done == total:
+                print(f"  {done}/{total} sweeps", file=sys.stderr, flush=True)
+        res = calibrate_step_trends(prereg, seeds=args.seeds or (3,),
+                                    regimes=args.regime or ("seed-dominated", "document-dominated"),
+                                    n_experiments=100 if default else args.experiments,
+                                    n_resamples=args.resamples, model_fits=args.model_fits,
+                                    rng_seed=args.rng_seed, progress=progress)
+        path = write_trend_calibration(res, args.out)
+        print(format_trend_table(res))
+    print(f"\nwrote {path} in {res.wall_s:.0f} s")
     return 0
 
 

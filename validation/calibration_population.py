@@ -173,3 +173,118 @@ def write_population_calibration(c: PopulationCalibration, out_dir: str | Path) 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(c.to_json(), indent=2, allow_nan=False) + "\n")
     return path
+
+
+# ---- the share at many users (issue 23), the cheap path ------------------------------------------
+#
+# `python -m validation.calibrate --study population-share`. POPULATION_SHARE at its least-favourable
+# boundary (`min_share` of the users far above the bar, the others AT it, the limit from below) and
+# with 90% of the users above it, for 17 to 3,000 users: the users' margins and intervals come from
+# `validation.simulate.simulate_user_margins` (every user's interval exact), the share and the
+# criterion from the verdict's own `share_clearing` and `share_criterion`. Beside the simulated rate,
+# the exact one (binomial: a user at the bar is counted sure with probability exactly (1 - level) / 2,
+# one far above always), for the shipped bound and for the bare Clopper-Pearson bound it replaced.
+
+SHARE_MANY_USERS = (17, 18, 100, 1000, 3000)
+SHARE_MANY_FILENAME = "calibration_population_share.json"
+
+
+@dataclass(frozen=True)
+class ShareUsersRate:
+    scenario: str               # "boundary" (a PASS is false) or "power"
+    true_share: float
+    n_users: int
+    n_experiments: int
+    pass_rate: float            # simulated, the shipped bound
+    not_applicable_rate: float
+    exact_pass: float           # exact, the shipped bound (idealized: users at the bar or far above)
+    exact_pass_bare: float      # exact, bare Clopper-Pearson on the sure count (before issue 23)
+
+    @property
+    def se(self) -> float:
+        return math.sqrt(self.pass_rate * (1 - self.pass_rate) / self.n_experiments) if self.n_experiments else math.nan
+
+
+@dataclass(frozen=True)
+class ShareUsersCalibration:
+    rates: tuple[ShareUsersRate, ...]
+    n_seeds: int
+    se: float
+    rng_seed: int
+    settings: dict[str, Any]
+    wall_s: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": "normadapt-calibration-population-share/1", "n_seeds": self.n_seeds, "se": self.se,
+                "rng_seed": self.rng_seed, "settings": self.settings, "wall_s": self.wall_s,
+                "rates": [asdict(r) | {"se": r.se} for r in self.rates]}
+
+
+def exact_share_pass(n_users: int, true_share: float, min_share: float, level: float, *, bare: bool = False) -> float:
+    """P(POPULATION_SHARE reads PASS) when a `true_share` of the users is counted sure always and the
+    others (at the bar) with probability (1 - level) / 2: a binomial sum over the sure count. `bare`:
+    the bare Clopper-Pearson lower bound (before issue 23) instead of `share_bounds`."""
+    from scipy import stats
+
+    from validation.population import clopper_pearson, share_bounds
+    from validation.prereg import min_users_share
+    if not bare and n_users < min_users_share(min_share, level):
+        return 0.0
+    a = (1 - level) / 2
+    k = np.arange(n_users + 1)
+    low = np.array([clopper_pearson(int(x), n_users, level).low if bare
+                    else share_bounds(int(x), n_users, n_users, level).low for x in k])
+    return float(stats.binom.pmf(k, n_users, true_share + a * (1 - true_share))[low >= min_share].sum())
+
+
+def calibrate_share_users(prereg: Prereg, *, users: tuple[int, ...] = SHARE_MANY_USERS, n_experiments: int = 2000,
+                          n_seeds: int = 3, se: float = 0.02, rng_seed: int = 20260101,
+                          progress=None) -> ShareUsersCalibration:
+    """The share criterion's false PASS at its boundary and its power (90% above), per number of
+    users, through `share_clearing` and `share_criterion` on `simulate_user_margins`."""
+    from validation.population import share_clearing, share_criterion
+    from validation.prereg import min_users_share
+    from validation.simulate import simulate_user_margins
+    t0 = time.perf_counter()
+    level, bar = prereg.confidence, prereg.share_margin
+    need = min_users_share(prereg.min_share, level)
+    plan = (("boundary", prereg.min_share), ("power", 0.9))
+    rates = []
+    for k, (scenario, share) in enumerate(plan):
+        pop = UserPopulation(above_share=share, high_margin=0.30, low_margin=bar)
+        for J in users:
+            names = tuple(f"u{i}" for i in range(J))
+            st = []
+            for i in range(n_experiments):
+                rng = np.random.default_rng([rng_seed, 23, k, J, i])
+                m = simulate_user_margins(pop, J, n_seeds, se, level, rng)
+                s = share_clearing(names, m.point, m.low, m.high, bar, level, prereg.comparator)
+                st.append(share_criterion(s, prereg.min_share, need).status_text)
+            if progress:
+                progress(scenario, J)
+            rates.append(ShareUsersRate(scenario, share, J, n_experiments, st.count(Status.PASS.value) / n_experiments,
+                                        st.count("NOT_APPLICABLE") / n_experiments,
+                                        exact_share_pass(J, share, prereg.min_share, level),
+                                        exact_share_pass(J, share, prereg.min_share, level, bare=True)))
+    settings = {"share_margin": bar, "min_share": prereg.min_share, "confidence": level,
+                "min_users_share": need, "high_margin": 0.30}
+    return ShareUsersCalibration(tuple(rates), n_seeds, se, rng_seed, settings, round(time.perf_counter() - t0, 1))
+
+
+def format_share_users_table(c: ShareUsersCalibration) -> str:
+    lines = [f"POPULATION_SHARE at many users (cheap path: per-user margins, {c.n_seeds} seeds, se {c.se:g}, t "
+             f"intervals); boundary: {c.settings['min_share']:.0%} far above the bar, the others at it (a PASS is "
+             f"false; nominal {(1 - c.settings['confidence']) / 2:g}); power: 90% above",
+             f"{'scenario':>9} {'users':>6} {'N':>6} {'pass':>7} {'se':>6} {'n/a':>5} {'exact':>7} "
+             f"{'exact, bare CP':>15}"]
+    for r in c.rates:
+        lines.append(f"{r.scenario:>9} {r.n_users:>6} {r.n_experiments:>6} {r.pass_rate:>7.4f} {r.se:>6.4f} "
+                     f"{r.not_applicable_rate:>5.2f} {r.exact_pass:>7.4f} {r.exact_pass_bare:>15.4f}")
+    return "\n".join(lines)
+
+
+def write_share_users_calibration(c: ShareUsersCalibration, out_dir: str | Path) -> Path:
+    path = Path(out_dir) / SHARE_MANY_FILENAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(c.to_json(), indent=2, allow_nan=False) + "\n")
+    return path

@@ -224,3 +224,174 @@ def write_steps_calibration(res: StepsCalibration, out_dir: str | Path) -> Path:
     from common.atomic import atomic_write_text
     return atomic_write_text(Path(out_dir) / "calibration_steps.json",
                              json.dumps(res.to_json(), indent=2, allow_nan=False) + "\n")
+
+
+# --------------------------------------------------------------------------- seed-shared trends (issue 23)
+#
+# `python -m validation.calibrate --study step-trends`. The sweeps above draw every term that
+# changes with the count afresh per seed; here the simulator adds trends that the seeds SHARE
+# (`SimParams.doc_trend_sd`: per adapter and held-out document, noise whose only replication is the
+# documents; `trend_sd`: per adapter and eval user, a real trend of that adapter on that user's text,
+# in the truth). Each sweep goes through `analyze_steps`; read per experiment:
+# - `interaction`: the overall diag x log2(steps) test (`StepsAnalysis.interaction`: paired bootstrap
+#   and the users' cells);
+# - `slope`: each user's margin slope interval (per (experiment, user));
+# - `wald`, `wald-user`: the mixed model's Wald test, overall (p < 1 - confidence) and per user
+#   (descriptive since issue 23; measured to show why).
+# False positive at slope 0 (interval excludes 0), power at a planted slope (the right direction),
+# coverage of the true value. With cell-level trends a user's true slope moves (the per-user tests:
+# coverage) while the population interaction stays 0 (the overall tests: false positive).
+
+DOC_TREND_SD = 0.0212   # per document: a cell-level trend of sd about 0.003 at 50 documents (issue 23's)
+CELL_TREND_SD = 0.003   # per adapter x eval user (a real trend: coverage only)
+TREND_SLOPE = 0.01      # the planted margin slope of the power rows (1 pp per doubling)
+
+
+@dataclass(frozen=True)
+class TrendFigure:
+    """One rate of the seed-shared-trend calibration with its binomial Monte-Carlo se."""
+
+    test: str             # `interaction`, `slope`, `wald` or `wald-user`
+    regime: str
+    seeds: int
+    trends: str           # `none`, `documents` (doc_trend_sd) or `cells` (trend_sd, in the truth)
+    trend_sd: float
+    slope: float          # planted margin slope per doubling
+    measure: str          # `false-positive`, `power` or `coverage`
+    n: int
+    rate: float
+
+    @property
+    def se(self) -> float:
+        return float(np.sqrt(self.rate * (1 - self.rate) / self.n)) if self.n else float("nan")
+
+
+@dataclass(frozen=True)
+class TrendCalibration:
+    figures: tuple[TrendFigure, ...]
+    level: float
+    interval_method: str
+    n_experiments: int
+    n_resamples: int
+    model_fits: int
+    rng_seed: int
+    wall_s: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": "normadapt-calibration-step-trends/1", "level": self.level,
+                "interval_method": self.interval_method, "n_experiments": self.n_experiments,
+                "n_resamples": self.n_resamples, "model_fits": self.model_fits, "rng_seed": self.rng_seed,
+                "steps": list(STEPS), "snapshot_sd": SNAPSHOT_SD, "wall_s": self.wall_s,
+                "figures": [asdict(f) | {"se": f.se} for f in self.figures]}
+
+
+def trend_experiment(params, slope: float, n_seeds: int, prereg: Prereg, n_resamples: int,
+                     rng: np.random.Generator, *, fit: bool) -> dict[str, np.ndarray]:
+    """One sweep with the trends of `params`: per test, whether its interval excludes 0, names the
+    direction of a positive margin slope, and holds the truth (arrays over users for the per-user
+    tests, length 1 for the overall ones)."""
+    from validation.simulate import simulate_steps, true_diagonal_effect
+    from validation.steps import analyze_steps, log2_slope
+    st = simulate_steps(params, prereg.lenient_margin, STEPS, n_seeds, rng, slopes=slope)
+    a = analyze_steps(st.data.cells, st.data.docs, prereg, rng=rng, n_resamples=n_resamples, fit=fit)
+    J = len(a.users)
+    true_inter = float(log2_slope(np.array([[true_diagonal_effect(E[:J, :J])] for E in st.truth.expected]),
+                                  STEPS)[0])
+    lo = np.array([u.trend.ci.low for u in a.users])
+    hi = np.array([u.trend.ci.high for u in a.users])
+    it = a.interaction
+    out = {"slope_excl": (lo > 0) | (hi < 0), "slope_right": lo > 0,
+           "slope_cover": (lo <= st.truth.slopes) & (st.truth.slopes <= hi),
+           "interaction_excl": np.array([it.direction in ("grows", "shrinks")]),
+           "interaction_right": np.array([it.direction == "grows"]),   # a rising margin = a growing advantage
+           "interaction_cover": np.array([it.ci.low <= true_inter <= it.ci.high])}
+    if fit and a.model is not None:
+        m = a.model
+        out |= {"wald_excl": np.array([m.p_value < 1 - prereg.confidence]),
+                "wald_right": np.array([m.interaction_ci.high < 0]),
+                "wald_cover": np.array([m.interaction_ci.low <= true_inter <= m.interaction_ci.high])}
+        if m.user_interactions:
+            ml = np.array([e.ci.low for e in m.user_interactions])
+            mh = np.array([e.ci.high for e in m.user_interactions])
+            out |= {"wald-user_excl": (ml > 0) | (mh < 0), "wald-user_right": mh < 0}
+    return out
+
+
+def trend_designs(doc_trend_sd: float = DOC_TREND_SD, cell_trend_sd: float = CELL_TREND_SD,
+                  slope: float = TREND_SLOPE) -> tuple[tuple[str, float, str, float], ...]:
+    """(trends, sd, scenario, slope): without trends, with document trends (null and effect), and
+    with cell-level trends (null)."""
+    return (("none", 0.0, "null", 0.0), ("none", 0.0, "effect", slope),
+            ("documents", doc_trend_sd, "null", 0.0), ("documents", doc_trend_sd, "effect", slope),
+            ("cells", cell_trend_sd, "null", 0.0))
+
+
+def calibrate_step_trends(prereg: Prereg | None = None, *, seeds: tuple[int, ...] = (3,),
+                          regimes: tuple[str, ...] = ("seed-dominated", "document-dominated"),
+                          designs: tuple[tuple[str, float, str, float], ...] | None = None,
+                          n_experiments: int = 100, n_resamples: int = 300, model_fits: int = 0,
+                          rng_seed: int = 0, progress=None) -> TrendCalibration:
+    """Every regime x seeds x design of `trend_designs()`: `n_experiments` sweeps (3 users x 50
+    documents, `STEPS`), the first `model_fits` of each also fitting the mixed model."""
+    prereg = Prereg() if prereg is None else prereg
+    designs = trend_designs() if designs is None else designs
+    t0 = time.perf_counter()
+    figs: list[TrendFigure] = []
+    total, done = len(regimes) * len(seeds) * len(designs) * n_experiments, 0
+    for r_i, regime in enumerate(regimes):
+        base = replace(regime_params(regime, users=3, n_docs=50), snapshot_sd=SNAPSHOT_SD)
+        for S in seeds:
+            for d_i, (trends, sd, scenario, slope) in enumerate(designs):
+                params = replace(base, doc_trend_sd=sd if trends == "documents" else 0.0,
+                                 trend_sd=sd if trends == "cells" else 0.0)
+                recs = []
+                for i in range(n_experiments):
+                    recs.append(trend_experiment(params, slope, S, prereg, n_resamples,
+                                                 _rng(rng_seed, 23, r_i, S, d_i, i), fit=i < model_fits))
+                    done += 1
+                    if progress:
+                        progress(done, total)
+                figs += _trend_figures(recs, regime, S, trends, sd, scenario, slope)
+    return TrendCalibration(tuple(figs), prereg.confidence, prereg.interval_method, n_experiments, n_resamples,
+                            model_fits, rng_seed, round(time.perf_counter() - t0, 1))
+
+
+def _trend_figures(recs, regime: str, S: int, trends: str, sd: float, scenario: str,
+                   slope: float) -> list[TrendFigure]:
+    out = []
+    for test in ("interaction", "slope", "wald", "wald-user"):
+        have = [r for r in recs if f"{test}_excl" in r]
+        if not have:
+            continue
+        def rate(key: str, have=have) -> tuple[int, float]:
+            x = np.concatenate([r[key] for r in have])
+            return int(x.size), float(np.mean(x))
+        overall = test in ("interaction", "wald")
+        # the truth is 0 (null) or the planted slope: a rate of rejections; with cell-level trends a
+        # user's slope truly moves (coverage only), the population interaction does not (mean zero)
+        if trends != "cells" or overall:
+            n, v = rate(f"{test}_excl" if scenario == "null" else f"{test}_right")
+            out.append(TrendFigure(test, regime, S, trends, sd, slope,
+                                   "false-positive" if scenario == "null" else "power", n, v))
+        if f"{test}_cover" in have[0] and not (trends == "cells" and overall):
+            n, v = rate(f"{test}_cover")
+            out.append(TrendFigure(test, regime, S, trends, sd, slope, "coverage", n, v))
+    return out
+
+
+def format_trend_table(res: TrendCalibration) -> str:
+    lines = [f"Step interaction with seed-shared trends ({res.interval_method} intervals, level {res.level:.0%}; "
+             f"{res.n_experiments} sweeps per row, the mixed model on the first {res.model_fits}; "
+             f"{res.n_resamples} resamples; trends: none, per document (noise) or per cell (truth))",
+             f"{'test':>12} {'regime':>18} {'seeds':>5} {'trends':>9} {'sd':>6} {'slope':>6} {'measure':>14} "
+             f"{'n':>5} {'rate':>6} {'se':>6}"]
+    for f in res.figures:
+        lines.append(f"{f.test:>12} {f.regime:>18} {f.seeds:>5} {f.trends:>9} {f.trend_sd:>6.4f} {f.slope:>6.3f} "
+                     f"{f.measure:>14} {f.n:>5} {f.rate:>6.3f} {f.se:>6.3f}")
+    return "\n".join(lines)
+
+
+def write_trend_calibration(res: TrendCalibration, out_dir: str | Path) -> Path:
+    from common.atomic import atomic_write_text
+    return atomic_write_text(Path(out_dir) / "calibration_step_trends.json",
+                             json.dumps(res.to_json(), indent=2, allow_nan=False) + "\n")

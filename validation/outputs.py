@@ -201,7 +201,11 @@ def steps_lines(v: Verdict) -> list[str]:
         return []
     head = (f"training steps {', '.join(map(str, st.steps))} (exploratory; criteria read at "
             f"{'the primary count' if st.primary is None else st.primary}):")
-    return [head] + [f"  - {term(s)}" for s in st.sentences()] + [""]
+    overall = [] if getattr(st, "interaction", None) is None else [f"  - {term(st.interaction.words)}"]
+    model = [] if st.model is None else [
+        f"  - mixed model diag x log2(steps) {st.model.interaction:+.4f} log ppl per doubling: descriptive only "
+        "(its Wald p counts a trend the seeds share once per seed; verdict.json `steps_analysis.model`)"]
+    return [head] + overall + [f"  - {term(s)}" for s in st.sentences()] + model + [""]
 
 
 def decomposition_lines(v: Verdict) -> list[str]:

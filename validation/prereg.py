@@ -31,9 +31,12 @@ MIN_USERS_EFFECT = 6     # fewer users: the between-user variance of the effect 
 
 def min_users_share(min_share: float, level: float) -> int:
     """The fewest users with which `population_share` can PASS at all: with every user's interval
-    above the bar, the Clopper-Pearson lower bound is ((1 - level) / 2)^(1/J), which must reach
-    `min_share` (17 users for 0.80 at 95%)."""
-    return max(2, math.ceil(math.log((1 - level) / 2) / math.log(min_share) - 1e-12))
+    above the bar, the Clopper-Pearson lower bound is a^(1/J), a = (1 - level) / 2, and the share's
+    lower end (a^(1/J) - a) / (1 - a) (`validation.population.share_bounds`: a user below the bar
+    is counted sure with probability up to a), which must reach `min_share`: J >= log(a) /
+    log(a + (1 - a) min_share) (18 users for 0.80 at 95%)."""
+    a = (1 - level) / 2
+    return max(2, math.ceil(math.log(a) / math.log(a + (1 - a) * min_share) - 1e-12))
 
 
 class PreregError(ValueError):

@@ -19,6 +19,8 @@ The model, for evaluation user j, document d, seed s and adapter row i (users, t
                   + cell[s,i,j]       ~ N(0, cell_sd)         seed x adapter x eval
                   + noise[s,i,j,d]    ~ N(0, noise_sd * sqrt(mean_tokens / tokens_d))
                   [+ snap[s,i,j,k]    ~ N(0, snapshot_sd)     per step count k, `simulate_steps` only]
+                  [+ doctrend[i,j,d] x_k  ~ N(0, doc_trend_sd)   seed-shared, `simulate_steps` only]
+                  [+ trend[i,j] x_k       ~ N(0, trend_sd)       seed-shared, in E (truth), likewise]
 
 `base` is not trained: it has no seed, instance or cell effect and the same noise in every seed.
 A leave-one-out control `loo:<user k>` among the controls has E[loo:k,j] = E[pooled,j] + seen * 1[j == k]:
@@ -81,6 +83,14 @@ class SimParams:
     # Step sweeps only (`simulate_steps`): sd of a seed x adapter x eval term drawn afresh at every
     # step count (what one snapshot of a training run adds on top of the run's shared terms).
     snapshot_sd: float = 0.0
+    # Step sweeps only: seed-shared count trends (slopes per doubling on centred log2(steps), drawn
+    # once and shared by every seed). `doc_trend_sd`: per (trained adapter, held-out document), mean
+    # zero, so it leaves the true margins (the many-document limit) unchanged: the finite set of
+    # documents scored at every count and seed makes of it a cell-level trend of sd about
+    # doc_trend_sd / sqrt(n_docs) that is noise. `trend_sd`: per (trained adapter, eval user), every
+    # document alike: a real trend of that adapter on that user's text, part of the truth.
+    doc_trend_sd: float = 0.0
+    trend_sd: float = 0.0
     # From a real run (`params_from_run`): fixed expected cells of every row but the diagonal,
     # (A, J) in the row order users + controls; and the run's document lengths per user.
     expected: np.ndarray | None = None
@@ -110,6 +120,9 @@ class SimParams:
         d["expected_from_run"] = self.expected is not None
         if not self.snapshot_sd:
             del d["snapshot_sd"]   # step sweeps only: single-count parameter files keep their keys
+        for k in ("doc_trend_sd", "trend_sd"):
+            if not getattr(self, k):
+                del d[k]           # step sweeps only, likewise
         return d
 
 
@@ -119,7 +132,8 @@ def _params_iv(p: SimParams) -> None:
     if len(p.n_docs) != len(p.users) or any(int(n) < 1 for n in p.n_docs):
         raise ValueError(f"`n_docs` must hold one positive count per user; got {list(p.n_docs)}.")
     for name in ("text_sd", "adapter_sd", "offdiag_sd", "seed_sd", "instance_sd", "cell_sd",
-                 "doc_sd", "doc_adapter_sd", "noise_sd", "tokens_log_sd", "snapshot_sd"):
+                 "doc_sd", "doc_adapter_sd", "noise_sd", "tokens_log_sd", "snapshot_sd", "doc_trend_sd",
+                 "trend_sd"):
         v = getattr(p, name)
         if not (np.isfinite(v) and v >= 0):
             raise ValueError(f"`{name}` must be a finite number >= 0; got {v!r}.")
@@ -221,12 +235,15 @@ def simulate_experiment(params: SimParams, margins, n_seeds: int, rng: np.random
     return SimulatedStudy(data, Truth(E, true_margins(E), true_diagonal_effect(E)))
 
 
-def _simulate_columns(p: SimParams, Es: list[np.ndarray], S: int, rng: np.random.Generator):
+def _simulate_columns(p: SimParams, Es: list[np.ndarray], S: int, rng: np.random.Generator,
+                      xs: np.ndarray | None = None):
     """Per expected matrix E_k (A, J) in `Es`: per column j, (S, A, D) document NLL sums and token
     counts. Seed, instance, cell, document and document x adapter terms are drawn once and shared
     by every E_k (snapshots of the same trained adapters, evaluated on the same documents); the
     per-document noise is drawn afresh for each. With one E the draws are those of
-    `simulate_experiment` (one fixed order)."""
+    `simulate_experiment` (one fixed order). `xs` (one centred log2 step count per E) carries the
+    seed-shared document x adapter trend `doc_trend_sd` (drawn only when it is > 0, so that every
+    other draw is unchanged without it)."""
     J, A = len(p.users), len(p.adapters)
     trained = np.array([a != "base" for a in p.adapters], dtype=float)           # (A,)
     seed_eff = rng.normal(0, p.seed_sd, size=S)[:, None] * trained[None, :]      # (S, A)
@@ -239,13 +256,17 @@ def _simulate_columns(p: SimParams, Es: list[np.ndarray], S: int, rng: np.random
         cell = rng.normal(0, p.cell_sd, size=(S, A)) * trained[None, :]
         doc = rng.normal(0, p.doc_sd, size=D)
         docadapt = rng.normal(0, p.doc_adapter_sd, size=(A, D))
-        for E, (nll_cols, tok_cols) in zip(Es, out, strict=True):
+        doctrend = (rng.normal(0, p.doc_trend_sd, size=(A, D)) * trained[:, None]
+                    if p.doc_trend_sd > 0 and xs is not None else None)
+        for k, (E, (nll_cols, tok_cols)) in enumerate(zip(Es, out, strict=True)):
             noise = rng.normal(0, 1, size=(S, A, D)) * (p.noise_sd * np.sqrt(p.mean_tokens / tok))
             noise[:, ~trained.astype(bool)] = noise[:1, ~trained.astype(bool)]  # base: deterministic
             snap = (rng.normal(0, p.snapshot_sd, size=(S, A)) * trained[None, :] if p.snapshot_sd > 0
                     else 0.0)                                                    # (S, A) per count
             loss = (E[None, :, j, None] + doc[None, None, :] + docadapt[None]
                     + (seed_eff + inst + cell + snap)[:, :, None] + noise)       # (S, A, D)
+            if doctrend is not None:
+                loss = loss + (doctrend * xs[k])[None]                          # shared by seeds
             nll_cols.append(loss * tok)
             tok_cols.append(np.broadcast_to(tok, loss.shape))
     return out
@@ -418,7 +439,11 @@ def simulate_steps(params: SimParams, margins, steps, n_seeds: int, rng: np.rand
     expected cell is the same at every count. Seed, adapter-instance, cell, document and
     document x adapter terms are shared by every count (snapshots of the same training runs,
     evaluated on the same documents), so differences between counts are paired as in a real
-    sweep; the per-document noise is drawn afresh per count. Deterministic given `rng`.
+    sweep; the per-document noise is drawn afresh per count. Seed-shared count trends, x_k the
+    centred log2(steps_k): `doc_trend_sd` per (adapter, document), noise (the truth is unchanged);
+    `trend_sd` per (adapter, eval user), added to the expected cells, so `truth.slopes` are then
+    the true margins' least-squares slopes (the planted one plus what the trends make of it).
+    Deterministic given `rng`.
     """
     if not isinstance(rng, np.random.Generator):
         raise ValueError(f"`rng` must be a numpy.random.Generator; got {type(rng).__name__}.")
@@ -436,6 +461,8 @@ def simulate_steps(params: SimParams, margins, steps, n_seeds: int, rng: np.rand
         raise ValueError(f"the planted margins reach 1 at some step count ({M.max():.3f}); lower "
                          "`margins` or `slopes`.")
     E0 = expected_cells(p, margins, rng)
+    x = np.log2(np.asarray(steps, dtype=float))
+    x = x - x.mean()
     others = E0[:J].copy()
     others[np.arange(J), np.arange(J)] = np.inf
     best_other = others.min(axis=0)
@@ -444,14 +471,34 @@ def simulate_steps(params: SimParams, margins, steps, n_seeds: int, rng: np.rand
         E = E0.copy()
         E[np.arange(J), np.arange(J)] = best_other + np.log1p(-m)
         Es.append(E)
+    if p.trend_sd > 0:
+        Es = _with_trends(Es, x, p, rng)
     parts = []
-    for k, (nll_cols, tok_cols) in zip(steps, _simulate_columns(p, Es, S, rng), strict=True):
+    for k, (nll_cols, tok_cols) in zip(steps, _simulate_columns(p, Es, S, rng, xs=x), strict=True):
         d = study_tables(nll_cols, tok_cols, p.adapters, p.users, seeds, p.bytes_per_token)
         parts.append((k, d))
     cells = pl.concat([d.cells.with_columns(pl.lit(k, dtype=pl.Int64).alias("steps")) for k, d in parts])
     docs = pl.concat([d.docs.with_columns(pl.lit(k, dtype=pl.Int64).alias("steps")) for k, d in parts])
+    margins_k = true_margins(np.stack(Es))
+    if p.trend_sd > 0:   # the planted slope plus what the adapter x user trends make of it
+        slopes = log2_slope_of(margins_k, x)
     return SimulatedSteps(StudyData(cells=cells, docs=docs),
-                          StepsTruth(steps, np.stack(Es), true_margins(np.stack(Es)), slopes))
+                          StepsTruth(steps, np.stack(Es), margins_k, slopes))
+
+
+def _with_trends(Es: list[np.ndarray], x: np.ndarray, p: SimParams, rng: np.random.Generator) -> list[np.ndarray]:
+    """The expected cells of every count plus a seed-shared trend t[i, j] * x_k per trained adapter
+    i and eval user j (`trend_sd`): E_k + t x_k (drawn only when `trend_sd` > 0, so a sweep without
+    it is the same draw as before)."""
+    trained = np.array([a != "base" for a in p.adapters], dtype=float)
+    t = rng.normal(0, p.trend_sd, size=Es[0].shape) * trained[:, None]
+    return [E + t * xk for E, xk in zip(Es, x, strict=True)]
+
+
+def log2_slope_of(values: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """(K, J) values at centred log2 step counts `x` -> (J,) least-squares slope per doubling."""
+    w = (x - x.mean()) / np.sum((x - x.mean()) ** 2)
+    return w @ values
 
 
 def cells_from_matrix(ppl: np.ndarray, adapters: tuple[str, ...], users: tuple[str, ...]) -> StudyData:
@@ -464,3 +511,40 @@ def cells_from_matrix(ppl: np.ndarray, adapters: tuple[str, ...], users: tuple[s
     df = pl.DataFrame({"seed": s.ravel(), "adapter": np.asarray(adapters)[a.ravel()],
                        "eval": np.asarray(users)[j.ravel()], "ppl": ppl.ravel()})
     return StudyData(cells=normalize_cells(df, "<matrix>"))
+
+
+# --------------------------------------------------------------------------- many users, cheaply (issue 23)
+
+@dataclass(frozen=True, eq=False)
+class SimulatedMargins:
+    """Per-user margins of a many-user study, simulated without the perplexity matrix."""
+
+    margins: np.ndarray           # (J,) true margins drawn from the population
+    per_seed: np.ndarray          # (S, J) per-seed margin estimates
+    point: np.ndarray             # (J,) estimates (mean over seeds)
+    low: np.ndarray               # (J,) interval bounds at `level`
+    high: np.ndarray
+
+
+def simulate_user_margins(population: UserPopulation, n_users: int, n_seeds: int, se: float, level: float,
+                          rng: np.random.Generator) -> SimulatedMargins:
+    """The cheap many-user path of the population calibration: each user's true margin from
+    `population`, `n_seeds` per-seed estimates m_j + N(0, se sqrt(S)) (so their mean has sd `se`),
+    and the Student-t interval on S - 1 df at `level` (exact under this model: every user's
+    interval holds its level, so what a calibration measures is the population figure built on
+    top). A (J,) study of 1,000 users costs microseconds where the full matrix (J x J cells,
+    documents, the bootstrap) costs minutes; deterministic given `rng`."""
+    from scipy import stats
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"`rng` must be a numpy.random.Generator; got {type(rng).__name__}.")
+    if not isinstance(n_seeds, (int, np.integer)) or n_seeds < 2:
+        raise ValueError(f"`n_seeds` must be an integer >= 2 (a t interval needs 2 seeds); got {n_seeds!r}.")
+    if not isinstance(n_users, (int, np.integer)) or n_users < 1:
+        raise ValueError(f"`n_users` must be a positive integer; got {n_users!r}.")
+    if not (np.isfinite(se) and se > 0) or not 0 < level < 1:
+        raise ValueError(f"`se` must be > 0 and `level` in (0, 1); got {se!r}, {level!r}.")
+    m = population.draw(int(n_users), rng)
+    per_seed = m[None, :] + rng.normal(0, se * np.sqrt(n_seeds), size=(int(n_seeds), int(n_users)))
+    point = per_seed.mean(axis=0)
+    half = stats.t.ppf(1 - (1 - level) / 2, n_seeds - 1) * per_seed.std(axis=0, ddof=1) / np.sqrt(n_seeds)
+    return SimulatedMargins(m, per_seed, point, point - half, point + half)
