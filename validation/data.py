@@ -15,7 +15,7 @@ import polars as pl
 
 from common.contract import CONTROLS, LOO_PREFIX, is_control, loo_name, loo_user
 from common.limits import gib, memory_budget
-from common.names import InvalidName, check_name
+from common.names import InvalidName, check_name, lookalikes, shown
 from validation.results import StudyData
 
 STATUSES = ("ok", "diverged", "worse_than_base")
@@ -212,7 +212,16 @@ def _names(col: pl.Series, src: str, column: str) -> pl.Series:
         except InvalidName as e:
             rows = _rows(col == raw)
             raise InputError(f"{src}: column `{column}` at row(s) {rows}{e}") from None
-    return col.replace_strict(fixed, return_dtype=pl.Utf8) if any(k != v for k, v in fixed.items()) else col
+    out = col.replace_strict(fixed, return_dtype=pl.Utf8) if any(k != v for k, v in fixed.items()) else col
+    pair = lookalikes(name for name in out.unique(maintain_order=True).to_list()
+                      if column == "eval" or (name not in CONTROLS and ":" not in name))
+    if pair is not None:
+        a, b = pair
+        raise InputError(f"{src}: column `{column}` holds the user names {shown(a)} (row(s) {_rows(out == a)}) and "
+                         f"{shown(b)} (row(s) {_rows(out == b)}), which look alike (the same after compatibility "
+                         "normalization, case folding and Unicode confusable folding) and would print as one user; "
+                         "rename one of them (docs/gate.md, section 3).")
+    return out
 
 
 def _seed_column(col: pl.Series, src: str) -> pl.Series:
