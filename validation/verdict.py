@@ -171,9 +171,21 @@ def _write_report(verdict, data, out: Path, calibration, charts: str | None) -> 
     return None
 
 
+def check_flags(args: argparse.Namespace) -> None:
+    """Flag values and combinations that would do something other than asked: InputError (exit 2)."""
+    for flag, value in (("--out", args.out), ("--run", args.run), ("--cells", args.cells), ("--docs", args.docs),
+                        ("--prereg", args.prereg), ("--runs-root", args.runs_root)):
+        if value is not None and not value.strip():   # Path("") is the current directory
+            raise InputError(f"`{flag} {value!r}`: empty; pass a path, or leave `{flag}` out for its default.")
+    if args.charts and args.no_report:
+        raise InputError(f"`--charts {args.charts}` with `--no-report`: the charts are drawn with the report, so "
+                         "nothing would be written; drop `--no-report` to get both, or drop `--charts`.")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_flags(args)
         prereg = load_prereg(args.prereg or default_prereg_path())
         study, out, run_dir = _load(args)
         status = check_prereg(prereg, study.manifest, allow_change=args.allow_prereg_change)
