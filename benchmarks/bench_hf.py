@@ -60,7 +60,8 @@ def peft_train_one(path: Path, names: list[str], stream: np.ndarray, order: np.n
     from peft import LNTuningConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype).eval()
+    base = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype,
+                                                trust_remote_code=False).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pm = get_peft_model(base, LNTuningConfig(task_type="CAUSAL_LM", target_modules=names))
@@ -140,7 +141,7 @@ def ratio(args) -> None:
     adirs = [write_peft_adapter(work / "peft" / n, batched.states[k], ck.model.specs, str(path))
              for k, n in enumerate(names)]
     t0 = time.perf_counter()
-    base = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=td).eval()
+    base = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=td, trust_remote_code=False).eval()
     for w in windows.values():  # the base
         doc_nll(PeftScorer(base, T, ck.model.eval_batch), w, 0)
     for adir in adirs:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
-from common.contract import CONTROLS, OK
+from common.contract import BASE, CONTROLS, DIVERGED, OK
 from fixtures.corpus import FixtureError
 from runners import rundir
 from runners.execute import run_grid
@@ -122,8 +122,10 @@ def summary(run_dir: Path, primary_steps: int | None = None) -> str:
              "", format_matrix(cells), ""]
     if len(bad):
         kinds = ", ".join(f"{n} {k}" for k, n in sorted(bad.group_by("status").len().iter_rows()))
+        hint = ("; a diverged adapter usually means `--lr` is too high (docs/lr_sweep.md)"
+                if (bad["status"] == DIVERGED).any() else "")
         lines.append(f"warning: {len(bad)} cell(s) not ok ({kinds}); the verdict's gate fails on diverged cells "
-                     "(statuses: docs/formats.md)")
+                     f"(statuses: docs/formats.md){hint}")
     lines.append(f"next: python -m validation.verdict --run {run_dir}   (statistics, criteria, report, exit code)")
     return "\n".join(lines)
 
@@ -144,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
 
             hf = open_checkpoint(settings.hf_model, settings.dtype, settings.device, settings.context)
         check_corpus_sizes(fs, settings.model.block_size if hf is None else hf.model.config.block_size,
-                           None if hf is None else hf.encoder)
+                           None if hf is None else hf.encoder, batch_size=settings.train.batch_size)
         if settings.prereg_settings is not None:
             check_users_usage(settings.prereg_settings, len(fs.users))
         check_limits(settings, fs)
@@ -163,7 +165,25 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     print(summary(run_dir, settings.prereg_settings.primary_steps if settings.prereg_settings else None))
+    if all_diverged(run_dir):
+        print(f"error: every trained adapter diverged (a non-finite loss or adapter in every seed): the run is "
+              f"written to {run_dir}, but there is nothing to judge and its verdict fails the gate; `--lr "
+              f"{settings.train.lr:g}` is too high for this model, lower it (docs/lr_sweep.md) and train again "
+              f"(exit {EXIT_ALL_DIVERGED})", file=sys.stderr)
+        return EXIT_ALL_DIVERGED
     return 0
+
+
+# The run is written, but every adapter it trained diverged (docs/gate.md, section 4): not 0, so a
+# pipeline stops before the verdict; not 1 (an uncaught Python error) nor 2 (bad input).
+EXIT_ALL_DIVERGED = 3
+
+
+def all_diverged(run_dir: Path) -> bool:
+    """Whether every trained adapter's cell (users, pooled, loo:<user>; not `base`) of the run diverged."""
+    cells = pl.read_parquet(run_dir / "cells.parquet", columns=["adapter", "status"])
+    trained = cells.filter(pl.col("adapter") != BASE)
+    return trained.height > 0 and bool((trained["status"] == DIVERGED).all())
 
 
 if __name__ == "__main__":

@@ -30,6 +30,13 @@ from validation.prereg import (
 )
 
 MAX_SEEDS = 1000
+# A seed feeds torch.manual_seed and numpy's generators and is stored in the tables' Int64 `seed`
+# column: 32 bits (numpy's legacy seed range) keeps it valid for every one of them.
+MAX_SEED = 2**32 - 1
+# Windows per adapter per training step: a sanity bound (the default is 8); a batch that does not fit
+# in memory is the memory planner's to refuse. A batch also may not exceed the training windows of
+# the smallest user's text (`check_corpus_sizes`).
+MAX_BATCH_SIZE = 4096
 # Bytes per row of the tables a run assembles in memory (docs.parquet, train_log.parquet), with
 # the copy `pl.concat` makes: an upper estimate.
 DOC_ROW_BYTES, LOG_ROW_BYTES = 2 * 96, 2 * 40
@@ -77,6 +84,10 @@ def _seeds(args: argparse.Namespace) -> tuple[int, ...]:
             raise UsageError(f"`--seed-list {args.seed_list}`: give comma-separated integers, e.g. 0,1,2") from None
         if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
             raise UsageError(f"`--seed-list {args.seed_list}`: give distinct non-negative integers, e.g. 0,1,2")
+        if max(seeds) > MAX_SEED:
+            raise UsageError(f"`--seed-list`: seed {max(seeds)} is larger than {MAX_SEED} (2**32 - 1), the largest "
+                             "seed every random generator of the run accepts; give seeds from 0 to "
+                             f"{MAX_SEED}, e.g. 0,1,2")
         if len(seeds) > MAX_SEEDS:
             raise UsageError(f"`--seed-list`: {len(seeds)} seeds, more than the {MAX_SEEDS} a run may hold; "
                              "give fewer seeds")
@@ -147,7 +158,11 @@ def primary_steps_warning(prereg: Prereg | None, counts: tuple[int, ...]) -> str
             "it, for a gating run")
 
 
-def _check_out(out: Path) -> Path:
+def _check_out(raw: str) -> Path:
+    if not str(raw).strip():  # Path("") is ".": the run would be written into the current directory
+        raise UsageError(f"`--out {raw!r}`: empty; pass the directory that holds the run directories "
+                         "(default runs/)")
+    out = Path(raw)
     latest = out / "latest"
     if latest.is_dir() and not latest.is_symlink():  # point_latest would fail after the whole grid ran
         raise UsageError(f"`--out {out}`: `{latest}` is a real directory, but the runner keeps a symlink "
@@ -223,6 +238,10 @@ def settings_from_args(args: argparse.Namespace) -> GridSettings:
                          "(own adapter against another user's); ask for 2 or more")
     counts = parse_steps(args.steps)
     _positive("--batch-size", args.batch_size)
+    if args.batch_size > MAX_BATCH_SIZE:
+        raise UsageError(f"`--batch-size {args.batch_size}`: more than {MAX_BATCH_SIZE} training windows per "
+                         "adapter per step, far beyond any useful batch (the default is "
+                         f"{TrainConfig.batch_size}) and beyond memory; give at most {MAX_BATCH_SIZE}")
     if not (args.lr > 0 and np.isfinite(args.lr)):
         raise UsageError(f"`--lr {args.lr}`: must be a positive number")
     prereg = Path(args.prereg) if args.prereg else default_prereg_path()
@@ -242,7 +261,7 @@ def settings_from_args(args: argparse.Namespace) -> GridSettings:
     return GridSettings(
         preset=args.preset, model=PRESETS[args.preset], pretrain=pretrain,
         train=TrainConfig(steps=counts[-1], batch_size=args.batch_size, lr=args.lr, steps_list=counts),
-        seeds=seeds, device=args.device, out=_check_out(Path(args.out)), prereg=prereg,
+        seeds=seeds, device=args.device, out=_check_out(args.out), prereg=prereg,
         prereg_sha256=prereg_settings.sha256, prereg_settings=prereg_settings, loo=not args.no_loo,
         dtype=dtype.name, dtype_choice=dtype, **hf, **executor,
     )
@@ -273,8 +292,9 @@ def load_fixtures(name: str, n_users: int, sources: dict[str, Path]) -> FixtureS
     return load_fixture_set(name, sources=sources or None, n_users=n_users).take(n_users)
 
 
-def check_corpus_sizes(fs: FixtureSet, block_size: int, encoder=None) -> None:
-    """Every training corpus must hold at least one training window (before anything is written).
+def check_corpus_sizes(fs: FixtureSet, block_size: int, encoder=None, batch_size: int | None = None) -> None:
+    """Every training corpus must hold at least one training window (before anything is written),
+    and, given `batch_size` (`--batch-size`), at least that many window positions per user.
 
     `encoder`: a `--model` checkpoint's tokenizer encoder (its pretraining corpus is not used then).
     """
@@ -287,6 +307,10 @@ def check_corpus_sizes(fs: FixtureSet, block_size: int, encoder=None) -> None:
         if n < need:
             raise UsageError(f"{what} of fixture set {fs.name!r} has {n} tokens, fewer than one training window "
                              f"of {need} for this preset; add text or pick a preset with a shorter context")
+        windows = n - need + 1
+        if batch_size is not None and what.startswith("user") and batch_size > windows:
+            raise UsageError(f"`--batch-size {batch_size}`: more windows per step than the {windows} window "
+                             f"positions of {what} ({n} tokens, windows of {need}); give at most {windows}")
 
 
 def check_limits(s: GridSettings, fs: FixtureSet) -> None:

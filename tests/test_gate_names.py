@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 
 import reports
-from common.names import MAX_NAME_LENGTH, InvalidName, check_name
+from common.names import MAX_NAME_LENGTH, InvalidName, check_name, lookalikes
 from fixtures.corpus import FixtureError
 from fixtures.userdir import userdir_fixture_set
 from tests.support.browser import missing as browser_missing
@@ -194,3 +194,64 @@ def test_error_messages_reach_the_terminal_escaped(tmp_path, capsys):
     assert main(["--cells", str(bad), "--prereg", str(PREREG), "--no-report", "--no-calibration"]) == 2
     err = capsys.readouterr().err
     assert "\x1b" not in err and "\r" not in err and "evil\\u001b[2J\\u000dname.csv" in err and "`ppl`" in err
+
+
+# --- look-alikes and invisible characters (issue 22) ----------------------------------------------
+
+@pytest.mark.parametrize("raw, problem", [
+    ("Base", "looks like the control row `base`"),
+    ("b\u0430se", "looks like the control row `base`"),              # Cyrillic a
+    ("\uff42\uff41\uff53\uff45", "looks like the control row `base`"),  # fullwidth
+    ("POOLED", "looks like the control row `pooled`"),
+    ("p\u043eoled", "looks like the control row `pooled`"),          # Cyrillic o
+    ("base\u034f", "U+034F (COMBINING GRAPHEME JOINER)"),
+    ("al\u3164ice", "U+3164 (HANGUL FILLER)"),
+    ("\u115fbob", "U+115F"), ("bob\u1160x", "U+1160"), ("bob\uffa0x", "U+FFA0"),
+    ("bob\u180bx", "U+180B"), ("bob\ufe0f", "U+FE0F"), ("bob\U000e0061", "U+E0061"), ("bo\u00adb", "U+00AD"),
+    ("bob\u00a0smith", "U+00A0 (NO-BREAK SPACE)"), ("bob\u3000smith", "U+3000"), ("bob\u2800", "U+2800"),
+    ("loo\ua789alice", "look-alike of ':'"),
+])
+def test_names_that_print_like_a_control_or_hide_characters_are_refused(raw, problem):
+    with pytest.raises(InvalidName, match=re.escape(problem)) as e:
+        check_name(raw, "folder `x`")
+    assert str(e.value).isascii(), "the refused name is shown with its code points escaped"
+
+
+def test_plain_names_stay_valid_and_distinct():
+    for n in ("alice", "bob smith", "Jos\u00e9", "user_2", "O'Brien & <co>", "based", "baseline"):
+        assert check_name(n, "t") == unicodedata.normalize("NFC", n)
+    assert lookalikes(["alice", "bob", "carol", "Jos\u00e9", "Jose"]) is None
+
+
+@pytest.mark.parametrize("pair", [("alice", "ALICE"), ("paul", "p\u0430ul"), ("Ian", "lan"), ("bob", "\uff42ob")])
+def test_two_user_folders_that_look_alike_are_refused(tmp_path, pair):
+    root = _users(tmp_path / "set", ("carol", *pair))
+    with pytest.raises(FixtureError) as e:
+        userdir_fixture_set(root)
+    msg = str(e.value)
+    assert "look alike" in msg and ascii(pair[0]) in msg and ascii(pair[1]) in msg
+    assert f"/{pair[0]}`" in msg or f"/{pair[1]}`" in msg
+
+
+def test_a_user_folder_named_like_a_control_is_refused(tmp_path):
+    root = _users(tmp_path / "set", ("alice", "Base"))
+    with pytest.raises(FixtureError, match=r"set/Base`: the name 'Base' looks like the control row `base`"):
+        userdir_fixture_set(root)
+
+
+@pytest.mark.parametrize("names", [("alice", "ALICE", "carol"), ("paul", "p\u0430ul", "carol")])
+def test_two_users_of_a_file_that_look_alike_are_refused_by_the_verdict(tmp_path, capsys, names):
+    p = tmp_path / "cells.parquet"
+    _cells(names).cells.write_parquet(p)
+    assert main(["--cells", str(p), "--prereg", str(PREREG), "--no-report", "--no-calibration"]) == 2
+    err = capsys.readouterr().err
+    assert "cells.parquet: column `" in err and "look alike" in err, err
+    assert ascii(names[0]) in err and ascii(names[1]) in err
+
+
+@pytest.mark.parametrize("bad", ["Base", "b\u0430se", "\uff42\uff41\uff53\uff45", "base\u034f", "bob\u00a0x"])
+def test_a_file_user_named_like_a_control_or_with_hidden_characters_is_refused(tmp_path, bad):
+    p = tmp_path / "cells.parquet"
+    _cells(("alice", bad, "carol")).cells.write_parquet(p)
+    with pytest.raises(InputError, match=r"cells.parquet: column `(adapter|eval)` at row\(s\) \d+"):
+        load_external(p)

@@ -152,3 +152,31 @@ def test_the_fast_test_copy_differs_from_the_repository_file_only_in_n_resamples
     fast = PREREG.read_text().splitlines()
     differ = [(a, b) for a, b in zip(repo, fast, strict=True) if a != b]
     assert differ[0][1].startswith("# Test copy") and differ[1:] == [("n_resamples = 10000", "n_resamples = 300")]
+
+
+@pytest.mark.parametrize("key,value", [
+    ("confidence", "0.0001"), ("confidence", "0.5"), ("confidence", "0.9999"),
+    ("equivalence_level", "0.01"), ("equivalence_level", "0.99999"),
+    ("strict_margin", "0.9"), ("lenient_margin", "0.0001"), ("delta", "1e-9"), ("delta", "0.5"),
+    ("share_margin", "0.001"), ("min_share", "0.05"), ("max_effect", "0.5"),
+])
+def test_a_file_cannot_preregister_a_collapsed_level_or_margin(tmp_path, capsys, key, value):
+    """Issue 22: `confidence = 0.0001` was accepted and passed a study that fails at 0.95; every level
+    and margin of the file is refused outside its sane range, naming the file, the key and the range."""
+    text = PREREG.read_text()
+    line = next(x for x in text.splitlines() if x.startswith(f"{key} = "))
+    bad = tmp_path / "p.toml"
+    bad.write_text(text.replace(line, f"{key} = {value}"))
+    run = _run(tmp_path, personalization=[0.06, 0.06, 0.0], prereg=bad)
+    assert main(["--run", str(run), "--prereg", str(bad), *FAST, "--no-report"]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and f"{key}` must be a number in [" in err and f"got {value}" in err.replace("1e-09", "1e-9")
+    assert not (run / "verdict.json").exists()
+
+
+def test_the_sane_ranges_hold_the_repository_defaults_and_are_documented():
+    from validation.prereg import BOUNDS
+    gate = " ".join((Path(__file__).resolve().parents[1] / "docs" / "gate.md").read_text().split())
+    for name, (lo, hi, _) in BOUNDS.items():
+        assert lo <= getattr(Prereg(), name) <= hi
+        assert f"`{name}` in [{lo:g}, {hi:g}]" in gate, name

@@ -72,7 +72,7 @@ def test_latest_as_a_real_directory_is_refused_before_training(tmp_path, capsys)
 
 @pytest.mark.parametrize("text, message", [
     ("[criteria\n", "not valid TOML"),
-    ("[criteria]\nstrict_margin = 2\n", "`strict_margin` must be a number in (0.0, 1.0)"),
+    ("[criteria]\nstrict_margin = 2\n", "`[criteria] strict_margin` must be a number in [0.01, 0.5]"),
     ("[statistics]\nn_resamples = 1.5\n", "`n_resamples` must be an integer >= 200"),
     ("[criteria]\nstrict_margin = 0.04\n", "`strict_margin` (0.04) is below `lenient_margin`"),
     ("[criteria]\nlenient_min_users = 3\n", "`lenient_min_users = 3` but this run (`--fixtures`) has 2 users"),

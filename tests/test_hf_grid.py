@@ -111,7 +111,7 @@ def test_grid_on_a_checkpoint(bpe_model, tmp_path, prereg, cache_env):
     with safe_open(pdir / "adapter_model.safetensors", "pt") as f:
         names = {k.removeprefix(PEFT_PREFIX).replace(".ln_tuning_layers", "") for k in f.keys()}  # noqa: SIM118
         assert names == set(ours)
-    base = transformers.AutoModelForCausalLM.from_pretrained(bpe_model).eval()
+    base = transformers.AutoModelForCausalLM.from_pretrained(bpe_model, trust_remote_code=False).eval()
     pm = peft.PeftModel.from_pretrained(base, pdir).eval()
     loaded = {n.removeprefix(PEFT_PREFIX).replace(".ln_tuning_layers.default", ""): p
               for n, p in pm.named_parameters() if "ln_tuning_layers" in n}

@@ -131,7 +131,8 @@ def test_peft_round_trip(ckpt, trained, tmp_path):
     k = 1
     adir = write_peft_adapter(tmp_path / "peft", out.states[k], ck.model.specs, str(path))
     x = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(4))
-    base = transformers.AutoModelForCausalLM.from_pretrained(path, local_files_only=True).eval()
+    base = transformers.AutoModelForCausalLM.from_pretrained(path, local_files_only=True,
+                                                             trust_remote_code=False).eval()
     with torch.no_grad():
         base_logits = base(input_ids=x).logits
         with warnings.catch_warnings():

@@ -116,7 +116,7 @@ def test_repository_prereg_is_valid_and_matches_defaults():
 
 
 @pytest.mark.parametrize("text,match", [
-    ("[criteria]\nstrict_margin = 1.5\n", r"`strict_margin` must be a number in \(0.0, 1.0\)"),
+    ("[criteria]\nstrict_margin = 1.5\n", r"`\[criteria\] strict_margin` must be a number in \[0.01, 0.5\]"),
     ("[criteria]\ncomparator = 'mean'\n", r"`comparator` must be one of"),
     ("[statistics]\nn_resamples = 0\n", r"`n_resamples` must be an integer >= 200"),
     ("[statistics]\ninterval_method = 'bca'\n", r"`interval_method` must be one of"),

@@ -7,6 +7,8 @@ shape (J,) over users: `low`, `high` interval bounds, `point` estimates.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from validation.arrays import CellProblems
@@ -127,6 +129,10 @@ def gate(prereg: Prereg, criteria: tuple[CriterionResult, ...], users: tuple[Use
     (`validation.population.PopulationResult`) adds its applicable criteria; a gated one that is
     not applicable fails the gate (`validation.prereg.check_users` refuses that case up front)."""
     reasons: list[str] = []
+    if problems.diverged and users and not any(math.isfinite(u.margin) for u in users):
+        reasons.append(f"every user's margin is undefined: {len(problems.diverged)} cell(s) diverged (a "
+                       "non-finite loss or adapter), leaving no user adapter to judge; for a grid run, lower the "
+                       "adapter learning rate `--lr` (docs/lr_sweep.md) and train again")
     bare = [u.user for u in users if not u.ci.known]
     if bare:   # whatever the gate lists accept: a status read without an interval is not evidence
         reasons.append(f"no interval for {bare}: nothing could be resampled (one seed, or cells missing in the "

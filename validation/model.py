@@ -14,6 +14,7 @@ the fallback when that fit fails and as the cross-check of the tests.
 
 from __future__ import annotations
 
+import math
 import warnings as _warnings
 from dataclasses import dataclass
 
@@ -202,6 +203,9 @@ def fit_model(arrays: StudyArrays, level: float = 0.95, engine: str = PROFILED) 
     overall, per_user = _formulas(J)
     diag_names = [f"diag_{k}" for k in range(J)]
     notes: list[str] = []
+    unfit = _unfittable(df)
+    if unfit is not None:
+        return not_fitted(unfit)
     # adapter + eval + one diag per user: 1 + 2(J-1) + J mean parameters for J*J cells, so the
     # per-user effects are identifiable only from 3 users on
     per_user_ok = J >= 3
@@ -247,6 +251,22 @@ def fit_model(arrays: StudyArrays, level: float = 0.95, engine: str = PROFILED) 
         fallback = "ols: one seed"
     return _fit_ols(df, overall, per_user if per_user_ok else None, diag_names, arrays.users,
                     level, fallback, notes)
+
+
+def _unfittable(df: pd.DataFrame) -> str | None:
+    """Why the model cannot be fitted to the finite user cells (`long_table`), or None: it needs two
+    adapters, two evaluation users and both diagonal and off-diagonal cells (with every user adapter
+    diverged, none is left)."""
+    if df["adapter"].nunique() < 2 or df["eval"].nunique() < 2 or df["diag"].nunique() < 2:
+        return (f"{len(df)} finite user-adapter cell(s) ({df['adapter'].nunique()} adapter(s), "
+                f"{df['eval'].nunique()} evaluation user(s)): too few for the model (diverged or missing cells)")
+    return None
+
+
+def not_fitted(why: str) -> ModelFit:
+    """The model's place when it cannot be fitted: no effect, no interval, the reason as its warning."""
+    return ModelFit(ModelKind.OLS, math.nan, Interval(math.nan, math.nan), math.nan, (), False, (), (),
+                    f"not fitted: {why}", "", (f"not fitted: {why}",), optimizer="")
 
 
 def _fit_ols(df, overall, per_user, diag_names, users, level, fallback, notes) -> ModelFit:

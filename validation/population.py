@@ -88,7 +88,7 @@ class ShareResult:
 
     @property
     def share(self) -> float:
-        return self.n_point / self.n_users
+        return self.n_point / self.n_users if self.n_users else math.nan  # no user with a finite gain
 
     def to_json(self) -> dict[str, Any]:
         return {"against": self.against, "bar": self.bar, "n_users": self.n_users,

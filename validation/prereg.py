@@ -140,21 +140,34 @@ class Prereg:
         return d
 
 
-def _prereg_iv(p: Prereg) -> None:
-    def frac(name: str, lo: float = 0.0, hi: float = 1.0) -> None:
-        v = getattr(p, name)
-        if not isinstance(v, (int, float)) or not (lo < v < hi):
-            raise PreregError(f"`{name}` must be a number in ({lo}, {hi}); got {v!r}.")
+# The sane range of each probability or margin of the file (docs/gate.md, section 1), closed at both
+# ends, with why its ends are where they are. Outside them a setting collapses the criterion it sets
+# (`confidence = 0.0001` reads every interval as a point and passes a study that fails at 0.95;
+# `delta = 1e-9` can never trigger CATASTROPHIC) or turns it into nonsense.
+BOUNDS: dict[str, tuple[float, float, str]] = {
+    "confidence": (0.80, 0.999, "below 0.80 an interval is too narrow to gate on; above 0.999 its ends are "
+                                "read from the outermost 0.05% of the bootstrap draws"),
+    "equivalence_level": (0.80, 0.999, "the same range as `confidence`: CATASTROPHIC's equivalence interval"),
+    "strict_margin": (0.01, 0.50, "a relative perplexity reduction: below 1% the bar asks for next to no "
+                                  "personalization, above 50% for more than any adapter of this kind gives"),
+    "lenient_margin": (0.01, 0.50, "as `strict_margin`"),
+    "share_margin": (0.01, 0.50, "as `strict_margin`"),
+    "delta": (0.005, 0.20, "CATASTROPHIC's equivalence bound, a relative perplexity difference: below 0.5% it "
+                           "can never trigger, above 20% adapters that differ plainly read as equivalent"),
+    "min_share": (0.50, 0.99, "a share of the population: below one half the criterion speaks of a minority"),
+    "max_effect": (-1.0, 0.0, "a log-ratio of perplexity: above 0 a population whose own adapters are worse "
+                              "on average would pass"),
+}
 
+
+def _prereg_iv(p: Prereg) -> None:
+    for name, (lo, hi, why) in BOUNDS.items():
+        v = getattr(p, name)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not (lo <= v <= hi):
+            raise PreregError(f"`{setting_key(name)}` must be a number in [{lo:g}, {hi:g}] ({why}); got {v!r}. "
+                              "Set it within that range before the run.")
     if p.comparator not in COMPARATORS:
         raise PreregError(f"`comparator` must be one of {COMPARATORS}; got {p.comparator!r}.")
-    for name in ("strict_margin", "lenient_margin", "delta", "equivalence_level", "confidence",
-                 "share_margin", "min_share"):
-        frac(name)
-    if not isinstance(p.max_effect, (int, float)) or isinstance(p.max_effect, bool) \
-            or not (-1.0 <= p.max_effect <= 1.0):
-        raise PreregError(f"`population.max_effect` must be a log-ratio in [-1, 1] (0 = any "
-                          f"personalization on average); got {p.max_effect!r}.")
     def integer(v) -> bool:  # TOML true/false are Python bools, which isinstance(int) accepts
         return isinstance(v, int) and not isinstance(v, bool)
 

@@ -101,7 +101,7 @@ def steps_column(raw: pl.DataFrame, src: str) -> pl.Series | None:
     bad = ~np.isfinite(v) | (v != np.round(v)) | (v < 1)
     if bad.any():
         raise InputError(f"{src}: column `{STEPS}` must hold whole numbers >= 1 (training steps); not at row(s) "
-                         f"{row_numbers(pl.Series(bad))} (e.g. {v[bad][0]!r}).")
+                         f"{row_numbers(pl.Series(bad))} (e.g. {float(v[bad][0])!r}).")
     return col.cast(pl.Int64)
 
 

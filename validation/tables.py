@@ -17,7 +17,7 @@ import polars as pl
 
 from common.contract import CONTROLS, LOO_PREFIX, is_control, loo_name, loo_user
 from common.limits import gib, memory_budget
-from common.names import InvalidName, check_name
+from common.names import InvalidName, check_name, lookalikes, shown
 
 STATUSES = ("ok", "diverged", "worse_than_base")
 KEY = ["seed", "adapter", "eval"]
@@ -89,6 +89,22 @@ def _require_columns(df: pl.DataFrame, src: str, required: list[str]) -> None:
 # exp(700) ~ 1e304: a larger log perplexity overflows float64 once exponentiated; no language model
 # on real text comes near it, so it means a wrong unit or a token count far too small.
 MAX_LOG_PPL = 700.0
+# A token stands for at least one byte of text in a byte-level or byte-fallback tokenizer; only special
+# tokens (BOS, EOS, ...) stand for none. More than this many tokens per byte is a wrong count.
+MAX_TOKENS_PER_BYTE = 4
+
+
+def _check_bytes_per_token(nbytes: pl.Series, tok: pl.Series, checked: pl.Series, src: str) -> None:
+    """`n_tokens` <= MAX_TOKENS_PER_BYTE * `n_bytes` on the checked rows (docs/formats.md)."""
+    b, t = nbytes.to_numpy(), tok.to_numpy()
+    with np.errstate(invalid="ignore"):
+        bad = checked.to_numpy() & (t > MAX_TOKENS_PER_BYTE * b)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise InputError(f"{src}: column `n_bytes` is impossibly small for `n_tokens` at row(s) "
+                         f"{row_numbers(pl.Series(bad))} (e.g. {int(t[k])} tokens in {int(b[k])} byte(s)): a token is "
+                         f"at least one byte of text, so more than {MAX_TOKENS_PER_BYTE} tokens per byte is a wrong "
+                         "count; `n_bytes` is the UTF-8 bytes of the held-out text the tokens cover.")
 
 
 def _numeric(df: pl.DataFrame, src: str, col: str, *, minimum: float | None = None, strict: bool = False,
@@ -112,7 +128,7 @@ def _numeric(df: pl.DataFrame, src: str, col: str, *, minimum: float | None = No
             bad = rows & (v != np.round(v))
             if bad.any():
                 raise InputError(f"{src}: column `{col}` is a count and must hold whole numbers; not at "
-                                 f"row(s) {row_numbers(pl.Series(bad))} (e.g. {v[bad][0]!r}).")
+                                 f"row(s) {row_numbers(pl.Series(bad))} (e.g. {float(v[bad][0])!r}).")
         if minimum is not None:
             bad = rows & ~((v > minimum) if strict else (v >= minimum))
             if bad.any():
@@ -120,7 +136,7 @@ def _numeric(df: pl.DataFrame, src: str, col: str, *, minimum: float | None = No
                 why = {"ppl": " (a perplexity below 1 means a negative log-likelihood)",
                        "nll_sum": " (a negative log-likelihood is never negative)"}.get(col, "")
                 raise InputError(f"{src}: column `{col}` must be {op} {minimum:g}{why}; not at row(s) "
-                                 f"{row_numbers(pl.Series(bad))} (e.g. {v[bad][0]!r}).")
+                                 f"{row_numbers(pl.Series(bad))} (e.g. {float(v[bad][0])!r}).")
     return s
 
 
@@ -189,6 +205,8 @@ def normalize_cells(df: pl.DataFrame, source: str | Path = "<cells>", *, per_doc
                              f"{row_numbers(pl.Series(off))}; drop `ppl` or fix the file.")
     if "n_bytes" in df.columns:
         nbytes = _numeric(df, src, "n_bytes", minimum=1.0, integer=True, finite_only=checked)
+        if tok is not None:
+            _check_bytes_per_token(nbytes, tok, checked, src)
     null = pl.Series([None] * n, dtype=pl.Float64)
     out.update(
         nll_sum=nll if nll is not None else null,
@@ -213,7 +231,16 @@ def _names(col: pl.Series, src: str, column: str) -> pl.Series:
         except InvalidName as e:
             rows = row_numbers(col == raw)
             raise InputError(f"{src}: column `{column}` at row(s) {rows}{e}") from None
-    return col.replace_strict(fixed, return_dtype=pl.Utf8) if any(k != v for k, v in fixed.items()) else col
+    out = col.replace_strict(fixed, return_dtype=pl.Utf8) if any(k != v for k, v in fixed.items()) else col
+    pair = lookalikes(name for name in out.unique(maintain_order=True).to_list()
+                      if column == "eval" or (name not in CONTROLS and ":" not in name))
+    if pair is not None:
+        a, b = pair
+        raise InputError(f"{src}: column `{column}` holds the user names {shown(a)} (row(s) {row_numbers(out == a)}) "
+                         f"and {shown(b)} (row(s) {row_numbers(out == b)}), which look alike (the same after "
+                         "compatibility normalization, case folding and Unicode confusable folding) and would print "
+                         "as one user; rename one of them (docs/gate.md, section 3).")
+    return out
 
 
 def _seed_column(col: pl.Series, src: str) -> pl.Series:
@@ -227,7 +254,7 @@ def _seed_column(col: pl.Series, src: str) -> pl.Series:
         bad = ~np.isfinite(v) | (v != np.round(v)) | (np.abs(v) > 2**53)
         if bad.any():
             raise InputError(f"{src}: column `seed` must hold integers; not at row(s) {row_numbers(pl.Series(bad))} "
-                             f"(e.g. {v[bad][0]!r}).")
+                             f"(e.g. {float(v[bad][0])!r}).")
     try:
         seed = col.cast(pl.Int64, strict=True)
     except Exception:

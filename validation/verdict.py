@@ -157,10 +157,22 @@ def check_bootstrap_memory(data, n_resamples: int, setting: str) -> None:
             "`--n-resamples` makes the verdict NOT PRE-REGISTERED), or judge on a machine with more memory.")
 
 
+def check_flags(args: argparse.Namespace) -> None:
+    """Flag values and combinations that would do something other than asked: InputError (exit 2)."""
+    for flag, value in (("--out", args.out), ("--run", args.run), ("--cells", args.cells), ("--docs", args.docs),
+                        ("--prereg", args.prereg), ("--runs-root", args.runs_root)):
+        if value is not None and not value.strip():   # Path("") is the current directory
+            raise InputError(f"`{flag} {value!r}`: empty; pass a path, or leave `{flag}` out for its default.")
+    if args.charts and args.no_report:
+        raise InputError(f"`--charts {args.charts}` with `--no-report`: the charts are drawn with the report, so "
+                         "nothing would be written; drop `--no-report` to get both, or drop `--charts`.")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     made = None
     try:
+        check_flags(args)
         run_dir, out = _target(args)
         made = out if not out.exists() else None  # an output folder that a refusal must not leave behind
         with ExitStack() as held:  # one verdict per directory, never beside a grid writing it

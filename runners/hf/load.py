@@ -7,6 +7,9 @@ transformers version), whose `sha256` plays the role of the built-in base model'
 
 Every problem raises `HFModelError`, whose message names the path or the flag and the fix.
 Nothing is downloaded: `local_files_only=True` throughout (HF_HUB_OFFLINE is set as well).
+No checkpoint runs code of its own: every read passes `trust_remote_code=False`, and a directory
+whose JSON files map an Auto class to a module (`auto_map`) or name a tokenizer class by module path
+is refused by `refuse_own_code` before transformers opens it (docs/own_model.md).
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ GPU_CONTEXT_CAP = 2048
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                    "vocab.json", "merges.txt", "vocab.txt", "tokenizer.model", "spiece.model", "chat_template.jinja")
 INSTALL_HINT = "pip install -e '.[hf]'"
+# transformers' own refusal of custom code advises `trust_remote_code=True`, a flag this suite does not have
+NO_OWN_CODE = ("this suite never runs a checkpoint's own Python code (there is no flag to allow it); use a "
+               "checkpoint of an architecture transformers ships, saved with `save_pretrained`")
 
 
 class HFModelError(UsageError):
@@ -107,6 +113,60 @@ def default_context(hf_config, device: str) -> int:
     return min(limit, cap) if limit else cap
 
 
+def _module_refs(value) -> list[str]:
+    """The `module.Class` references of an `auto_map` value (a string, or a list such as
+    `[slow, fast]` with None for an absent class)."""
+    items = value if isinstance(value, list) else [value]
+    return [v for v in items if isinstance(v, str)]
+
+
+def _module_file(path: Path, ref: str) -> str:
+    """The file a `module.Class` (or `repo--module.Class`) reference would import, and whether it is there."""
+    module = ref.split("--")[-1].rsplit(".", 1)[0]
+    f = path / (module.replace(".", "/") + ".py")
+    return f"{f.name}, in the directory" if f.is_file() else f"{f.name}, not in the directory (fetched from a hub)"
+
+
+def own_code(path: Path) -> str | None:
+    """Why the checkpoint in `path` would run its own code, or None: an `auto_map` entry in any JSON
+    file of the directory, or a `tokenizer_class` named by module path (`module.Class`).
+
+    Read as plain JSON, before transformers opens anything, so no prompt can be answered and nothing
+    is imported."""
+    for f in sorted(path.glob("*.json")):
+        try:
+            doc = json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue  # an unreadable config.json is named by check_dir; other files transformers ignores
+        if not isinstance(doc, dict):
+            continue
+        amap = doc.get("auto_map")
+        if amap is not None:
+            entries = amap.items() if isinstance(amap, dict) else [("", amap)]
+            shown = [f"{k}: {ref} ({_module_file(path, ref)})" if k else f"{ref} ({_module_file(path, ref)})"
+                     for k, v in entries for ref in _module_refs(v)] or [json.dumps(amap)[:200]]
+            return f"{f} has `auto_map` {{{'; '.join(shown)}}}"
+        cls = doc.get("tokenizer_class")
+        if isinstance(cls, str) and ("." in cls or "--" in cls):
+            return f"{f} has `tokenizer_class` {cls} ({_module_file(path, cls)})"
+    return None
+
+
+def refuse_own_code(path: Path) -> None:
+    """HFModelError when the checkpoint would need its own Python code (see `own_code`)."""
+    why = own_code(path)
+    if why is not None:
+        raise HFModelError(f"`--model {path}`: {why}: the checkpoint needs its own Python code, and {NO_OWN_CODE}")
+
+
+def _their_words(exc: BaseException) -> str:
+    """transformers' message, without its advice to pass `trust_remote_code=True` (which the suite never does)."""
+    text = f"{type(exc).__name__}: {exc}"
+    if "trust_remote_code" in text or "custom code" in text:
+        return f"transformers says it would have to run custom code from the directory; {NO_OWN_CODE}"
+    return text
+
+
 def check_dir(path: Path):
     """The checkpoint's config after the cheap checks (directory, config, causal LM, weights, tokenizer)."""
     transformers = require_transformers()
@@ -116,11 +176,12 @@ def check_dir(path: Path):
                            "`save_pretrained` (config.json, *.safetensors, tokenizer files)")
     if not (path / "config.json").is_file():
         raise HFModelError(f"`--model {path}`: no config.json; save the model there with `model.save_pretrained(dir)`")
+    refuse_own_code(path)
     try:
-        config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+        config = transformers.AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
     except Exception as exc:
-        raise HFModelError(f"`--model {path}`: config.json cannot be read as a transformers config ({exc}); "
-                           "fix or re-save it with `model.save_pretrained(dir)`") from None
+        raise HFModelError(f"`--model {path}`: config.json cannot be read as a transformers config "
+                           f"({_their_words(exc)}); fix or re-save it with `model.save_pretrained(dir)`") from None
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
     if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
@@ -151,16 +212,16 @@ def load_checkpoint(path: Path | str, *, dtype: str = "float32", device: str = "
         raise HFModelError(f"`--context {context}`: longer than the model's position limit of {limit} tokens "
                            f"({path / 'config.json'}); pass `--context {limit}` or less")
     try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
     except Exception as exc:
-        raise HFModelError(f"`--model {path}`: the tokenizer cannot be loaded ({type(exc).__name__}: {exc}); save the "
+        raise HFModelError(f"`--model {path}`: the tokenizer cannot be loaded ({_their_words(exc)}); save the "
                            "model's tokenizer beside it with `tokenizer.save_pretrained(dir)`") from None
     try:
         hf, info = transformers.AutoModelForCausalLM.from_pretrained(
-            path, local_files_only=True, dtype=td, output_loading_info=True)
+            path, local_files_only=True, dtype=td, output_loading_info=True, trust_remote_code=False)
     except Exception as exc:
-        raise HFModelError(f"`--model {path}`: the weights do not load into its config ({type(exc).__name__}: "
-                           f"{str(exc)[:500]}); re-save the checkpoint with `save_pretrained`") from None
+        raise HFModelError(f"`--model {path}`: the weights do not load into its config "
+                           f"({_their_words(exc)[:500]}); re-save the checkpoint with `save_pretrained`") from None
     bad = {k: v for k, v in info.items() if k in ("missing_keys", "mismatched_keys") and v}
     if bad:
         listed = "; ".join(f"{k}: {', '.join(map(str, sorted(v)[:5]))}{' ...' if len(v) > 5 else ''}"
