@@ -23,6 +23,7 @@ from common.atomic import atomic_write_bytes, atomic_write_text
 from reports import bundle, charts, tables
 from reports.calibration import calibration_chart, calibration_table
 from validation.calibration_results import DesignCalibration
+from validation.population import descriptive_note
 from validation.model_reading import diagnostic_readings
 from validation.results import BootstrapMode, StudyData, Verdict
 from validation.summary_sentence import summary_sentence
@@ -385,6 +386,8 @@ def render_report(verdict: Verdict, data: StudyData, *, title: str | None = None
         "population": getattr(verdict, "population", None),
         "population_shares": population[0].to_dicts() if population else [],
         "population_effects": population[1].to_dicts() if population else [],
+        "population_descriptive": (descriptive_note(verdict.population)
+                                   if getattr(verdict, "population", None) is not None else None),
         "n_seeds": len(data.seeds), "seeds": data.seeds, "users_list": data.users,
         "controls": data.controls, "source": str(data.source) if data.source else None,
         "steps_line": verdict.steps.line() if getattr(verdict, "steps", None) is not None else None,

@@ -211,7 +211,7 @@ def _user_results(arrays: StudyArrays, point: np.ndarray, draws: np.ndarray, pre
             best_other=arrays.users[best[j]],
             worst_other=arrays.users[worst[j]],
             worst_other_margin=float(p["worst"][j]),
-            inverted=bool(ci.high < 0),
+            inverted=bool(ci.high < 0) if ci.known else None,   # unknown without an interval
             personalization_gain=float(p["pers"][j]),
             regularization_gain=float(p["reg"][j]),
             total_gain=float(p["total"][j]),

@@ -27,7 +27,7 @@ class UserResult:
     best_other: str                    # the adapter achieving the min above
     worst_other: str
     worst_other_margin: float          # anti-conservative: against the max; for comparison only
-    inverted: bool                     # ci.high < 0
+    inverted: bool | None              # ci.high < 0; None (unknown) without an interval
     personalization_gain: float        # 1 - ppl[j,j] / ppl[pooled,j]
     regularization_gain: float         # 1 - ppl[pooled,j] / ppl[base,j]
     total_gain: float                  # 1 - ppl[j,j] / ppl[base,j]
@@ -52,6 +52,12 @@ class UserResult:
     seed_total: np.ndarray = field(default_factory=lambda: np.empty(0))
 
     @property
+    def inverted_point(self) -> bool | None:
+        """The point reading beside `inverted`: own adapter worse than the best other on the point
+        margin (margin < 0); None when the margin itself is not finite."""
+        return bool(self.margin < 0) if np.isfinite(self.margin) else None
+
+    @property
     def ci_low(self) -> float:
         return self.ci.low
 
@@ -70,6 +76,7 @@ class UserResult:
             "worst_other_margin": _num(self.worst_other_margin),
             "worst_other_margin_note": "anti-conservative; for comparison with earlier reports",
             "inverted": self.inverted,
+            "inverted_point": self.inverted_point,
             "personalization_gain": _num(self.personalization_gain),
             "personalization_ci": _interval(self.personalization_ci),
             "regularization_gain": _num(self.regularization_gain),
