@@ -23,8 +23,8 @@ from common.atomic import atomic_write_bytes, atomic_write_text
 from reports import bundle, charts, tables
 from reports.calibration import calibration_chart, calibration_table
 from validation.calibration_results import DesignCalibration
-from validation.population import descriptive_note
 from validation.model_reading import diagnostic_readings
+from validation.population import descriptive_note
 from validation.results import BootstrapMode, StudyData, Verdict
 from validation.summary_sentence import summary_sentence
 

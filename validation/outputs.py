@@ -302,7 +302,8 @@ def markdown_summary(v: Verdict) -> str:
     out += ["", f"| user | margin | {level} CI | best other | personalization | regularization | inverted |",
             "|---|---|---|---|---|---|---|"]
     out += [f"| {md(u.user)} | {_pct(u.margin)} | {_ci(u.ci)} | {md(u.best_other)} | "
-            f"{_pct(u.personalization_gain)} | {_pct(u.regularization_gain)} | {'**yes**' if u.inverted else 'unknown' if u.inverted is None else 'no'} |"
+            f"{_pct(u.personalization_gain)} | {_pct(u.regularization_gain)} | "
+            f"{'**yes**' if u.inverted else 'unknown' if u.inverted is None else 'no'} |"
             for u in v.users]
     if v.decomposition:
         out += ["", f"Decomposition ({level} intervals; `loo:<user>` never saw the user's text):", "",

@@ -58,6 +58,12 @@ class UserResult:
         return bool(self.margin < 0) if np.isfinite(self.margin) else None
 
     @property
+    def n_seeds_finite(self) -> int:
+        """Seeds with a finite margin for this user: what its intervals are computed on (a diverged
+        or missing cell removes a seed from this user's figures only)."""
+        return int(np.sum(np.isfinite(self.seed_margins)))
+
+    @property
     def ci_low(self) -> float:
         return self.ci.low
 
@@ -77,6 +83,7 @@ class UserResult:
             "worst_other_margin_note": "anti-conservative; for comparison with earlier reports",
             "inverted": self.inverted,
             "inverted_point": self.inverted_point,
+            "n_seeds_finite": self.n_seeds_finite,
             "personalization_gain": _num(self.personalization_gain),
             "personalization_ci": _interval(self.personalization_ci),
             "regularization_gain": _num(self.regularization_gain),
