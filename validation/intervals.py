@@ -213,6 +213,8 @@ def bootstrap_interval(
     interval.
     """
     draws = _bootstrap_interval_iv(draws, level, method, n_seeds)
+    if method not in ("percentile", "student-t") and seed_values is None:
+        raise ValueError(f"method {method!r} needs `seed_values` (the statistic within each seed).")
     draws = draws[np.isfinite(draws)]
     if draws.size == 0 or no_variance(draws):   # nothing resampled, or every draw the same number
         return Interval(math.nan, math.nan)

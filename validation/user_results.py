@@ -132,17 +132,25 @@ class Decomposition:
     `steps` holds the chain (`new_user`, `seen_user`, `pooled_to_own`) and the two summaries
     (`loo_to_own`: the own adapter against what a new user gets; `base_to_pooled`, `total`); a step
     whose control is absent is left out. `seen_share` is the fraction of pooled's gain over base, in
-    log perplexity, that came from having seen j's text; None when pooled does not beat base.
+    log perplexity, that came from having seen j's text; None unless it is defined (pooled's gain
+    over base has an interval above zero, and seeing the user did not lower pooled's gain).
     """
 
     user: str
     steps: tuple[GainStep, ...]
     seen_share: float | None
     words: str
+    # issue 23: the share with its interval, shown only where it is defined (else `seen_share` is
+    # None, `seen_share_note` says why and `seen_share_point` keeps the bare ratio beside it)
+    seen_share_ci: Interval | None = None
+    seen_share_point: float | None = None
+    seen_share_note: str = ""
 
     def step(self, key: str) -> GainStep | None:
         return next((s for s in self.steps if s.key == key), None)
 
     def to_json(self) -> dict[str, Any]:
         return {"user": self.user, "steps": {s.key: s.to_json() for s in self.steps},
-                "seen_share_of_pooled_gain": _num(self.seen_share), "words": self.words}
+                "seen_share_of_pooled_gain": _num(self.seen_share), "seen_share_ci": _interval(self.seen_share_ci),
+                "seen_share_point": _num(self.seen_share_point), "seen_share_note": self.seen_share_note or None,
+                "words": self.words}
