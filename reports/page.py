@@ -226,7 +226,8 @@ def _similarity_section(verdict: Verdict, many: bool = False) -> ChartSection:
         return ChartSection("similarity", title, "", None,
                             "Not computed for this verdict (`python -m validation.verdict` computes it).")
     splits = "; ".join(f"{{{', '.join(sp.members)}}} "
-                       + ("no support (no resampling)" if sp.support is None else f"support {sp.support:.0%}")
+                       + ("no support (no resampling)" if sp.support is None else
+                          f"{'descriptive ' if sim.supports_descriptive else ''}support {sp.support:.0%}")
                        for sp in sim.splits) or "none"
     m = sim.mantel
     mantel = ("No adapter files were read, so adapters and transfer are not compared." if m is None else
