@@ -147,7 +147,7 @@ def interval_notes(users, method: str, level: float, n_seeds: int, n_docs: tuple
         out.append("2 seeds: the seed level's variance rests on 1 df, so share-blend reads it with the 2-seed "
                    "correction (Cochran-Cox with the seed share w read as w^0.7; docs/methods.md section 6): "
                    "wide intervals, calibrated in docs/calibration.md; 3 or more seeds give far narrower ones")
-    flat = [u.user for u in users if u.draws_margin.size and no_variance(u.draws_margin)]
+    flat = [u.user for u in users if np.isfinite(u.draws_margin).sum() >= 2 and no_variance(u.draws_margin)]
     if flat:
         out.append(f"for {flat} every bootstrap draw of the margin is the same number (no variance: e.g. identical "
                    "seeds and no per-document data): no interval, read as unknown, never as a zero-width certainty")
