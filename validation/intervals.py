@@ -182,9 +182,9 @@ TWO_SEED_POWER = 0.7   # the 2-seed correction's exponent, chosen in the two-com
 
 def two_seed_weight(w):
     """`share-blend` at 2 seeds: the seed share is estimated on 1 df (a chi-square(1) swings over
-    orders of magnitude), and the blend covered 0.912-0.917 where seeds carry 90-95% of the
+    orders of magnitude), and the blend covered down to 0.909-0.914 where seeds carry 95% of the
     variance. There the critical value is Cochran-Cox's with the share read as w^0.7 (>= w: more
-    weight on t(1)), which keeps the two-component model's coverage within 0.949-0.99 at every
+    weight on t(1)), which keeps the two-component model's coverage within 0.948-0.989 at every
     share (`python -m validation.calibration_theory --seeds 2`)."""
     return np.clip(np.asarray(w, dtype=float), 0.0, 1.0) ** TWO_SEED_POWER
 
