@@ -5,8 +5,9 @@ with an interval from the same draws; otherwise undefined, with the reason."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from validation.decomposition import describe, seen_share_reading
+from validation.decomposition import describe, seen_share_reading, share_fig
 from validation.intervals import bootstrap_interval
 from validation.results import GainStep, Interval
 
@@ -40,15 +41,36 @@ def test_the_issue_examples_no_longer_print_a_share():
     assert "-19%" not in describe("a", _by(pooled, seen), r.share, r)
 
 
-def test_a_defined_share_has_an_interval_from_the_same_draws():
+def test_a_defined_share_has_a_fieller_interval_from_the_same_draws():
     rng = np.random.default_rng(1)
-    pooled = _step("base_to_pooled", "base", "pooled", 0.05, (0.03, 0.07), rng, 0.01)
-    seen = _step("seen_user", "loo:a", "pooled", 0.02, (0.0, 0.04), rng, 0.01)
+    pooled = _step("base_to_pooled", "base", "pooled", 0.05, (0.03, 0.07), rng, 0.005)
+    seen = _step("seen_user", "loo:a", "pooled", 0.02, (0.0, 0.04), rng, 0.005)
     r = seen_share_reading(pooled, seen, _iv, 0)
-    assert r.share is not None and r.ci is not None and r.ci.low < r.share < r.ci.high
+    assert r.share is not None and r.ci is not None and r.ci.low < r.share < r.ci.high and r.note == ""
+    # the ends solve (N - r D)^2 = c^2 var(N_b - r D_b), c the method's critical value (from its
+    # interval on the delta-method draws)
+    N_b, D_b = -np.log1p(-seen.draws), -np.log1p(-pooled.draws)
     d0 = -np.log1p(-0.05)
-    lin = r.share + (-np.log1p(-seen.draws) - r.share * -np.log1p(-pooled.draws)) / d0
-    assert r.ci == _iv(lin, r.share, r.share + (-np.log1p(-seen.seed_gains)
-                                                - r.share * -np.log1p(-pooled.seed_gains)) / d0, 0)
+    lin = r.share + (N_b - r.share * D_b) / d0
+    lin_ci = _iv(lin, r.share, r.share + (-np.log1p(-seen.seed_gains) - r.share * -np.log1p(-pooled.seed_gains)) / d0, 0)
+    c = (lin_ci.high - lin_ci.low) / 2 / np.std(lin, ddof=1)
+    N = r.share * d0
+    for end in r.ci:
+        assert (N - end * d0) ** 2 == pytest.approx(c ** 2 * np.var(N_b - end * D_b, ddof=1), rel=1e-6)
     words = describe("a", _by(pooled, seen), r.share, r)
     assert f"{r.share:.0%} [{r.ci.low:.0%}, {r.ci.high:.0%}] came from having seen a's text" in words
+
+
+def test_a_weak_denominator_widens_labels_or_hides_the_share():
+    rng = np.random.default_rng(2)
+    seen = _step("seen_user", "loo:a", "pooled", 0.02, (0.0, 0.04), rng, 0.004)
+    strong = seen_share_reading(_step("base_to_pooled", "base", "pooled", 0.05, (0.04, 0.06), rng, 0.004),
+                                seen, _iv, 0)
+    weak = seen_share_reading(_step("base_to_pooled", "base", "pooled", 0.05, (0.01, 0.09), rng, 0.012),
+                              seen, _iv, 0)
+    assert strong.note == "" and weak.share is not None and weak.note.startswith("descriptive only")
+    assert (weak.ci.high - weak.ci.low) > (strong.ci.high - strong.ci.low)
+    assert "(descriptive)" in share_fig(weak.share, weak.ci, weak.note)
+    gone = seen_share_reading(_step("base_to_pooled", "base", "pooled", 0.05, (0.001, 0.099), rng, 0.03),
+                              seen, _iv, 0)
+    assert gone.share is None and "too close to zero" in gone.note

@@ -109,8 +109,9 @@ def seen_share_reading(pooled: GainStep, seen: GainStep, interval: IntervalFn, j
     a ratio of two noisy log gains, shown only when it is defined: pooled's gain over base has an
     interval entirely above zero (else its denominator may be 0 or negative: +0.2% [-0.4, +0.8]
     with seen +0.6% would read 301%), and seeing the user did not lower pooled's gain (a negative
-    "share" is no share). Its interval is the verdict's interval method on the delta-method draws
-    (`seen_share_draws`) and per-seed values, from the same bootstrap as every other figure."""
+    "share" is no share), and its Fieller-type interval (`fieller_interval`, the verdict's interval
+    method's critical value, the same bootstrap draws as every other figure) is bounded. A share
+    whose denominator is weak is shown with a note saying it is descriptive only."""
     point = seen_share(pooled.gain, seen.gain)
     if point is None:
         return SeenShareReading(None, None, None, f"pooled does not beat base ({_fig(pooled)}): no share of its gain")
@@ -132,7 +133,51 @@ def seen_share_reading(pooled: GainStep, seen: GainStep, interval: IntervalFn, j
     ci = interval(draws, point, per_seed, j) if draws.size else None
     if ci is None or not ci.known:
         return SeenShareReading(None, None, point, "no interval for the share")
-    return SeenShareReading(point, ci, point, "")
+    fieller = fieller_interval(point, d0, pooled.draws, seen.draws, draws, ci)
+    if fieller is None:
+        return SeenShareReading(None, None, point, f"pooled's gain over base ({_fig(pooled)}) is too close to zero "
+                                                   "for the share's interval to be bounded (Fieller)")
+    share_ci, weak = fieller
+    note = (WEAK_NOTE.format(pooled=_fig(pooled)) if weak else "")
+    return SeenShareReading(point, share_ci, point, note)
+
+
+WEAK_NOTE = ("descriptive only: pooled's gain over base ({pooled}) is less than twice its margin of error, so a "
+             "share shown here is biased towards the studies where that gain came out high")
+
+
+WEAK_DENOMINATOR = 2.0   # D / sd(D) below this many critical values: the shown share is labelled descriptive
+
+
+def fieller_interval(point: float, d0: float, pooled_draws: np.ndarray, seen_draws: np.ndarray,
+                     lin_draws: np.ndarray, lin_ci: Interval) -> tuple[Interval, bool] | None:
+    """The Fieller-type interval of the ratio r = N / D of the two log gains (Fieller 1954): every r
+    with (N - r D)^2 <= c^2 var(N - r D), the variances and covariance those of the bootstrap
+    draws, the critical value c that of the verdict's interval method (read off its interval on
+    the delta-method draws `lin_draws`: c = half-width x D / sd(N_b - r D_b)). Unlike the delta
+    method it widens as D nears zero and is unbounded (None: the share is not shown) when D is
+    not clearly above zero, D / sd(D) <= c. Also returns whether D is weak, D / sd(D) < 2 c: the
+    share is then shown only because D cleared the bar by chance as often as not, and conditional
+    on being shown it covers less than nominal (selection on the denominator; docs/calibration.md),
+    so it is labelled descriptive."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        N_b, D_b = -np.log1p(-np.asarray(seen_draws, dtype=float)), -np.log1p(-np.asarray(pooled_draws, dtype=float))
+    ok = np.isfinite(N_b) & np.isfinite(D_b)
+    if ok.sum() < 3:
+        return None
+    cov = np.cov(N_b[ok], D_b[ok], ddof=1)
+    v_n, v_d, c_nd = float(cov[0, 0]), float(cov[1, 1]), float(cov[0, 1])
+    sd_lin = float(np.std(lin_draws[np.isfinite(lin_draws)], ddof=1)) * d0   # sd(N_b - r D_b)
+    if not sd_lin > 0:
+        return None
+    c2 = ((lin_ci.high - lin_ci.low) / 2 * d0 / sd_lin) ** 2
+    N = point * d0
+    a, b, k = d0 * d0 - c2 * v_d, N * d0 - c2 * c_nd, N * N - c2 * v_n
+    disc = b * b - a * k
+    if not (a > 0 and disc >= 0):
+        return None
+    root = math.sqrt(disc)
+    return Interval((b - root) / a, (b + root) / a), bool(d0 * d0 < WEAK_DENOMINATOR ** 2 * c2 * v_d)
 
 
 _pct = signed_pct
@@ -148,11 +193,13 @@ def _fig(step: GainStep) -> str:
     return f"{_pct(step.gain)}{ci}"
 
 
-def share_fig(share: float | None, ci: Interval | None) -> str:
-    """The seen-user share as a figure: '52% [31%, 73%]', or 'undefined'."""
+def share_fig(share: float | None, ci: Interval | None, note: str = "") -> str:
+    """The seen-user share as a figure: '52% [31%, 73%]', '... (descriptive)' with a note, or
+    'undefined'."""
     if share is None:
         return "undefined"
-    return f"{share:.0%}" + (f" [{ci.low:.0%}, {ci.high:.0%}]" if ci is not None and ci.known else "")
+    return (f"{share:.0%}" + (f" [{ci.low:.0%}, {ci.high:.0%}]" if ci is not None and ci.known else "")
+            + (" (descriptive)" if note else ""))
 
 
 def describe(user: str, by: dict[str, GainStep], share: float | None,
@@ -165,8 +212,9 @@ def describe(user: str, by: dict[str, GainStep], share: float | None,
         if share is not None:
             more = ", more than all of it: the generic adapter without the user loses to base" if share > 1 else ""
             fig = share_fig(share, reading.ci if reading is not None else None)
+            weak = f" ({reading.note})" if reading is not None and reading.note else ""
             parts.append(f"of pooled's gain over base on {user}'s text ({_fig(pooled)}), {fig} came from "
-                         f"having seen {user}'s text ({loo} -> pooled {_fig(seen)}{more})")
+                         f"having seen {user}'s text ({loo} -> pooled {_fig(seen)}{more}){weak}")
         elif reading is not None and reading.point is not None:
             parts.append(f"the share of pooled's gain from having seen {user}'s text is undefined: "
                          f"{reading.note}; having seen {user}'s text is worth {_fig(seen)} ({loo} -> pooled)")

@@ -222,7 +222,7 @@ def decomposition_lines(v: Verdict) -> list[str]:
     for d in v.decomposition:
         cells = [f"{_pct(st.gain)} {_ci(st.ci)}" if (st := d.step(k)) is not None else "n/a"
                  for k, _ in DECOMPOSITION_COLUMNS]
-        rows.append([term(d.user), *cells, share_fig(d.seen_share, d.seen_share_ci)])
+        rows.append([term(d.user), *cells, share_fig(d.seen_share, d.seen_share_ci, d.seen_share_note)])
     out = [f"decomposition of each user's gain, {level} intervals (loo = loo:<user>, trained on every other "
            "user's text: what a new user gets)"]
     keys = [st.gain if (st := d.step("loo_to_own")) is not None else math.nan for d in v.decomposition]
@@ -314,7 +314,7 @@ def markdown_summary(v: Verdict) -> str:
             cells = [f"{_pct(st.gain)} {_ci(st.ci)}" if (st := d.step(k)) is not None else "n/a"
                      for k, _ in DECOMPOSITION_COLUMNS]
             out.append(f"| {md(d.user)} | " + " | ".join(cells)
-                       + f" | {share_fig(d.seen_share, d.seen_share_ci)} |")
+                       + f" | {share_fig(d.seen_share, d.seen_share_ci, d.seen_share_note)} |")
     if many:
         out += ["", "</details>"]
     if v.population is not None and len(v.users) >= POPULATION_USERS:
