@@ -52,7 +52,8 @@ def test_a_defined_share_has_a_fieller_interval_from_the_same_draws():
     N_b, D_b = -np.log1p(-seen.draws), -np.log1p(-pooled.draws)
     d0 = -np.log1p(-0.05)
     lin = r.share + (N_b - r.share * D_b) / d0
-    lin_ci = _iv(lin, r.share, r.share + (-np.log1p(-seen.seed_gains) - r.share * -np.log1p(-pooled.seed_gains)) / d0, 0)
+    per_seed = r.share + (-np.log1p(-seen.seed_gains) - r.share * -np.log1p(-pooled.seed_gains)) / d0
+    lin_ci = _iv(lin, r.share, per_seed, 0)
     c = (lin_ci.high - lin_ci.low) / 2 / np.std(lin, ddof=1)
     N = r.share * d0
     for end in r.ci:
