@@ -163,7 +163,7 @@ def decomposition_rows(prereg: Prereg, *, n_seeds: int, regime: str, n_docs: int
                      seen=DECOMPOSITION_SEEN)
     keys = ("new_user", "seen_user", "loo_to_own")
     hits = dict.fromkeys((*keys, "seen_share"), 0)
-    n, shown = 0, 0
+    n, shown, plain, plain_hits = 0, 0, 0, 0
     for i in range(n_experiments):
         st = simulate_experiment(params, DECOMPOSITION_MARGIN, n_seeds, _rng(rng_seed, 3, n_seeds, i))
         truth = _true_gains(st.truth.expected, params.adapters, params.users)
@@ -175,7 +175,11 @@ def decomposition_rows(prereg: Prereg, *, n_seeds: int, regime: str, n_docs: int
                 hits[k] += bool(ci is not None and ci.known and ci.contains(truth[k][j]))
             if d.seen_share is not None:
                 shown += 1
-                hits["seen_share"] += bool(d.seen_share_ci.contains(truth["seen_share"][j]))
+                hit = bool(d.seen_share_ci.contains(truth["seen_share"][j]))
+                hits["seen_share"] += hit
+                if not d.seen_share_note:      # shown without the "descriptive only" label
+                    plain += 1
+                    plain_hits += hit
     design = _design(n_seeds, params, regime) + f", seen {DECOMPOSITION_SEEN}, regularization {params.regularization}"
     uncond = (hits["seen_share"] + n - shown) / n if n else math.nan
     level = prereg.confidence
@@ -183,7 +187,10 @@ def decomposition_rows(prereg: Prereg, *, n_seeds: int, regime: str, n_docs: int
     rows.append(FigureRow("decomposition coverage: seen-user share (where shown)", design,
                           hits["seen_share"] / shown if shown else math.nan, shown, level, "coverage",
                           f"shown for {shown} of {n} users (true share "
-                          f"{DECOMPOSITION_SEEN / params.regularization:.2f}); unconditional {uncond:.3f}"))
+                          f"{DECOMPOSITION_SEEN / params.regularization:.2f}); unconditional {uncond:.3f}; "
+                          f"{plain} unlabelled, covering "
+                          + (f"{plain_hits / plain:.3f}" if plain else "n/a")
+                          + f"; {shown - plain} labelled descriptive only"))
     return rows
 
 
