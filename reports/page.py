@@ -24,6 +24,7 @@ from reports import bundle, charts, tables
 from reports.calibration import calibration_chart, calibration_table
 from validation.calibration_results import DesignCalibration
 from validation.model_reading import diagnostic_readings
+from validation.population import descriptive_note
 from validation.results import BootstrapMode, StudyData, Verdict
 from validation.summary_sentence import summary_sentence
 
@@ -225,7 +226,8 @@ def _similarity_section(verdict: Verdict, many: bool = False) -> ChartSection:
         return ChartSection("similarity", title, "", None,
                             "Not computed for this verdict (`python -m validation.verdict` computes it).")
     splits = "; ".join(f"{{{', '.join(sp.members)}}} "
-                       + ("no support (no resampling)" if sp.support is None else f"support {sp.support:.0%}")
+                       + ("no support (no resampling)" if sp.support is None else
+                          f"{'descriptive ' if sim.supports_descriptive else ''}support {sp.support:.0%}")
                        for sp in sim.splits) or "none"
     m = sim.mantel
     mantel = ("No adapter files were read, so adapters and transfer are not compared." if m is None else
@@ -389,6 +391,8 @@ def render_report(verdict: Verdict, data: StudyData, *, title: str | None = None
         "population": getattr(verdict, "population", None),
         "population_shares": population[0].to_dicts() if population else [],
         "population_effects": population[1].to_dicts() if population else [],
+        "population_descriptive": (descriptive_note(verdict.population)
+                                   if getattr(verdict, "population", None) is not None else None),
         "n_seeds": len(data.seeds), "seeds": data.seeds, "users_list": data.users,
         "controls": data.controls, "source": str(data.source) if data.source else None,
         "steps_line": verdict.steps.line() if getattr(verdict, "steps", None) is not None else None,

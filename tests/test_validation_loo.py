@@ -67,16 +67,17 @@ def test_judge_decomposes_by_hand_and_never_counts_loo_as_other_adapters():
     assert got["base_to_pooled"][2] == pytest.approx(1 - 32 / 40) and got["total"][2] == pytest.approx(1 - 24 / 40)
     chain = sum(np.log1p(-got[k][2]) for k in ("new_user", "seen_user", "pooled_to_own"))
     assert chain == pytest.approx(np.log1p(-got["total"][2]), abs=1e-14)
-    assert c.seen_share == pytest.approx(np.log(45 / 32) / np.log(40 / 32))  # > 1: loo:c loses to base
-    assert "loo:c" in c.words and "worse than no adapter" in c.words and "more than all of it" in c.words
+    # one seed, no documents: no interval, so the share is undefined (issue 23); the bare ratio stays beside it
+    assert c.seen_share is None and c.seen_share_point == pytest.approx(np.log(45 / 32) / np.log(40 / 32))
+    assert "loo:c" in c.words and "worse than no adapter" in c.words and "is undefined" in c.words
     a = {d.user: d for d in v.decomposition}["a"]
-    assert a.seen_share == pytest.approx(np.log(13 / 12.5) / np.log(14 / 12.5))
-    assert f"{a.seen_share:.0%} came from having seen a's text" in a.words
+    assert a.seen_share is None and a.seen_share_point == pytest.approx(np.log(13 / 12.5) / np.log(14 / 12.5))
+    assert "no interval for pooled's gain over base" in a.words
     j = v.to_json()["decomposition"]
     assert [d["user"] for d in j] == ["a", "b", "c"]
     assert j[2]["steps"]["seen_user"]["from"] == "loo:c" and j[2]["steps"]["seen_user"]["to"] == "pooled"
     assert j[2]["steps"]["new_user"]["gain"] == pytest.approx(1 - 45 / 40)
-    assert j[2]["seen_share_of_pooled_gain"] == pytest.approx(c.seen_share)
+    assert j[2]["seen_share_of_pooled_gain"] is None and j[2]["seen_share_point"] == pytest.approx(c.seen_share_point)
 
 
 def test_intervals_are_the_bootstrap_of_the_same_draws():

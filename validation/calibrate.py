@@ -222,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"seed of every simulation (default {DEFAULT_RNG_SEED})")
     p.add_argument("--jobs", type=_positive("--jobs"), default=min(2, os.cpu_count() or 1),
                    help="worker processes (default 2)")
-    p.add_argument("--study", choices=("margins", "steps", "population", "step-trends", "population-share"),
+    p.add_argument("--study", choices=("margins", "steps", "population", "step-trends", "population-share",
+                                       "figures"),
                    default="margins",
                    help="`margins` (default): the verdict's margin intervals and criteria; `steps`: the "
                         "training-step interaction and the cluster support (validation/calibration_steps.py, "
@@ -232,7 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "`step-trends`: the step interaction with seed-shared count trends (3 seeds by default; "
                         "honours --seeds, --regime, --experiments, --resamples, --model-fits); "
                         "`population-share`: the population share at 17 to 3,000 users, cheap per-user path "
-                        "(honours --out, --experiments, --prereg, --rng-seed and the first of --seeds)")
+                        "(honours --out, --experiments, --prereg, --rng-seed and the first of --seeds); `figures`: "
+                        "2-seed and diverged-seed margins, the decomposition, the Mantel p "
+                        "(validation/calibration_figures.py, one process)")
     return p
 
 
@@ -271,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
                                  "share, 6, 12 and 24 for the effect); drop `--from-run`, `--users` and "
                                  "`--regime`.")
             return _population(args, prereg)
+        if args.study == "figures":
+            return _main_figures(args, prereg)
         args.seeds = args.seeds or (3, 5, 8, 12)
         if args.study == "steps":
             return _main_steps(args, prereg)
@@ -351,6 +356,27 @@ def _population(args, prereg: Prereg) -> int:
     path = write_population_calibration(result, args.out)
     print(format_population_table(result))
     print(f"\nwrote {path} in {result.wall_s:.0f} s")
+    return 0
+
+
+def _main_figures(args, prereg: Prereg) -> int:
+    """`--study figures` (issue 23): every figure beyond the margin ladder, one row each
+    (`validation.calibration_figures`)."""
+    from validation.calibration_figures import calibrate_figures, format_figures_table, write_figures_calibration
+    if args.from_run or args.users:
+        raise ValueError("`--study figures` simulates its own designs (3 users; 6 for the Mantel test); drop "
+                         "`--from-run` and `--users`.")
+    regimes = args.regime or ("seed-dominated", "document-dominated")
+    experiments = 200 if args.experiments == DEFAULT_EXPERIMENTS else args.experiments
+    print(f"calibrating the figures: {len(regimes)} regime(s) x {experiments} experiments per row, "
+          f"B={args.resamples}", file=sys.stderr)
+    res = calibrate_figures(prereg, n_seeds=(args.seeds or (3,))[0], n_docs=(args.docs or (50,))[0],
+                            regimes=regimes, n_experiments=experiments, n_resamples=args.resamples,
+                            rng_seed=args.rng_seed,
+                            progress=lambda r: print(f"  {r} done", file=sys.stderr, flush=True))
+    path = write_figures_calibration(res, args.out)
+    print(format_figures_table(res))
+    print(f"\nwrote {path} in {res.wall_s:.0f} s")
     return 0
 
 

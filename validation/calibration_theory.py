@@ -95,11 +95,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--replicates", type=int, default=100_000, help="replicates per point (default 100000)")
     p.add_argument("--rng-seed", type=int, default=DEFAULT_RNG_SEED)
     p.add_argument("--level", type=float, default=0.95)
+    p.add_argument("--seeds", default="3,5,8,12", help="comma-separated seed counts, each >= 2 (default 3,5,8,12)")
     args = p.parse_args(argv)
     if args.replicates < 1 or not (0 < args.level < 1):
         print("error: `--replicates` must be >= 1 and `--level` in (0, 1)", file=sys.stderr)
         return 2
-    print(format_theory(theory_grid(replicates=args.replicates, rng_seed=args.rng_seed, level=args.level)))
+    try:
+        seeds = tuple(int(x) for x in args.seeds.split(","))
+    except ValueError:
+        seeds = ()
+    if not seeds or min(seeds) < 2:
+        print(f"error: `--seeds` must be comma-separated integers >= 2 (e.g. 2,3,5); got {args.seeds!r}",
+              file=sys.stderr)
+        return 2
+    print(format_theory(theory_grid(seeds=seeds, replicates=args.replicates, rng_seed=args.rng_seed,
+                                    level=args.level)))
     return 0
 
 

@@ -136,8 +136,8 @@ def gate(prereg: Prereg, criteria: tuple[CriterionResult, ...], users: tuple[Use
     bare = [u.user for u in users if not u.ci.known]
     if bare:   # whatever the gate lists accept: a status read without an interval is not evidence
         reasons.append(f"no interval for {bare}: nothing could be resampled (one seed, or cells missing in the "
-                       "others, and fewer than 2 held-out documents), so their margins are point estimates "
-                       "only; the gate does not pass on point estimates")
+                       "others, and fewer than 2 held-out documents) or every draw was the same number, so their "
+                       "margins are point estimates only; the gate does not pass on point estimates")
     extra = () if population is None else population.criteria
     for pc in extra:
         if pc.result is not None:

@@ -169,10 +169,24 @@ def critical_value(method: str, w, df, n_seeds: int, n_docs: int | None, alpha: 
     doc = (n_docs or 0) - 1 if doc_df is None or (n_docs or 0) < 2 else min(n_docs - 1.0, max(1.0, doc_df))
     if n_seeds < 2 and doc < 1:   # no level has two units: no variance, no critical value
         return np.full(np.shape(w), math.nan) if np.ndim(w) else math.nan
+    if method == "share-blend" and n_seeds == 2:   # issue 23: the 2-seed correction (`two_seed_weight`)
+        method, w = "cochran-cox", two_seed_weight(w)
     cc = sum(np.where(share > 0, share, 0.0) * stats.t.ppf(q, k)
              for share, k in ((w, n_seeds - 1), (1.0 - w, doc)) if k >= 1)
     cc = np.zeros_like(w) + cc
     return cc if method == "cochran-cox" else w * cc + (1.0 - w) * satt
+
+
+TWO_SEED_POWER = 0.7   # the 2-seed correction's exponent, chosen in the two-component model (calibration.md)
+
+
+def two_seed_weight(w):
+    """`share-blend` at 2 seeds: the seed share is estimated on 1 df (a chi-square(1) swings over
+    orders of magnitude), and the blend covered down to 0.909-0.914 where seeds carry 95% of the
+    variance. There the critical value is Cochran-Cox's with the share read as w^0.7 (>= w: more
+    weight on t(1)), which keeps the two-component model's coverage within 0.948-0.989 at every
+    share (`python -m validation.calibration_theory --seeds 2`)."""
+    return np.clip(np.asarray(w, dtype=float), 0.0, 1.0) ** TWO_SEED_POWER
 
 
 def _bootstrap_interval_iv(draws: np.ndarray, level: float, method: str, n_seeds) -> np.ndarray:
@@ -213,9 +227,12 @@ def bootstrap_interval(
     interval.
     """
     draws = _bootstrap_interval_iv(draws, level, method, n_seeds)
+    if method not in ("percentile", "student-t") and seed_values is None:
+        raise ValueError(f"method {method!r} needs `seed_values` (the statistic within each seed).")
     draws = draws[np.isfinite(draws)]
-    if draws.size == 0:
+    if draws.size == 0 or no_variance(draws):   # nothing resampled, or every draw the same number
         return Interval(math.nan, math.nan)
+    n_seeds = finite_seeds(n_seeds, seed_values)
     alpha = 1.0 - level
     if method == "percentile" or draws.size < 2 or (method == "student-t" and n_seeds < 2):
         low, high = np.quantile(draws, [alpha / 2, 1 - alpha / 2])
@@ -236,11 +253,56 @@ def bootstrap_interval(
     if method == "expanded-percentile":
         # Hesterberg's expanded percentile: the quantiles at alpha' with z_{alpha'/2} =
         # t_{nu, alpha/2} x (unbiased SD / bootstrap SD), the normal-case width of `satterthwaite`.
-        a = 2 * stats.norm.sf(stats.t.ppf(1 - alpha / 2, df) * inflate)
-        low, high = np.quantile(draws, [a / 2, 1 - a / 2])
-        return Interval(float(low), float(high))
+        a = expanded_tail(alpha, df, inflate)
+        if tail_resolved(a, draws.size):
+            low, high = np.quantile(draws, [a / 2, 1 - a / 2])
+            return Interval(float(low), float(high))
+        # the tail is beyond what the draws resolve (their min and max would be read): the
+        # normal-case interval the expanded percentile stands for, t(nu) x corrected SD (judge says so)
     # student-t: point +- t_{S-1, 1-alpha/2} x bootstrap SD. With S seeds the seed variance is
     # estimated on S-1 degrees of freedom, which the percentile interval ignores.
     # satterthwaite: point +- t_{nu, 1-alpha/2} x the bootstrap SD corrected for its (m-1)/m bias.
     half = stats.t.ppf(1 - alpha / 2, df) * float(np.std(draws, ddof=1)) * (1.0 if method == "student-t" else inflate)
     return Interval(float(point - half), float(point + half))
+
+
+# ---- issue 23: what the draws can and cannot say ------------------------------------------------
+
+MIN_TAIL_DRAWS = 10   # an empirical quantile needs at least this many draws beyond it on each side
+
+
+def no_variance(draws: np.ndarray) -> bool:
+    """Every finite draw the same number (up to rounding): e.g. identical seeds in seeds-only mode.
+    A zero-width interval would read a number that was never varied as certain, so there is none."""
+    d = np.asarray(draws, dtype=float)
+    d = d[np.isfinite(d)]
+    return d.size < 2 or float(np.ptp(d)) <= 1e-12 * max(1.0, float(np.max(np.abs(d))))
+
+
+def finite_seeds(n_seeds, seed_values) -> int | None:
+    """The seeds a figure really has: those whose per-seed value is finite (a diverged or missing
+    seed drops out of one user's figures, not of the others'). `n_seeds` when `seed_values` is None."""
+    if seed_values is None or n_seeds is None:
+        return n_seeds
+    return min(int(n_seeds), int(np.sum(np.isfinite(np.asarray(seed_values, dtype=float)))))
+
+
+def expanded_tail(alpha: float, df: float, inflate: float = 1.0) -> float:
+    """The two-sided tail probability the expanded percentile reads: 2 P(Z > t(df) x inflate)."""
+    return float(2 * stats.norm.sf(stats.t.ppf(1 - alpha / 2, df) * inflate))
+
+
+def tail_resolved(tail: float, n_draws: int) -> bool:
+    """Whether `n_draws` resolve the quantile at tail / 2: at least MIN_TAIL_DRAWS draws beyond it."""
+    return tail / 2 * n_draws >= MIN_TAIL_DRAWS
+
+
+def expanded_fallback(draws: np.ndarray, seed_values, n_seeds: int, n_docs: int | None, level: float) -> bool:
+    """True when `expanded-percentile` would read a tail the draws cannot resolve (3 seeds: ~7e-8
+    of 10,000 draws) and `bootstrap_interval` falls back to the t(nu) interval instead."""
+    d = np.asarray(draws, dtype=float)
+    d = d[np.isfinite(d)]
+    if d.size < 2 or no_variance(d) or seed_values is None:
+        return False
+    shares = variance_shares(d, seed_values, n_docs)
+    return not tail_resolved(expanded_tail(1.0 - level, shares.df, shares.inflation), d.size)

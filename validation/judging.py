@@ -13,7 +13,15 @@ from validation import metrics
 from validation.arrays import StudyArrays, build_arrays
 from validation.bootstrap import bootstrap_mode, resample_logppl
 from validation.decomposition import decompose
-from validation.intervals import bootstrap_interval, document_df, study_regime, variance_shares
+from validation.intervals import (
+    MIN_TAIL_DRAWS,
+    bootstrap_interval,
+    document_df,
+    expanded_fallback,
+    no_variance,
+    study_regime,
+    variance_shares,
+)
 from validation.model import fit_model
 from validation.population import population_stats
 from validation.prereg import Prereg
@@ -91,6 +99,7 @@ def judge(
                                                     "with a finite margin and fewer than 2 held-out documents: "
                                                     "nothing"))
 
+    warnings += interval_notes(users, method, prereg.confidence, n_seeds, n_docs)
     if prereg.comparator == "worst_other":
         warnings.append("comparator is worst_other (anti-conservative): the criteria compare each "
                         "user with the WEAKEST other adapter")
@@ -126,6 +135,38 @@ def judge(
     return Verdict(users, criteria, model, info, gate, prereg_status, tuple(warnings),
                    prereg.comparator, arrays.seeds, prereg, _matrix(arrays, point),
                    decomposition=decomposition, population=population)
+
+
+def interval_notes(users, method: str, level: float, n_seeds: int, n_docs: tuple[int, ...] | None) -> list[str]:
+    """Issue 23: say where an interval is not what its method name promises. A margin whose draws
+    are all one number has no interval (`validation.intervals.no_variance`); `expanded-percentile`
+    whose tail the draws cannot resolve is read as the t(nu) interval (`expanded_fallback`); a user
+    with fewer finite seeds than the study has its intervals on that user's own seed count."""
+    out = []
+    if n_seeds == 2 and method == "share-blend":
+        out.append("2 seeds: the seed level's variance rests on 1 df, so share-blend reads it with the 2-seed "
+                   "correction (Cochran-Cox with the seed share w read as w^0.7; docs/methods.md section 6): "
+                   "wide intervals, calibrated in docs/calibration.md; 3 or more seeds give far narrower ones")
+    flat = [u.user for u in users if np.isfinite(u.draws_margin).sum() >= 2 and no_variance(u.draws_margin)]
+    if flat:
+        out.append(f"for {flat} every bootstrap draw of the margin is the same number (no variance: e.g. identical "
+                   "seeds and no per-document data): no interval, read as unknown, never as a zero-width certainty")
+    if method == "expanded-percentile":
+        fell = [u.user for j, u in enumerate(users)
+                if expanded_fallback(u.draws_margin, u.seed_margins, n_seeds, None if n_docs is None else n_docs[j],
+                                     level)]
+        if fell:
+            out.append(f"expanded-percentile for {fell}: the tail it reads is beyond what "
+                       f"{users[0].draws_margin.size} draws resolve (fewer than {MIN_TAIL_DRAWS} draws beyond "
+                       "each end; 3 seeds ask for ~1e-7), so those intervals are the t(nu) intervals it stands for "
+                       "(`satterthwaite`), not percentiles of the draws")
+    short = {u.user: int(np.sum(np.isfinite(u.seed_margins))) for u in users}
+    short = {k: m for k, m in short.items() if 0 < m < n_seeds}
+    if short:
+        out.append(f"fewer finite seeds than the study's {n_seeds} (a diverged or missing cell): "
+                   + ", ".join(f"{k} {m}" for k, m in short.items())
+                   + "; their intervals use their own seed counts (wider), not the study's")
+    return out
 
 
 NO_INTERVAL_NOTE = ("{who} can be resampled, so there is no interval: every reading that needs one is "
@@ -211,7 +252,7 @@ def _user_results(arrays: StudyArrays, point: np.ndarray, draws: np.ndarray, pre
             best_other=arrays.users[best[j]],
             worst_other=arrays.users[worst[j]],
             worst_other_margin=float(p["worst"][j]),
-            inverted=bool(ci.high < 0),
+            inverted=bool(ci.high < 0) if ci.known else None,   # unknown without an interval
             personalization_gain=float(p["pers"][j]),
             regularization_gain=float(p["reg"][j]),
             total_gain=float(p["total"][j]),

@@ -12,9 +12,9 @@ import unicodedata
 import xml.etree.ElementTree as ET
 from typing import Any
 
+from validation.decomposition import share_fig
 from validation.model_reading import diagnostic_readings, effect_line, is_raw_model_warning
-from validation.population import DESCRIPTIONS, population_sentence
-from validation.prereg import MIN_USERS_EFFECT
+from validation.population import DESCRIPTIONS, descriptive_note, population_sentence
 from validation.result_types import signed_pct, threshold_pct
 from validation.results import Verdict
 from validation.summary_sentence import POPULATION_USERS, summary_sentence
@@ -108,7 +108,7 @@ def verdict_text(v: Verdict, source: str = "") -> str:
     lines.append("")
     rows = [[term(u.user), _pct(u.margin), _ci(u.ci), term(u.best_other), _pct(u.worst_other_margin),
              _pct(u.personalization_gain), _pct(u.regularization_gain), _pct(u.total_gain),
-             "INVERTED" if u.inverted else ""] for u in v.users]
+             inverted_cell(u)] for u in v.users]
     rows, folded = fold_rows(rows, v)
     lines += _table(["user", "margin", f"{level} CI", "best other", "worst-other*",
                      "personalization", "regularization", "total", ""], rows)
@@ -143,6 +143,16 @@ def verdict_text(v: Verdict, source: str = "") -> str:
         lines.append("warnings:")
         lines += [f"  - {term(w)}" for w in shown]
     return "\n".join(lines) + "\n"
+
+
+def inverted_cell(u) -> str:
+    """The terminal's inverted column: INVERTED (interval below 0), or, without an interval, unknown
+    with the point reading beside it (a negative point margin is not hidden, nor read as sure)."""
+    if u.inverted:
+        return "INVERTED"
+    if u.inverted is None:
+        return "unknown (no CI; point < 0)" if u.inverted_point else "unknown (no CI)"
+    return ""
 
 
 TERMINAL_USERS = 20   # more users than this: the table shows the lowest and highest margins only
@@ -180,9 +190,8 @@ def population_lines(v: Verdict) -> list[str]:
         out.append(f"  {e.key}: {DESCRIPTIONS[e.key]}: average {gain(e.effect)} [{gain(e.ci.high)}, "
                    f"{gain(e.ci.low)}]; a new user {gain(e.prediction.high)} to {gain(e.prediction.low)} "
                    f"(user sd {e.user_sd:.3f} log-ratio{', singular' if e.singular else ''})")
-    if p.effects and p.n_users < MIN_USERS_EFFECT:
-        out.append(f"  note: with {p.n_users} users these averages rest on {p.n_users - 1} df and a new user's "
-                   f"range on {p.n_users - 2}: descriptive only (POPULATION_EFFECT needs {MIN_USERS_EFFECT} users)")
+    if (few := descriptive_note(p)) is not None:
+        out.append(f"  note: {few}")
     out += [f"  note: {term(n)}" for n in p.notes]
     out.append("")
     return out
@@ -217,7 +226,7 @@ def decomposition_lines(v: Verdict) -> list[str]:
     for d in v.decomposition:
         cells = [f"{_pct(st.gain)} {_ci(st.ci)}" if (st := d.step(k)) is not None else "n/a"
                  for k, _ in DECOMPOSITION_COLUMNS]
-        rows.append([term(d.user), *cells, "n/a" if d.seen_share is None else f"{d.seen_share:.0%}"])
+        rows.append([term(d.user), *cells, share_fig(d.seen_share, d.seen_share_ci, d.seen_share_note)])
     out = [f"decomposition of each user's gain, {level} intervals (loo = loo:<user>, trained on every other "
            "user's text: what a new user gets)"]
     keys = [st.gain if (st := d.step("loo_to_own")) is not None else math.nan for d in v.decomposition]
@@ -298,7 +307,8 @@ def markdown_summary(v: Verdict) -> str:
     out += ["", f"| user | margin | {level} CI | best other | personalization | regularization | inverted |",
             "|---|---|---|---|---|---|---|"]
     out += [f"| {md(u.user)} | {_pct(u.margin)} | {_ci(u.ci)} | {md(u.best_other)} | "
-            f"{_pct(u.personalization_gain)} | {_pct(u.regularization_gain)} | {'**yes**' if u.inverted else 'no'} |"
+            f"{_pct(u.personalization_gain)} | {_pct(u.regularization_gain)} | "
+            f"{'**yes**' if u.inverted else 'unknown' if u.inverted is None else 'no'} |"
             for u in v.users]
     if v.decomposition:
         out += ["", f"Decomposition ({level} intervals; `loo:<user>` never saw the user's text):", "",
@@ -308,7 +318,7 @@ def markdown_summary(v: Verdict) -> str:
             cells = [f"{_pct(st.gain)} {_ci(st.ci)}" if (st := d.step(k)) is not None else "n/a"
                      for k, _ in DECOMPOSITION_COLUMNS]
             out.append(f"| {md(d.user)} | " + " | ".join(cells)
-                       + f" | {'n/a' if d.seen_share is None else f'{d.seen_share:.0%}'} |")
+                       + f" | {share_fig(d.seen_share, d.seen_share_ci, d.seen_share_note)} |")
     if many:
         out += ["", "</details>"]
     if v.population is not None and len(v.users) >= POPULATION_USERS:

@@ -406,7 +406,8 @@ class PopulationResult:
         return {"n_users": self.n_users, "level": self.level,
                 "shares": [s.to_json() for s in self.shares],
                 "effects": {e.key: e.to_json() for e in self.effects},
-                "criteria": {c.name: c.to_json() for c in self.criteria}, "notes": list(self.notes)}
+                "criteria": {c.name: c.to_json() for c in self.criteria}, "notes": list(self.notes),
+                "effects_descriptive_only": bool(self.effects) and self.n_users < MIN_USERS_EFFECT}
 
 
 def population_stats(arrays: StudyArrays, users: tuple[UserResult, ...], decomposition: tuple[Decomposition, ...],
@@ -453,6 +454,16 @@ def population_stats(arrays: StudyArrays, users: tuple[UserResult, ...], decompo
 
 # ---- words -------------------------------------------------------------------------------------
 
+def descriptive_note(p: PopulationResult) -> str | None:
+    """With fewer than MIN_USERS_EFFECT users the population averages and a new user's range are
+    descriptive only (n - 1 and n - 2 df); the one wording the terminal, the report and the summary
+    sentence give them. None when they are inferential or absent."""
+    if not p.effects or p.n_users >= MIN_USERS_EFFECT:
+        return None
+    return (f"with {p.n_users} users these averages rest on {p.n_users - 1} df and a new user's range on "
+            f"{p.n_users - 2}: descriptive only (POPULATION_EFFECT needs {MIN_USERS_EFFECT} users)")
+
+
 def population_sentence(p: PopulationResult) -> str:
     """One clause for the summary sentence: the share at the share bar and the average effect."""
     parts = []
@@ -465,7 +476,8 @@ def population_sentence(p: PopulationResult) -> str:
                      f"(population share {main.ci.low:.0%} to {main.ci.high:.0%})")
     e = p.effect("personalization")
     if e is not None:
+        few = ", descriptive only" if descriptive_note(p) else ""
         parts.append(f"population-average effect {signed_pct(-math.expm1(e.effect))} perplexity "
                      f"reduction (a new user: {signed_pct(-math.expm1(e.prediction.high))} to "
-                     f"{signed_pct(-math.expm1(e.prediction.low))})")
+                     f"{signed_pct(-math.expm1(e.prediction.low))}{few})")
     return "; ".join(parts)

@@ -228,7 +228,7 @@ class Verdict:
                   "total_gain": pl.Float64}
         rows = [{"user": u.user, "margin": _num(u.margin), "ci_low": _num(u.ci.low), "ci_high": _num(u.ci.high),
                  "best_other": u.best_other, "worst_other": u.worst_other,
-                 "worst_other_margin": _num(u.worst_other_margin), "inverted": bool(u.inverted),
+                 "worst_other_margin": _num(u.worst_other_margin), "inverted": u.inverted,
                  "diagonal_ppl": _num(u.diagonal_ppl), "best_other_ppl": _num(u.best_other_ppl),
                  "personalization_gain": _num(u.personalization_gain),
                  "regularization_gain": _num(u.regularization_gain), "total_gain": _num(u.total_gain)}

@@ -13,6 +13,7 @@ Three quantities, all from objects the verdict already has:
   "split" of the users into that group and the others) gets a **bootstrap support**: the fraction
   of the verdict's own hierarchical-bootstrap resamples (`validation.bootstrap.resample_logppl`,
   the same seed and document draws as every interval of the verdict) whose tree has that clade.
+  Supports are descriptive only (`support_note`): the raw bootstrap understates the seed variance.
 * **Adapter distance** (with a run directory): the Euclidean distance between two users'
   adapters' deltas from the base LayerNorm gains and biases, per seed, averaged over the seeds
   that have both. The base's values cancel (||(a - base) - (b - base)|| = ||a - b||), so the
@@ -74,6 +75,8 @@ class Similarity:
     adapter_seeds: tuple[int, ...]         # seeds whose adapter files were read
     mantel: MantelTest | None
     notes: tuple[str, ...]                 # what cannot be concluded, and why
+    # issue 23: supports are the raw bootstrap's (no small-sample correction): descriptive only
+    supports_descriptive: bool = False
 
     def transfer_table(self) -> pl.DataFrame:
         """Tidy `row, col, distance, row_order, col_order`: every (user, user) cell, with the
@@ -108,6 +111,7 @@ class Similarity:
             "adapter_seeds": list(self.adapter_seeds),
             "mantel": None if self.mantel is None else self.mantel.to_json(),
             "notes": list(self.notes),
+            "supports_descriptive": self.supports_descriptive,
         }
 
 
@@ -266,10 +270,22 @@ def design_notes(n_users: int) -> tuple[str, ...]:
     return tuple(out)
 
 
+def support_note(n_seeds: int | None) -> str:
+    """Why split supports are descriptive: they are fractions of the raw bootstrap's trees, which
+    hold (S - 1) / S of the seed variance and ignore that it is estimated from S seeds, as the
+    percentile interval does (its margin coverage where seeds dominate: 0.75-0.76 at 3 seeds, 0.85-0.86 at 5, 0.88-0.91
+    at 8, docs/calibration.md): overstated, most at 3-5 seeds."""
+    few = f"with {n_seeds} seeds " if n_seeds else ""
+    return (f"split supports are descriptive only: {few}they are the raw bootstrap's (no small-sample "
+            "correction), which understates the seed-to-seed variation as the percentile interval does (its "
+            "margin coverage where seeds dominate is 0.75-0.76 at 3 seeds, 0.85-0.86 at 5), so they overstate "
+            "stability, most at 3-5 seeds; a support of 0.95 is not a 95% confidence in the split")
+
+
 def similarity_structure(users: tuple[str, ...], point: np.ndarray, draws: np.ndarray | None, *,
                          adapter_distance: np.ndarray | None = None, adapter_seeds: tuple[int, ...] = (),
                          level: float = 0.95, rng: np.random.Generator | None = None,
-                         notes: tuple[str, ...] = ()) -> Similarity:
+                         notes: tuple[str, ...] = (), n_seeds: int | None = None) -> Similarity:
     """point (A, J) mean log ppl, draws (B, A, J) bootstrap replicates (or None) -> Similarity.
 
     `adapter_distance` (J, J), when given, is tested against the transfer distance (`mantel`;
@@ -301,6 +317,7 @@ def similarity_structure(users: tuple[str, ...], point: np.ndarray, draws: np.nd
             frac, n_ok = clade_support(np.asarray(draws, dtype=float), targets)
             supports = [float(f) for f in frac]
             n_res = int(len(draws))
+            all_notes.append(support_note(n_seeds))
             if n_ok < n_res:
                 all_notes.append(f"{n_res - n_ok} of {n_res} resamples have a missing transfer "
                                  "distance and count as supporting no split")
@@ -317,7 +334,7 @@ def similarity_structure(users: tuple[str, ...], point: np.ndarray, draws: np.nd
         else:
             test = mantel(adapter_distance, D, rng=rng, level=level)
     return Similarity(users, D, order, Z, splits, n_res, adapter_distance, tuple(adapter_seeds),
-                      test, tuple(all_notes))
+                      test, tuple(all_notes), supports_descriptive=n_res > 0)
 
 
 def similarity_for_verdict(verdict: Verdict, data: StudyData, run_dir: str | Path | None = None) -> Similarity:
@@ -367,7 +384,8 @@ def similarity_for_verdict(verdict: Verdict, data: StudyData, run_dir: str | Pat
     seed = info.rng_seed if info.rng_seed is not None else 0
     return similarity_structure(arrays.users, point, draws, adapter_distance=adapter_d,
                                 adapter_seeds=seeds, level=info.level,
-                                rng=np.random.default_rng([seed, 13]), notes=tuple(notes))
+                                rng=np.random.default_rng([seed, 13]), notes=tuple(notes),
+                                n_seeds=len(arrays.seeds))
 
 
 def _matrix_json(m: np.ndarray) -> list[list[float | None]]:

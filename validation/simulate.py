@@ -548,3 +548,23 @@ def simulate_user_margins(population: UserPopulation, n_users: int, n_seeds: int
     point = per_seed.mean(axis=0)
     half = stats.t.ppf(1 - (1 - level) / 2, n_seeds - 1) * per_seed.std(axis=0, ddof=1) / np.sqrt(n_seeds)
     return SimulatedMargins(m, per_seed, point, point - half, point + half)
+
+
+# ---- issue 23: failure modes the calibration must be able to produce -----------------------------
+
+def diverge(data: StudyData, seed: int, adapter: str) -> StudyData:
+    """`data` with every cell (and per-document row) of `adapter` in `seed` marked `diverged`, as
+    the runner marks an adapter whose training diverged: that seed drops out of every figure that
+    needs the adapter (its own user's margin among them) and only of those."""
+    if seed not in set(data.cells["seed"].to_list()):
+        raise ValueError(f"`seed` {seed!r} is not a seed of the study; have {sorted(set(data.cells['seed']))}.")
+    if adapter not in set(data.cells["adapter"].to_list()):
+        raise ValueError(f"`adapter` {adapter!r} is not an adapter row of the study.")
+
+    def mark(df: pl.DataFrame | None) -> pl.DataFrame | None:
+        if df is None:
+            return None
+        hit = (pl.col("seed") == seed) & (pl.col("adapter") == adapter)
+        return df.with_columns(pl.when(hit).then(pl.lit("diverged")).otherwise(pl.col("status")).alias("status"))
+
+    return replace(data, cells=mark(data.cells), docs=mark(data.docs))

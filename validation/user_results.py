@@ -27,7 +27,7 @@ class UserResult:
     best_other: str                    # the adapter achieving the min above
     worst_other: str
     worst_other_margin: float          # anti-conservative: against the max; for comparison only
-    inverted: bool                     # ci.high < 0
+    inverted: bool | None              # ci.high < 0; None (unknown) without an interval
     personalization_gain: float        # 1 - ppl[j,j] / ppl[pooled,j]
     regularization_gain: float         # 1 - ppl[pooled,j] / ppl[base,j]
     total_gain: float                  # 1 - ppl[j,j] / ppl[base,j]
@@ -52,6 +52,18 @@ class UserResult:
     seed_total: np.ndarray = field(default_factory=lambda: np.empty(0))
 
     @property
+    def inverted_point(self) -> bool | None:
+        """The point reading beside `inverted`: own adapter worse than the best other on the point
+        margin (margin < 0); None when the margin itself is not finite."""
+        return bool(self.margin < 0) if np.isfinite(self.margin) else None
+
+    @property
+    def n_seeds_finite(self) -> int:
+        """Seeds with a finite margin for this user: what its intervals are computed on (a diverged
+        or missing cell removes a seed from this user's figures only)."""
+        return int(np.sum(np.isfinite(self.seed_margins)))
+
+    @property
     def ci_low(self) -> float:
         return self.ci.low
 
@@ -70,6 +82,8 @@ class UserResult:
             "worst_other_margin": _num(self.worst_other_margin),
             "worst_other_margin_note": "anti-conservative; for comparison with earlier reports",
             "inverted": self.inverted,
+            "inverted_point": self.inverted_point,
+            "n_seeds_finite": self.n_seeds_finite,
             "personalization_gain": _num(self.personalization_gain),
             "personalization_ci": _interval(self.personalization_ci),
             "regularization_gain": _num(self.regularization_gain),
@@ -118,17 +132,25 @@ class Decomposition:
     `steps` holds the chain (`new_user`, `seen_user`, `pooled_to_own`) and the two summaries
     (`loo_to_own`: the own adapter against what a new user gets; `base_to_pooled`, `total`); a step
     whose control is absent is left out. `seen_share` is the fraction of pooled's gain over base, in
-    log perplexity, that came from having seen j's text; None when pooled does not beat base.
+    log perplexity, that came from having seen j's text; None unless it is defined (pooled's gain
+    over base has an interval above zero, and seeing the user did not lower pooled's gain).
     """
 
     user: str
     steps: tuple[GainStep, ...]
     seen_share: float | None
     words: str
+    # issue 23: the share with its interval, shown only where it is defined (else `seen_share` is
+    # None, `seen_share_note` says why and `seen_share_point` keeps the bare ratio beside it)
+    seen_share_ci: Interval | None = None
+    seen_share_point: float | None = None
+    seen_share_note: str = ""
 
     def step(self, key: str) -> GainStep | None:
         return next((s for s in self.steps if s.key == key), None)
 
     def to_json(self) -> dict[str, Any]:
         return {"user": self.user, "steps": {s.key: s.to_json() for s in self.steps},
-                "seen_share_of_pooled_gain": _num(self.seen_share), "words": self.words}
+                "seen_share_of_pooled_gain": _num(self.seen_share), "seen_share_ci": _interval(self.seen_share_ci),
+                "seen_share_point": _num(self.seen_share_point), "seen_share_note": self.seen_share_note or None,
+                "words": self.words}
