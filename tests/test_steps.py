@@ -93,7 +93,9 @@ def test_draws_are_paired_between_counts():
     a = analyze_steps(cells, docs, rng=np.random.default_rng(1), n_resamples=B, fit=False)
     for u in a.users:
         assert u.trend.slope == pytest.approx(0, abs=1e-12) and np.all(np.abs(u.draws_slope) < 1e-12)
-        assert u.trend.direction == "flat"
+        # draws without any spread give no interval (issue 23, item 7): the direction is unknown,
+        # never a zero-width "flat" read as certainty
+        assert u.trend.direction == "unknown"
     # independent draws per count (the unpaired alternative) give a slope that varies
     unpaired = np.stack([resample_logppl(x, B, np.random.default_rng(s)) for s, x in enumerate(arrays)])
     assert not np.array_equal(unpaired[0], unpaired[1])
