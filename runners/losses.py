@@ -2,11 +2,13 @@
 
 A model that has `hidden(idx, adapter_idx)` (final hidden states) and `head(h)` (the output
 projection, float32 logits) is scored in chunks of `chunk` tokens: each chunk is projected,
-its cross-entropy taken and its logits dropped before the next. While a gradient is wanted,
-each chunk runs under `torch.utils.checkpoint`, so the backward recomputes one chunk's logits
-at a time instead of keeping every chunk's logits, log-softmax and gradient (as Liger's fused
-linear cross-entropy and Apple's cut cross-entropy avoid them). With `chunk` at least the number
-of tokens (or None), the computation is the plain one, `F.cross_entropy(head(h))`, bit for bit.
+its cross-entropy taken and its logits dropped before the next. While a gradient is wanted, the
+gradient of each token's NLL with respect to its hidden state is computed in the same pass, chunk
+by chunk (`ChunkedNLL`, as Liger Kernel's fused linear cross-entropy does): a token's logits
+depend on its own hidden state only, so the backward is that gradient times the token's incoming
+weight, and neither the logits, their log-softmax nor their gradient is kept for the backward,
+at no extra matrix multiply. With `chunk` at least the number of tokens (or None), the
+computation is the plain one, `F.cross_entropy(head(h))`, bit for bit.
 
 A model without `hidden` (e.g. a PEFT model wrapped for a benchmark) is scored from its full
 logits, as before.
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import torch
 from torch.nn import functional as F
-from torch.utils.checkpoint import checkpoint
 
 IGNORE_INDEX = -100  # F.cross_entropy's default; runners.data.IGNORE
 
@@ -48,11 +49,30 @@ def nll_from_hidden(head, h: torch.Tensor, y: torch.Tensor, chunk: int | None = 
     if chunk < 1:
         raise ValueError(f"chunk must be at least 1 token, got {chunk}")
     hf, yf = h.reshape(n, h.size(-1)), y.reshape(n)
-    grad = torch.is_grad_enabled() and hf.requires_grad
-    parts = []
-    for hs, ys in zip(hf.split(chunk), yf.split(chunk), strict=True):
-        if grad:  # the backward recomputes this chunk's logits instead of keeping them
-            parts.append(checkpoint(_chunk_nll, head, hs, ys, ignore_index, use_reentrant=False))
-        else:
-            parts.append(_chunk_nll(head, hs, ys, ignore_index))
-    return torch.cat(parts).view(y.shape)
+    if torch.is_grad_enabled() and hf.requires_grad:
+        return ChunkedNLL.apply(hf, yf, head, chunk, ignore_index).view(y.shape)
+    return torch.cat([_chunk_nll(head, hs, ys, ignore_index)
+                      for hs, ys in zip(hf.split(chunk), yf.split(chunk), strict=True)]).view(y.shape)
+
+
+class ChunkedNLL(torch.autograd.Function):
+    """(N,) NLL of targets `y` (N,) from hidden states `h` (N, C) through a per-token `head`, `chunk`
+    tokens at a time; the forward keeps d nll_i / d h_i (N, C) for the backward and nothing else."""
+
+    @staticmethod
+    def forward(ctx, h, y, head, chunk, ignore_index):
+        nll, grads = [], []
+        for hs, ys in zip(h.split(chunk), y.split(chunk), strict=True):
+            with torch.enable_grad():
+                leaf = hs.detach().requires_grad_(True)
+                part = _chunk_nll(head, leaf, ys, ignore_index)  # (c,)
+                (g,) = torch.autograd.grad(part.sum(), leaf)  # row i: d nll_i / d h_i (rows are independent)
+            nll.append(part.detach())
+            grads.append(g)
+        ctx.save_for_backward(torch.cat(grads))
+        return torch.cat(nll)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (g,) = ctx.saved_tensors
+        return (grad_out[:, None] * g.float()).to(g.dtype), None, None, None, None

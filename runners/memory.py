@@ -45,7 +45,8 @@ import torch
 GIB, MIB = 1 << 30, 1 << 20
 SHARE = 0.5  # the default budget: resident memory + this share of the memory available
 CPU_ACTIVATION_CAP = 2 * GIB  # activations of one micro-batch at most, on a CPU
-LOGIT_CHUNK_BYTES = 256 * MIB  # float32 logits + softmax + gradient (+ a narrow copy) of one chunk
+LOGIT_CHUNK_BYTES = 128 * MIB  # float32 logits, log-softmax, their gradients of one chunk: 32 MiB of logits
+# at most, which glibc keeps on its heap (larger blocks are mmapped and zeroed by the kernel anew each time)
 MARGIN = 1.15  # on the planned (dynamic) part: allocator slack, transient buffers of the backward
 EVAL_BATCH_MAX = 64  # windows per scoring pass at most (runners.evaluate.EVAL_BATCH)
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": MIB, "mb": 10**6, "mib": MIB,
