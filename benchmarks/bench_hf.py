@@ -21,6 +21,12 @@ run's manifest.
 
     python benchmarks/bench_hf.py memory [--shapes 35m,135m,360m] [--max-memory 3GiB]
 
+`chunks`: the loss of 4,096 tokens over a 49,152-token vocabulary from width-576 hidden states,
+forward and backward, with the logits whole and in slices of several sizes (runners.losses): user
+and system CPU seconds and peak resident memory of each, so the cost of slicing is measured.
+
+    python benchmarks/bench_hf.py chunks
+
 `scale`: a randomly initialized Llama-style model of about 135M parameters (SmolLM-135M's shape;
 a BPE tokenizer trained here on the classics pretraining text stands in for its tokenizer) runs
 `python -m runners.grid --model DIR` on 2 classics users, 1 seed, 10 steps, evaluation included.
@@ -298,6 +304,25 @@ def memory_mode(args) -> None:
                   f"{mem['step_seconds_measured']:.0f} s / {mem['step_seconds']:.0f} s |", flush=True)
 
 
+def chunks_mode(args) -> None:
+    from runners.losses import nll_from_hidden
+
+    torch.manual_seed(0)
+    V, C, N = 49152, 576, 4096
+    W = torch.randn(V, C) * 0.02
+    h0, y = torch.randn(1, N, C), torch.randint(0, V, (1, N))
+    print(f"{N} tokens, width {C}, vocabulary {V}; torch threads {torch.get_num_threads()}; "
+          f"load average {os.getloadavg()[0]:.1f}")
+    for chunk in (N, 1024, 341, 170, 85):
+        h = h0.clone().requires_grad_(True)
+        r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        nll_from_hidden(lambda x: F.linear(x, W), h, y, chunk).sum().backward()
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        what = "whole logits" if chunk >= N else f"slices of {chunk} tokens ({chunk * V * 4 / 2**20:.0f} MiB of logits)"
+        print(f"{what:42s} user {r1.ru_utime - r0.ru_utime:5.2f} s, system {r1.ru_stime - r0.ru_stime:5.2f} s, "
+              f"wall {time.perf_counter() - t0:5.2f} s; peak RSS so far {r1.ru_maxrss / 1024:.0f} MiB")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="mode", required=True)
@@ -320,8 +345,11 @@ def main(argv: list[str] | None = None) -> int:
     mm.add_argument("--max-memory", default="3GiB", help="the budget of each shape's second run (default 3GiB)")
     mm.add_argument("--work", default=None, help="working directory (default: a new temporary one); "
                                                   "checkpoints built there are reused")
+    sub.add_parser("chunks")
     args = p.parse_args(argv)
-    if args.mode == "ratio":
+    if args.mode == "chunks":
+        chunks_mode(args)
+    elif args.mode == "ratio":
         ratio(args)
     elif args.mode == "memory":
         memory_mode(args)
