@@ -302,3 +302,28 @@ def test_the_plan_line_and_record():
     assert p.step_flops > 2 * 2.7e8 * 40 * 512 and p.step_seconds == pytest.approx(p.step_flops / 1e11)
     rec = json.loads(json.dumps(p.to_json()))
     assert rec["peak_bytes"] == max(rec["train_peak_bytes"], rec["eval_peak_bytes"])
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen3", "gemma", "gpt_neox", "opt"])
+def test_every_architecture_takes_its_loss_in_slices_with_checkpointing(arch, tmp_path):
+    """Each tested architecture's logits are its output layer on its final hidden states (so the
+    loss is sliced), and checkpointing its layers leaves the adapters' gradients as they were."""
+    pytest.importorskip("transformers")
+    from runners.hf.load import load_checkpoint
+    from runners.hf.tiny import save_tiny
+
+    m = load_checkpoint(save_tiny(arch, tmp_path / arch, ctx=32, perturb_norms=0.1), context=32).model
+    assert m.fused_head
+    m.attach_adapters(2)
+    x, idx = torch.randint(0, 250, (4, 32), generator=torch.Generator().manual_seed(2)), torch.tensor([1, 2, 0, 1])
+    full = F.cross_entropy(m(x, idx).flatten(0, 1), x.flatten(), reduction="none").view(4, 32)
+    sliced = token_nll(m, x, x, idx, chunk=10)
+    assert torch.allclose(sliced, full, rtol=1e-5, atol=1e-6)
+    sliced.sum().backward()
+    want = [p.grad.clone() for p in m.adapter_parameters()]
+    m.zero_grad(set_to_none=True)
+    m.set_checkpointing(True)
+    token_nll(m, x, x, idx, chunk=10).sum().backward()
+    assert all(torch.allclose(p.grad, w, rtol=1e-5, atol=1e-7) for p, w in zip(m.adapter_parameters(), want,
+                                                                                 strict=True))
+    assert any(w.abs().max() > 0 for w in want)
