@@ -205,8 +205,8 @@ class MemoryPlan:
         how = (f"{self.micro_batches} micro-batches of {self.micro_rows} windows" if self.split
                else f"all {self.rows} windows in one pass")
         ck = ", gradient checkpointing" if self.checkpointing else ""
-        t = (f"; about {self.step_seconds:.1f} s per step ({self.step_flops / 1e9:.0f} GFLOP at "
-             f"{self.throughput_flops_s / 1e9:.0f} GFLOP/s measured)" if self.throughput_flops_s else "")
+        t = (f"; a step takes at least {self.step_seconds:.1f} s ({self.step_flops / 1e9:.0f} GFLOP of matmuls at "
+             f"the {self.throughput_flops_s / 1e9:.0f} GFLOP/s measured now)" if self.throughput_flops_s else "")
         return (f"memory plan: peak about {fmt(self.peak_bytes)} of a {fmt(self.budget_bytes)} budget "
                 f"({self.budget_source}; weights {fmt(self.weights_bytes)}, {fmt(self.activation_bytes_per_window)} "
                 f"per training window): a step of {self.n_adapters} adapters trains {how}{ck}, logits in slices "
