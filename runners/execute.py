@@ -136,9 +136,11 @@ def plan_run(s: GridSettings, fs: FixtureSet, hf=None) -> MemoryPlan:
     return with_step_time(plan, shape, thr)
 
 
-def memory_record(plan: MemoryPlan, timings: list[dict], steps: int) -> dict:
-    """The manifest's `memory`: the plan, the measured time per step and the peak resident memory."""
-    trained = [t["train_s"] for t in timings if not t.get("training_kept") and "train_s" in t]
+def memory_record(plan: MemoryPlan, timings: list[dict], steps: int, resumed: list[int]) -> dict:
+    """The manifest's `memory`: the plan, the measured time per step of the seeds this command
+    trained (not those `resumed` or kept from an earlier command) and the peak resident memory."""
+    trained = [t["train_s"] for t in timings
+               if t.get("seed") not in resumed and not t.get("training_kept") and "train_s" in t]
     measured = sum(trained) / (len(trained) * steps) if trained and steps else None
     return {**plan.to_json(), "step_seconds_measured": measured, "peak_rss_bytes": peak_rss_bytes()}
 
@@ -499,7 +501,7 @@ def run_grid(fs: FixtureSet, s: GridSettings, *, on_seed_done=None, hf=None, exe
                 "resumed_seeds": resumed, "total_s": time.perf_counter() - t_start}
         manifest = build_manifest(config, s, fs, base, run_dir, wall,
                                   extra_versions=None if hf is None else hf_backend().versions(),
-                                  memory=memory_record(plan, timings, counts[-1]))
+                                  memory=memory_record(plan, timings, counts[-1], resumed))
         rundir.write_json(manifest.to_json(), run_dir / "manifest.json")
         rundir.point_latest(s.out, run_dir)
     return run_dir
