@@ -41,6 +41,7 @@ from runners.memory import (
     MemoryPlanError,
     apply_plan,
     available_bytes,
+    bound_heap_retention,
     fmt,
     matmul_throughput,
     peak_rss_bytes,
@@ -432,6 +433,8 @@ def run_grid(fs: FixtureSet, s: GridSettings, *, on_seed_done=None, hf=None, exe
         t_base = time.perf_counter() - t0
         base.model.to(s.device)
         apply_plan(base.model, plan)
+        if plan.split or plan.logit_chunk < plan.micro_rows * plan.context:  # memory is tight: keep the heap in check
+            bound_heap_retention()
         log.info("%s", plan.line())
         t0 = time.perf_counter()
         if not s.loo:

@@ -118,6 +118,28 @@ def peak_rss_bytes() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
+MMAP_THRESHOLD = 4 * MIB  # blocks from this size on are mapped and unmapped, not kept on glibc's heap
+
+
+def bound_heap_retention(threshold: int = MMAP_THRESHOLD) -> bool:
+    """Have glibc's malloc map every block of `threshold` bytes or more on its own and give it back
+    when freed (`mallopt(M_MMAP_THRESHOLD)`, which also stops the threshold from growing).
+
+    Without it, the blocks of a sliced loss and of micro-batches (tens of MiB, allocated and freed
+    over and over) stay on the heap, which grew by about 780 MiB over one forward and backward of
+    4,096 tokens in 170-token slices (`benchmarks/bench_hf.py chunks` shapes) instead of 27 MiB:
+    resident memory the plan could not bound. Costs some system time (pages are zeroed anew).
+    False where the C library has no `mallopt` (not glibc): nothing changed."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(-3, int(threshold)))  # M_MMAP_THRESHOLD = -3
+    except (OSError, AttributeError):
+        return False
+
+
 def default_budget(device: str = "cpu") -> int:
     return resident_bytes(device) + int(SHARE * available_bytes(device))
 
