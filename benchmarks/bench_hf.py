@@ -306,13 +306,15 @@ def memory_mode(args) -> None:
 
 def chunks_mode(args) -> None:
     from runners.losses import nll_from_hidden
+    from runners.memory import bound_heap_retention
 
+    bounded = bound_heap_retention()  # as the grid does when its plan is tight
     torch.manual_seed(0)
     V, C, N = 49152, 576, 4096
     W = torch.randn(V, C) * 0.02
     h0, y = torch.randn(1, N, C), torch.randint(0, V, (1, N))
-    print(f"{N} tokens, width {C}, vocabulary {V}; torch threads {torch.get_num_threads()}; "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print(f"{N} tokens, width {C}, vocabulary {V}; torch threads {torch.get_num_threads()}; heap bounded "
+          f"{bounded}; load average {os.getloadavg()[0]:.1f}")
     for chunk in (85, 170, 341, 1024, N):  # ascending: the peak so far is each size's own
         h = h0.clone().requires_grad_(True)
         r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
