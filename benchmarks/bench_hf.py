@@ -11,6 +11,22 @@ every adapter on every user's held-out text, the suite's way (one model, one ban
 difference between the two sets of adapters, tokens/s and model-FLOPs utilization against a matmul
 peak measured in the same run in the same dtype.
 
+`memory`: peak resident memory and wall time of the grid at its default flags (float32, context
+512, batch 8; 2 users with 10 short held-out documents each, 1 seed, 1 step) for random-weight
+Llama shapes of about 35M, 135M and 360M parameters with a 49,152-token vocabulary, built offline
+from configs (SmolLM-135M's and SmolLM-360M's shapes, and a smaller one), each run once at the
+default budget and once under `--max-memory` (default 3GiB). Every grid is a child process; its
+peak resident memory is the kernel's (`os.wait4`'s rusage), beside the plan's estimate from the
+run's manifest.
+
+    python benchmarks/bench_hf.py memory [--shapes 35m,135m,360m] [--max-memory 3GiB]
+
+`chunks`: the loss of 4,096 tokens over a 49,152-token vocabulary from width-576 hidden states,
+forward and backward, with the logits whole and in slices of several sizes (runners.losses): user
+and system CPU seconds and peak resident memory of each, so the cost of slicing is measured.
+
+    python benchmarks/bench_hf.py chunks
+
 `scale`: a randomly initialized Llama-style model of about 135M parameters (SmolLM-135M's shape;
 a BPE tokenizer trained here on the classics pretraining text stands in for its tokenizer) runs
 `python -m runners.grid --model DIR` on 2 classics users, 1 seed, 10 steps, evaluation included.
@@ -191,6 +207,125 @@ def scale(args) -> None:
           f"peak RSS {peak_rss_mib():.0f} MiB; {m['base_model']['params'] / 1e6:.1f}M params")
 
 
+# Llama shapes with SmolLM's 49,152-token vocabulary (tied embeddings)
+SHAPES = {
+    "smoke": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2),  # seconds: checks the benchmark itself
+    "35m": dict(hidden_size=384, intermediate_size=1024, num_hidden_layers=10, num_attention_heads=6,
+                num_key_value_heads=2),
+    "135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                 num_key_value_heads=3),
+    "360m": dict(hidden_size=960, intermediate_size=2560, num_hidden_layers=32, num_attention_heads=15,
+                 num_key_value_heads=5),
+}
+
+
+def _user_dir(root: Path, heldout_docs: int = 10) -> Path:
+    """2 synthetic users (their training text, `heldout_docs` short held-out documents) and a
+    pretraining folder, as a `--fixture-set DIR` user directory."""
+    from fixtures import synthetic_fixture_set
+
+    fs = synthetic_fixture_set(2)
+    for u in fs.users:
+        for part, docs in (("train", u.train), ("heldout", u.heldout[:heldout_docs])):
+            (root / u.name / part).mkdir(parents=True, exist_ok=True)
+            for i, d in enumerate(docs):
+                (root / u.name / part / f"{i:03d}.txt").write_text(d.text, encoding="utf-8")
+    (root / "pretrain").mkdir(exist_ok=True)
+    for i, d in enumerate(fs.pretrain[:20]):
+        (root / "pretrain" / f"{i:03d}.txt").write_text(d.text, encoding="utf-8")
+    return root
+
+
+def _save_shape(name: str, out: Path, texts: list[str]) -> None:
+    """A random Llama of shape `name` with a BPE tokenizer (vocabulary 49,152), written to `out`."""
+    import transformers as tf
+
+    from runners.hf.tiny import SMOLLM_135M, bpe_tokenizer
+
+    tok = bpe_tokenizer(texts, SMOLLM_135M["vocab_size"])
+    cfg = tf.LlamaConfig(**{**SMOLLM_135M, **SHAPES[name]}, bos_token_id=tok.bos_token_id,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    tf.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).save_pretrained(out)
+    tok.save_pretrained(out)
+
+
+def _child(argv: list[str], env: dict) -> tuple[int, float, int, str]:
+    """Run `python -m runners.grid argv`; (exit code, wall seconds, peak RSS bytes, stderr tail)."""
+    import subprocess
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "runners.grid", *argv], stdout=subprocess.DEVNULL,
+                                stderr=err, env=env, cwd=Path(__file__).resolve().parents[1])
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - t0
+        err.seek(0)
+        tail = err.read()[-3000:]
+    return proc.returncode, wall, usage.ru_maxrss * 1024, tail
+
+
+def memory_mode(args) -> None:
+    import json
+    import multiprocessing as mp
+
+    work = Path(args.work or tempfile.mkdtemp(prefix="bench-hf-memory-"))
+    users = _user_dir(work / "users")
+    texts = [p.read_text() for p in sorted((users / "pretrain").glob("*.txt"))]
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    print(f"work {work}; OMP_NUM_THREADS={env['OMP_NUM_THREADS']}; load average {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} CPUs")
+    print("| shape | params | flags | exit | wall | peak RSS (measured) | plan: peak estimate, budget | "
+          "micro-batches x windows | step (measured / estimated) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name in args.shapes.split(","):
+        model = work / f"llama-{name}"
+        if not (model / "config.json").is_file():
+            p = mp.get_context("spawn").Process(target=_save_shape, args=(name, model, texts))  # its memory freed
+            p.start()
+            p.join()
+        for extra in ([], ["--max-memory", args.max_memory]):
+            out = work / f"runs-{name}-{'budget' if extra else 'default'}"
+            argv = ["--model", str(model), "--fixture-set", str(users), "--fixtures", "2", "--seeds", "1",
+                    "--steps", "1", "--out", str(out), *extra]
+            rc, wall, rss, tail = _child(argv, env)
+            flags = " ".join(extra) or "defaults"
+            if rc != 0:
+                print(f"| {name} | | {flags} | {rc} | {wall:.0f} s | {rss / 2**30:.2f} GiB | | | |")
+                print(tail, file=sys.stderr)
+                continue
+            m = json.loads((out / "latest" / "manifest.json").read_text())
+            mem = m["memory"]
+            ck = " (checkpointing)" if mem["checkpointing"] else ""
+            print(f"| {name} | {m['base_model']['params'] / 1e6:.0f}M | {flags} | {rc} | {wall:.0f} s | "
+                  f"{rss / 2**30:.2f} GiB | {mem['peak_bytes'] / 2**30:.2f} GiB of {mem['budget_bytes'] / 2**30:.2f} "
+                  f"GiB | {mem['micro_batches']} x {mem['micro_rows']}{ck} | "
+                  f"{mem['step_seconds_measured']:.0f} s / {mem['step_seconds']:.0f} s |", flush=True)
+
+
+def chunks_mode(args) -> None:
+    from runners.losses import nll_from_hidden
+    from runners.memory import bound_heap_retention
+
+    bounded = bound_heap_retention()  # as the grid does when its plan is tight
+    torch.manual_seed(0)
+    V, C, N = 49152, 576, 4096
+    W = torch.randn(V, C) * 0.02
+    h0, y = torch.randn(1, N, C), torch.randint(0, V, (1, N))
+    print(f"{N} tokens, width {C}, vocabulary {V}; torch threads {torch.get_num_threads()}; heap bounded "
+          f"{bounded}; load average {os.getloadavg()[0]:.1f}")
+    for chunk in (85, 170, 341, 1024, N):  # ascending: the peak so far is each size's own
+        h = h0.clone().requires_grad_(True)
+        r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        nll_from_hidden(lambda x: F.linear(x, W), h, y, chunk).sum().backward()
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        what = "whole logits" if chunk >= N else f"slices of {chunk} tokens ({chunk * V * 4 / 2**20:.0f} MiB of logits)"
+        print(f"{what:42s} user {r1.ru_utime - r0.ru_utime:5.2f} s, system {r1.ru_stime - r0.ru_stime:5.2f} s, "
+              f"wall {time.perf_counter() - t0:5.2f} s; peak RSS so far {r1.ru_maxrss / 1024:.0f} MiB")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="mode", required=True)
@@ -208,9 +343,19 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--dtype", default="bfloat16", choices=list(DTYPES))
     c.add_argument("--context", type=int, default=256)
     c.add_argument("--batch-size", type=int, default=4)
+    mm = sub.add_parser("memory")
+    mm.add_argument("--shapes", default="35m,135m,360m", help=f"comma-separated, of {', '.join(SHAPES)}")
+    mm.add_argument("--max-memory", default="3GiB", help="the budget of each shape's second run (default 3GiB)")
+    mm.add_argument("--work", default=None, help="working directory (default: a new temporary one); "
+                                                  "checkpoints built there are reused")
+    sub.add_parser("chunks")
     args = p.parse_args(argv)
-    if args.mode == "ratio":
+    if args.mode == "chunks":
+        chunks_mode(args)
+    elif args.mode == "ratio":
         ratio(args)
+    elif args.mode == "memory":
+        memory_mode(args)
     else:
         scale(args)
     return 0

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from runners.data import IGNORE, EvalWindows, sample_offsets, windows_at
+from runners.losses import token_nll
 from runners.model import GPT
 
 EVAL_BATCH = 64  # windows per forward pass (bounds the (B, T, V) logits in memory)
@@ -15,22 +15,28 @@ CHECK_SEED = 20240601  # fixed: the check windows are the same for every seed an
 
 
 @torch.no_grad()
-def window_nll(model: GPT, x: torch.Tensor, y: torch.Tensor, bank_index: int, device: str = "cpu") -> np.ndarray:
-    """(W,) float64 summed NLL (nats) of each window's non-padding targets under bank entry `bank_index`."""
+def window_nll(model: GPT, x: torch.Tensor, y: torch.Tensor, bank_index: int, device: str = "cpu",
+               progress=None) -> np.ndarray:
+    """(W,) float64 summed NLL (nats) of each window's non-padding targets under bank entry `bank_index`.
+
+    `model.eval_batch` windows per forward pass (EVAL_BATCH unless the memory plan, runners.memory,
+    set fewer) and `model.logit_chunk` tokens per slice of the logits (None: all at once)."""
     out = []
-    step = getattr(model, "eval_batch", EVAL_BATCH)  # a large-vocabulary model sets a smaller one
+    step = getattr(model, "eval_batch", EVAL_BATCH)
+    chunk = getattr(model, "logit_chunk", None)
     for s in range(0, len(x), step):
         xb, yb = x[s:s + step].to(device), y[s:s + step].to(device)  # (b, T)
         idx = torch.full((len(xb),), bank_index, dtype=torch.long, device=device)  # (b,)
-        logits = model(xb, idx)  # (b, T, V)
-        nll = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none", ignore_index=IGNORE)
+        nll = token_nll(model, xb, yb, idx, chunk, IGNORE)  # (b, T)
         out.append(nll.view(len(xb), -1).double().sum(dim=1).cpu())  # (b,)
+        if progress is not None:
+            progress.update(len(xb))
     return torch.cat(out).numpy()
 
 
-def doc_nll(model: GPT, windows: EvalWindows, bank_index: int, device: str = "cpu") -> np.ndarray:
+def doc_nll(model: GPT, windows: EvalWindows, bank_index: int, device: str = "cpu", progress=None) -> np.ndarray:
     """(D,) float64 summed NLL per document; each token is scored once (tokens == bytes)."""
-    per_window = window_nll(model, windows.x, windows.y, bank_index, device)  # (W,)
+    per_window = window_nll(model, windows.x, windows.y, bank_index, device, progress)  # (W,)
     return np.bincount(windows.doc.numpy(), weights=per_window, minlength=len(windows.doc_ids))
 
 

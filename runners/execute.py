@@ -36,9 +36,24 @@ from runners.data import encode, eval_windows, training_stream
 from runners.dtypes import DTYPES
 from runners.evaluate import check_windows, doc_nll, mean_check_nll
 from runners.executors import LocalExecutor, chunks
+from runners.memory import (
+    SHARE,
+    MemoryPlan,
+    MemoryPlanError,
+    apply_plan,
+    available_bytes,
+    bound_heap_retention,
+    fmt,
+    matmul_throughput,
+    peak_rss_bytes,
+    plan_memory,
+    resident_bytes,
+    shape_of,
+    with_step_time,
+)
 from runners.model import GPT
 from runners.provenance import build_manifest, record_prereg_settings, recorded_prereg_settings
-from runners.settings import GridSettings, run_config
+from runners.settings import GridSettings, UsageError, run_config
 from runners.train import TrainConfig, data_order, train_adapters
 
 log = logging.getLogger("runners.grid")
@@ -82,9 +97,54 @@ def prepare(base: GPT, fs: FixtureSet, device: str, encoder=None, loo: bool = Tr
     streams = [training_stream(d, encoder) for d in train_docs]
     checks = [check_windows(s, T) for s in streams]
     windows = {u.name: eval_windows(u.heldout, T, encoder) for u in fs.users}
-    base_check = tuple(mean_check_nll(base, c, 0, device) for c in checks)
-    frames = [_doc_frame(BASE, j, w, doc_nll(base, w, 0, device), rundir.OK) for j, w in windows.items()]
+    n_windows = sum(len(w.x) for w in windows.values()) + sum(len(c[0]) for c in checks)
+    log.info("scoring the base model: %d windows of %d tokens (held-out text and health-check windows) ...",
+             n_windows, T)
+    t0 = time.perf_counter()
+    with tqdm(total=n_windows, desc="base model scoring", unit="window", file=sys.stderr,
+              disable=not sys.stderr.isatty()) as bar:
+        base_check = tuple(mean_check_nll(base, c, 0, device) for c in checks)
+        bar.update(sum(len(c[0]) for c in checks))
+        frames = [_doc_frame(BASE, j, w, doc_nll(base, w, 0, device, progress=bar), rundir.OK)
+                  for j, w in windows.items()]
+    log.info("base model scored in %.1f s", time.perf_counter() - t0)
     return Prepared(names, streams, checks, base_check, windows, pl.concat(frames))
+
+
+def plan_run(s: GridSettings, fs: FixtureSet, hf=None) -> MemoryPlan:
+    """The run's memory plan (runners.memory), before anything is trained or written; UsageError
+    (exit 2) naming the budget, the estimate and what would fit when nothing fits."""
+    names, _ = training_sets(fs, s.loo)
+    if hf is None:  # the built-in model's shape, without its weights (loaded later, from the cache)
+        with torch.device("meta"):
+            model = GPT(s.model)
+    else:
+        model = hf.model
+    shape = shape_of(model)
+    if s.max_memory is not None:
+        budget, source = s.max_memory, "--max-memory"
+    else:
+        avail, held = available_bytes(s.device), resident_bytes(s.device)
+        budget = held + int(SHARE * avail)
+        source = (f"default: {fmt(held)} held + {SHARE:.0%} of the {fmt(avail)} available"
+                  + (" on the GPU" if s.device == "cuda" else ""))
+    try:
+        plan = plan_memory(shape, context=model.config.block_size, n_adapters=len(names),
+                           batch_size=s.train.batch_size, budget=budget, resident=resident_bytes(s.device),
+                           budget_source=source, device=s.device, weights_loaded=hf is not None)
+    except MemoryPlanError as exc:
+        raise UsageError(str(exc)) from None
+    thr = matmul_throughput(shape.width, shape.ffn, min(512, model.config.block_size), DTYPES[s.dtype], s.device)
+    return with_step_time(plan, shape, thr)
+
+
+def memory_record(plan: MemoryPlan, timings: list[dict], steps: int, resumed: list[int]) -> dict:
+    """The manifest's `memory`: the plan, the measured time per step of the seeds this command
+    trained (not those `resumed` or kept from an earlier command) and the peak resident memory."""
+    trained = [t["train_s"] for t in timings
+               if t.get("seed") not in resumed and not t.get("training_kept") and "train_s" in t]
+    measured = sum(trained) / (len(trained) * steps) if trained and steps else None
+    return {**plan.to_json(), "step_seconds_measured": measured, "peak_rss_bytes": peak_rss_bytes()}
 
 
 def _doc_frame(adapter: str, eval_user: str, w, nll: np.ndarray, status: str) -> pl.DataFrame:
@@ -108,6 +168,8 @@ class TrainUnit:
     seed: int
     train: TrainConfig
     device: str
+    micro_rows: int | None = None  # windows per forward/backward pass (the memory plan; None: the whole step)
+    checkpointing: bool = False
 
 
 @dataclass(frozen=True)
@@ -150,7 +212,8 @@ def train_unit(unit: TrainUnit, base: GPT, prep: Prepared) -> Trained:
     t0 = time.perf_counter()
     with tqdm(total=unit.train.steps, desc=f"seed {unit.seed} train", file=sys.stderr,
               disable=not sys.stderr.isatty()) as bar:
-        trained = train_adapters(base, prep.streams, orders, unit.train, unit.device, progress=bar)
+        trained = train_adapters(base, prep.streams, orders, unit.train, unit.device, progress=bar,
+                                 micro_rows=unit.micro_rows, checkpointing=unit.checkpointing)
     t_train = time.perf_counter() - t0
     model = trained.model  # frozen base + the bank just trained
     statuses_at, snaps = {}, {}
@@ -193,12 +256,13 @@ class SeedResult:
 
 
 def submit_seed(executor, seed: int, prep: Prepared, shared: tuple, train: TrainConfig, device: str,
-                trained=None, counts: tuple[int, ...] | None = None) -> tuple:
+                trained=None, counts: tuple[int, ...] | None = None, plan: MemoryPlan | None = None) -> tuple:
     """Submit one seed's units: its training, then, at every step count, its evaluation in
     `executor.parallelism` chunks of adapter rows, each chunk fed the training's result. `shared`:
     (base model, `prep`) as handles from `executor.put`, so they are shipped once, not once per unit.
     `trained` (a kept training, runners.snapshots) skips the training; `counts`: the counts to score."""
-    trained = trained if trained is not None else executor.submit(train_unit, TrainUnit(seed, train, device), *shared)
+    unit = TrainUnit(seed, train, device, *((plan.micro_rows, plan.checkpointing) if plan is not None else ()))
+    trained = trained if trained is not None else executor.submit(train_unit, unit, *shared)
     return trained, [executor.submit(eval_unit, EvalUnit(seed, rows, device, k), *shared, trained)
                      for k in (train.counts if counts is None else counts)
                      for rows in chunks(len(prep.names), executor.parallelism)]
@@ -343,13 +407,17 @@ def _threads() -> int:
     return int(env) if env.isdigit() and int(env) > 0 else (os.cpu_count() or 1)
 
 
-def run_grid(fs: FixtureSet, s: GridSettings, *, on_seed_done=None, hf=None, executor=None) -> Path:
+def run_grid(fs: FixtureSet, s: GridSettings, *, on_seed_done=None, hf=None, executor=None,
+             plan: MemoryPlan | None = None, phases: dict | None = None) -> Path:
     """Run (or resume) the grid for fixture set `fs`; returns the run directory.
 
     `hf`: the loaded `--model` checkpoint (runners.hf.backend.open_checkpoint), the base model then.
     `executor`: where the units run (runners.executors; default: this process). It is not part of
-    the run's configuration: the results do not depend on it, and a run resumes with either."""
+    the run's configuration: the results do not depend on it, and a run resumes with either.
+    `plan`: the memory plan (`plan_run`; made here when not given); `phases`: times of the phases
+    before this call (e.g. `load_s`, loading the checkpoint), recorded in the manifest's timings."""
     t_start = time.perf_counter()
+    plan = plan or plan_run(s, fs, hf)
     torch.set_num_threads(_threads())
     config = run_config(s, fs, None if hf is None else hf_backend().run_config_part(hf))
     label = s.preset if hf is None else hf.path.resolve().name
@@ -369,6 +437,10 @@ def run_grid(fs: FixtureSet, s: GridSettings, *, on_seed_done=None, hf=None, exe
             base = hf_backend().as_base_model(hf)
         t_base = time.perf_counter() - t0
         base.model.to(s.device)
+        apply_plan(base.model, plan)
+        if plan.split or plan.logit_chunk < plan.micro_rows * plan.context:  # memory is tight: keep the heap in check
+            bound_heap_retention()
+        log.info("%s", plan.line())
         t0 = time.perf_counter()
         if not s.loo:
             log.warning("--no-loo: the leave-one-out controls loo:<user> are not trained; the verdict cannot "
@@ -407,7 +479,7 @@ def run_grid(fs: FixtureSet, s: GridSettings, *, on_seed_done=None, hf=None, exe
             if trained is None:
                 if snapshots.seed_dir(run_dir, seed).exists():
                     log.warning("seed %d: training not kept (%s): trained again", seed, why)
-                jobs[seed] = submit_seed(executor, seed, prep, shared, s.train, s.device)
+                jobs[seed] = submit_seed(executor, seed, prep, shared, s.train, s.device, plan=plan)
             else:  # evaluated here, from the adapter files: only the counts not yet written
                 todo = tuple(k for k in counts if k not in evaluated)
                 log.info("seed %d: training kept (trained.json verified); evaluating steps %s from the adapter "
@@ -433,10 +505,11 @@ def run_grid(fs: FixtureSet, s: GridSettings, *, on_seed_done=None, hf=None, exe
         rundir.write_parquet(docs, run_dir / "docs.parquet")
         rundir.write_parquet(rundir.cells_from_docs(docs), run_dir / "cells.parquet")
         rundir.write_parquet(logs, run_dir / "train_log.parquet")
-        wall = {"base_model_s": t_base, "base_eval_s": t_base_eval, "seeds": timings, "resumed_seeds": resumed,
-                "total_s": time.perf_counter() - t_start}
+        wall = {**(phases or {}), "base_model_s": t_base, "base_eval_s": t_base_eval, "seeds": timings,
+                "resumed_seeds": resumed, "total_s": time.perf_counter() - t_start}
         manifest = build_manifest(config, s, fs, base, run_dir, wall,
-                                  extra_versions=None if hf is None else hf_backend().versions())
+                                  extra_versions=None if hf is None else hf_backend().versions(),
+                                  memory=memory_record(plan, timings, counts[-1], resumed))
         rundir.write_json(manifest.to_json(), run_dir / "manifest.json")
         seal_run(run_dir, s, prep, fs)
         rundir.point_latest(s.out, run_dir)

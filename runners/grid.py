@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from pathlib import Path
 
 import polars as pl
@@ -17,7 +18,7 @@ import polars as pl
 from common.contract import BASE, CONTROLS, DIVERGED, OK
 from fixtures.corpus import FixtureError
 from runners import rundir
-from runners.execute import run_grid
+from runners.execute import plan_run, run_grid
 from runners.executors import ExecutorError, make_executor
 from runners.model import PRESETS
 from runners.settings import (
@@ -61,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrain-steps", type=int, default=None,
                    help="override the preset's base-model pretraining steps")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--max-memory", default=None, metavar="SIZE",
+                   help="memory budget of the run, e.g. 3GiB or 500MiB: training steps are split into micro-batches "
+                        "to stay within it (default: what the process holds + half the memory available; on a GPU "
+                        "of its free memory; docs/own_model.md)")
     p.add_argument("--out", default="runs", help="parent directory of run directories (default runs/)")
     p.add_argument("--prereg", default=None,
                    help="pre-registration file (default: ./prereg.toml, else the repository's prereg.toml)")
@@ -140,19 +145,25 @@ def main(argv: list[str] | None = None) -> int:
         if note:
             print(f"warning: {note}", file=sys.stderr)
         fs = load_fixtures(args.fixture_set, args.fixtures, parse_sources(args.source))
-        hf = None
+        hf, phases = None, {}
         if settings.hf_model is not None:  # loaded and checked before anything is written
             from runners.hf.backend import open_checkpoint
 
+            t0 = time.perf_counter()
+            logging.getLogger("runners.grid").info("loading the checkpoint %s (%s) ...", settings.hf_model,
+                                                   settings.dtype)
             hf = open_checkpoint(settings.hf_model, settings.dtype, settings.device, settings.context)
+            phases["load_s"] = time.perf_counter() - t0
+            logging.getLogger("runners.grid").info("checkpoint loaded in %.1f s", phases["load_s"])
         check_corpus_sizes(fs, settings.model.block_size if hf is None else hf.model.config.block_size,
                            None if hf is None else hf.encoder, batch_size=settings.train.batch_size)
         if settings.prereg_settings is not None:
             check_users_usage(settings.prereg_settings, len(fs.users))
         check_limits(settings, fs)
+        plan = plan_run(settings, fs, hf)  # refused here (exit 2) when nothing fits the memory budget
         executor = make_executor(settings.executor, settings.ray_address, device=settings.device)
         try:
-            run_dir = run_grid(fs, settings, hf=hf, executor=executor)
+            run_dir = run_grid(fs, settings, hf=hf, executor=executor, plan=plan, phases=phases)
         finally:
             executor.close()
     except (UsageError, FixtureError, ExecutorError, rundir.RunLocked, rundir.RunDirError) as exc:

@@ -12,12 +12,14 @@ document is predicted once and tokens == bytes.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 BOS = 256  # beginning-of-document token, after the 256 byte values
 LN_EPS = 1e-5
@@ -129,6 +131,7 @@ class GPT(nn.Module):
         self.ln_f = AdapterLayerNorm(config.n_embd, config.bias)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.wte.weight = self.lm_head.weight  # weight tying, as nanoGPT
+        self.checkpoint_blocks = False  # gradient checkpointing of the blocks (runners.memory's plan)
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):  # scaled residual projections (GPT-2)
@@ -153,14 +156,33 @@ class GPT(nn.Module):
 
     def forward(self, idx: torch.Tensor, adapter_idx: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, T, V) for tokens `idx` (B, T); `adapter_idx` (B,) picks each row's norm adapter."""
+        return self.head(self.hidden(idx, adapter_idx))  # (B, T, V)
+
+    def hidden(self, idx: torch.Tensor, adapter_idx: torch.Tensor | None = None) -> torch.Tensor:
+        """The final hidden states (B, T, C), float32, that `head` turns into logits (runners.losses
+        projects them in chunks of tokens, so the (B, T, V) logits are never held at once)."""
         B, T = idx.size()
         assert T <= self.config.block_size, f"sequence of {T} tokens > block_size {self.config.block_size}"
         pos = torch.arange(T, dtype=torch.long, device=idx.device)  # (T,)
         x = self.wte(idx) + self.wpe(pos)  # (B, T, C)
         for block in self.blocks:
-            x = block(x, adapter_idx)  # (B, T, C)
-        x = self.ln_f(x, adapter_idx)  # (B, T, C)
-        return self.lm_head(x)  # (B, T, V)
+            if self.checkpoint_blocks and torch.is_grad_enabled():  # activations recomputed in the backward
+                x = checkpoint(block, x, adapter_idx, use_reentrant=False)
+            else:
+                x = block(x, adapter_idx)  # (B, T, C)
+        return self.ln_f(x, adapter_idx)  # (B, T, C)
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits (..., V) of hidden states `h` (..., C): the (tied) output layer."""
+        return self.lm_head(h)
+
+    def routing(self, adapter_idx: torch.Tensor | None):
+        """A forward and its backward route rows by `adapter_idx` (an argument here: nothing to hold)."""
+        return contextlib.nullcontext()
+
+    def set_checkpointing(self, on: bool) -> None:
+        """Gradient checkpointing of the blocks while training (runners.memory's plan)."""
+        self.checkpoint_blocks = bool(on)
 
     # -- adapters ---------------------------------------------------------------------------
 

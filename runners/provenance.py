@@ -26,6 +26,7 @@ from validation.manifest import (
     GitRecord,
     LeakageRecord,
     Manifest,
+    MemoryRecord,
     PreregRecord,
     Provenance,
     UserRecord,
@@ -33,7 +34,8 @@ from validation.manifest import (
 
 
 def build_manifest(config: dict, s: GridSettings, fs: FixtureSet, base: BaseModel, run_dir: Path,
-                   timings: dict, extra_versions: dict[str, str] | None = None) -> Manifest:
+                   timings: dict, extra_versions: dict[str, str] | None = None,
+                   memory: dict | None = None) -> Manifest:
     n_params = base.model.n_adapter_params()
     one = next((run_dir / "adapters" / f"seed-{s.seeds[0]}").rglob("*.safetensors"), None)  # any count's
     return Manifest(
@@ -65,6 +67,7 @@ def build_manifest(config: dict, s: GridSettings, fs: FixtureSet, base: BaseMode
         host={"hostname": socket.gethostname(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
               "torch_threads": torch.get_num_threads(), "device": s.device, **_dtype(s),
               "cuda": torch.cuda.get_device_name() if s.device == "cuda" else None},
+        memory=None if memory is None else MemoryRecord(**memory),
     )
 
 

@@ -66,6 +66,7 @@ class GridSettings:
     executor: str = "local"  # --executor: local or ray
     ray_address: str | None = None  # --ray-address: a running Ray cluster (None: start a local instance)
     dtype_choice: DtypeChoice | None = None  # what --dtype asked for and why it resolved to `dtype`
+    max_memory: int | None = None  # --max-memory in bytes (None: runners.memory's default budget); not in run_config
 
 
 # -- flags ---------------------------------------------------------------------------------------
@@ -263,8 +264,19 @@ def settings_from_args(args: argparse.Namespace) -> GridSettings:
         train=TrainConfig(steps=counts[-1], batch_size=args.batch_size, lr=args.lr, steps_list=counts),
         seeds=seeds, device=args.device, out=_check_out(args.out), prereg=prereg,
         prereg_sha256=prereg_settings.sha256, prereg_settings=prereg_settings, loo=not args.no_loo,
-        dtype=dtype.name, dtype_choice=dtype, **hf, **executor,
+        dtype=dtype.name, dtype_choice=dtype, max_memory=max_memory_flag(getattr(args, "max_memory", None)),
+        **hf, **executor,
     )
+
+
+def max_memory_flag(value: str | None) -> int | None:
+    """`--max-memory SIZE` in bytes (runners.memory.parse_size), UsageError naming the flag."""
+    from runners.memory import MemoryPlanError, parse_size
+
+    try:
+        return None if value is None else parse_size(value)
+    except MemoryPlanError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def check_users_usage(prereg: Prereg, n_users: int) -> None:

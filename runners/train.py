@@ -14,6 +14,7 @@ summation order (benchmarks/bench_grid.py measures the difference).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -24,6 +25,8 @@ import torch
 from torch.nn import functional as F
 
 from runners.data import sample_offsets, windows_at
+from runners.losses import token_nll
+from runners.memory import with_oom_retry
 from runners.model import GPT
 
 log = logging.getLogger(__name__)
@@ -78,34 +81,80 @@ def data_order(seed: int, adapter_number: int, stream_len: int, block_size: int,
 
 
 def adapter_loss(model: GPT, x: torch.Tensor, y: torch.Tensor, adapter_idx: torch.Tensor,
-                 n_adapters: int) -> torch.Tensor:
-    """(A,) mean next-token loss of each adapter's rows; rows are grouped by adapter, B per adapter."""
-    logits = model(x, adapter_idx)  # (A*B, T, V)
-    nll = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")  # (A*B*T,)
+                 n_adapters: int, chunk: int | None = None) -> torch.Tensor:
+    """(A,) mean next-token loss of each adapter's rows; rows are grouped by adapter, B per adapter.
+    `chunk`: tokens per slice of the logits (runners.losses; None: all at once)."""
+    nll = token_nll(model, x, y, adapter_idx, chunk)  # (A*B, T)
     return nll.view(n_adapters, -1).mean(dim=1)  # (A,)
 
 
+def step_gradients(model: GPT, x: torch.Tensor, y: torch.Tensor, adapter_idx: torch.Tensor, n_adapters: int,
+                   micro_rows: int | None = None, chunk: int | None = None) -> torch.Tensor:
+    """Accumulate the gradient of sum_a mean-loss_a into the bank; returns the (A,) losses (detached).
+
+    The A*B rows (grouped by adapter) go through `micro_rows` at a time (gradient accumulation over
+    windows and over adapters: a micro-batch may hold part of one adapter's windows or several
+    adapters'); each micro-batch adds its rows' summed NLL / (B*T) to its adapters' losses, so the
+    gradient is that of one unsplit pass up to summation order (tests/test_memory_plan.py). With
+    `micro_rows` None or at least A*B, the step is the unsplit computation itself."""
+    rows = len(x)
+    if micro_rows is None or micro_rows >= rows:
+        with model_routing(model, adapter_idx):
+            loss = adapter_loss(model, x, y, adapter_idx, n_adapters, chunk)  # (A,)
+            loss.sum().backward()
+        return loss.detach()
+    per_adapter = y.numel() // n_adapters  # B*T tokens of each adapter
+    total = torch.zeros(n_adapters, dtype=torch.float32, device=x.device)
+    for s in range(0, rows, micro_rows):
+        idx = adapter_idx[s:s + micro_rows]
+        with model_routing(model, idx):
+            nll = token_nll(model, x[s:s + micro_rows], y[s:s + micro_rows], idx, chunk)  # (r, T)
+            part = torch.zeros(n_adapters, dtype=nll.dtype, device=x.device).index_add(
+                0, idx - 1, nll.sum(dim=1)) / per_adapter  # (A,)
+            part.sum().backward()
+        total += part.detach()
+    return total
+
+
+def model_routing(model, adapter_idx: torch.Tensor):
+    """The model's per-row routing held over a forward AND its backward (a checkpointed HF layer
+    recomputes its norms in the backward; runners.hf.model)."""
+    routing = getattr(model, "routing", None)
+    return routing(adapter_idx) if routing is not None else contextlib.nullcontext()
+
+
 def train_adapters(base: GPT, streams: list[np.ndarray], orders: list[np.ndarray], cfg: TrainConfig,
-                   device: str = "cpu", progress=None) -> TrainedAdapters:
+                   device: str = "cpu", progress=None, micro_rows: int | None = None,
+                   checkpointing: bool = False) -> TrainedAdapters:
     """Train len(streams) norm-only adapters on a frozen copy of `base`, all in one batch.
 
     streams[a]: (N_a,) tokens of adapter a's training text; orders[a]: (steps, B) window offsets.
+    `micro_rows`: windows per forward/backward pass (runners.memory's plan; None: all A*B at once);
+    `checkpointing`: recompute the blocks' activations in the backward. On a GPU, a step that runs
+    out of memory is retried with half the micro-batch (runners.memory.with_oom_retry).
     """
     n = len(streams)
     model = copy.deepcopy(base).to(device)
     model.eval()  # no dropout anywhere; eval() only documents that
+    if checkpointing:
+        model.set_checkpointing(True)
     bank = model.attach_adapters(n)
     opt = torch.optim.Adam(bank, lr=cfg.lr)
     T = model.config.block_size
+    chunk = getattr(model, "logit_chunk", None)
     adapter_idx = torch.arange(1, n + 1, device=device).repeat_interleave(cfg.batch_size)  # (A*B,)
     losses = np.zeros((cfg.steps, n))
     snapshot_at, snapshots = set(cfg.counts), {}
+    rows = micro_rows or n * cfg.batch_size
     for step in range(cfg.steps):
         xs, ys = zip(*(windows_at(s, o[step], T) for s, o in zip(streams, orders, strict=True)), strict=True)
         x, y = torch.cat(xs).to(device), torch.cat(ys).to(device)  # (A*B, T)
-        loss = adapter_loss(model, x, y, adapter_idx, n)  # (A,)
-        opt.zero_grad(set_to_none=True)
-        loss.sum().backward()
+
+        def attempt(r: int, x=x, y=y) -> torch.Tensor:
+            opt.zero_grad(set_to_none=True)  # a failed attempt's partial gradients are dropped
+            return step_gradients(model, x, y, adapter_idx, n, r, chunk)
+
+        loss, rows = with_oom_retry(attempt, rows, on_retry=_retry_note)  # later steps keep the rows that fitted
         opt.step()
         losses[step] = loss.detach().cpu().double().numpy()
         if step + 1 in snapshot_at:  # cloned copies: later steps do not change them
@@ -114,6 +163,11 @@ def train_adapters(base: GPT, streams: list[np.ndarray], orders: list[np.ndarray
             progress.update(1)
     states = snapshots[cfg.steps]  # the last count is `steps`: its snapshot is the final bank
     return TrainedAdapters(states, losses, _diverged(losses, states), model, snapshots)
+
+
+def _retry_note(rows: int, exc: BaseException) -> None:
+    log.warning("out of memory on the GPU (%s): retrying the step with %d windows per micro-batch",
+                str(exc).splitlines()[0][:200], rows)
 
 
 def _diverged(losses: np.ndarray, states: list[dict[str, torch.Tensor]]) -> tuple[bool, ...]:

@@ -89,6 +89,35 @@ class AdapterRecord:
 
 
 @dataclass(frozen=True)
+class MemoryRecord:
+    """The run's memory plan (runners.memory.MemoryPlan) and what was measured against it."""
+
+    budget_bytes: int
+    budget_source: str
+    peak_bytes: int  # the plan's estimate: max(train_peak_bytes, eval_peak_bytes)
+    train_peak_bytes: int
+    eval_peak_bytes: int
+    fixed_bytes: int
+    weights_bytes: int
+    bank_bytes: int
+    activation_bytes_per_window: int
+    logit_chunk: int
+    logit_bytes: int
+    rows: int
+    micro_rows: int
+    micro_batches: int
+    checkpointing: bool
+    eval_batch: int
+    context: int
+    n_adapters: int
+    step_flops: float = 0.0
+    throughput_flops_s: float = 0.0
+    step_seconds: float = 0.0  # estimated: step_flops / throughput_flops_s
+    step_seconds_measured: float | None = None  # training time / steps of the seeds trained by this command
+    peak_rss_bytes: int | None = None  # the process's measured peak resident memory (CPU) when the run ended
+
+
+@dataclass(frozen=True)
 class GitRecord:
     commit: str | None = None
     dirty: bool | None = None
@@ -112,6 +141,7 @@ class Manifest:
     git: GitRecord = field(default_factory=GitRecord)
     timings: dict[str, Any] = field(default_factory=dict)
     host: dict[str, Any] = field(default_factory=dict)
+    memory: MemoryRecord | None = None  # absent in manifests written before the memory plan existed
     format: int = MANIFEST_FORMAT
 
     def to_json(self) -> dict[str, Any]:
@@ -130,7 +160,7 @@ def _plain(value: Any) -> Any:
 
 _NESTED: dict[str, type] = {
     "fixture_set": FixtureSetRecord, "base_model": BaseModelRecord, "prereg": PreregRecord,
-    "adapter": AdapterRecord, "git": GitRecord, "pretrain_provenance": Provenance,
+    "adapter": AdapterRecord, "git": GitRecord, "pretrain_provenance": Provenance, "memory": MemoryRecord,
 }
 _RECORD_LISTS: dict[str, type] = {"users": UserRecord, "leakage": LeakageRecord}
 _SCALARS: dict[str, tuple[type, ...]] = {

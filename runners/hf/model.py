@@ -9,12 +9,15 @@ is the base model, 1..n the adapters, exactly as in the built-in model.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
+import types
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
 
 from runners.hf.norms import NormSpec, RowRouter, attach_bank, attach_norm_hooks, find_norms
 
@@ -37,7 +40,41 @@ def position_limit(hf_config) -> int | None:
     return None
 
 
-LOGITS_BUDGET_BYTES = 256 << 20  # float32 logits of one evaluation forward pass at most
+LOGITS_BUDGET_BYTES = 256 << 20  # float32 logits of one evaluation forward pass at most (without a memory plan)
+
+
+def _checkpointed_forward(self: nn.Module, *args, **kwargs):
+    """A decoder layer's forward under gradient checkpointing (set on the instance by
+    `HFAdapterLM.set_checkpointing`): its activations are recomputed in the backward, with the
+    per-row adapter index of the forward pass held for the recomputation."""
+    forward = type(self).forward
+    if not (self._na_checkpoint and torch.is_grad_enabled()):
+        return forward(self, *args, **kwargs)
+    router = self._na_layer_router
+    idx = router.idx
+
+    def run(*a):
+        prev, router.idx = router.idx, idx
+        try:
+            return forward(self, *a, **kwargs)
+        finally:
+            router.idx = prev
+
+    return checkpoint(run, *args, use_reentrant=False)
+
+
+def decoder_layers(hf_model: nn.Module) -> list[nn.Module]:
+    """The repeated blocks of a HF model: its GradientCheckpointingLayer modules, else the children
+    of its longest nn.ModuleList."""
+    try:
+        from transformers.modeling_layers import GradientCheckpointingLayer
+    except ImportError:  # an older transformers
+        GradientCheckpointingLayer = ()  # noqa: N806
+    layers = [m for m in hf_model.modules() if GradientCheckpointingLayer and isinstance(m, GradientCheckpointingLayer)]
+    if layers:
+        return layers
+    lists = [m for m in hf_model.modules() if isinstance(m, nn.ModuleList)]
+    return list(max(lists, key=len)) if lists else []
 
 
 class HFAdapterLM(nn.Module):
@@ -53,6 +90,28 @@ class HFAdapterLM(nn.Module):
         self.config = HFRunConfig(block_size=block_size, vocab_size=vocab)
         # windows per evaluation forward (runners.evaluate.window_nll): bounds the (b, T, V) logits
         self.eval_batch = max(1, min(64, LOGITS_BUDGET_BYTES // (4 * block_size * self.config.vocab_size)))
+        self.logit_chunk: int | None = None  # tokens per slice of the logits (runners.losses; the memory plan)
+        self.fused_head = self._head_reproduces_logits()
+
+    def _head_reproduces_logits(self) -> bool:
+        """Whether `head(hidden(x))` gives the model's own logits (checked on a probe input): then
+        the loss is computed from hidden states in chunks. A model that does more after its output
+        layer (e.g. logit soft-capping) is scored from its full logits instead."""
+        try:
+            base, out = self.hf.base_model, self.hf.get_output_embeddings()
+        except (AttributeError, NotImplementedError):
+            return False
+        if base is self.hf or out is None:
+            return False
+        dev = next(self.hf.parameters()).device
+        x = (torch.arange(8, device=dev) % self.config.vocab_size)[None]
+        try:
+            with torch.no_grad():
+                want = self.hf(input_ids=x, use_cache=False).logits.float()
+                got = out(base(input_ids=x, use_cache=False).last_hidden_state).float()
+        except Exception:  # noqa: BLE001 - any failure: the plain path
+            return False
+        return got.shape == want.shape and bool(torch.allclose(got, want, rtol=1e-4, atol=1e-4))
 
     def __deepcopy__(self, memo: dict) -> HFAdapterLM:
         """A copy that shares the frozen base weights and copies everything else (hooks, banks).
@@ -82,12 +141,39 @@ class HFAdapterLM(nn.Module):
         """float32 logits (B, T, V) for tokens `idx` (B, T); `adapter_idx` (B,) picks each row's norm adapter."""
         if idx.size(1) > self.config.block_size:
             raise ValueError(f"sequence of {idx.size(1)} tokens > context {self.config.block_size}")
-        self.router.idx = adapter_idx
-        try:
+        with self.routing(adapter_idx):
             out = self.hf(input_ids=idx, use_cache=False).logits
-        finally:
-            self.router.idx = None
         return out.float()
+
+    def hidden(self, idx: torch.Tensor, adapter_idx: torch.Tensor | None = None) -> torch.Tensor:
+        """What `head` turns into the logits: the final hidden states (B, T, C) where `fused_head`,
+        else the float32 logits themselves (runners.losses)."""
+        if not self.fused_head:
+            return self.forward(idx, adapter_idx)
+        if idx.size(1) > self.config.block_size:
+            raise ValueError(f"sequence of {idx.size(1)} tokens > context {self.config.block_size}")
+        with self.routing(adapter_idx):
+            return self.hf.base_model(input_ids=idx, use_cache=False).last_hidden_state
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """float32 logits of `hidden`'s output (the output layer, or nothing where it is not `fused_head`)."""
+        return self.hf.get_output_embeddings()(h).float() if self.fused_head else h
+
+    @contextlib.contextmanager
+    def routing(self, adapter_idx: torch.Tensor | None):
+        """Rows routed to bank entries `adapter_idx` inside the block (nested blocks restore the outer index)."""
+        prev, self.router.idx = self.router.idx, adapter_idx
+        try:
+            yield
+        finally:
+            self.router.idx = prev
+
+    def set_checkpointing(self, on: bool) -> None:
+        """Gradient checkpointing of every decoder layer while training (runners.memory's plan)."""
+        for layer in decoder_layers(self.hf):
+            layer._na_checkpoint, layer._na_layer_router = bool(on), self.router
+            if "forward" not in layer.__dict__:  # a bound method: a deep copy rebinds it to the copied layer
+                layer.forward = types.MethodType(_checkpointed_forward, layer)
 
     def attach_adapters(self, n_adapters: int) -> list[nn.Parameter]:
         """Freeze every base weight; give each norm a bank of `n_adapters`; return the bank params."""
