@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 from pathlib import Path
 
 LOCK_NAME = ".lock"
@@ -54,7 +55,15 @@ class RunLock:
     def __enter__(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(100):
-            fh = open(self.path, "a+")
+            try:  # never through a symlink: a planted `.lock -> somefile` must not be truncated
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            except OSError as e:
+                raise RunLocked(f"`{self.path}` cannot be used as the lock ({e.strerror}): remove it if no grid or "
+                                "verdict is running") from None
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise RunLocked(f"`{self.path}` is not a regular file: remove it if no grid or verdict is running")
+            fh = os.fdopen(fd, "a+")
             try:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -210,3 +210,29 @@ def verify_signature(run_dir: Path, seal: Seal, key: bytes | None, *, required: 
         raise SealError(f"`{seal.path}` does not match its signature `{sig}`: the seal was rewritten after "
                         "it was signed")
     return f"verified (key id {kid})"
+
+
+# -- the runner's own records, signed so that a resume trusts only what this key's grid wrote ------
+
+def record_signature_path(path: Path) -> Path:
+    return Path(path).with_name(Path(path).name + ".sig")
+
+
+def sign_record(path: Path, key: bytes | None) -> None:
+    """With a key: write `<record>.sig`, an HMAC of the record's bytes (a seed's `done.json`,
+    `trained.json`, `steps-<k>.json`). Without one: remove a stale signature."""
+    sig = record_signature_path(path)
+    if key:
+        atomic_write_text(sig, signature_text(Path(path).read_bytes(), key))
+    else:
+        sig.unlink(missing_ok=True)
+
+
+def record_signed(path: Path, key: bytes) -> bool:
+    """Does `<record>.sig` hold this key's HMAC of the record's bytes?"""
+    try:
+        doc = json.loads(record_signature_path(path).read_text(encoding="utf-8"))
+        expected = hmac.new(key, Path(path).read_bytes(), hashlib.sha256).hexdigest()
+        return doc.get("key_id") == key_id(key) and hmac.compare_digest(str(doc.get("mac")), expected)
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return False

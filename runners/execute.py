@@ -18,7 +18,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -309,9 +309,15 @@ def kept_trained(run_dir: Path, seed: int, prep: Prepared, s: GridSettings, base
     """A seed's training kept from an interrupted command (runners.snapshots.kept_training), as a
     `Trained` read back from its adapter files, with the counts already evaluated; else (None, (), why)."""
     counts, names = s.train.counts, prep.names
+    key = seal.env_key()
+    if key and not seal.record_signed(snapshots.trained_marker(run_dir, seed), key):
+        return None, (), f"trained.json is not signed with the key in ${seal.KEY_ENV}"
     kept, why = snapshots.kept_training(run_dir, seed, names, counts, base_sha256)
     if kept is None:
         return None, (), why
+    if key:  # only the evaluations this key's grid recorded
+        kept = replace(kept, evaluated=tuple(k for k in kept.evaluated
+                                             if seal.record_signed(snapshots.count_marker(run_dir, seed, k), key)))
     snaps = {k: snapshots.load_states(run_dir, seed, names, k, counts) for k in counts}
     trained = Trained(snaps[counts[-1]], np.zeros((0, len(names))), (), kept.statuses[counts[-1]],
                       float(kept.record.get("train_s", 0.0)), snaps, kept.statuses)
@@ -337,6 +343,7 @@ def run_seed(seed: int, base: BaseModel, prep: Prepared, s: GridSettings, run_di
         path = rundir.write_parquet(r.docs.filter(pl.col("steps") == k), snapshots.docs_file(run_dir, seed, k, counts))
         rundir.write_json(snapshots.marker_record(run_dir, {"seed": seed, "steps": k}, [path]),
                           snapshots.count_marker(run_dir, seed, k))
+        seal.sign_record(snapshots.count_marker(run_dir, seed, k), seal.env_key())
     sdir = snapshots.seed_dir(run_dir, seed)
     written = [snapshots.adapter_file(run_dir, seed, n, k, counts) for k in counts for n in names]
     written += [sdir / "train_log.parquet"] + [snapshots.docs_file(run_dir, seed, k, counts) for k in counts]
@@ -347,6 +354,7 @@ def run_seed(seed: int, base: BaseModel, prep: Prepared, s: GridSettings, run_di
               "training_kept": kept is not None, "base_model_sha256": base.sha256,
               "files": rundir.file_hashes(run_dir, written)}
     rundir.write_json(timing, sdir / "done.json")
+    seal.sign_record(sdir / "done.json", seal.env_key())
     log.info("seed %d: done (trained in %.1f s, evaluated in %.1f s); statuses: %s", seed, r.train_s, r.eval_s,
              ", ".join(f"{n}={x}" for n, x in zip(names, r.statuses, strict=True)))
     return timing
@@ -378,6 +386,7 @@ def _write_training(seed: int, base: BaseModel, prep: Prepared, s: GridSettings,
               "statuses": {str(k): dict(zip(names, trained.statuses_at[k], strict=True)) for k in counts},
               "base_model_sha256": base.sha256}
     rundir.write_json(snapshots.marker_record(run_dir, record, files), snapshots.trained_marker(run_dir, seed))
+    seal.sign_record(snapshots.trained_marker(run_dir, seed), seal.env_key())
 
 
 def adapter_path(run_dir: Path, seed: int, name: str, steps: int | None = None,
@@ -456,6 +465,10 @@ def run_grid(fs: FixtureSet, s: GridSettings, *, on_seed_done=None, hf=None, exe
             done = run_dir / "seeds" / f"seed-{seed}" / "done.json"
             if done.exists():
                 record, problem = rundir.seed_problem(run_dir, done)
+                if problem is None and seal.env_key() and not seal.record_signed(done, seal.env_key()):
+                    # with a signing key, a resume keeps only what this key's grid wrote: a seed planted
+                    # in the directory (or restored from an unsigned cache) is redone, never signed
+                    problem = f"`{done}` is not signed with the key in ${seal.KEY_ENV}"
                 if problem:  # verified against the hashes recorded when the seed was written
                     log.warning("seed %d: %s: redone", seed, problem)
                 elif record.get("steps", [s.train.steps]) != list(counts):

@@ -128,7 +128,25 @@ def test_docs_parquet_deleted_or_replaced_never_falls_back_to_seeds_only(run, ma
     _refused(run, made["prereg"], capsys, "docs.parquet", "folder, FIFO or device")
     docs.unlink()
     _reseal(run)  # the forger re-hashes without docs.parquet: the run scored every document
-    _refused(run, made["prereg"], capsys, "docs.parquet", "seeds-only")
+    _refused(run, made["prereg"], capsys, "docs.parquet", "is not sealed")
+    _reseal(run, per_document=False)  # ... and says so in the seal
+    _refused(run, made["prereg"], capsys, "per_document", "seeds-only")
+
+
+@pytest.mark.parametrize("record", ["config.json", "seeds/seed-1/done.json", "manifest.json"])
+def test_a_record_removed_and_the_seal_remade_is_refused(run, made, capsys, record):
+    """Without its records a re-made seal would switch its own cross-checks off: every seal the
+    runner writes lists them, so one that does not was not made by the runner."""
+    from runners.rundir import cells_from_docs, with_rates
+    docs = pl.read_parquet(run / "docs.parquet")
+    diag = pl.col("adapter") == pl.col("eval")
+    docs = with_rates(docs.with_columns(pl.when(diag).then(pl.col("nll_sum") * 0.7).otherwise(pl.col("nll_sum"))
+                                        )).select(docs.columns)
+    docs.write_parquet(run / "docs.parquet")
+    cells_from_docs(docs).write_parquet(run / "cells.parquet")
+    (run / record).unlink()
+    _reseal(run)
+    _refused(run, made["prereg"], capsys, record, "is not sealed")
 
 
 def _rewrite_tables(run: Path, keep) -> None:
@@ -254,6 +272,32 @@ def test_a_signed_seal_is_verified_and_a_rewritten_one_is_caught(made, tmp_path,
     _refused(run, made["prereg"], capsys, "--require-signature", sealing.KEY_ENV, extra=("--require-signature",))
 
 
+def test_a_grid_with_the_key_never_signs_seeds_it_did_not_write(run, made, capsys, monkeypatch, caplog):
+    """A run directory planted (or restored from a cache) with forged per-seed records: a grid that
+    holds the key redoes every seed whose records it did not sign, so its seal never vouches for them."""
+    genuine = pl.read_parquet(run / "docs.parquet")
+    seed_docs = run / "seeds/seed-0/docs.parquet"
+    t = pl.read_parquet(seed_docs)
+    t.with_columns(pl.when(pl.col("adapter") == pl.col("eval")).then(pl.col("nll_sum") * 0.5)
+                   .otherwise(pl.col("nll_sum"))).write_parquet(seed_docs)
+    done = json.loads((run / "seeds/seed-0/done.json").read_text())
+    done["files"]["seeds/seed-0/docs.parquet"] = sha256_file(seed_docs)  # the forger fixes the record
+    (run / "seeds/seed-0/done.json").write_text(json.dumps(done))
+    for name in ("seal.json", "cells.parquet", "docs.parquet"):
+        (run / name).unlink()
+    monkeypatch.setenv(sealing.KEY_ENV, "ci-secret")
+    caplog.set_level("WARNING")
+    assert grid.main([*GRID, "--seeds", "2", "--out", str(run.parent), "--prereg", str(made["prereg"])]) == 0
+    assert "not signed with the key" in caplog.text
+    assert pl.read_parquet(run / "docs.parquet").equals(genuine)  # both seeds redone: the forgery is gone
+    assert (run / "seeds/seed-0/done.json.sig").is_file()
+    caplog.clear()
+    caplog.set_level("INFO")
+    assert grid.main([*GRID, "--seeds", "2", "--out", str(run.parent), "--prereg", str(made["prereg"])]) == 0
+    assert "not signed" not in caplog.text and "already done, kept" in caplog.text  # its own seeds are kept
+    assert _verdict(run, made["prereg"], "--require-signature") in (0, 1)
+
+
 def test_an_unsigned_run_fails_require_signature(run, made, capsys, monkeypatch):
     monkeypatch.setenv(sealing.KEY_ENV, "ci-secret")
     _refused(run, made["prereg"], capsys, "seal.sig", "not signed", extra=("--require-signature",))
@@ -282,6 +326,26 @@ def test_outputs_are_replaced_together_or_not_at_all(run, made, capsys, monkeypa
     assert "nothing was replaced" in capsys.readouterr().err
     assert {n: (run / n).read_bytes() for n in old} == old
     assert not list(run.glob(".*.tmp"))
+
+
+def test_a_planted_lock_symlink_clobbers_nothing(run, made, tmp_path, capsys):
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    (run / ".lock").symlink_to(victim)
+    _refused(run, made["prereg"], capsys, ".lock", "cannot be used as the lock")
+    assert victim.read_text() == "keep me"
+    (run / ".lock").unlink()
+    os.mkfifo(run / ".lock")
+    _refused(run, made["prereg"], capsys, ".lock", "not a regular file")
+
+
+def test_a_prereg_that_is_a_fifo_or_a_folder_is_refused_without_hanging(run, made, tmp_path, capsys):
+    fifo = tmp_path / "prereg.fifo"
+    os.mkfifo(fifo)
+    for bad in (fifo, tmp_path):
+        assert _verdict(run, bad) == 2
+        err = capsys.readouterr().err
+        assert "not a regular file" in err and "Traceback" not in err
 
 
 def test_a_temporary_file_left_by_a_killed_write_is_removed(run, made):

@@ -234,11 +234,16 @@ def default_prereg_path() -> Path:
 def load_prereg(path: str | Path) -> Prereg:
     """Read and validate a prereg.toml; errors name the file and the setting."""
     path = Path(path)
+    if path.exists() and not path.is_file():  # a folder, or a FIFO that would block the read forever
+        raise PreregError(f"{path}: not a regular file (a folder, FIFO or device); pass the prereg.toml file "
+                          "itself with `--prereg FILE`.")
     try:
         raw = path.read_bytes()
         doc = tomllib.loads(raw.decode("utf-8"))
     except FileNotFoundError:
         raise PreregError(f"{path}: pre-registration file not found (pass `--prereg FILE`).") from None
+    except OSError as e:
+        raise PreregError(f"{path}: cannot be read ({e.strerror or type(e).__name__}).") from None
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise PreregError(f"{path}: not valid TOML: {e}") from None
     kwargs: dict[str, Any] = {}

@@ -28,6 +28,8 @@ from validation.tables import InputError
 # What only the runner writes: a folder holding any of these is a run directory the runner made,
 # and must be sealed.
 RUNNER_RECORDS = ("config.json", "prereg.json", "seeds", "adapters", "train_log.parquet")
+# What every seal the runner writes lists (besides each seed's done.json and its files).
+SEALED_RECORDS = ("config.json", "manifest.json", "cells.parquet", "docs.parquet")
 NOT_SEALED = ("the run directory is not sealed (no seal.json, and none of the runner's records): its tables "
               "cannot be shown to be what a run produced")
 
@@ -67,12 +69,29 @@ def open_seal(run_dir: Path, *, require_signature: bool = False, key: bytes | No
         return SealCheck(None, "not sealed")
     try:
         seal = sealing.read_seal(run_dir)
+        _complete(run_dir, seal)
         sealing.verify_files(run_dir, seal)
         signature = sealing.verify_signature(run_dir, seal, key if key is not None else sealing.env_key(),
                                              required=require_signature)
     except sealing.SealError as e:
         raise _fail(run_dir, str(e)) from None
     return SealCheck(seal, signature)
+
+
+def _complete(run_dir: Path, seal: sealing.Seal) -> None:
+    """What every seal the runner writes holds: a seal that lacks it was not made by the runner (a
+    record removed and the seal re-made would otherwise switch its own cross-checks off)."""
+    if seal.facts["per_document"] is not True:
+        raise _fail(run_dir, f"`{seal.path}`: `per_document` is not true: the runner scores every document, and a "
+                             "run directory is never judged by the weaker seeds-only bootstrap")
+    seeds = seal.facts["seeds"]
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(k, int) for k in seeds):
+        raise _fail(run_dir, f"`{seal.path}`: `seeds` must list the run's seeds")
+    required = list(SEALED_RECORDS) + [f"seeds/seed-{k}/done.json" for k in seeds]
+    missing = [name for name in required if name not in seal.files]
+    if missing:
+        raise _fail(run_dir, f"`{run_dir / missing[0]}` is not sealed: every run the runner seals holds "
+                             f"{', '.join(SEALED_RECORDS)} and each seed's done.json")
 
 
 def _json(path: Path) -> Any:
@@ -102,8 +121,7 @@ def check_facts(run_dir: Path, check: SealCheck, study) -> None:
     run_dir = Path(run_dir)
     facts = seal.facts
     seeds, counts, users = facts["seeds"], facts["steps"], facts["users"]
-    # the runner's records, each already bound to the seal by its hash
-    if "manifest.json" not in seal.files or study.manifest is None:
+    if study.manifest is None:
         raise _fail(run_dir, f"`{run_dir / 'manifest.json'}` is not sealed")
     m = study.manifest
     where = f"`{run_dir / 'manifest.json'}`"
@@ -111,17 +129,20 @@ def check_facts(run_dir: Path, check: SealCheck, study) -> None:
     _same(run_dir, where, "seeds", sorted(m.seeds), seeds)
     _same(run_dir, where, "prereg.sha256", m.prereg.sha256, facts["prereg_sha256"])
     _same(run_dir, where, "prereg.settings", m.prereg.settings, facts["prereg_settings"])
-    if "config.json" in seal.files:
-        config = _json(run_dir / "config.json")
-        where = f"`{run_dir / 'config.json'}`"
-        _same(run_dir, where, "prereg_sha256", config.get("prereg_sha256"), facts["prereg_sha256"])
-        _same(run_dir, where, "seeds", sorted(config.get("seeds") or []), seeds)
-        _same(run_dir, where, "users", config.get("users"), users)
-        train = config.get("train") or {}
+    config = _json(run_dir / "config.json")
+    if not isinstance(config, dict):
+        raise _fail(run_dir, f"`{run_dir / 'config.json'}` does not hold an object")
+    where = f"`{run_dir / 'config.json'}`"
+    _same(run_dir, where, "prereg_sha256", config.get("prereg_sha256"), facts["prereg_sha256"])
+    _same(run_dir, where, "seeds", sorted(config.get("seeds") or []), seeds)
+    _same(run_dir, where, "users", config.get("users"), users)
+    train = config.get("train")
+    if counts or isinstance(train, dict):  # the runner's tables carry `steps`, its config `train`
+        train = train if isinstance(train, dict) else {}
         _same(run_dir, where, "train.steps_list", sorted(train.get("steps_list") or [train.get("steps")]), counts)
-        _same(run_dir, where, "its hash (the run id's suffix)", sha256_json(config, 12),
-              str(facts["run_id"]).rsplit("-", 1)[-1])
-        _same(run_dir, "`manifest.json`", "config", m.config, config)
+    _same(run_dir, where, "its hash (the run id's suffix)", sha256_json(config, 12),
+          str(facts["run_id"]).rsplit("-", 1)[-1])
+    _same(run_dir, "`manifest.json`", "config", m.config, config)
     if "prereg.json" in seal.files:
         record = _json(run_dir / "prereg.json")
         where = f"`{run_dir / 'prereg.json'}`"
@@ -152,17 +173,17 @@ def _check_tables(run_dir: Path, facts: dict, study) -> None:
 
 
 def _check_statuses(run_dir: Path, seal: sealing.Seal, facts: dict, study) -> None:
-    """A seal the runner made (it lists `config.json`) also lists every seed's `done.json`; each
-    file a `done.json` records has that same SHA-256 in the seal; the run's `docs.parquet` is
+    """Each seed's `done.json` (sealed: `check_facts`) records its files, and each has that same
+    SHA-256 in the seal; the run's `docs.parquet` is
     exactly the seeds' own document tables put together (as the runner assembles it); and each
     adapter row's status equals what its seed's `done.json` recorded. So a table rewritten and
     re-sealed still disagrees with the per-seed records it was assembled from."""
-    if "config.json" not in seal.files:
-        return
     rows = None
+    has_steps = study.docs is not None and "steps" in study.docs.columns and study.docs["steps"].null_count() == 0
     if study.docs is not None:
         rows = (study.docs.filter(pl.col("adapter") != BASE)
-                .group_by(["seed", "steps", "adapter"]).agg(pl.col("status").unique()))
+                .group_by(["seed", "steps", "adapter"] if has_steps else ["seed", "adapter"])
+                .agg(pl.col("status").unique()))
     parts = []
     for seed in facts["seeds"]:
         rel = f"seeds/seed-{seed}/done.json"
@@ -177,16 +198,18 @@ def _check_statuses(run_dir: Path, seal: sealing.Seal, facts: dict, study) -> No
         parts += [run_dir / name for name in files if Path(name).name == "docs.parquet"]
         by_steps = done.get("statuses_by_steps") or {}
         for r in ([] if rows is None else rows.filter(pl.col("seed") == seed).iter_rows(named=True)):
-            recorded = (by_steps.get(str(r["steps"])) or {}).get(r["adapter"])
+            recorded = ((by_steps.get(str(r["steps"])) or {}) if has_steps else (done.get("statuses") or {})
+                        ).get(r["adapter"])
             if r["status"] != [recorded]:
-                raise _fail(run_dir, f"`{run_dir / 'docs.parquet'}`: seed {seed}, steps {r['steps']}, adapter "
+                raise _fail(run_dir, f"`{run_dir / 'docs.parquet'}`: seed {seed}, steps {r.get('steps')}, adapter "
                                      f"{r['adapter']!r} has status {r['status']}, `{run_dir / rel}` recorded "
                                      f"{recorded!r}")
-    if (run_dir / "docs.parquet").is_file() and parts:
-        key = ["seed", "steps", "adapter", "eval", "doc_id"]
-        whole = pl.read_parquet(run_dir / "docs.parquet")
-        assembled = pl.concat([pl.read_parquet(p) for p in parts], how="vertical_relaxed")
-        if set(whole.columns) != set(assembled.columns) or not whole.sort(key).equals(
-                assembled.select(whole.columns).sort(key)):
-            raise _fail(run_dir, f"`{run_dir / 'docs.parquet'}` is not the seeds' document tables put together "
-                                 f"(`seeds/seed-*/.../docs.parquet`, recorded in each `done.json`)")
+    whole = pl.read_parquet(run_dir / "docs.parquet")
+    if not parts:
+        raise _fail(run_dir, "no seed's done.json records its document table")
+    key = [c for c in ("seed", "steps", "adapter", "eval", "doc_id") if c in whole.columns]
+    assembled = pl.concat([pl.read_parquet(p) for p in parts], how="vertical_relaxed")
+    if set(whole.columns) != set(assembled.columns) or not whole.sort(key).equals(
+            assembled.select(whole.columns).sort(key)):
+        raise _fail(run_dir, f"`{run_dir / 'docs.parquet'}` is not the seeds' document tables put together "
+                             f"(`seeds/seed-*/.../docs.parquet`, recorded in each `done.json`)")

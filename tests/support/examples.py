@@ -118,25 +118,47 @@ def many_users_study(n_users: int = 50, seed: int = 0, n_seeds: int = 3, n_docs:
 
 
 def seal_folder(run) -> None:
-    """Seal a hand-made run folder (cells, docs, manifest) as the runner seals its own
-    (common.seal), with facts read off its tables: for tests of a pre-registered verdict that
-    need no real grid run. A folder without a seal is judged NOT PRE-REGISTERED (docs/gate.md, 4)."""
+    """Give a hand-made run folder (cells, docs, manifest) the records the runner writes and seal it
+    (common.seal), so tests of a pre-registered verdict need no real grid run: `config.json` (the
+    manifest's config plus the prereg hash, seeds and users; its hash becomes the run id's suffix),
+    each seed's own document table and `done.json`, then `seal.json`. A folder without a seal is
+    judged NOT PRE-REGISTERED, and one with a seal but not these records is refused (docs/gate.md, 4)."""
     import json
     from pathlib import Path
 
     from common import seal as sealing
+    from common.hashing import sha256_file, sha256_json
 
     run = Path(run)
     cells = pl.read_parquet(run / "cells.parquet")
-    docs = pl.read_parquet(run / "docs.parquet") if (run / "docs.parquet").exists() else None
+    docs = pl.read_parquet(run / "docs.parquet")
     manifest = json.loads((run / "manifest.json").read_text())
     users = sorted(set(cells["eval"].to_list()))
-    heldout = {u: (docs.filter(pl.col("eval") == u)["doc_id"].cast(pl.Utf8).unique().sort().to_list()
-                   if docs is not None else []) for u in users}
+    seeds = sorted(set(cells["seed"].to_list()))
+    steps = sorted(set(cells["steps"].to_list())) if "steps" in cells.columns else []
+    prereg = manifest.get("prereg") or {}
+    config = {**(manifest.get("config") or {}), "prereg_sha256": prereg.get("sha256"), "seeds": seeds,
+              "users": users}
+    if steps:
+        config["train"] = {**(config.get("train") or {}), "steps_list": steps}
+    run_id = f"{run.name}-{sha256_json(config, 12)}"
+    manifest.update(config=config, run_id=run_id)
+    (run / "config.json").write_text(json.dumps(config))
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    for seed in seeds:
+        folder = run / "seeds" / f"seed-{seed}"
+        folder.mkdir(parents=True, exist_ok=True)
+        mine = docs.filter(pl.col("seed") == seed)
+        mine.write_parquet(folder / "docs.parquet")
+        status = lambda d: {a: st for a, st in d.filter(pl.col("adapter") != "base")  # noqa: E731
+                            .group_by("adapter").agg(pl.col("status").first()).iter_rows()}
+        record = {"seed": seed, "steps": steps, "statuses": status(mine),
+                  "statuses_by_steps": {str(k): status(mine.filter(pl.col("steps") == k)) for k in steps},
+                  "files": {f"seeds/seed-{seed}/docs.parquet": sha256_file(folder / "docs.parquet")}}
+        (folder / "done.json").write_text(json.dumps(record))
+    heldout = {u: docs.filter(pl.col("eval") == u)["doc_id"].cast(pl.Utf8).unique().sort().to_list() for u in users}
     facts = sealing.seal_facts(
-        run_id=manifest["run_id"], seeds=set(cells["seed"].to_list()),
-        steps=set(cells["steps"].to_list()) if "steps" in cells.columns else (),
-        users=users, adapters=sorted(set(cells["adapter"].to_list()) - {"base"}), heldout=heldout,
-        prereg_sha256=(manifest.get("prereg") or {}).get("sha256"),
-        prereg_settings=(manifest.get("prereg") or {}).get("settings"), per_document=docs is not None)
+        run_id=run_id, seeds=seeds, steps=steps, users=users,
+        adapters=sorted(set(cells["adapter"].to_list()) - {"base"}), heldout=heldout,
+        prereg_sha256=prereg.get("sha256"), prereg_settings=prereg.get("settings"))
     sealing.write_seal(run, facts)
