@@ -75,11 +75,11 @@ def replace_together(writers: dict[Path, Callable[[str], object] | None]) -> Non
             staged[path] = tmp
     except BaseException:
         for tmp in staged.values():
-            _remove(tmp.parent)
+            remove_tree(tmp.parent)
         for path, writer in writers.items():  # the one that failed
             if writer is not None and path not in staged:
                 for left in path.parent.glob(f".{path.name}.*.tmp"):
-                    _remove(left)
+                    remove_tree(left)
         raise
     aside: dict[Path, Path] = {}
     placed: list[Path] = []
@@ -90,7 +90,7 @@ def replace_together(writers: dict[Path, Callable[[str], object] | None]) -> Non
                 try:
                     os.replace(path, backup / path.name)
                 except BaseException:
-                    _remove(backup)
+                    remove_tree(backup)
                     raise
                 aside[path] = backup / path.name
         for path, tmp in staged.items():
@@ -98,24 +98,24 @@ def replace_together(writers: dict[Path, Callable[[str], object] | None]) -> Non
             placed.append(path)
     except BaseException:
         for path in placed:
-            _remove(path)
+            remove_tree(path)
         for path, backup in aside.items():
             try:
                 os.replace(backup, path)
             except OSError:
                 pass
         for tmp in staged.values():
-            _remove(tmp.parent)
+            remove_tree(tmp.parent)
         for backup in aside.values():
-            _remove(backup.parent)
+            remove_tree(backup.parent)
         raise
     for tmp in staged.values():
-        _remove(tmp.parent)
+        remove_tree(tmp.parent)
     for backup in aside.values():
-        _remove(backup.parent)
+        remove_tree(backup.parent)
 
 
-def _remove(path: Path) -> None:
+def remove_tree(path: Path) -> None:
     """Remove a file or a folder tree; a missing one is fine."""
     try:
         if path.is_dir() and not path.is_symlink():

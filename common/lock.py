@@ -13,6 +13,8 @@ import os
 import stat
 from pathlib import Path
 
+from common.atomic import remove_tree
+
 LOCK_NAME = ".lock"
 
 
@@ -27,12 +29,7 @@ def remove_orphan_temps(root: Path, *, recursive: bool = True) -> list[Path]:
     found = Path(root).rglob(".*.tmp") if recursive else Path(root).glob(".*.tmp")
     for p in sorted(found, reverse=True):
         try:
-            if p.is_dir() and not p.is_symlink():
-                for q in sorted(p.rglob("*"), reverse=True):
-                    q.rmdir() if q.is_dir() and not q.is_symlink() else q.unlink()
-                p.rmdir()
-            else:
-                p.unlink()
+            remove_tree(p)
             gone.append(p)
         except OSError:
             continue
