@@ -137,7 +137,7 @@ def check_facts(run_dir: Path, check: SealCheck, study) -> None:
     _same(run_dir, where, "seeds", sorted(config.get("seeds") or []), seeds)
     _same(run_dir, where, "users", config.get("users"), users)
     train = config.get("train")
-    if counts or isinstance(train, dict):  # the runner's tables carry `steps`, its config `train`
+    if counts:  # the runner's tables carry `steps` (tables without it are read against `train` by the verdict)
         train = train if isinstance(train, dict) else {}
         _same(run_dir, where, "train.steps_list", sorted(train.get("steps_list") or [train.get("steps")]), counts)
     _same(run_dir, where, "its hash (the run id's suffix)", sha256_json(config, 12),
