@@ -104,8 +104,12 @@ def seal_text(run_dir: Path, files: Iterable[Path], facts: dict[str, Any]) -> st
 def signature_text(seal_bytes: bytes, key: bytes) -> str:
     """`seal.sig`: an HMAC-SHA256 of the seal's bytes, with the key's id (first 16 hex digits of its
     SHA-256) so a verdict given the wrong key says so."""
-    mac = hmac.new(key, seal_bytes, hashlib.sha256).hexdigest()
-    return json.dumps({"algorithm": HMAC_ALGORITHM, "key_id": key_id(key), "mac": mac}, indent=1) + "\n"
+    return json.dumps({"algorithm": HMAC_ALGORITHM, "key_id": key_id(key), "mac": _mac(key, seal_bytes)},
+                      indent=1) + "\n"
+
+
+def _mac(key: bytes, data: bytes) -> str:
+    return hmac.new(key, data, hashlib.sha256).hexdigest()
 
 
 def key_id(key: bytes) -> str:
@@ -205,8 +209,7 @@ def verify_signature(run_dir: Path, seal: Seal, key: bytes | None, *, required: 
     if kid != key_id(key):
         raise SealError(f"`{sig}` was made with another key (key id {str(kid)[:16]}, ${KEY_ENV} has "
                         f"{key_id(key)})")
-    expected = hmac.new(key, seal.raw, hashlib.sha256).hexdigest()
-    if not isinstance(mac, str) or not hmac.compare_digest(mac, expected):
+    if not isinstance(mac, str) or not hmac.compare_digest(mac, _mac(key, seal.raw)):
         raise SealError(f"`{seal.path}` does not match its signature `{sig}`: the seal was rewritten after "
                         "it was signed")
     return f"verified (key id {kid})"
@@ -232,7 +235,7 @@ def record_signed(path: Path, key: bytes) -> bool:
     """Does `<record>.sig` hold this key's HMAC of the record's bytes?"""
     try:
         doc = json.loads(record_signature_path(path).read_text(encoding="utf-8"))
-        expected = hmac.new(key, Path(path).read_bytes(), hashlib.sha256).hexdigest()
-        return doc.get("key_id") == key_id(key) and hmac.compare_digest(str(doc.get("mac")), expected)
+        return doc.get("key_id") == key_id(key) and hmac.compare_digest(str(doc.get("mac")),
+                                                                         _mac(key, Path(path).read_bytes()))
     except (OSError, UnicodeDecodeError, ValueError, AttributeError):
         return False

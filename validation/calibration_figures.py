@@ -39,6 +39,7 @@ import numpy as np
 
 from common.contract import loo_name
 from validation.calibration_plan import regime_params
+from validation.calibration_results import binomial_se
 from validation.prereg import Prereg
 
 SCHEMA = "normadapt-calibration-figures/1"
@@ -62,7 +63,7 @@ class FigureRow:
 
     @property
     def se(self) -> float:
-        return math.sqrt(self.nominal * (1 - self.nominal) / self.n) if self.n else math.nan
+        return binomial_se(self.nominal, self.n)
 
     @property
     def within(self) -> bool:

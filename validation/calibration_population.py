@@ -29,6 +29,7 @@ import numpy as np
 
 from common.atomic import atomic_write_text
 from validation.arrays import build_arrays
+from validation.calibration_results import binomial_se
 from validation.population import effect_criterion, fit_random_slope
 from validation.prereg import Prereg
 from validation.results import Status
@@ -202,7 +203,7 @@ class ShareUsersRate:
 
     @property
     def se(self) -> float:
-        return math.sqrt(self.pass_rate * (1 - self.pass_rate) / self.n_experiments) if self.n_experiments else math.nan
+        return binomial_se(self.pass_rate, self.n_experiments)
 
 
 @dataclass(frozen=True)

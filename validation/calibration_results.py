@@ -8,6 +8,7 @@ true margin a `MarginCoverage`, per criterion x relation x method a `StatusRate`
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,11 @@ from typing import Any
 SCHEMA = "normadapt-calibration/1"
 LEAST_FAVOURABLE = "at, least favourable"   # the relation of a least-favourable scenario
 
+
+
+def binomial_se(rate: float, n: int) -> float:
+    """Monte Carlo standard error of a rate measured on `n` independent experiments (NaN for none)."""
+    return math.sqrt(rate * (1 - rate) / n) if n else math.nan
 
 @dataclass(frozen=True)
 class StatusRate:

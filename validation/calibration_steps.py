@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from validation.calibration_plan import regime_params
+from validation.calibration_results import binomial_se
 from validation.prereg import Prereg
 
 SCHEMA = "normadapt-calibration-steps/1"
@@ -60,7 +61,7 @@ class RateFigure:
 
     @property
     def se(self) -> float:
-        return float(np.sqrt(self.rate * (1 - self.rate) / self.n)) if self.n else float("nan")
+        return binomial_se(self.rate, self.n)
 
 
 @dataclass(frozen=True)
@@ -263,7 +264,7 @@ class TrendFigure:
 
     @property
     def se(self) -> float:
-        return float(np.sqrt(self.rate * (1 - self.rate) / self.n)) if self.n else float("nan")
+        return binomial_se(self.rate, self.n)
 
 
 @dataclass(frozen=True)

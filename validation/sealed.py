@@ -121,8 +121,9 @@ def check_facts(run_dir: Path, check: SealCheck, study) -> None:
     run_dir = Path(run_dir)
     facts = seal.facts
     seeds, counts, users = facts["seeds"], facts["steps"], facts["users"]
-    if study.manifest is None:
-        raise _fail(run_dir, f"`{run_dir / 'manifest.json'}` is not sealed")
+    if study.manifest is None or study.docs is None:  # both sealed and verified by `open_seal`
+        raise _fail(run_dir, f"`{run_dir / ('manifest.json' if study.manifest is None else 'docs.parquet')}` "
+                             "is missing")
     m = study.manifest
     where = f"`{run_dir / 'manifest.json'}`"
     _same(run_dir, where, "run_id", m.run_id, facts["run_id"])
@@ -149,7 +150,7 @@ def check_facts(run_dir: Path, check: SealCheck, study) -> None:
         _same(run_dir, where, "sha256", record.get("sha256"), facts["prereg_sha256"])
         _same(run_dir, where, "settings", record.get("settings"), facts["prereg_settings"])
     _check_tables(run_dir, facts, study)
-    _check_statuses(run_dir, seal, facts, study)
+    _check_seeds(run_dir, seal, facts, study)
 
 
 def _check_tables(run_dir: Path, facts: dict, study) -> None:
@@ -160,11 +161,6 @@ def _check_tables(run_dir: Path, facts: dict, study) -> None:
     _same(run_dir, src, "users (column `eval`)", sorted(set(cells["eval"].to_list())), sorted(facts["users"]))
     _same(run_dir, src, "adapters (column `adapter`)", sorted(set(cells["adapter"].to_list())),
           sorted([BASE, *facts["adapters"]]))
-    if facts["per_document"] and docs is None:
-        raise _fail(run_dir, f"`{run_dir / 'docs.parquet'}` is missing: the run scored every document, and a run "
-                             "directory is never judged by the weaker seeds-only bootstrap")
-    if docs is None:
-        return
     dsrc = f"`{run_dir / 'docs.parquet'}`"
     _same(run_dir, dsrc, "seeds", sorted(set(docs["seed"].to_list())), facts["seeds"])
     for user in facts["users"]:
@@ -172,23 +168,19 @@ def _check_tables(run_dir: Path, facts: dict, study) -> None:
         _same(run_dir, dsrc, f"held-out document ids of user {user!r}", ids, sorted(facts["heldout"][user]))
 
 
-def _check_statuses(run_dir: Path, seal: sealing.Seal, facts: dict, study) -> None:
+def _check_seeds(run_dir: Path, seal: sealing.Seal, facts: dict, study) -> None:
     """Each seed's `done.json` (sealed: `check_facts`) records its files, and each has that same
     SHA-256 in the seal; the run's `docs.parquet` is
     exactly the seeds' own document tables put together (as the runner assembles it); and each
     adapter row's status equals what its seed's `done.json` recorded. So a table rewritten and
     re-sealed still disagrees with the per-seed records it was assembled from."""
-    rows = None
-    has_steps = study.docs is not None and "steps" in study.docs.columns and study.docs["steps"].null_count() == 0
-    if study.docs is not None:
-        rows = (study.docs.filter(pl.col("adapter") != BASE)
-                .group_by(["seed", "steps", "adapter"] if has_steps else ["seed", "adapter"])
-                .agg(pl.col("status").unique()))
+    has_steps = "steps" in study.docs.columns and study.docs["steps"].null_count() == 0
+    rows = (study.docs.filter(pl.col("adapter") != BASE)
+            .group_by(["seed", "steps", "adapter"] if has_steps else ["seed", "adapter"])
+            .agg(pl.col("status").unique()))
     parts = []
     for seed in facts["seeds"]:
-        rel = f"seeds/seed-{seed}/done.json"
-        if rel not in seal.files:
-            raise _fail(run_dir, f"`{run_dir / rel}` is not sealed")
+        rel = f"seeds/seed-{seed}/done.json"  # sealed: `_complete`
         done = _json(run_dir / rel)
         files = done.get("files") if isinstance(done, dict) else None
         if not isinstance(files, dict) or not files:
@@ -197,7 +189,7 @@ def _check_statuses(run_dir: Path, seal: sealing.Seal, facts: dict, study) -> No
             _same(run_dir, f"`{run_dir / rel}`", f"SHA-256 of `{name}`", digest, seal.files.get(name))
         parts += [run_dir / name for name in files if Path(name).name == "docs.parquet"]
         by_steps = done.get("statuses_by_steps") or {}
-        for r in ([] if rows is None else rows.filter(pl.col("seed") == seed).iter_rows(named=True)):
+        for r in rows.filter(pl.col("seed") == seed).iter_rows(named=True):
             recorded = ((by_steps.get(str(r["steps"])) or {}) if has_steps else (done.get("statuses") or {})
                         ).get(r["adapter"])
             if r["status"] != [recorded]:
