@@ -28,8 +28,9 @@ from common.confusables import skeleton
 from common.contract import CONTROLS
 
 MAX_NAME_LENGTH = 64
-# ':' separates a derived control's kind from its user (`loo:alice`): never part of a user name.
-RESERVED_CHARACTERS = (":",)
+# ':' separates a derived control's kind from its user (`loo:alice`) and '+' joins the two users of
+# an average (`avg:alice+bob`): never part of a user name.
+RESERVED_CHARACTERS = (":", "+")
 FORBIDDEN_CHARACTERS = ("/", "\\")
 # Unicode general categories refused anywhere in a name: Cc control (newline, tab, ESC, NUL),
 # Cf format (zero-width joiners, bidi overrides), Cs surrogates, Co private use, Cn unassigned,
@@ -129,7 +130,7 @@ def name_problem(name: str, *, user: bool = True) -> str | None:
             return f"is reserved for a control row ({', '.join(CONTROLS)})"
         for ch in RESERVED_CHARACTERS:
             if ch in name:
-                return f"holds {ch!r}, which is reserved for control rows such as `loo{ch}<user>`"
+                return f"holds {ch!r}, which is reserved for control rows such as `loo:<user>` and `avg:<a>+<b>`"
         for control in CONTROLS:
             if looks_alike(name, control):
                 return (f"looks like the control row `{control}` (the same after compatibility normalization, "
@@ -137,7 +138,7 @@ def name_problem(name: str, *, user: bool = True) -> str | None:
         for ch in RESERVED_CHARACTERS:
             if any(ch in key for key in fold_keys(name)):
                 return (f"holds a look-alike of {ch!r}, which is reserved for control rows such as "
-                        f"`loo{ch}<user>`")
+                        "`loo:<user>` and `avg:<a>+<b>`")
     return None
 
 
@@ -148,8 +149,8 @@ def check_name(raw: str, what: str, *, user: bool = True) -> str:
     if problem:
         raise InvalidName(f"{what}: the name {_shown(raw)} {problem}; rename it (names are 1 to "
                           f"{MAX_NAME_LENGTH} visible characters, no leading or trailing spaces, "
-                          f"no control or invisible characters, no space but the ASCII one, no '/', '\\' or "
-                          f"':'; not {' or '.join(CONTROLS)} nor a look-alike of them)")
+                          f"no control or invisible characters, no space but the ASCII one, no '/', '\\', "
+                          f"':' or '+'; not {' or '.join(CONTROLS)} nor a look-alike of them)")
     return name
 
 

@@ -44,7 +44,8 @@ def test_valid_names_come_back_in_nfc(raw, fixed):
     ("", "is empty"), ("bob ", "whitespace"), (" bob", "whitespace"), ("a\tb", "U+0009"), ("a\nb", "U+000A"),
     ("a\x00b", "U+0000"), ("b\u202eob", "RIGHT-TO-LEFT OVERRIDE"), ("zero\u200bwidth", "ZERO WIDTH SPACE"),
     ("a/b", "path separator"), ("a\\b", "path separator"), ("loo:alice", "reserved for control rows"),
-    ("base", "reserved for a control row"), ("pooled", "reserved for a control row"),
+    ("alice+bob", "holds '+', which is reserved"), ("base", "reserved for a control row"),
+    ("pooled", "reserved for a control row"),
     ("x" * (MAX_NAME_LENGTH + 1), "more than the 64 allowed"),
 ])
 def test_invalid_names_are_refused_with_the_reason(raw, problem):
@@ -209,7 +210,7 @@ def test_error_messages_reach_the_terminal_escaped(tmp_path, capsys):
     ("\u115fbob", "U+115F"), ("bob\u1160x", "U+1160"), ("bob\uffa0x", "U+FFA0"),
     ("bob\u180bx", "U+180B"), ("bob\ufe0f", "U+FE0F"), ("bob\U000e0061", "U+E0061"), ("bo\u00adb", "U+00AD"),
     ("bob\u00a0smith", "U+00A0 (NO-BREAK SPACE)"), ("bob\u3000smith", "U+3000"), ("bob\u2800", "U+2800"),
-    ("loo\ua789alice", "look-alike of ':'"),
+    ("loo\ua789alice", "look-alike of ':'"), ("alice\uff0bbob", "look-alike of '+'"),
 ])
 def test_names_that_print_like_a_control_or_hide_characters_are_refused(raw, problem):
     with pytest.raises(InvalidName, match=re.escape(problem)) as e:

@@ -110,3 +110,17 @@ def test_no_loo_flag_reaches_the_settings_and_the_run_config(tmp_path, fs):
     off = settings_from_args(build_parser().parse_args(common + ["--no-loo"]))
     assert on.loo is True and off.loo is False
     assert run_config(on, fs)["loo_controls"] is True and run_config(off, fs)["loo_controls"] is False
+
+
+def test_routing_control_names_round_trip_and_are_controls():
+    from common.contract import avg_name, avg_users, ens_name, ens_user, is_routing_control, noise_name, noise_parts
+    assert avg_name("scientist", "novelist") == "avg:novelist+scientist" == avg_name("novelist", "scientist")
+    assert avg_users("avg:novelist+scientist") == ("novelist", "scientist")
+    assert avg_users("avg:novelist") is None and avg_users("loo:novelist") is None
+    assert ens_user(ens_name("bob")) == "bob" and ens_user("loo:bob") is None
+    assert noise_parts(noise_name("a@b", 0.1)) == ("a@b", 0.1)
+    assert noise_parts("noise:bob@x") is None and noise_parts("noise:@0.1") is None
+    assert all(is_control(n) and is_routing_control(n) for n in ("avg:a+b", "ens:a", "noise:a@0.1"))
+    assert not is_routing_control("loo:a") and not is_control("avg")
+    with pytest.raises(ValueError, match="two different users"):
+        avg_name("a", "a")
