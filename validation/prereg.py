@@ -69,6 +69,21 @@ class Prereg:
     # not gating by default: every status accepted, so existing pre-registrations keep their meaning
     gate_population_share: tuple[str, ...] = ("PASS", "FAIL", "INCONCLUSIVE")
     gate_population_effect: tuple[str, ...] = ("PASS", "FAIL", "INCONCLUSIVE")
+    # [routing] (docs/routing.md; rows built by `python -m runners.grid --routing`): the noise levels
+    # and draws of the `noise:<user>@<sigma>` rows, the most `avg:<a>+<b>` pairs (every pair up to
+    # it, else a random sample of that many drawn with `rng_seed`), the ROUTING / AVERAGING margins,
+    # the NOISE criterion's sigma and the number of users the storage bill is stated for
+    sigmas: tuple[float, ...] = (0.01, 0.1, 0.3)
+    noise_draws: int = 3
+    max_pairs: int = 45
+    routing_margin: float = 0.05
+    averaging_margin: float = 0.02
+    noise_sigma: float = 0.1
+    storage_users: int = 215_000
+    # not gating by default, like the population criteria
+    gate_routing: tuple[str, ...] = ("PASS", "FAIL", "INCONCLUSIVE")
+    gate_averaging: tuple[str, ...] = ("PASS", "FAIL", "INCONCLUSIVE")
+    gate_noise: tuple[str, ...] = ("PASS", "FAIL", "INCONCLUSIVE")
     fail_on_inverted: bool = True
     fail_on_bad_cells: bool = True
     fail_on_worse_than_base: bool = False
@@ -119,7 +134,8 @@ class Prereg:
         return getattr(self, f"gate_{criterion}")
 
     def gates_population(self, criterion: str) -> bool:
-        """Whether the gate depends on a population criterion (some status is not accepted)."""
+        """Whether the gate depends on an off-by-default criterion (population_share,
+        population_effect, routing, averaging, noise): some status is not accepted."""
         return set(self.gate_requires(criterion)) != {"PASS", "FAIL", "INCONCLUSIVE"}
 
     def gate_allows(self, criterion: str, status: Status) -> bool:
@@ -134,8 +150,7 @@ class Prereg:
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("explicit")
-        for k in ("gate_strict", "gate_lenient", "gate_catastrophic", "gate_population_share",
-                  "gate_population_effect"):
+        for k in [f"gate_{c}" for c in _GATED] + ["sigmas"]:
             d[k] = list(d[k])
         return d
 
@@ -157,7 +172,15 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
     "min_share": (0.50, 0.99, "a share of the population: below one half the criterion speaks of a minority"),
     "max_effect": (-1.0, 0.0, "a log-ratio of perplexity: above 0 a population whose own adapters are worse "
                               "on average would pass"),
+    "routing_margin": (0.01, 0.50, "as `strict_margin`: how much better a user's own adapter must be than every "
+                                   "generic option"),
+    "averaging_margin": (0.005, 0.50, "as `delta`: how much better each contributor's own adapter must be than "
+                                      "the average of two"),
+    "noise_sigma": (0.001, 1.0, "a relative noise level, one of `sigmas`"),
 }
+MAX_SIGMA = 1.0  # relative noise above 1 flips parameters' signs: no longer "the adapter, perturbed"
+MAX_NOISE_DRAWS = 100
+MAX_PAIRS = 10_000
 
 
 def _prereg_iv(p: Prereg) -> None:
@@ -178,6 +201,21 @@ def _prereg_iv(p: Prereg) -> None:
         raise PreregError(f"`rng_seed` must be an integer >= 0; got {p.rng_seed!r}.")
     if not integer(p.lenient_min_users) or p.lenient_min_users < 0:
         raise PreregError(f"`lenient_min_users` must be an integer >= 0; got {p.lenient_min_users!r}.")
+    if (not isinstance(p.sigmas, tuple) or not p.sigmas or len(set(p.sigmas)) != len(p.sigmas)
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x <= MAX_SIGMA
+                       for x in p.sigmas)):
+        raise PreregError(f"`routing.sigmas` must be a non-empty list of distinct relative noise levels in "
+                          f"(0, {MAX_SIGMA:g}]; got {p.sigmas!r}.")
+    if p.noise_sigma not in p.sigmas:
+        raise PreregError(f"`routing.noise_sigma` ({p.noise_sigma!r}) must be one of `routing.sigmas` "
+                          f"{list(p.sigmas)}: the NOISE criterion reads the rows the grid scored at it.")
+    if not integer(p.noise_draws) or not 1 <= p.noise_draws <= MAX_NOISE_DRAWS:
+        raise PreregError(f"`routing.noise_draws` must be an integer in [1, {MAX_NOISE_DRAWS}]; "
+                          f"got {p.noise_draws!r}.")
+    if not integer(p.max_pairs) or not 1 <= p.max_pairs <= MAX_PAIRS:
+        raise PreregError(f"`routing.max_pairs` must be an integer in [1, {MAX_PAIRS}]; got {p.max_pairs!r}.")
+    if not integer(p.storage_users) or p.storage_users < 1:
+        raise PreregError(f"`routing.storage_users` must be an integer >= 1; got {p.storage_users!r}.")
     if not integer(p.primary_steps) or p.primary_steps < 1:
         raise PreregError(f"`steps.primary` must be a whole number of adapter training steps >= 1; "
                           f"got {p.primary_steps!r}.")
@@ -202,6 +240,9 @@ def _prereg_iv(p: Prereg) -> None:
         "gate_catastrophic": {"TRIGGERED", "NOT_TRIGGERED", "INCONCLUSIVE"},
         "gate_population_share": {"PASS", "FAIL", "INCONCLUSIVE"},
         "gate_population_effect": {"PASS", "FAIL", "INCONCLUSIVE"},
+        "gate_routing": {"PASS", "FAIL", "INCONCLUSIVE"},
+        "gate_averaging": {"PASS", "FAIL", "INCONCLUSIVE"},
+        "gate_noise": {"PASS", "FAIL", "INCONCLUSIVE"},
     }
     for name, ok in allowed.items():
         values = getattr(p, name)
@@ -218,11 +259,15 @@ _SECTIONS = {
                  "lenient_adjust", "delta", "equivalence_level"),
     "statistics": ("confidence", "n_resamples", "interval_method", "rng_seed"),
     "gate": ("strict", "lenient", "catastrophic", "fail_on_inverted", "fail_on_bad_cells",
-             "fail_on_worse_than_base", "population_share", "population_effect"),
+             "fail_on_worse_than_base", "population_share", "population_effect", "routing", "averaging",
+             "noise"),
     "population": ("share_margin", "min_share", "max_effect"),
+    "routing": ("sigmas", "noise_draws", "max_pairs", "routing_margin", "averaging_margin", "noise_sigma",
+                "storage_users"),
     "steps": ("primary",),
 }
-_GATED = ("strict", "lenient", "catastrophic", "population_share", "population_effect")
+_GATED = ("strict", "lenient", "catastrophic", "population_share", "population_effect", "routing", "averaging",
+          "noise")
 
 
 def default_prereg_path() -> Path:
