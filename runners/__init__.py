@@ -3,7 +3,8 @@
 Modules: `model` (byte-level GPT whose LayerNorms take per-row adapters), `data` (bytes to
 windows), `train` (batched adapter training, base pretraining), `evaluate` (held-out scoring),
 `base_model` (pretrain once, cache, verify), `rundir` (run id, lock, tables, `latest`),
-`settings` (flags -> validated GridSettings, the run's configuration), `execute` (prepare, train
+`settings` (flags -> validated GridSettings, the run's configuration), `routing` (the `--routing` rows
+built from trained adapters, and the storage record), `execute` (prepare, train
 and score each seed, resume, assemble the run), `provenance` (the manifest), `grid` (the CLI).
 The learning-rate sweep behind the default `--lr` is `benchmarks/lr_sweep.py` (docs/lr_sweep.md).
 Imports: `common`, `fixtures`, and of `validation` only its data contract (`validation.prereg`,

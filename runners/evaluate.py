@@ -16,11 +16,13 @@ CHECK_SEED = 20240601  # fixed: the check windows are the same for every seed an
 
 @torch.no_grad()
 def window_nll(model: GPT, x: torch.Tensor, y: torch.Tensor, bank_index: int, device: str = "cpu",
-               progress=None) -> np.ndarray:
+               progress=None, tokens: list | None = None) -> np.ndarray:
     """(W,) float64 summed NLL (nats) of each window's non-padding targets under bank entry `bank_index`.
 
     `model.eval_batch` windows per forward pass (EVAL_BATCH unless the memory plan, runners.memory,
-    set fewer) and `model.logit_chunk` tokens per slice of the logits (None: all at once)."""
+    set fewer) and `model.logit_chunk` tokens per slice of the logits (None: all at once).
+    `tokens`: a list that receives each batch's (b, T) float32 per-token NLLs on the CPU (padding 0),
+    for the `ens:` rows (runners.routing.ensemble_nll)."""
     out = []
     step = getattr(model, "eval_batch", EVAL_BATCH)
     chunk = getattr(model, "logit_chunk", None)
@@ -28,15 +30,24 @@ def window_nll(model: GPT, x: torch.Tensor, y: torch.Tensor, bank_index: int, de
         xb, yb = x[s:s + step].to(device), y[s:s + step].to(device)  # (b, T)
         idx = torch.full((len(xb),), bank_index, dtype=torch.long, device=device)  # (b,)
         nll = token_nll(model, xb, yb, idx, chunk, IGNORE)  # (b, T)
+        if tokens is not None:
+            tokens.append(nll.detach().float().view(len(xb), -1).cpu())
         out.append(nll.view(len(xb), -1).double().sum(dim=1).cpu())  # (b,)
         if progress is not None:
             progress.update(len(xb))
     return torch.cat(out).numpy()
 
 
-def doc_nll(model: GPT, windows: EvalWindows, bank_index: int, device: str = "cpu", progress=None) -> np.ndarray:
-    """(D,) float64 summed NLL per document; each token is scored once (tokens == bytes)."""
-    per_window = window_nll(model, windows.x, windows.y, bank_index, device, progress)  # (W,)
+def doc_nll(model: GPT, windows: EvalWindows, bank_index: int, device: str = "cpu", progress=None,
+            tokens: list | None = None) -> np.ndarray:
+    """(D,) float64 summed NLL per document; each token is scored once (tokens == bytes).
+    `tokens`: as `window_nll`'s (the per-token NLLs, batch by batch)."""
+    per_window = window_nll(model, windows.x, windows.y, bank_index, device, progress, tokens)  # (W,)
+    return per_doc(windows, per_window)
+
+
+def per_doc(windows: EvalWindows, per_window: np.ndarray) -> np.ndarray:
+    """(D,) float64 sums of (W,) per-window figures by document."""
     return np.bincount(windows.doc.numpy(), weights=per_window, minlength=len(windows.doc_ids))
 
 

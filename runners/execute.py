@@ -5,7 +5,8 @@ For each seed, the user adapters, the `pooled` control (trained on the union of 
 training text) and, unless `--no-loo`, one leave-one-out control `loo:<user>` per user (trained on
 the union of every OTHER user's training text) train together on the frozen base model, all with
 the same steps, batch and learning rate; then `base` and every trained adapter are scored on every
-user's held-out documents. Results
+user's held-out documents, and with `--routing` the rows built from the user adapters
+(runners.routing: `avg:`, `ens:`, `noise:`) at every step count. Results
 land in `<out>/<run_id>/` (docs/formats.md); finished seeds are kept, so an interrupted command
 resumes where it stopped when run again.
 """
@@ -34,7 +35,7 @@ from runners import rundir, snapshots
 from runners.base_model import BaseModel, load_or_pretrain
 from runners.data import encode, eval_windows, training_stream
 from runners.dtypes import DTYPES
-from runners.evaluate import check_windows, doc_nll, mean_check_nll
+from runners.evaluate import check_windows, doc_nll, mean_check_nll, per_doc
 from runners.executors import LocalExecutor, chunks
 from runners.memory import (
     SHARE,
@@ -53,6 +54,7 @@ from runners.memory import (
 )
 from runners.model import GPT
 from runners.provenance import build_manifest, record_prereg_settings, recorded_prereg_settings
+from runners.routing import RoutingConfig, RoutingPlan, built_bank, ensemble_nll, plan_routing, storage_record
 from runners.settings import GridSettings, UsageError, run_config
 from runners.train import TrainConfig, data_order, train_adapters
 
@@ -69,6 +71,19 @@ class Prepared:
     base_check: tuple[float, ...]  # base mean NLL on each check set
     windows: dict  # eval user -> EvalWindows
     base_docs: pl.DataFrame  # base rows of docs.parquet without the seed column
+    routing: RoutingPlan | None = None  # `--routing`: the rows built from the user adapters (runners.routing)
+
+    @property
+    def scored_names(self) -> tuple[str, ...]:
+        """Every row scored besides `base`: the trained adapters, then the routing rows."""
+        return self.names + (self.routing.names if self.routing is not None else ())
+
+    def routing_statuses(self, statuses: tuple[str, ...]) -> dict[str, str]:
+        """The routing rows' statuses from the trained adapters' (`RoutingPlan.status`); {} without them."""
+        if self.routing is None:
+            return {}
+        by_name = dict(zip(self.names, statuses, strict=True))
+        return {n: self.routing.status(n, by_name) for n in self.routing.names}
 
 
 def training_sets(fs: FixtureSet, loo: bool = True) -> tuple[tuple[str, ...], list[tuple]]:
@@ -88,9 +103,11 @@ def training_sets(fs: FixtureSet, loo: bool = True) -> tuple[tuple[str, ...], li
     return tuple(names), docs
 
 
-def prepare(base: GPT, fs: FixtureSet, device: str, encoder=None, loo: bool = True) -> Prepared:
+def prepare(base: GPT, fs: FixtureSet, device: str, encoder=None, loo: bool = True,
+            routing: RoutingConfig | None = None) -> Prepared:
     """`encoder`: a `--model` checkpoint's tokenizer encoder (runners.hf.tokens); None: bytes.
-    `loo`: also train the leave-one-out controls `loo:<user>` (`training_sets`)."""
+    `loo`: also train the leave-one-out controls `loo:<user>` (`training_sets`); `routing`: also
+    build and score the routing rows (runners.routing) with these settings."""
     T = base.config.block_size
     encoder = encoder or encode
     names, train_docs = training_sets(fs, loo)
@@ -108,7 +125,8 @@ def prepare(base: GPT, fs: FixtureSet, device: str, encoder=None, loo: bool = Tr
         frames = [_doc_frame(BASE, j, w, doc_nll(base, w, 0, device, progress=bar), rundir.OK)
                   for j, w in windows.items()]
     log.info("base model scored in %.1f s", time.perf_counter() - t0)
-    return Prepared(names, streams, checks, base_check, windows, pl.concat(frames))
+    plan = None if routing is None else plan_routing([u.name for u in fs.users], routing)
+    return Prepared(names, streams, checks, base_check, windows, pl.concat(frames), plan)
 
 
 def plan_run(s: GridSettings, fs: FixtureSet, hf=None) -> MemoryPlan:
@@ -201,6 +219,26 @@ class Scored:
     docs: pl.DataFrame  # docs.parquet rows of the chunk's adapters, without the seed and steps columns
     eval_s: float
     steps: int | None = None
+    # with `--routing`: (user adapter, eval user) -> (W, T) float32 per-token NLLs, for the `ens:` rows
+    tokens: dict[tuple[str, str], torch.Tensor] | None = None
+
+
+@dataclass(frozen=True)
+class RoutingUnit:
+    """A chunk of one seed's routing rows built as adapters (`avg:`, `noise:`), at one step count."""
+
+    seed: int
+    rows: tuple[str, ...]  # of `RoutingPlan.built_names`
+    device: str
+    steps: int | None = None
+
+
+@dataclass(frozen=True)
+class RoutingScored:
+    docs: pl.DataFrame  # docs.parquet rows of the chunk's rows (noise: mean over the draws), no seed / steps
+    build_s: float  # building the averaged and noisy adapters
+    score_s: float  # scoring them
+    steps: int | None = None
 
 
 def train_unit(unit: TrainUnit, base: GPT, prep: Prepared) -> Trained:
@@ -241,9 +279,56 @@ def eval_unit(unit: EvalUnit, base: GPT, prep: Prepared, trained: Trained) -> Sc
     model.attach_adapters(len(unit.rows))
     model.load_adapter_bank([states[k] for k in unit.rows])
     model.to(unit.device)
-    frames = [_doc_frame(prep.names[k], j, w, doc_nll(model, w, i + 1, unit.device), statuses[k])
-              for i, k in enumerate(unit.rows) for j, w in prep.windows.items()]
-    return Scored(pl.concat(frames), time.perf_counter() - t0, unit.steps)
+    keep = set(prep.routing.users) if prep.routing is not None else set()  # the `ens:` rows' inputs
+    frames, tokens = [], {}
+    for i, k in enumerate(unit.rows):
+        for j, w in prep.windows.items():
+            out = [] if prep.names[k] in keep else None
+            frames.append(_doc_frame(prep.names[k], j, w, doc_nll(model, w, i + 1, unit.device, tokens=out),
+                                     statuses[k]))
+            if out is not None:
+                tokens[(prep.names[k], j)] = torch.cat(out)
+    return Scored(pl.concat(frames), time.perf_counter() - t0, unit.steps, tokens if keep else None)
+
+
+def routing_unit(unit: RoutingUnit, base: GPT, prep: Prepared, trained: Trained) -> RoutingScored:
+    """Build the `avg:` / `noise:` rows `unit.rows` from the seed's user adapters at `unit.steps` and
+    score them on every user's held-out documents, through one bank as `eval_unit` scores; a
+    `noise:` row's per-document NLL is the mean over its draws (runners.routing)."""
+    plan = prep.routing
+    t0 = time.perf_counter()
+    states = trained.states if unit.steps is None else trained.snapshots[unit.steps]
+    statuses = trained.statuses if unit.steps is None else trained.statuses_at[unit.steps]
+    user_states = dict(zip(prep.names, states, strict=False))
+    bank = built_bank(plan, unit.seed, {u: user_states[u] for u in plan.users}, unit.rows)
+    t_build = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    model = copy.deepcopy(base)
+    model.attach_adapters(len(bank))
+    model.load_adapter_bank([st for _, st in bank])
+    model.to(unit.device)
+    status = prep.routing_statuses(statuses)
+    frames = []
+    for row in unit.rows:
+        entries = [i for i, (r, _) in enumerate(bank) if r == row]
+        for j, w in prep.windows.items():
+            nll = np.mean([doc_nll(model, w, i + 1, unit.device) for i in entries], axis=0)
+            frames.append(_doc_frame(row, j, w, nll, status[row]))
+    return RoutingScored(pl.concat(frames), t_build, time.perf_counter() - t0, unit.steps)
+
+
+def ensemble_frames(prep: Prepared, scored: list[Scored], statuses: tuple[str, ...]) -> list[pl.DataFrame]:
+    """The `ens:<user>` rows of one step count from its scored chunks' per-token NLLs: on every
+    user's held-out text, the mixture of every user adapter but `<user>` (runners.routing.ensemble_nll)."""
+    plan = prep.routing
+    tokens = {key: t for sc in scored for key, t in (sc.tokens or {}).items()}
+    status = prep.routing_statuses(statuses)
+    frames = []
+    for left_out, row in zip(plan.users, plan.ens_names, strict=True):
+        for j, w in prep.windows.items():
+            mix = ensemble_nll([tokens[(u, j)] for u in plan.users if u != left_out])  # (W, T)
+            frames.append(_doc_frame(row, j, w, per_doc(w, mix.sum(dim=1).numpy()), status[row]))
+    return frames
 
 
 @dataclass(frozen=True)
@@ -253,6 +338,8 @@ class SeedResult:
     docs: pl.DataFrame  # docs.parquet rows of this seed, every step count (base rows included at each)
     train_s: float
     eval_s: float
+    # `--routing`: seconds building the avg/noise adapters, scoring them, deriving the ens rows ({} without)
+    routing_s: dict[str, float] | None = None
 
 
 def submit_seed(executor, seed: int, prep: Prepared, shared: tuple, train: TrainConfig, device: str,
@@ -260,28 +347,50 @@ def submit_seed(executor, seed: int, prep: Prepared, shared: tuple, train: Train
     """Submit one seed's units: its training, then, at every step count, its evaluation in
     `executor.parallelism` chunks of adapter rows, each chunk fed the training's result. `shared`:
     (base model, `prep`) as handles from `executor.put`, so they are shipped once, not once per unit.
-    `trained` (a kept training, runners.snapshots) skips the training; `counts`: the counts to score."""
+    `trained` (a kept training, runners.snapshots) skips the training; `counts`: the counts to score.
+    With routing rows (`prep.routing`), their built rows are scored in as many chunks again."""
     unit = TrainUnit(seed, train, device, *((plan.micro_rows, plan.checkpointing) if plan is not None else ()))
     trained = trained if trained is not None else executor.submit(train_unit, unit, *shared)
-    return trained, [executor.submit(eval_unit, EvalUnit(seed, rows, device, k), *shared, trained)
-                     for k in (train.counts if counts is None else counts)
-                     for rows in chunks(len(prep.names), executor.parallelism)]
+    counts = train.counts if counts is None else counts
+    scored = [executor.submit(eval_unit, EvalUnit(seed, rows, device, k), *shared, trained)
+              for k in counts for rows in chunks(len(prep.names), executor.parallelism)]
+    if prep.routing is not None:
+        built = prep.routing.built_names
+        scored += [executor.submit(routing_unit, RoutingUnit(seed, tuple(built[i] for i in rows), device, k),
+                                   *shared, trained)
+                   for k in counts for rows in chunks(len(built), executor.parallelism)]
+    return trained, scored
 
 
 def collect_seed(executor, seed: int, prep: Prepared, job: tuple) -> SeedResult:
     """Wait for a seed's units and assemble its docs.parquet rows: per step count, base rows first,
-    then adapter order."""
+    then adapter order, then the routing rows (avg, ens, noise; `Prepared.scored_names`)."""
     trained_h, scored_h = job
-    trained, *scored = executor.get([trained_h, *scored_h])
-    frames = []
+    trained, *done = executor.get([trained_h, *scored_h])
+    scored = [sc for sc in done if isinstance(sc, Scored)]
+    built = [sc for sc in done if isinstance(sc, RoutingScored)]
+    frames, t_ens = [], 0.0
     for k in dict.fromkeys(sc.steps for sc in scored):
-        frames += [prep.base_docs.with_columns(pl.lit(k, pl.Int64).alias("steps")),
-                   *(sc.docs.with_columns(pl.lit(k, pl.Int64).alias("steps")) for sc in scored if sc.steps == k)]
+        at = [sc for sc in scored if sc.steps == k]
+        parts = [prep.base_docs, *(sc.docs for sc in at)]
+        if prep.routing is not None:
+            t0 = time.perf_counter()
+            parts += ensemble_frames(prep, at, trained.statuses if k is None else trained.statuses_at[k])
+            t_ens += time.perf_counter() - t0
+            parts += [sc.docs for sc in built if sc.steps == k]
+        frames += [f.with_columns(pl.lit(k, pl.Int64).alias("steps")) for f in parts]
+    routing_s = None if prep.routing is None else {
+        "build_s": sum(sc.build_s for sc in built), "score_s": sum(sc.score_s for sc in built), "ens_s": t_ens}
     if not frames:  # a kept training whose every count was evaluated already
-        return SeedResult(trained, trained.statuses, pl.DataFrame(schema=rundir.DOC_SCHEMA), trained.train_s, 0.0)
+        return SeedResult(trained, trained.statuses, pl.DataFrame(schema=rundir.DOC_SCHEMA), trained.train_s, 0.0,
+                          routing_s)
     docs = pl.concat(frames).with_columns(pl.lit(seed, pl.Int64).alias("seed"))
+    if prep.routing is not None:  # avg and ens rows in the plan's order, whatever the chunks
+        order = {n: i for i, n in enumerate(("base",) + prep.scored_names)}
+        docs = docs.with_columns(pl.col("adapter").replace_strict(order, return_dtype=pl.Int64).alias("_row"),
+                                 pl.int_range(pl.len()).alias("_at")).sort(["steps", "_row", "_at"]).drop("_row", "_at")
     return SeedResult(trained, trained.statuses, rundir.with_rates(docs).select(list(rundir.DOC_SCHEMA)),
-                      trained.train_s, sum(sc.eval_s for sc in scored))
+                      trained.train_s, sum(sc.eval_s for sc in scored), routing_s)
 
 
 def train_and_score(seed: int, base: GPT, prep: Prepared, train: TrainConfig, device: str,
@@ -349,10 +458,13 @@ def run_seed(seed: int, base: BaseModel, prep: Prepared, s: GridSettings, run_di
     written += [sdir / "train_log.parquet"] + [snapshots.docs_file(run_dir, seed, k, counts) for k in counts]
     st = r.trained.statuses_at
     timing = {"seed": seed, "steps": list(counts), "train_s": r.train_s, "eval_s": r.eval_s,
-              "statuses": dict(zip(names, r.statuses, strict=True)),
-              "statuses_by_steps": {str(k): dict(zip(names, st[k], strict=True)) for k in counts},
+              "statuses": {**dict(zip(names, r.statuses, strict=True)), **prep.routing_statuses(r.statuses)},
+              "statuses_by_steps": {str(k): {**dict(zip(names, st[k], strict=True)), **prep.routing_statuses(st[k])}
+                                    for k in counts},
               "training_kept": kept is not None, "base_model_sha256": base.sha256,
               "files": rundir.file_hashes(run_dir, written)}
+    if r.routing_s is not None:  # this command's time on the routing rows (runners.routing)
+        timing["routing_s"] = r.routing_s
     rundir.write_json(timing, sdir / "done.json")
     seal.sign_record(sdir / "done.json", seal.env_key())
     log.info("seed %d: done (trained in %.1f s, evaluated in %.1f s); statuses: %s", seed, r.train_s, r.eval_s,
@@ -454,7 +566,7 @@ def run_grid(fs: FixtureSet, s: GridSettings, *, on_seed_done=None, hf=None, exe
         if not s.loo:
             log.warning("--no-loo: the leave-one-out controls loo:<user> are not trained; the verdict cannot "
                         "split pooled's gain into what a new user gets and what comes from having seen the user")
-        prep = prepare(base.model, fs, s.device, None if hf is None else hf.encoder, loo=s.loo)
+        prep = prepare(base.model, fs, s.device, None if hf is None else hf.encoder, loo=s.loo, routing=s.routing)
         t_base_eval = time.perf_counter() - t0
         timings, resumed, kept = [], [], {}
         counts = s.train.counts
@@ -522,18 +634,33 @@ def run_grid(fs: FixtureSet, s: GridSettings, *, on_seed_done=None, hf=None, exe
                 "resumed_seeds": resumed, "total_s": time.perf_counter() - t_start}
         manifest = build_manifest(config, s, fs, base, run_dir, wall,
                                   extra_versions=None if hf is None else hf_backend().versions(),
-                                  memory=memory_record(plan, timings, counts[-1], resumed))
+                                  memory=memory_record(plan, timings, counts[-1], resumed),
+                                  routing=None if prep.routing is None else routing_record(run_dir, s, prep, timings))
         rundir.write_json(manifest.to_json(), run_dir / "manifest.json")
         seal_run(run_dir, s, prep, fs)
         rundir.point_latest(s.out, run_dir)
     return run_dir
 
 
+def routing_record(run_dir: Path, s: GridSettings, prep: Prepared, timings: list[dict]) -> dict:
+    """The manifest's `routing` record (docs/formats.md): the plan (pairs, sigmas, draws, the noise's
+    definition, the rows), one user's adapter's storage (its file of the first seed at the largest
+    count, as safetensors in float32 and float16), and the seconds the rows took, summed over the
+    seeds as each seed's `done.json` recorded them (a kept seed: when it was scored)."""
+    counts = s.train.counts
+    user = prep.routing.users[0]
+    state = snapshots.load_states(run_dir, s.seeds[0], (user,), counts[-1], counts)[0]
+    seconds = {k: sum(float((t.get("routing_s") or {}).get(k, 0.0)) for t in timings)
+               for k in ("build_s", "score_s", "ens_s")}
+    return {**prep.routing.to_json(), "storage": storage_record(state), "storage_adapter": user,
+            "seconds": {**seconds, "total_s": sum(seconds.values())}}
+
+
 def seal_run(run_dir: Path, s: GridSettings, prep: Prepared, fs: FixtureSet) -> Path:
     """Write the run's seal last (common.seal): every file written, and the facts the verdict
     judges by; signed when `$NORMADAPT_SEAL_KEY` holds a key (docs/gate.md, section 4)."""
     facts = seal.seal_facts(run_id=run_dir.name, seeds=s.seeds, steps=s.train.counts,
-                            users=[u.name for u in fs.users], adapters=prep.names,
+                            users=[u.name for u in fs.users], adapters=prep.scored_names,
                             heldout={u: list(w.doc_ids) for u, w in prep.windows.items()},
                             prereg_sha256=s.prereg_sha256, prereg_settings=recorded_prereg_settings(run_dir, s))
     key = seal.env_key()

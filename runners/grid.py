@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-loo", action="store_true",
                    help="do not train the leave-one-out controls loo:<user> (one per user, each on every other "
                         "user's text); the verdict then cannot split pooled's gain (docs/methods.md)")
+    p.add_argument("--routing", action="store_true",
+                   help="also build, from each seed's trained user adapters without retraining, and score the "
+                        "routing rows avg:<a>+<b>, ens:<user> and noise:<user>@<sigma> (prereg.toml `[routing]`; "
+                        "docs/routing.md), and record one adapter's storage in the manifest")
     p.add_argument("--executor", default="local",
                    help="where the units run: local (this process, default) or ray (Ray tasks; needs the ray "
                         "extra; docs/ray.md). A run resumes with either; the results are the same")

@@ -35,7 +35,7 @@ from validation.manifest import (
 
 def build_manifest(config: dict, s: GridSettings, fs: FixtureSet, base: BaseModel, run_dir: Path,
                    timings: dict, extra_versions: dict[str, str] | None = None,
-                   memory: dict | None = None) -> Manifest:
+                   memory: dict | None = None, routing: dict | None = None) -> Manifest:
     n_params = base.model.n_adapter_params()
     one = next((run_dir / "adapters" / f"seed-{s.seeds[0]}").rglob("*.safetensors"), None)  # any count's
     return Manifest(
@@ -68,6 +68,7 @@ def build_manifest(config: dict, s: GridSettings, fs: FixtureSet, base: BaseMode
               "torch_threads": torch.get_num_threads(), "device": s.device, **_dtype(s),
               "cuda": torch.cuda.get_device_name() if s.device == "cuda" else None},
         memory=None if memory is None else MemoryRecord(**memory),
+        routing=routing,
     )
 
 

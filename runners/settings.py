@@ -20,6 +20,7 @@ from runners.base_model import PRETRAIN_PRESETS, PretrainConfig
 from runners.data import training_stream
 from runners.dtypes import AUTO, DtypeChoice, DtypeError, choose
 from runners.model import PRESETS, GPTConfig
+from runners.routing import RoutingConfig
 from runners.train import TrainConfig
 from validation.prereg import (
     Prereg,
@@ -67,6 +68,9 @@ class GridSettings:
     ray_address: str | None = None  # --ray-address: a running Ray cluster (None: start a local instance)
     dtype_choice: DtypeChoice | None = None  # what --dtype asked for and why it resolved to `dtype`
     max_memory: int | None = None  # --max-memory in bytes (None: runners.memory's default budget); not in run_config
+    # --routing: build and score the routing rows (runners.routing) with the pre-registration's
+    # `[routing]` settings; in run_config (None: off, and the run ids of before)
+    routing: RoutingConfig | None = None
 
 
 # -- flags ---------------------------------------------------------------------------------------
@@ -265,6 +269,7 @@ def settings_from_args(args: argparse.Namespace) -> GridSettings:
         seeds=seeds, device=args.device, out=_check_out(args.out), prereg=prereg,
         prereg_sha256=prereg_settings.sha256, prereg_settings=prereg_settings, loo=not args.no_loo,
         dtype=dtype.name, dtype_choice=dtype, max_memory=max_memory_flag(getattr(args, "max_memory", None)),
+        routing=RoutingConfig.from_prereg(prereg_settings) if getattr(args, "routing", False) else None,
         **hf, **executor,
     )
 
@@ -329,10 +334,12 @@ def check_limits(s: GridSettings, fs: FixtureSet) -> None:
     """The run's tables must fit in memory when assembled: refused up front, naming the flags."""
     n_users, n_docs = len(fs.users), sum(len(u.heldout) for u in fs.users)
     trained = n_users + 1 + (n_users if s.loo else 0)         # users + pooled (+ loo:<user>)
+    if s.routing is not None:                                 # + avg pairs, ens:<user>, noise:<user>@<sigma>
+        trained += min(n_users * (n_users - 1) // 2, s.routing.max_pairs) + n_users * (1 + len(s.routing.sigmas))
     doc_rows = len(s.seeds) * (trained + 1) * n_docs          # trained adapters + base, on every document
     counts = s.train.counts                                   # every table holds each step count
     doc_rows *= len(counts)
-    log_rows = len(s.seeds) * trained * sum(counts)           # one loss per adapter, step and count
+    log_rows = len(s.seeds) * (n_users + 1 + (n_users if s.loo else 0)) * sum(counts)  # per trained adapter
     need, budget = doc_rows * DOC_ROW_BYTES + log_rows * LOG_ROW_BYTES, memory_budget()
     if need > budget:
         raise UsageError(f"`--seeds {len(s.seeds)}` x `--steps {','.join(map(str, counts))}` x `--fixtures {n_users}` "
@@ -345,10 +352,11 @@ def run_config(s: GridSettings, fs: FixtureSet, hf_part: dict | None = None) -> 
 
     `hf_part`: a `--model` checkpoint's identity (runners.hf.backend.run_config_part), in place of
     the preset's model and pretraining settings."""
+    routing = {} if s.routing is None else {"routing": s.routing.to_dict()}  # off: the run ids of before
     if hf_part is not None:
         return {**hf_part, "train": s.train.to_dict(), "seeds": list(s.seeds), "device": s.device,
                 "fixture_set": fs.name, "users": [u.name for u in fs.users], "users_sha256": fs.sha256(),
-                "prereg_sha256": s.prereg_sha256, "loo_controls": s.loo}
+                "prereg_sha256": s.prereg_sha256, "loo_controls": s.loo, **routing}
     config = {"preset": s.preset, "model": s.model.to_dict(), "pretrain": s.pretrain.to_dict(),
               "train": s.train.to_dict(), "seeds": list(s.seeds), "device": s.device, "fixture_set": fs.name,
               "users": [u.name for u in fs.users], "users_sha256": fs.sha256(),
@@ -356,4 +364,4 @@ def run_config(s: GridSettings, fs: FixtureSet, hf_part: dict | None = None) -> 
               "loo_controls": s.loo}
     if s.dtype != "float32":  # float32 runs keep the run ids they had before `--dtype` existed
         config["dtype"] = s.dtype
-    return config
+    return {**config, **routing}

@@ -142,6 +142,9 @@ class Manifest:
     timings: dict[str, Any] = field(default_factory=dict)
     host: dict[str, Any] = field(default_factory=dict)
     memory: MemoryRecord | None = None  # absent in manifests written before the memory plan existed
+    # `--routing` (runners.routing, docs/formats.md): pairs, sigmas, noise draws and definition, rows,
+    # `storage` {"parameters", "bytes_float32", "bytes_float16", "of"} and `seconds`; None without
+    routing: dict[str, Any] | None = None
     format: int = MANIFEST_FORMAT
 
     def to_json(self) -> dict[str, Any]:
