@@ -143,13 +143,15 @@ def noise_seed(seed: int, user: str, sigma: float, draw: int) -> int:
 
 def noisy_state(state: dict[str, torch.Tensor], sigma: float, generator_seed: int) -> dict[str, torch.Tensor]:
     """`state` with every element multiplied by 1 + sigma * eps, eps ~ N(0, 1) (float32, drawn on the
-    CPU in the state's key order by a torch.Generator seeded with `generator_seed`)."""
+    CPU by a torch.Generator seeded with `generator_seed`, parameter by parameter in name order, so
+    the same whether the state comes from training or from its adapter file)."""
     g = torch.Generator().manual_seed(generator_seed)
     out = {}
-    for k, v in state.items():
+    for k in sorted(state):
+        v = state[k]
         eps = torch.randn(v.shape, generator=g, dtype=torch.float32).to(device=v.device, dtype=v.dtype)
         out[k] = v * (1 + sigma * eps)
-    return out
+    return {k: out[k] for k in state}
 
 
 def built_bank(plan: RoutingPlan, seed: int, user_states: dict[str, dict[str, torch.Tensor]],
