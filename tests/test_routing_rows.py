@@ -325,3 +325,15 @@ def test_routing_rows_with_a_hugging_face_model(tmp_path, cache_env):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=0)
     assert math.isfinite(m.routing["seconds"]["total_s"])
     shutil.rmtree(run_dir)
+
+
+def test_routing_rows_in_chunks_as_a_ray_executor_splits_them_equal_one_bank(run, tmp_path, cache_env):
+    from runners.executors import LocalExecutor
+
+    class Chunked(LocalExecutor):  # the evaluation and the built rows split as over 3 Ray slots
+        parallelism = 3
+
+    chunked = run_grid(run.fs, replace(run.s, out=tmp_path / "runs"), executor=Chunked())
+    assert chunked.name == run.dir.name
+    for table in ("docs.parquet", "cells.parquet"):
+        assert pl.read_parquet(chunked / table).equals(pl.read_parquet(run.dir / table))
