@@ -328,7 +328,7 @@ def _main_issue23(args, prereg: Prereg) -> int:
                 print(f"  {done}/{total} sweeps", file=sys.stderr, flush=True)
         res = calibrate_step_trends(prereg, seeds=args.seeds or (3,),
                                     regimes=args.regime or ("seed-dominated", "document-dominated"),
-                                    n_experiments=100 if default else args.experiments,
+                                    n_experiments=200 if default else args.experiments,
                                     n_resamples=args.resamples, model_fits=args.model_fits,
                                     rng_seed=args.rng_seed, progress=progress)
         path = write_trend_calibration(res, args.out)
