@@ -47,3 +47,36 @@ def test_no_user_measured_reads_as_such_not_nan(tmp_path, capsys, report):
         text = (out / "report.html").read_text()
     assert "no user could be measured" in text
     assert "nan%" not in text and "0 of 0" not in text
+
+
+def test_the_step_figures_share_one_rate_and_one_settings_record():
+    from validation.calibration_steps import (
+        BinomialRate,
+        RateFigure,
+        StepsCalibration,
+        SweepCalibration,
+        TrendCalibration,
+        TrendFigure,
+    )
+    assert issubclass(RateFigure, BinomialRate) and issubclass(TrendFigure, BinomialRate)
+    assert RateFigure.se is TrendFigure.se is BinomialRate.se
+    assert issubclass(StepsCalibration, SweepCalibration) and issubclass(TrendCalibration, SweepCalibration)
+    f = TrendFigure("slope", "mixed", 3, "none", 0.0, 0.0, "coverage", n=100, rate=0.95)
+    assert abs(f.se - (0.95 * 0.05 / 100) ** 0.5) < 1e-12
+
+
+def _section(path: Path, heading: str) -> str:
+    text = path.read_text()
+    start = text.index(heading)
+    end = text.find("\n## ", start + len(heading))
+    return text[start:end if end > 0 else None]
+
+
+def test_the_preregistration_rules_are_stated_once_in_gate_md():
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    methods = _section(docs / "methods.md", "## 9. The gate and exit codes")
+    gate = _section(docs / "gate.md", "## 1. Pre-registration means what it says")
+    assert "gate.md#1-pre-registration-means-what-it-says" in methods
+    for rule in ("--allow-prereg-change", "--accept-not-preregistered", "--n-resamples", "even of a comment"):
+        assert rule in gate, rule
+        assert rule not in methods, f"methods.md section 9 restates {rule!r}: link to gate.md section 1"
