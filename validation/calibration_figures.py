@@ -12,7 +12,8 @@ per figure. Every experiment is simulated by `validation.simulate` and judged by
   false`: coverage for that user (its figures on its finite seeds) and for the others;
 - **decomposition coverage**: studies with `loo:<user>` controls (`seen` = 0.05 log-ratio, the
   regularization 0.10): coverage of the `new_user`, `seen_user` and `loo_to_own` intervals, and of
-  the seen-user share's Fieller interval where it is shown (with the share of users it is shown
+  the seen-user share's interval among the users it is shown for (the interval valid among the
+  shown, `validation.selective`; an unbounded end counts as reported; with the share of users it is shown
   for, and unconditionally), also where pooled barely beats base (regularization 0.02);
 - **Mantel false positives**: 6 users whose transfer distances carry a planted two-group structure
   (noise inside the blocks) and whose adapter distances are unrelated (independent random
@@ -60,6 +61,7 @@ class FigureRow:
     nominal: float       # the rate it should have (coverage: the level; a false positive: alpha)
     kind: str            # "coverage" (target: at least nominal) or "false positive" (at most nominal)
     note: str = ""
+    shown: float | None = None   # a figure shown only for some users: the share of them it is shown for
 
     @property
     def se(self) -> float:
@@ -153,8 +155,8 @@ def _true_gains(E: np.ndarray, adapters: tuple[str, ...], users: tuple[str, ...]
 
 def decomposition_rows(prereg: Prereg, *, n_seeds: int, regime: str, n_docs: int, n_experiments: int,
                        n_resamples: int, rng_seed: int, regularization: float | None = None) -> list[FigureRow]:
-    """Coverage of the decomposition's intervals and of the seen-user share's (where shown; and
-    unconditionally, an undefined share counting as covered: its Fieller set is unbounded).
+    """Coverage of the decomposition's intervals and of the seen-user share's (among the users it is
+    shown for, `seen_share_row`).
     `regularization` (default the regime's 0.10) sets how far pooled beats base."""
     from validation.simulate import simulate_experiment
     base = regime_params(regime, users=3, n_docs=n_docs)
@@ -163,8 +165,9 @@ def decomposition_rows(prereg: Prereg, *, n_seeds: int, regime: str, n_docs: int
     params = replace(base, controls=("base", "pooled") + tuple(loo_name(u) for u in base.users),
                      seen=DECOMPOSITION_SEEN)
     keys = ("new_user", "seen_user", "loo_to_own")
-    hits = dict.fromkeys((*keys, "seen_share"), 0)
-    n, shown, plain, plain_hits = 0, 0, 0, 0
+    hits = dict.fromkeys(keys, 0)
+    n = 0
+    shares: list[tuple[bool, bool, bool, float]] = []    # per shown share: covered, bounded, labelled, width
     for i in range(n_experiments):
         st = simulate_experiment(params, DECOMPOSITION_MARGIN, n_seeds, _rng(rng_seed, 3, n_seeds, i))
         truth = _true_gains(st.truth.expected, params.adapters, params.users)
@@ -175,24 +178,37 @@ def decomposition_rows(prereg: Prereg, *, n_seeds: int, regime: str, n_docs: int
                 ci = d.step(k).ci
                 hits[k] += bool(ci is not None and ci.known and ci.contains(truth[k][j]))
             if d.seen_share is not None:
-                shown += 1
-                hit = bool(d.seen_share_ci.contains(truth["seen_share"][j]))
-                hits["seen_share"] += hit
-                if not d.seen_share_note:      # shown without the "descriptive only" label
-                    plain += 1
-                    plain_hits += hit
+                ci = d.seen_share_ci
+                shares.append((bool(ci.contains(truth["seen_share"][j])), ci.known, bool(d.seen_share_note),
+                               ci.high - ci.low))
     design = _design(n_seeds, params, regime) + f", seen {DECOMPOSITION_SEEN}, regularization {params.regularization}"
-    uncond = (hits["seen_share"] + n - shown) / n if n else math.nan
     level = prereg.confidence
     rows = [FigureRow(f"decomposition coverage: {k}", design, hits[k] / n, n, level, "coverage") for k in keys]
-    rows.append(FigureRow("decomposition coverage: seen-user share (where shown)", design,
-                          hits["seen_share"] / shown if shown else math.nan, shown, level, "coverage",
-                          f"shown for {shown} of {n} users (true share "
-                          f"{DECOMPOSITION_SEEN / params.regularization:.2f}); unconditional {uncond:.3f}; "
-                          f"{plain} unlabelled, covering "
-                          + (f"{plain_hits / plain:.3f}" if plain else "n/a")
-                          + f"; {shown - plain} labelled descriptive only"))
+    rows.append(seen_share_row(shares, n, design, level, DECOMPOSITION_SEEN / params.regularization))
     return rows
+
+
+def seen_share_row(shares: list[tuple[bool, bool, bool, float]], n: int, design: str, level: float,
+                   true_share: float) -> FigureRow:
+    """The seen-user share's row: coverage among the users it is shown for (its interval as
+    reported, an unbounded end included: the showing rule selects on pooled's gain, and the
+    interval is the one valid among the shown), the share of users it is shown for, and beside
+    them the bounded intervals alone and the labelled ones."""
+    shown = len(shares)
+    covered = sum(c for c, *_ in shares)
+    bounded = [(c, w) for c, b, _, w in shares if b]
+    plain = [c for c, b, lab, _ in shares if not lab]
+    def rate(k: int, m: int) -> str:
+        return f"{k / m:.3f}" if m else "n/a"
+    note = (f"shown for {shown} of {n} users (true share {true_share:.2f}); its interval bounded for "
+            f"{len(bounded)} (covering {rate(sum(c for c, _ in bounded), len(bounded))}, mean width "
+            + (f"{np.mean([w for _, w in bounded]):.2f}" if bounded else "n/a")
+            + f"), unbounded on a side and labelled descriptive for {shown - len(plain)}; unlabelled covering "
+            f"{rate(sum(plain), len(plain))}; unconditional (an undefined share counted as covered) "
+            f"{rate(covered + n - shown, n)}")
+    return FigureRow("decomposition coverage: seen-user share (among the users it is shown for)", design,
+                     covered / shown if shown else math.nan, shown, level, "coverage", note,
+                     shown / n if n else None)
 
 
 def mantel_rows(prereg: Prereg, *, n_seeds: int, n_experiments: int, rng_seed: int,
@@ -253,12 +269,13 @@ def format_figures_table(res: FiguresCalibration) -> str:
     lines = [f"Figures beyond the margin ladder ({s['interval_method']} intervals, level {s['confidence']:.0%}, "
              f"{s['n_experiments']} experiments per row, B={s['n_resamples']}); target: coverage >= nominal - 2 se, "
              "false positive <= alpha + 2 se", "",
-             "| figure | design | rate | n | se | nominal | within target | note |",
-             "|---|---|---:|---:|---:|---:|---|---|"]
+             "| figure | design | rate | n | se | nominal | within target | shown for | note |",
+             "|---|---|---:|---:|---:|---:|---|---:|---|"]
     for r in res.rows:
         value = "n/a" if not math.isfinite(r.value) else f"{r.value:.3f}"
+        shown = "all" if r.shown is None else f"{r.shown:.1%}"
         lines.append(f"| {r.figure} | {r.design} | {value} | {r.n} | {r.se:.3f} | {r.nominal:.3f} | "
-                     f"{'yes' if r.within else '**no**'} | {r.note} |")
+                     f"{'yes' if r.within else '**no**'} | {shown} | {r.note} |")
     return "\n".join(lines)
 
 

@@ -114,7 +114,8 @@ def judge(
         warnings.append("no `base` control: regularization and total gains not computed")
     decomposition = decompose(arrays, point, draws, lambda dr, pt, sv, j: bootstrap_interval(
         dr, pt, prereg.confidence, method=method, n_seeds=n_seeds, seed_values=sv,
-        n_docs=None if n_docs is None else n_docs[j], doc_df=None if doc_df is None else doc_df[j]))
+        n_docs=None if n_docs is None else n_docs[j], doc_df=None if doc_df is None else doc_df[j]),
+        prereg.confidence)
     if not decomposition:
         warnings.append("no leave-one-out controls (`loo:<user>`): pooled's gain cannot be split into what a "
                         "new user gets and what comes from having seen the user; personalization is measured "
