@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
-from scipy import stats
+from scipy import optimize, stats
 
 from common.contract import BASE, POOLED, loo_name
 from validation import metrics
@@ -143,10 +143,30 @@ def seen_share_reading(pooled: GainStep, seen: GainStep, interval: IntervalFn, j
     if math.isnan(share_ci.low):       # no candidate share passed: nothing to show
         return SeenShareReading(None, None, point, "no interval for the share")
     bounded = math.isfinite(share_ci.low) and math.isfinite(share_ci.high)
-    note = "" if bounded else WEAK_NOTE.format(pooled=_fig(pooled))
+    df = critical_df(c, level)
+    note = ("" if bounded and df >= SHARE_MIN_DF else WEAK_NOTE.format(pooled=_fig(pooled)) if not bounded
+            else FEW_DF_NOTE.format(df=df))
     return SeenShareReading(point, share_ci, point, note)
 
 
+SHARE_MIN_DF = 10.0   # the share's interval reads its variance on fewer effective df: labelled descriptive
+
+
+def critical_df(c: float, level: float) -> float:
+    """The df of the Student t whose two-sided `level` quantile is the critical value c (inf at or
+    below the normal's): how many df the verdict's interval method reads the share's variance on."""
+    q = 1 - (1 - level) / 2
+    if c <= stats.norm.ppf(q):
+        return math.inf
+    if c >= stats.t.ppf(q, 1.0):
+        return 1.0
+    return float(math.exp(optimize.brentq(lambda lg: stats.t.ppf(q, math.exp(lg)) - c, 0.0, math.log(1e7))))
+
+
+FEW_DF_NOTE = ("descriptive only: the share's variance is read on about {df:.0f} effective df (the seeds carry "
+               "most of it), and a share shown because pooled's gain over base came out clear of zero is then "
+               "selected on that variance's estimate too, which its interval does not account for "
+               "(docs/calibration.md)")
 WEAK_NOTE = ("descriptive only: pooled's gain over base ({pooled}) is so close to the level at which a share is "
              "shown that the share's interval, valid among the shares shown, is unbounded; the point is biased "
              "towards the studies where that gain came out high")
