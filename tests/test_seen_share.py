@@ -90,13 +90,18 @@ def test_a_weak_denominator_widens_labels_or_hides_the_share():
     assert gone.share is None and "too close to zero" in gone.note
 
 
-def test_a_share_whose_variance_rests_on_few_seeds_is_labelled_descriptive():
-    """Seeds carrying the variance (3 seeds: about 2-3 effective df): among the shares shown the
-    interval is not vouched for (the showing rule selects on the variance's estimate too), so the
-    share is labelled even where its interval is bounded."""
+def test_a_share_in_a_study_where_seeds_carry_the_variance_is_labelled_descriptive():
+    """Where seeds carry a third or more of the study's variance, estimated on few seeds, the share
+    shown is selected on the variance's estimate too: labelled even where its interval is bounded."""
+    from validation.judging import seeds_regime
+    from validation.results import Regime
+
     rng = np.random.default_rng(4)
-    pooled = _step("base_to_pooled", "base", "pooled", 0.05, (0.04, 0.06), rng, 0.004, seed_sd=0.004)
-    seen = _step("seen_user", "loo:a", "pooled", 0.02, (0.0, 0.04), rng, 0.004, seed_sd=0.004)
-    r = seen_share_reading(pooled, seen, _iv, 0)
-    assert r.share is not None and math.isfinite(r.ci.low) and math.isfinite(r.ci.high)
-    assert r.note.startswith("descriptive only") and "effective df" in r.note
+    pooled = _step("base_to_pooled", "base", "pooled", 0.05, (0.04, 0.06), rng, 0.004)
+    seen = _step("seen_user", "loo:a", "pooled", 0.02, (0.0, 0.04), rng, 0.004)
+    plain = seen_share_reading(pooled, seen, _iv, 0)
+    words = seeds_regime(Regime(0.45, "mixed"))
+    assert words == "mixed, estimated seed share 0.45" and seeds_regime(Regime(0.1, "document-dominated")) == ""
+    r = seen_share_reading(pooled, seen, _iv, 0, seeds_regime=words)
+    assert plain.note == "" and r.ci == plain.ci and math.isfinite(r.ci.low) and math.isfinite(r.ci.high)
+    assert r.note.startswith("descriptive only") and "mixed, estimated seed share 0.45" in r.note

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import stats
 
 from common.contract import BASE, POOLED, loo_name
 from validation import metrics
@@ -69,7 +69,7 @@ def seen_share(base_to_pooled: float, seen_user: float) -> float | None:
 
 
 def decompose(arrays: StudyArrays, point: np.ndarray, draws: np.ndarray,
-              interval: IntervalFn, level: float = 0.95) -> tuple[Decomposition, ...]:
+              interval: IntervalFn, level: float = 0.95, seeds_regime: str = "") -> tuple[Decomposition, ...]:
     """point (A, J) and draws (B, A, J) of mean log ppl -> one Decomposition per user; () without
     leave-one-out controls. Steps whose control (`base`, `pooled`) is absent are left out."""
     rows = _rows(arrays)
@@ -89,7 +89,8 @@ def decompose(arrays: StudyArrays, point: np.ndarray, draws: np.ndarray,
             ci=interval(d[k][:, j], float(p[k][j]), per_seed[k][:, j], j),
             draws=d[k][:, j].copy(), seed_gains=per_seed[k][:, j].copy()) for k, f, t in keys)
         by = {s.key: s for s in steps}
-        reading = (seen_share_reading(by["base_to_pooled"], by["seen_user"], interval, j, level)
+        reading = (seen_share_reading(by["base_to_pooled"], by["seen_user"], interval, j, level,
+                                      seeds_regime)
                    if "base_to_pooled" in by and "seen_user" in by else SeenShareReading(None, None, None, ""))
         out.append(Decomposition(user, steps, reading.share, describe(user, by, reading.share, reading),
                                  reading.ci, reading.point, reading.note))
@@ -107,7 +108,7 @@ class SeenShareReading(NamedTuple):
 
 
 def seen_share_reading(pooled: GainStep, seen: GainStep, interval: IntervalFn, j: int,
-                       level: float = 0.95) -> SeenShareReading:
+                       level: float = 0.95, seeds_regime: str = "") -> SeenShareReading:
     """Issue 23, item 3: the share of pooled's gain over base that came from having seen the user,
     a ratio r = N / D of two noisy log gains (N: loo:j -> pooled, D: base -> pooled), shown only
     where D is clearly above zero: D / sd(D) > c, c the verdict's interval method's critical value
@@ -117,7 +118,10 @@ def seen_share_reading(pooled: GainStep, seen: GainStep, interval: IntervalFn, j
     high as often as not where it is small), so its interval is the one valid among the shown
     (`validation.selective.selective_ratio_interval`): Fieller's where D is large, wider, and
     unbounded on a side, where D is near the rule's threshold; the share is then labelled
-    descriptive only, its interval reported as it is (docs/calibration.md)."""
+    descriptive only, its interval reported as it is (docs/calibration.md). `seeds_regime` (the
+    study's regime in words, e.g. "mixed, seed share 0.45"; empty for a document-dominated study)
+    labels every shown share descriptive: where seeds carry the variance, the rule also selects on
+    the variance's estimate from few seeds, which the interval does not model."""
     point = seen_share(pooled.gain, seen.gain)
     if point is None:
         return SeenShareReading(None, None, None, f"pooled does not beat base ({_fig(pooled)}): no share of its gain")
@@ -143,30 +147,14 @@ def seen_share_reading(pooled: GainStep, seen: GainStep, interval: IntervalFn, j
     if math.isnan(share_ci.low):       # no candidate share passed: nothing to show
         return SeenShareReading(None, None, point, "no interval for the share")
     bounded = math.isfinite(share_ci.low) and math.isfinite(share_ci.high)
-    df = critical_df(c, level)
-    note = ("" if bounded and df >= SHARE_MIN_DF else WEAK_NOTE.format(pooled=_fig(pooled)) if not bounded
-            else FEW_DF_NOTE.format(df=df))
+    note = (WEAK_NOTE.format(pooled=_fig(pooled)) if not bounded
+            else SEEDS_NOTE.format(regime=seeds_regime) if seeds_regime else "")
     return SeenShareReading(point, share_ci, point, note)
 
 
-SHARE_MIN_DF = 10.0   # the share's interval reads its variance on fewer effective df: labelled descriptive
-
-
-def critical_df(c: float, level: float) -> float:
-    """The df of the Student t whose two-sided `level` quantile is the critical value c (inf at or
-    below the normal's): how many df the verdict's interval method reads the share's variance on."""
-    q = 1 - (1 - level) / 2
-    if c <= stats.norm.ppf(q):
-        return math.inf
-    if c >= stats.t.ppf(q, 1.0):
-        return 1.0
-    return float(math.exp(optimize.brentq(lambda lg: stats.t.ppf(q, math.exp(lg)) - c, 0.0, math.log(1e7))))
-
-
-FEW_DF_NOTE = ("descriptive only: the share's variance is read on about {df:.0f} effective df (the seeds carry "
-               "most of it), and a share shown because pooled's gain over base came out clear of zero is then "
-               "selected on that variance's estimate too, which its interval does not account for "
-               "(docs/calibration.md)")
+SEEDS_NOTE = ("descriptive only: seeds carry much of this study's variance ({regime}), estimated on few of them; a "
+              "share shown because pooled's gain over base came out clear of zero is then often shown because "
+              "that variance came out low, which its interval does not account for (docs/calibration.md)")
 WEAK_NOTE = ("descriptive only: pooled's gain over base ({pooled}) is so close to the level at which a share is "
              "shown that the share's interval, valid among the shares shown, is unbounded; the point is biased "
              "towards the studies where that gain came out high")
