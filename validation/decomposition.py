@@ -193,13 +193,14 @@ def _fig(step: GainStep) -> str:
 
 def share_fig(share: float | None, ci: Interval | None, note: str = "") -> str:
     """The seen-user share as a figure: '52% [31%, 73%]', '52% [31%, unbounded]' (an end of its
-    interval at infinity), '... (descriptive)' with a note, or 'undefined'."""
+    interval at infinity), '52% [unbounded]' (both), '... (descriptive)' with a note, or 'undefined'."""
     if share is None:
         return "undefined"
     def end(x: float) -> str:
         return f"{x:.0%}" if math.isfinite(x) else "unbounded"
     shown = ci is not None and not (math.isnan(ci.low) or math.isnan(ci.high))
-    return (f"{share:.0%}" + (f" [{end(ci.low)}, {end(ci.high)}]" if shown else "")
+    every = shown and math.isinf(ci.low) and math.isinf(ci.high)
+    return (f"{share:.0%}" + (" [unbounded]" if every else f" [{end(ci.low)}, {end(ci.high)}]" if shown else "")
             + (" (descriptive)" if note else ""))
 
 
