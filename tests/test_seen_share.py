@@ -101,7 +101,8 @@ def test_a_share_in_a_study_where_seeds_carry_the_variance_is_labelled_descripti
     seen = _step("seen_user", "loo:a", "pooled", 0.02, (0.0, 0.04), rng, 0.004)
     plain = seen_share_reading(pooled, seen, _iv, 0)
     words = seeds_regime(Regime(0.45, "mixed"))
-    assert words == "mixed, estimated seed share 0.45" and seeds_regime(Regime(0.1, "document-dominated")) == ""
+    assert words == "mixed, estimated seed share 0.45" and seeds_regime(Regime(0.09, "document-dominated")) == ""
+    assert seeds_regime(Regime(0.2, "document-dominated")) == "document-dominated, estimated seed share 0.20"
     r = seen_share_reading(pooled, seen, _iv, 0, seeds_regime=words)
     assert plain.note == "" and r.ci == plain.ci and math.isfinite(r.ci.low) and math.isfinite(r.ci.high)
     assert r.note.startswith("descriptive only") and "mixed, estimated seed share 0.45" in r.note
