@@ -152,7 +152,7 @@ def seen_share_reading(pooled: GainStep, seen: GainStep, interval: IntervalFn, j
     return SeenShareReading(point, share_ci, point, note)
 
 
-SEEDS_NOTE = ("descriptive only: seeds carry much of this study's variance ({regime}), estimated on few of them; a "
+SEEDS_NOTE = ("descriptive only: seeds carry more than a tenth of this study's variance ({regime}); a "
               "share shown because pooled's gain over base came out clear of zero is then often shown because "
               "that variance came out low, which its interval does not account for (docs/calibration.md)")
 WEAK_NOTE = ("descriptive only: pooled's gain over base ({pooled}) is so close to the level at which a share is "
