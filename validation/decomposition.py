@@ -119,9 +119,10 @@ def seen_share_reading(pooled: GainStep, seen: GainStep, interval: IntervalFn, j
     (`validation.selective.selective_ratio_interval`): Fieller's where D is large, wider, and
     unbounded on a side, where D is near the rule's threshold; the share is then labelled
     descriptive only, its interval reported as it is (docs/calibration.md). `seeds_regime` (the
-    study's regime in words, e.g. "mixed, seed share 0.45"; empty for a document-dominated study)
-    labels every shown share descriptive: where seeds carry the variance, the rule also selects on
-    the variance's estimate from few seeds, which the interval does not model."""
+    study's regime in words, e.g. "mixed, estimated seed share 0.45"; empty where seeds carry at
+    most a tenth of the variance, `validation.judging.seeds_regime`) labels every shown share
+    descriptive: where seeds carry the variance, the rule also selects on the variance's estimate
+    from few seeds, which the interval does not model."""
     point = seen_share(pooled.gain, seen.gain)
     if point is None:
         return SeenShareReading(None, None, None, f"pooled does not beat base ({_fig(pooled)}): no share of its gain")
