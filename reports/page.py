@@ -24,7 +24,7 @@ from reports import bundle, charts, tables
 from reports.calibration import calibration_chart, calibration_table
 from validation.calibration_results import DesignCalibration
 from validation.model_reading import diagnostic_readings
-from validation.population import descriptive_note
+from validation.population import NO_USER_MEASURED, descriptive_note
 from validation.results import BootstrapMode, StudyData, Verdict
 from validation.summary_sentence import summary_sentence
 
@@ -390,6 +390,7 @@ def render_report(verdict: Verdict, data: StudyData, *, title: str | None = None
         "many_users": tables.many_users(verdict),
         "population": getattr(verdict, "population", None),
         "population_shares": population[0].to_dicts() if population else [],
+        "no_user_measured": NO_USER_MEASURED,
         "population_effects": population[1].to_dicts() if population else [],
         "population_descriptive": (descriptive_note(verdict.population)
                                    if getattr(verdict, "population", None) is not None else None),

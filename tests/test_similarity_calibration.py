@@ -58,7 +58,9 @@ def test_quick_figures_calibration_has_one_row_of_each_new_figure(tmp_path, caps
     res = calibrate_figures(n_experiments=4, n_resamples=60, regimes=("mixed",))
     figures = {r.figure for r in res.rows}
     assert {"margin coverage, 2 seeds", "margin coverage, one diverged seed: the affected user",
-            "decomposition coverage: seen_user", "decomposition coverage: seen-user share (where shown)",
+            "decomposition coverage: seen_user",
+            "decomposition coverage: seen-user share, shown unlabelled",
+            "decomposition coverage: seen-user share, every share shown (descriptive ones included)",
             "Mantel p: false positive"} <= figures
     assert all(0.0 <= r.value <= 1.0 for r in res.rows if r.n)
     again = calibrate_figures(n_experiments=4, n_resamples=60, regimes=("mixed",))

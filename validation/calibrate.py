@@ -230,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "one process); `population`: the population criteria "
                         "(validation/calibration_population.py, one process; honours --out, --experiments, "
                         "--resamples, --prereg, --rng-seed and the first of --seeds and --docs); "
-                        "`step-trends`: the step interaction with seed-shared count trends (3 seeds by default; "
+                        "`step-trends`: the step interaction with seed-shared count trends (3 seeds and "
+                        "200 sweeps per row by default; "
                         "honours --seeds, --regime, --experiments, --resamples, --model-fits); "
                         "`population-share`: the population share at 17 to 3,000 users, cheap per-user path "
                         "(honours --out, --experiments, --prereg, --rng-seed and the first of --seeds); `figures`: "
@@ -328,7 +329,7 @@ def _main_issue23(args, prereg: Prereg) -> int:
                 print(f"  {done}/{total} sweeps", file=sys.stderr, flush=True)
         res = calibrate_step_trends(prereg, seeds=args.seeds or (3,),
                                     regimes=args.regime or ("seed-dominated", "document-dominated"),
-                                    n_experiments=100 if default else args.experiments,
+                                    n_experiments=200 if default else args.experiments,
                                     n_resamples=args.resamples, model_fits=args.model_fits,
                                     rng_seed=args.rng_seed, progress=progress)
         path = write_trend_calibration(res, args.out)

@@ -46,17 +46,11 @@ CLUSTER_USERS = 6
 SNAPSHOT_SD = 0.005          # per-count seed x adapter x eval term of the sweeps (= the default cell_sd)
 
 
-@dataclass(frozen=True)
-class RateFigure:
-    """One rate with its Monte-Carlo standard error (binomial, over `n` units)."""
+@dataclass(frozen=True, kw_only=True)
+class BinomialRate:
+    """A rate over `n` units with its binomial Monte-Carlo se (the last two fields of every figure)."""
 
-    study: str            # `interaction`, `interaction-model` or `cluster`
-    regime: str
-    seeds: int
-    scenario: str         # `null` or `effect`
-    effect: float         # planted slope (fraction per doubling) or group penalty (log ppl)
-    measure: str          # `false-positive`, `power` or `coverage`
-    n: int                # units: (experiment, user) pairs, or experiments for `cluster`
+    n: int                # units: (experiment, user) pairs, sweeps, or experiments for `cluster`
     rate: float
 
     @property
@@ -65,8 +59,22 @@ class RateFigure:
 
 
 @dataclass(frozen=True)
-class StepsCalibration:
-    figures: tuple[RateFigure, ...]
+class RateFigure(BinomialRate):
+    """One rate with its Monte-Carlo standard error (binomial, over `n` units)."""
+
+    study: str            # `interaction`, `interaction-model` or `cluster`
+    regime: str
+    seeds: int
+    scenario: str         # `null` or `effect`
+    effect: float         # planted slope (fraction per doubling) or group penalty (log ppl)
+    measure: str          # `false-positive`, `power` or `coverage`
+
+
+@dataclass(frozen=True)
+class SweepCalibration:
+    """The figures of one sweep calibration and the settings that made them."""
+
+    figures: tuple[BinomialRate, ...]
     level: float
     interval_method: str
     n_experiments: int
@@ -76,13 +84,18 @@ class StepsCalibration:
     steps: tuple[int, ...]
     wall_s: float
 
-    def to_json(self) -> dict[str, Any]:
-        return {"schema": SCHEMA, "level": self.level, "interval_method": self.interval_method,
+    def _json(self, schema: str, **extra: Any) -> dict[str, Any]:
+        return {"schema": schema, "level": self.level, "interval_method": self.interval_method,
                 "n_experiments": self.n_experiments, "n_resamples": self.n_resamples,
                 "model_fits": self.model_fits, "rng_seed": self.rng_seed, "steps": list(self.steps),
-                "slope_effects": list(SLOPE_EFFECTS), "group_penalties": list(GROUP_PENALTIES),
-                "snapshot_sd": SNAPSHOT_SD, "cluster_users": CLUSTER_USERS, "wall_s": self.wall_s,
+                "snapshot_sd": SNAPSHOT_SD, **extra, "wall_s": self.wall_s,
                 "figures": [asdict(f) | {"se": f.se} for f in self.figures]}
+
+
+class StepsCalibration(SweepCalibration):
+    def to_json(self) -> dict[str, Any]:
+        return self._json(SCHEMA, slope_effects=list(SLOPE_EFFECTS), group_penalties=list(GROUP_PENALTIES),
+                          cluster_users=CLUSTER_USERS)
 
 
 def _rng(rng_seed: int, *key: int) -> np.random.Generator:
@@ -173,10 +186,10 @@ def calibrate_steps(prereg: Prereg | None = None, *, seeds: tuple[int, ...] = (3
                     top = np.array([t for t, _ in res])
                     if scenario == "null":
                         figs.append(RateFigure("cluster", "simulate_study", S, "null", 0.0, "false-positive",
-                                               len(res), float(np.mean(top >= prereg.confidence))))
+                                               n=len(res), rate=float(np.mean(top >= prereg.confidence))))
                     else:
                         figs.append(RateFigure("cluster", "simulate_study", S, "effect", penalty, "power",
-                                               len(res), float(np.mean([f for _, f in res]))))
+                                               n=len(res), rate=float(np.mean([f for _, f in res]))))
     return StepsCalibration(tuple(figs), prereg.confidence, prereg.interval_method, n_experiments,
                             n_resamples, model_fits, rng_seed, STEPS, round(time.perf_counter() - t0, 1))
 
@@ -187,14 +200,15 @@ def _interaction_figures(recs, regime: str, S: int, scenario: str, slope: float)
     high = np.concatenate([r["high"] for r in recs])
     dirs = np.concatenate([r["direction"] for r in recs])
     n = truth.size
-    out = [RateFigure("interaction", regime, S, scenario, slope, "coverage", n,
-                      float(np.mean((low <= truth) & (truth <= high))))]
+    out = [RateFigure("interaction", regime, S, scenario, slope, "coverage", n=n,
+                      rate=float(np.mean((low <= truth) & (truth <= high))))]
     if scenario == "null":
-        out.append(RateFigure("interaction", regime, S, scenario, slope, "false-positive", n,
-                              float(np.mean(np.isin(dirs, ("rises", "falls"))))))
+        out.append(RateFigure("interaction", regime, S, scenario, slope, "false-positive", n=n,
+                              rate=float(np.mean(np.isin(dirs, ("rises", "falls"))))))
     else:
         want = "rises" if slope > 0 else "falls"
-        out.append(RateFigure("interaction", regime, S, scenario, slope, "power", n, float(np.mean(dirs == want))))
+        out.append(RateFigure("interaction", regime, S, scenario, slope, "power", n=n,
+                              rate=float(np.mean(dirs == want))))
     fitted = [r for r in recs if "model_low" in r]
     if fitted:
         ml = np.concatenate([r["model_low"] for r in fitted])
@@ -203,8 +217,8 @@ def _interaction_figures(recs, regime: str, S: int, scenario: str, slope: float)
         hit = (mh < 0) if slope > 0 else (ml > 0)
         excl = (ml > 0) | (mh < 0)
         out.append(RateFigure("interaction-model", regime, S, scenario, slope,
-                              "false-positive" if scenario == "null" else "power", int(ml.size),
-                              float(np.mean(excl if scenario == "null" else hit))))
+                              "false-positive" if scenario == "null" else "power", n=int(ml.size),
+                              rate=float(np.mean(excl if scenario == "null" else hit))))
     return out
 
 
@@ -249,7 +263,7 @@ TREND_SLOPE = 0.01      # the planted margin slope of the power rows (1 pp per d
 
 
 @dataclass(frozen=True)
-class TrendFigure:
+class TrendFigure(BinomialRate):
     """One rate of the seed-shared-trend calibration with its binomial Monte-Carlo se."""
 
     test: str             # `interaction`, `slope`, `wald` or `wald-user`
@@ -259,31 +273,11 @@ class TrendFigure:
     trend_sd: float
     slope: float          # planted margin slope per doubling
     measure: str          # `false-positive`, `power` or `coverage`
-    n: int
-    rate: float
-
-    @property
-    def se(self) -> float:
-        return binomial_se(self.rate, self.n)
 
 
-@dataclass(frozen=True)
-class TrendCalibration:
-    figures: tuple[TrendFigure, ...]
-    level: float
-    interval_method: str
-    n_experiments: int
-    n_resamples: int
-    model_fits: int
-    rng_seed: int
-    wall_s: float
-
+class TrendCalibration(SweepCalibration):
     def to_json(self) -> dict[str, Any]:
-        return {"schema": "normadapt-calibration-step-trends/1", "level": self.level,
-                "interval_method": self.interval_method, "n_experiments": self.n_experiments,
-                "n_resamples": self.n_resamples, "model_fits": self.model_fits, "rng_seed": self.rng_seed,
-                "steps": list(STEPS), "snapshot_sd": SNAPSHOT_SD, "wall_s": self.wall_s,
-                "figures": [asdict(f) | {"se": f.se} for f in self.figures]}
+        return self._json("normadapt-calibration-step-trends/1")
 
 
 def trend_experiment(params, slope: float, n_seeds: int, prereg: Prereg, n_resamples: int,
@@ -354,7 +348,7 @@ def calibrate_step_trends(prereg: Prereg | None = None, *, seeds: tuple[int, ...
                         progress(done, total)
                 figs += _trend_figures(recs, regime, S, trends, sd, scenario, slope)
     return TrendCalibration(tuple(figs), prereg.confidence, prereg.interval_method, n_experiments, n_resamples,
-                            model_fits, rng_seed, round(time.perf_counter() - t0, 1))
+                            model_fits, rng_seed, STEPS, round(time.perf_counter() - t0, 1))
 
 
 def _trend_figures(recs, regime: str, S: int, trends: str, sd: float, scenario: str,
@@ -373,10 +367,10 @@ def _trend_figures(recs, regime: str, S: int, trends: str, sd: float, scenario: 
         if trends != "cells" or overall:
             n, v = rate(f"{test}_excl" if scenario == "null" else f"{test}_right")
             out.append(TrendFigure(test, regime, S, trends, sd, slope,
-                                   "false-positive" if scenario == "null" else "power", n, v))
+                                   "false-positive" if scenario == "null" else "power", n=n, rate=v))
         if f"{test}_cover" in have[0] and not (trends == "cells" and overall):
             n, v = rate(f"{test}_cover")
-            out.append(TrendFigure(test, regime, S, trends, sd, slope, "coverage", n, v))
+            out.append(TrendFigure(test, regime, S, trends, sd, slope, "coverage", n=n, rate=v))
     return out
 
 

@@ -23,12 +23,14 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
+from scipy import stats
 
 from common.contract import BASE, POOLED, loo_name
 from validation import metrics
 from validation.arrays import StudyArrays
 from validation.result_types import signed_pct
 from validation.results import Decomposition, GainStep, Interval
+from validation.selective import selective_ratio_interval
 
 # (draws (B,), point, per-seed values (S,), column j) -> interval, as for every other gain
 IntervalFn = Callable[[np.ndarray, float, np.ndarray, int], Interval]
@@ -67,7 +69,7 @@ def seen_share(base_to_pooled: float, seen_user: float) -> float | None:
 
 
 def decompose(arrays: StudyArrays, point: np.ndarray, draws: np.ndarray,
-              interval: IntervalFn) -> tuple[Decomposition, ...]:
+              interval: IntervalFn, level: float = 0.95, seeds_regime: str = "") -> tuple[Decomposition, ...]:
     """point (A, J) and draws (B, A, J) of mean log ppl -> one Decomposition per user; () without
     leave-one-out controls. Steps whose control (`base`, `pooled`) is absent are left out."""
     rows = _rows(arrays)
@@ -87,7 +89,8 @@ def decompose(arrays: StudyArrays, point: np.ndarray, draws: np.ndarray,
             ci=interval(d[k][:, j], float(p[k][j]), per_seed[k][:, j], j),
             draws=d[k][:, j].copy(), seed_gains=per_seed[k][:, j].copy()) for k, f, t in keys)
         by = {s.key: s for s in steps}
-        reading = (seen_share_reading(by["base_to_pooled"], by["seen_user"], interval, j)
+        reading = (seen_share_reading(by["base_to_pooled"], by["seen_user"], interval, j, level,
+                                      seeds_regime)
                    if "base_to_pooled" in by and "seen_user" in by else SeenShareReading(None, None, None, ""))
         out.append(Decomposition(user, steps, reading.share, describe(user, by, reading.share, reading),
                                  reading.ci, reading.point, reading.note))
@@ -104,26 +107,28 @@ class SeenShareReading(NamedTuple):
     note: str
 
 
-def seen_share_reading(pooled: GainStep, seen: GainStep, interval: IntervalFn, j: int) -> SeenShareReading:
+def seen_share_reading(pooled: GainStep, seen: GainStep, interval: IntervalFn, j: int,
+                       level: float = 0.95, seeds_regime: str = "") -> SeenShareReading:
     """Issue 23, item 3: the share of pooled's gain over base that came from having seen the user,
-    a ratio of two noisy log gains, shown only when it is defined: pooled's gain over base has an
-    interval entirely above zero (else its denominator may be 0 or negative: +0.2% [-0.4, +0.8]
-    with seen +0.6% would read 301%), and seeing the user did not lower pooled's gain (a negative
-    "share" is no share), and its Fieller-type interval (`fieller_interval`, the verdict's interval
-    method's critical value, the same bootstrap draws as every other figure) is bounded. A share
-    whose denominator is weak is shown with a note saying it is descriptive only."""
+    a ratio r = N / D of two noisy log gains (N: loo:j -> pooled, D: base -> pooled), shown only
+    where D is clearly above zero: D / sd(D) > c, c the verdict's interval method's critical value
+    (read off its interval on the delta-method draws, the same bootstrap draws as every other
+    figure), i.e. where the share's Fieller set is bounded (else D may be 0 or negative: +0.2%
+    [-0.4, +0.8] with seen +0.6% would read 301%). A share shown is biased by that rule (D came out
+    high as often as not where it is small), so its interval is the one valid among the shown
+    (`validation.selective.selective_ratio_interval`): Fieller's where D is large, wider, and
+    unbounded on a side, where D is near the rule's threshold; the share is then labelled
+    descriptive only, its interval reported as it is (docs/calibration.md). `seeds_regime` (the
+    study's regime in words, e.g. "mixed, estimated seed share 0.45"; empty where seeds carry at
+    most a tenth of the variance, `validation.judging.seeds_regime`) labels every shown share
+    descriptive: where seeds carry the variance, the rule also selects on the variance's estimate
+    from few seeds, which the interval does not model."""
     point = seen_share(pooled.gain, seen.gain)
     if point is None:
         return SeenShareReading(None, None, None, f"pooled does not beat base ({_fig(pooled)}): no share of its gain")
     if not _has_ci(pooled):
         return SeenShareReading(None, None, point, "no interval for pooled's gain over base: the share of it is "
                                                    "not defined")
-    if not pooled.ci.low > 0:
-        return SeenShareReading(None, None, point, f"pooled's gain over base ({_fig(pooled)}) is not surely above "
-                                                   "zero, so a share of it is not defined")
-    if seen.gain < 0:
-        return SeenShareReading(None, None, point, f"having seen the user lowered pooled's gain ({_fig(seen)}): "
-                                                   "none of it came from seeing the user")
     d0 = -math.log1p(-pooled.gain)
     with np.errstate(invalid="ignore", divide="ignore"):
         def lin(pooled_g, seen_g):
@@ -131,53 +136,47 @@ def seen_share_reading(pooled: GainStep, seen: GainStep, interval: IntervalFn, j
             return point + (n - point * d) / d0
         draws, per_seed = lin(pooled.draws, seen.draws), lin(pooled.seed_gains, seen.seed_gains)
     ci = interval(draws, point, per_seed, j) if draws.size else None
-    if ci is None or not ci.known:
+    moments = share_moments(pooled.draws, seen.draws, draws, ci, d0) if ci is not None and ci.known else None
+    if moments is None:
         return SeenShareReading(None, None, point, "no interval for the share")
-    fieller = fieller_interval(point, d0, pooled.draws, seen.draws, draws, ci)
-    if fieller is None:
+    v_n, v_d, c_nd, c = moments
+    if not d0 > c * math.sqrt(v_d):
         return SeenShareReading(None, None, point, f"pooled's gain over base ({_fig(pooled)}) is too close to zero "
                                                    "for the share's interval to be bounded (Fieller)")
-    share_ci, weak = fieller
-    note = (WEAK_NOTE.format(pooled=_fig(pooled)) if weak else "")
+    z = float(stats.norm.ppf(1 - (1 - level) / 2))
+    share_ci = selective_ratio_interval(point * d0, d0, v_n, v_d, c_nd, level=level, kappa=c / z).ci
+    if math.isnan(share_ci.low):       # no candidate share passed: nothing to show
+        return SeenShareReading(None, None, point, "no interval for the share")
+    bounded = math.isfinite(share_ci.low) and math.isfinite(share_ci.high)
+    note = (WEAK_NOTE.format(pooled=_fig(pooled)) if not bounded
+            else SEEDS_NOTE.format(regime=seeds_regime) if seeds_regime else "")
     return SeenShareReading(point, share_ci, point, note)
 
 
-WEAK_NOTE = ("descriptive only: pooled's gain over base ({pooled}) is less than twice its margin of error, so a "
-             "share shown here is biased towards the studies where that gain came out high")
+SEEDS_NOTE = ("descriptive only: seeds carry more than a tenth of this study's variance ({regime}); a "
+              "share shown because pooled's gain over base came out clear of zero is then often shown because "
+              "that variance came out low, which its interval does not account for (docs/calibration.md)")
+WEAK_NOTE = ("descriptive only: pooled's gain over base ({pooled}) is so close to the level at which a share is "
+             "shown that the share's interval, valid among the shares shown, is unbounded; the point is biased "
+             "towards the studies where that gain came out high")
 
 
-WEAK_DENOMINATOR = 2.0   # D / sd(D) below this many critical values: the shown share is labelled descriptive
-
-
-def fieller_interval(point: float, d0: float, pooled_draws: np.ndarray, seen_draws: np.ndarray,
-                     lin_draws: np.ndarray, lin_ci: Interval) -> tuple[Interval, bool] | None:
-    """The Fieller-type interval of the ratio r = N / D of the two log gains (Fieller 1954): every r
-    with (N - r D)^2 <= c^2 var(N - r D), the variances and covariance those of the bootstrap
-    draws, the critical value c that of the verdict's interval method (read off its interval on
-    the delta-method draws `lin_draws`: c = half-width x D / sd(N_b - r D_b)). Unlike the delta
-    method it widens as D nears zero and is unbounded (None: the share is not shown) when D is
-    not clearly above zero, D / sd(D) <= c. Also returns whether D is weak, D / sd(D) < 2 c: the
-    share is then shown only because D cleared the bar by chance as often as not, and conditional
-    on being shown it covers less than nominal (selection on the denominator; docs/calibration.md),
-    so it is labelled descriptive."""
+def share_moments(pooled_draws: np.ndarray, seen_draws: np.ndarray, lin_draws: np.ndarray, lin_ci: Interval,
+                  d0: float) -> tuple[float, float, float, float] | None:
+    """var(N), var(D), cov(N, D) of the log gains' bootstrap draws and the critical value c of the
+    verdict's interval method, read off its interval on the delta-method draws `lin_draws` (c =
+    half-width x D / sd(N_b - r D_b)); None where fewer than 3 draws are finite or they do not vary."""
     with np.errstate(invalid="ignore", divide="ignore"):
         N_b, D_b = -np.log1p(-np.asarray(seen_draws, dtype=float)), -np.log1p(-np.asarray(pooled_draws, dtype=float))
     ok = np.isfinite(N_b) & np.isfinite(D_b)
     if ok.sum() < 3:
         return None
     cov = np.cov(N_b[ok], D_b[ok], ddof=1)
-    v_n, v_d, c_nd = float(cov[0, 0]), float(cov[1, 1]), float(cov[0, 1])
     sd_lin = float(np.std(lin_draws[np.isfinite(lin_draws)], ddof=1)) * d0   # sd(N_b - r D_b)
-    if not sd_lin > 0:
+    if not (sd_lin > 0 and cov[1, 1] > 0):
         return None
-    c2 = ((lin_ci.high - lin_ci.low) / 2 * d0 / sd_lin) ** 2
-    N = point * d0
-    a, b, k = d0 * d0 - c2 * v_d, N * d0 - c2 * c_nd, N * N - c2 * v_n
-    disc = b * b - a * k
-    if not (a > 0 and disc >= 0):
-        return None
-    root = math.sqrt(disc)
-    return Interval((b - root) / a, (b + root) / a), bool(d0 * d0 < WEAK_DENOMINATOR ** 2 * c2 * v_d)
+    c = (lin_ci.high - lin_ci.low) / 2 * d0 / sd_lin
+    return float(cov[0, 0]), float(cov[1, 1]), float(cov[0, 1]), float(c)
 
 
 _pct = signed_pct
@@ -194,11 +193,15 @@ def _fig(step: GainStep) -> str:
 
 
 def share_fig(share: float | None, ci: Interval | None, note: str = "") -> str:
-    """The seen-user share as a figure: '52% [31%, 73%]', '... (descriptive)' with a note, or
-    'undefined'."""
+    """The seen-user share as a figure: '52% [31%, 73%]', '52% [31%, unbounded]' (an end of its
+    interval at infinity), '52% [unbounded]' (both), '... (descriptive)' with a note, or 'undefined'."""
     if share is None:
         return "undefined"
-    return (f"{share:.0%}" + (f" [{ci.low:.0%}, {ci.high:.0%}]" if ci is not None and ci.known else "")
+    def end(x: float) -> str:
+        return f"{x:.0%}" if math.isfinite(x) else "unbounded"
+    shown = ci is not None and not (math.isnan(ci.low) or math.isnan(ci.high))
+    every = shown and math.isinf(ci.low) and math.isinf(ci.high)
+    return (f"{share:.0%}" + (" [unbounded]" if every else f" [{end(ci.low)}, {end(ci.high)}]" if shown else "")
             + (" (descriptive)" if note else ""))
 
 
@@ -213,8 +216,12 @@ def describe(user: str, by: dict[str, GainStep], share: float | None,
             more = ", more than all of it: the generic adapter without the user loses to base" if share > 1 else ""
             fig = share_fig(share, reading.ci if reading is not None else None)
             weak = f" ({reading.note})" if reading is not None and reading.note else ""
-            parts.append(f"of pooled's gain over base on {user}'s text ({_fig(pooled)}), {fig} came from "
-                         f"having seen {user}'s text ({loo} -> pooled {_fig(seen)}{more}){weak}")
+            if share < 0:
+                parts.append(f"having seen {user}'s text lowered pooled's gain over base on it ({_fig(pooled)}): "
+                             f"a share of {fig} ({loo} -> pooled {_fig(seen)}){weak}")
+            else:
+                parts.append(f"of pooled's gain over base on {user}'s text ({_fig(pooled)}), {fig} came from "
+                             f"having seen {user}'s text ({loo} -> pooled {_fig(seen)}{more}){weak}")
         elif reading is not None and reading.point is not None:
             parts.append(f"the share of pooled's gain from having seen {user}'s text is undefined: "
                          f"{reading.note}; having seen {user}'s text is worth {_fig(seen)} ({loo} -> pooled)")

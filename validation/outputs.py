@@ -14,7 +14,7 @@ from typing import Any
 
 from validation.decomposition import share_fig
 from validation.model_reading import diagnostic_readings, effect_line, is_raw_model_warning
-from validation.population import DESCRIPTIONS, descriptive_note, population_sentence
+from validation.population import DESCRIPTIONS, NO_USER_MEASURED, descriptive_note, population_sentence
 from validation.result_types import signed_pct, threshold_pct
 from validation.results import Verdict
 from validation.summary_sentence import POPULATION_USERS, summary_sentence
@@ -181,6 +181,9 @@ def population_lines(v: Verdict) -> list[str]:
     out = [f"population ({p.n_users} users as a sample of a population; {level} intervals):"]
     for s in p.shares:
         what = "own vs loo:<user>" if s.against == "loo" else "margin"
+        if not s.n_users:
+            out.append(f"  share with {what} >= {threshold_pct(s.bar)}: {NO_USER_MEASURED}")
+            continue
         out.append(f"  share with {what} >= {threshold_pct(s.bar)}: {s.share:.0%} ({s.n_point} of {s.n_users}), "
                    f"interval [{s.ci.low:.0%}, {s.ci.high:.0%}]")
     def gain(x: float) -> str:  # log-ratio of perplexity -> perplexity reduction

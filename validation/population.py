@@ -97,6 +97,10 @@ class ShareResult:
                 "bound": SHARE_BOUND}
 
 
+NO_USER_MEASURED = ("no user could be measured (every user's margin is missing: its adapters diverged or its cells "
+                    "are absent), so no share is given")
+
+
 SHARE_BOUND = ("Clopper-Pearson on the sure / possible counts, corrected for a user on the wrong side of the bar "
                "being counted with probability up to (1 - level) / 2")
 

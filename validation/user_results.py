@@ -133,7 +133,7 @@ class Decomposition:
     (`loo_to_own`: the own adapter against what a new user gets; `base_to_pooled`, `total`); a step
     whose control is absent is left out. `seen_share` is the fraction of pooled's gain over base, in
     log perplexity, that came from having seen j's text; None unless it is defined (pooled's gain
-    over base has an interval above zero, and seeing the user did not lower pooled's gain).
+    over base is clearly above zero: its Fieller set is bounded; validation.decomposition).
     """
 
     user: str

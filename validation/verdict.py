@@ -166,6 +166,11 @@ def check_flags(args: argparse.Namespace) -> None:
     if args.charts and args.no_report:
         raise InputError(f"`--charts {args.charts}` with `--no-report`: the charts are drawn with the report, so "
                          "nothing would be written; drop `--no-report` to get both, or drop `--charts`.")
+    if args.require_signature and args.cells:
+        raise InputError("`--require-signature` with `--cells`: external cells carry no seal, so there is no "
+                         "signature to require; judge the grid's run directory (`--run DIR`) to check its "
+                         "signature, or drop `--require-signature` to judge the external cells "
+                         "(NOT PRE-REGISTERED).")
 
 
 def main(argv: list[str] | None = None) -> int:
