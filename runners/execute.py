@@ -44,9 +44,9 @@ from runners.memory import (
     available_bytes,
     bound_heap_retention,
     fmt,
-    matmul_throughput,
     peak_rss_bytes,
     plan_memory,
+    probe_step,
     resident_bytes,
     shape_of,
     with_step_time,
@@ -134,8 +134,20 @@ def plan_run(s: GridSettings, fs: FixtureSet, hf=None) -> MemoryPlan:
                            budget_source=source, device=s.device, weights_loaded=hf is not None)
     except MemoryPlanError as exc:
         raise UsageError(str(exc)) from None
-    thr = matmul_throughput(shape.width, shape.ffn, min(512, model.config.block_size), DTYPES[s.dtype], s.device)
-    return with_step_time(plan, shape, thr)
+    if plan.split or plan.logit_chunk < plan.micro_rows * plan.context:  # memory is tight: keep the heap in check
+        bound_heap_retention()
+    log.info("timing training micro-batches of the model to estimate a step ...")
+    t0 = time.perf_counter()
+    if hf is None:  # the built-in model's shape with random weights (its own are loaded later)
+        with torch.random.fork_rng(devices=[]):
+            twin = GPT(s.model).cast_frozen(DTYPES[s.dtype])
+    else:  # a copy sharing the checkpoint's frozen weights
+        twin = copy.deepcopy(model)
+    probe = probe_step(twin, plan, s.device)
+    del twin
+    plan = with_step_time(plan, shape, probe)
+    log.info("step timed in %.1f s", time.perf_counter() - t0)
+    return plan
 
 
 def memory_record(plan: MemoryPlan, timings: list[dict], steps: int, resumed: list[int]) -> dict:
