@@ -13,6 +13,7 @@ resumes where it stopped when run again.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 import os
@@ -97,18 +98,37 @@ def prepare(base: GPT, fs: FixtureSet, device: str, encoder=None, loo: bool = Tr
     streams = [training_stream(d, encoder) for d in train_docs]
     checks = [check_windows(s, T) for s in streams]
     windows = {u.name: eval_windows(u.heldout, T, encoder) for u in fs.users}
-    n_windows = sum(len(w.x) for w in windows.values()) + sum(len(c[0]) for c in checks)
+    unique = distinct_checks(checks)  # e.g. with 2 users, loo:<a> trains on <b>'s text: the same windows
+    n_windows = sum(len(w.x) for w in windows.values()) + sum(len(checks[i][0]) for i in unique.values())
     log.info("scoring the base model: %d windows of %d tokens (held-out text and health-check windows) ...",
              n_windows, T)
     t0 = time.perf_counter()
     with tqdm(total=n_windows, desc="base model scoring", unit="window", file=sys.stderr,
               disable=not sys.stderr.isatty()) as bar:
-        base_check = tuple(mean_check_nll(base, c, 0, device) for c in checks)
-        bar.update(sum(len(c[0]) for c in checks))
+        scored = {}
+        for key, i in unique.items():
+            scored[key] = mean_check_nll(base, checks[i], 0, device)
+            bar.update(len(checks[i][0]))
+        base_check = tuple(scored[_check_key(c)] for c in checks)
         frames = [_doc_frame(BASE, j, w, doc_nll(base, w, 0, device, progress=bar), rundir.OK)
                   for j, w in windows.items()]
     log.info("base model scored in %.1f s", time.perf_counter() - t0)
     return Prepared(names, streams, checks, base_check, windows, pl.concat(frames))
+
+
+def _check_key(check: tuple[torch.Tensor, torch.Tensor]) -> str:
+    x, y = check
+    return hashlib.sha256(repr((tuple(x.shape), str(x.dtype))).encode() + x.numpy().tobytes()
+                          + y.numpy().tobytes()).hexdigest()
+
+
+def distinct_checks(checks: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, int]:
+    """The distinct health-check window sets: content hash -> first position holding it. The base
+    model is scored once per distinct set (the same windows, the same batches: the same numbers)."""
+    out: dict[str, int] = {}
+    for i, c in enumerate(checks):
+        out.setdefault(_check_key(c), i)
+    return out
 
 
 def plan_run(s: GridSettings, fs: FixtureSet, hf=None) -> MemoryPlan:

@@ -67,6 +67,8 @@ class GridSettings:
     ray_address: str | None = None  # --ray-address: a running Ray cluster (None: start a local instance)
     dtype_choice: DtypeChoice | None = None  # what --dtype asked for and why it resolved to `dtype`
     max_memory: int | None = None  # --max-memory in bytes (None: runners.memory's default budget); not in run_config
+    # a --model run in a narrower dtype: what it measured to cost the margins (runners.hf.dtype_check), for the manifest
+    dtype_check: dict | None = None
 
 
 # -- flags ---------------------------------------------------------------------------------------
