@@ -19,7 +19,7 @@ default budget and once under `--max-memory` (default 3GiB). Every grid is a chi
 peak resident memory is the kernel's (`os.wait4`'s rusage), beside the plan's estimate from the
 run's manifest.
 
-    python benchmarks/bench_hf.py memory [--shapes 35m,135m,360m] [--max-memory 3GiB]
+    python benchmarks/bench_hf.py memory [--shapes 35m,135m,360m] [--max-memory 3GiB] [--runs default,budget]
 
 `steptime`: the plan's estimate of a training step's time (runners.memory.probe_step) against the
 mean time of measured steps (after a warm-up step), for the built-in presets at the default study
@@ -285,31 +285,33 @@ def memory_mode(args) -> None:
     print(f"work {work}; OMP_NUM_THREADS={env['OMP_NUM_THREADS']}; load average {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} CPUs")
     print("| shape | params | flags | exit | wall | peak RSS (measured) | plan: peak estimate, budget | "
-          "micro-batches x windows | step (measured / estimated) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "micro-batches x windows | step (measured / estimated) | before the first step: load, plan, base scoring |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name in args.shapes.split(","):
         model = work / f"llama-{name}"
         if not (model / "config.json").is_file():
             p = mp.get_context("spawn").Process(target=_save_shape, args=(name, model, texts))  # its memory freed
             p.start()
             p.join()
-        for extra in ([], ["--max-memory", args.max_memory]):
+        runs = {"default": [], "budget": ["--max-memory", args.max_memory]}
+        for extra in (runs[r] for r in args.runs.split(",")):
             out = work / f"runs-{name}-{'budget' if extra else 'default'}"
             argv = ["--model", str(model), "--fixture-set", str(users), "--fixtures", "2", "--seeds", "1",
                     "--steps", "1", "--out", str(out), *extra]
             rc, wall, rss, tail = _child(argv, env)
             flags = " ".join(extra) or "defaults"
             if rc != 0:
-                print(f"| {name} | | {flags} | {rc} | {wall:.0f} s | {rss / 2**30:.2f} GiB | | | |")
+                print(f"| {name} | | {flags} | {rc} | {wall:.0f} s | {rss / 2**30:.2f} GiB | | | | |")
                 print(tail, file=sys.stderr)
                 continue
             m = json.loads((out / "latest" / "manifest.json").read_text())
-            mem = m["memory"]
+            mem, t = m["memory"], m["timings"]
             ck = " (checkpointing)" if mem["checkpointing"] else ""
             print(f"| {name} | {m['base_model']['params'] / 1e6:.0f}M | {flags} | {rc} | {wall:.0f} s | "
                   f"{rss / 2**30:.2f} GiB | {mem['peak_bytes'] / 2**30:.2f} GiB of {mem['budget_bytes'] / 2**30:.2f} "
                   f"GiB | {mem['micro_batches']} x {mem['micro_rows']}{ck} | "
-                  f"{mem['step_seconds_measured']:.0f} s / {mem['step_seconds']:.0f} s |", flush=True)
+                  f"{mem['step_seconds_measured']:.0f} s / {mem['step_seconds']:.0f} s | "
+                  f"{t.get('load_s', 0):.0f} s, {t.get('plan_s', 0):.0f} s, {t['base_eval_s']:.0f} s |", flush=True)
 
 
 def steptime_mode(args) -> None:
@@ -425,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
     mm = sub.add_parser("memory")
     mm.add_argument("--shapes", default="35m,135m,360m", help=f"comma-separated, of {', '.join(SHAPES)}")
     mm.add_argument("--max-memory", default="3GiB", help="the budget of each shape's second run (default 3GiB)")
+    mm.add_argument("--runs", default="default,budget",
+                    help="which runs per shape: default (the default budget), budget (--max-memory); default both")
     mm.add_argument("--work", default=None, help="working directory (default: a new temporary one); "
                                                   "checkpoints built there are reused")
     sub.add_parser("chunks")

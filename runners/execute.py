@@ -158,12 +158,17 @@ def plan_run(s: GridSettings, fs: FixtureSet, hf=None) -> MemoryPlan:
         bound_heap_retention()
     log.info("timing training micro-batches of the model to estimate a step ...")
     t0 = time.perf_counter()
+    torch.set_num_threads(_threads())  # as the training will run
     if hf is None:  # the built-in model's shape with random weights (its own are loaded later)
         with torch.random.fork_rng(devices=[]):
             twin = GPT(s.model).cast_frozen(DTYPES[s.dtype])
     else:  # a copy sharing the checkpoint's frozen weights
         twin = copy.deepcopy(model)
-    probe = probe_step(twin, plan, s.device)
+    try:
+        probe = probe_step(twin, plan, s.device)
+    except RuntimeError as exc:  # e.g. a GPU out of memory: the run's own steps retry smaller (runners.train)
+        log.warning("no step time estimate: timing a micro-batch failed (%s)", str(exc).splitlines()[0][:200])
+        probe = None
     del twin
     plan = with_step_time(plan, shape, probe)
     log.info("step timed in %.1f s", time.perf_counter() - t0)
