@@ -324,6 +324,7 @@ def steptime_mode(args) -> None:
     from runners.memory import (
         STEP_TIME_ACCURACY,
         apply_plan,
+        bound_heap_retention,
         plan_memory,
         probe_step,
         resident_bytes,
@@ -353,6 +354,8 @@ def steptime_mode(args) -> None:
             n_adapters = 5
         T = model.config.block_size
         shape = shape_of(model)
+        if name not in PRESETS:  # as the grid does when its plan is tight (logits in slices)
+            bound_heap_retention()
         plan = plan_memory(shape, context=T, n_adapters=n_adapters, batch_size=args.batch_size, budget=budget,
                            resident=resident_bytes(), weights_loaded=True)
         t0 = time.perf_counter()

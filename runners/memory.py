@@ -29,9 +29,9 @@ unsplit computation, bit for bit (the built-in default study's cells do not chan
 memory).
 
 The time of a step is measured on the model itself rather than derived from a matmul peak:
-`probe_step` times training micro-batches of the plan's windows (at most `PROBE_TOKENS` tokens;
-its slices and checkpointing; forward, sliced loss and backward, element-wise work included) on a
-copy of the model, and a step is `micro_batches` x that per window x `micro_rows`
+`probe_step` times training micro-batches (the plan's slices and checkpointing; forward, sliced
+loss and backward, element-wise work included) on a copy of the model, growing from one window
+until a pass takes a second, and a step is `micro_batches` x `micro_rows` x that per window
 (`estimate_step_seconds`). `step_flops` counts what the step computes (recorded with the effective
 throughput the probe implies); `STEP_TIME_ACCURACY` is how close the estimate came to measured
 steps. Everything here but `available_bytes`, `resident_bytes`, `peak_rss_bytes` and
@@ -324,17 +324,13 @@ class StepProbe:
     rows: int
 
 
-PROBE_TOKENS = 8192  # tokens of the probed micro-batch at most (fewer windows than the plan's where it has more)
+PROBE_SECONDS = 1.0  # the probed micro-batch grows (1, 4, 16, ... windows, up to the plan's) until it takes this long
+PROBE_REPEAT_S = 10.0  # a probe shorter than this is timed twice (the mean is taken)
 
 # The estimate's accuracy, measured: |estimate / measured step time - 1| at most this, over the
 # built-in `cpu` preset and the smoke / 35M / 135M Llama shapes (`benchmarks/bench_hf.py steptime`,
 # docs/own_model.md)
 STEP_TIME_ACCURACY = 0.30
-
-
-def probe_rows(plan: MemoryPlan) -> int:
-    """Windows of the probed micro-batch: the plan's, at most PROBE_TOKENS tokens (at least one window)."""
-    return max(1, min(plan.micro_rows, PROBE_TOKENS // max(plan.context, 1)))
 
 
 def estimate_step_seconds(probe: StepProbe, plan: MemoryPlan) -> float:
@@ -371,12 +367,13 @@ def _micro_batch(model, rows: int, context: int, chunk: int | None, device: str)
     return time.perf_counter() - t0
 
 
-def probe_step(model, plan: MemoryPlan, device: str = "cpu", reps: int = 2) -> StepProbe:
-    """The mean seconds of `reps` training micro-batches of `probe_rows(plan)` windows (the plan's
-    slices and checkpointing) on `model`, a copy of the run's model (frozen weights, any values)
-    whose bank it replaces; after a warm-up pass of one short window. The global random state is
-    restored afterwards."""
-    rows = probe_rows(plan)
+def probe_step(model, plan: MemoryPlan, device: str = "cpu") -> StepProbe:
+    """Seconds per training micro-batch on `model`, a copy of the run's model (frozen weights, any
+    values) whose bank it replaces, with the plan's slices and checkpointing: after a warm-up pass of
+    one short window, micro-batches of 1, 4, 16, ... windows (at most the plan's `micro_rows`) until
+    one takes PROBE_SECONDS; that size again, and the mean taken, when it took less than
+    PROBE_REPEAT_S. A large model is thus timed on one window (a few seconds), a small one on the
+    plan's own micro-batch. The global random state is restored afterwards."""
     with torch.random.fork_rng(devices=[]):
         model.attach_adapters(1)
         model.to(device)
@@ -384,8 +381,15 @@ def probe_step(model, plan: MemoryPlan, device: str = "cpu", reps: int = 2) -> S
         if plan.checkpointing:
             model.set_checkpointing(True)
         _micro_batch(model, 1, min(plan.context, 32), plan.logit_chunk, device)
-        secs = [_micro_batch(model, rows, plan.context, plan.logit_chunk, device) for _ in range(reps)]
-    return StepProbe(sum(secs) / len(secs), rows)
+        rows = 1
+        while True:
+            secs = _micro_batch(model, rows, plan.context, plan.logit_chunk, device)
+            if secs >= PROBE_SECONDS or rows >= plan.micro_rows:
+                break
+            rows = min(plan.micro_rows, 4 * rows)
+        if secs < PROBE_REPEAT_S:
+            secs = (secs + _micro_batch(model, rows, plan.context, plan.logit_chunk, device)) / 2
+    return StepProbe(secs, rows)
 
 
 # -- the model's side ---------------------------------------------------------------------------
