@@ -21,7 +21,7 @@ run's manifest.
 
     python benchmarks/bench_hf.py memory [--shapes 35m,135m,360m] [--max-memory 3GiB] [--runs default,budget]
 
-`steptime`: the plan's estimate of a training step's time (runners.memory.probe_step) against the
+`steptime`: the plan's estimate of a training step's time (runners.train.probe_step) against the
 mean time of measured steps (after a warm-up step), for the built-in presets at the default study
 (3 classics users with their controls: 7 adapters, batch 8) and random Llama shapes with a
 49,152-token vocabulary at context 512 (2 users: 5 adapters, batch 8), each planned for a budget.
@@ -326,13 +326,13 @@ def steptime_mode(args) -> None:
         apply_plan,
         bound_heap_retention,
         plan_memory,
-        probe_step,
         resident_bytes,
         shape_of,
         with_step_time,
     )
     from runners.model import GPT, PRESETS
     from runners.settings import load_fixtures
+    from runners.train import probe_step
 
     budget = int(float(args.budget_gib) * 2**30)
     td = DTYPES[args.dtype]

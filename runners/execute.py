@@ -47,7 +47,6 @@ from runners.memory import (
     fmt,
     peak_rss_bytes,
     plan_memory,
-    probe_step,
     resident_bytes,
     shape_of,
     with_step_time,
@@ -55,7 +54,7 @@ from runners.memory import (
 from runners.model import GPT
 from runners.provenance import build_manifest, record_prereg_settings, recorded_prereg_settings
 from runners.settings import GridSettings, UsageError, run_config
-from runners.train import TrainConfig, data_order, train_adapters
+from runners.train import TrainConfig, data_order, probe_step, train_adapters
 
 log = logging.getLogger("runners.grid")
 

@@ -29,13 +29,12 @@ unsplit computation, bit for bit (the built-in default study's cells do not chan
 memory).
 
 The time of a step is measured on the model itself rather than derived from a matmul peak:
-`probe_step` times training micro-batches (the plan's slices and checkpointing; forward, sliced
+`runners.train.probe_step` times training micro-batches (the plan's slices and checkpointing; forward, sliced
 loss and backward, element-wise work included) on a copy of the model, growing from one window
 until a pass takes a second, and a step is `micro_batches` x `micro_rows` x that per window
 (`estimate_step_seconds`). `step_flops` counts what the step computes (recorded with the effective
 throughput the probe implies); `STEP_TIME_ACCURACY` is how close the estimate came to measured
-steps. Everything here but `available_bytes`, `resident_bytes`, `peak_rss_bytes` and
-`probe_step` is pure.
+steps. Everything here but `available_bytes`, `resident_bytes` and `peak_rss_bytes` is pure.
 """
 
 from __future__ import annotations
@@ -44,7 +43,6 @@ import math
 import os
 import re
 import resource
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
@@ -306,7 +304,7 @@ def step_flops(shape: ModelShape, *, rows: int, context: int, checkpointing: boo
     backward (twice that); the output layer forward and its input gradient (2 x 2 C V; the sliced
     loss takes it in the same pass, runners.losses, and recomputes nothing); with checkpointing,
     the blocks' forward again. Element-wise work (norms, activations, softmax) is not counted: the
-    time estimate measures it (`probe_step`)."""
+    time estimate measures it (`runners.train.probe_step`)."""
     tokens = rows * context
     attn_fwd = 4.0 * shape.n_layer * context * (shape.attn_width or shape.width)
     blocks = 2.0 * shape.block_flops_token * tokens
@@ -318,7 +316,7 @@ def step_flops(shape: ModelShape, *, rows: int, context: int, checkpointing: boo
 
 @dataclass(frozen=True)
 class StepProbe:
-    """Seconds of a training micro-batch of `rows` windows on the model (`probe_step`)."""
+    """Seconds of a training micro-batch of `rows` windows on the model (`runners.train.probe_step`)."""
 
     seconds: float
     rows: int
@@ -345,51 +343,6 @@ def with_step_time(plan: MemoryPlan, shape: ModelShape, probe: StepProbe | None)
     flops = step_flops(shape, rows=plan.rows, context=plan.context, checkpointing=plan.checkpointing).total
     secs = estimate_step_seconds(probe, plan) if probe is not None else 0.0
     return replace(plan, step_flops=flops, step_seconds=secs, throughput_flops_s=flops / secs if secs > 0 else 0.0)
-
-
-def _micro_batch(model, rows: int, context: int, chunk: int | None, device: str) -> float:
-    """Seconds of one training micro-batch (runners.train.step_gradients: forward, sliced loss,
-    backward into adapter 1) on tokens from a private generator."""
-    from runners.train import step_gradients
-
-    g = torch.Generator().manual_seed(0)
-    vocab = int(model.config.vocab_size)
-    x = torch.randint(0, vocab, (rows, context), generator=g).to(device)
-    y = torch.randint(0, vocab, (rows, context), generator=g).to(device)
-    idx = torch.ones(rows, dtype=torch.long, device=device)
-    model.zero_grad(set_to_none=True)
-    if device == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    step_gradients(model, x, y, idx, 1, None, chunk)
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - t0
-
-
-def probe_step(model, plan: MemoryPlan, device: str = "cpu") -> StepProbe:
-    """Seconds per training micro-batch on `model`, a copy of the run's model (frozen weights, any
-    values) whose bank it replaces, with the plan's slices and checkpointing: after a warm-up pass of
-    one short window, micro-batches of 1, 4, 16, ... windows (at most the plan's `micro_rows`) until
-    one takes PROBE_SECONDS; that size again, and the mean taken, when it took less than
-    PROBE_REPEAT_S. A large model is thus timed on one window (a few seconds), a small one on the
-    plan's own micro-batch. The global random state is restored afterwards."""
-    with torch.random.fork_rng(devices=[]):
-        model.attach_adapters(1)
-        model.to(device)
-        model.logit_chunk = plan.logit_chunk
-        if plan.checkpointing:
-            model.set_checkpointing(True)
-        _micro_batch(model, 1, min(plan.context, 32), plan.logit_chunk, device)
-        rows = 1
-        while True:
-            secs = _micro_batch(model, rows, plan.context, plan.logit_chunk, device)
-            if secs >= PROBE_SECONDS or rows >= plan.micro_rows:
-                break
-            rows = min(plan.micro_rows, 4 * rows)
-        if secs < PROBE_REPEAT_S:
-            secs = (secs + _micro_batch(model, rows, plan.context, plan.logit_chunk, device)) / 2
-    return StepProbe(secs, rows)
 
 
 # -- the model's side ---------------------------------------------------------------------------
