@@ -216,9 +216,10 @@ class MemoryPlan:
         how = (f"{self.micro_batches} micro-batches of {self.micro_rows} windows" if self.split
                else f"all {self.rows} windows in one pass")
         ck = ", gradient checkpointing" if self.checkpointing else ""
-        t = (f"; a step takes about {self.step_seconds:.1f} s (within {STEP_TIME_ACCURACY:.0%} where measured: "
-             f"{self.step_flops / 1e9:.0f} GFLOP at the {self.throughput_flops_s / 1e9:.0f} GFLOP/s a micro-batch of "
-             "the model's blocks ran at just now)" if self.step_seconds else "")
+        secs = f"{self.step_seconds:.1f}" if self.step_seconds >= 1 else f"{self.step_seconds:.2g}"
+        t = (f"; a step takes about {secs} s (within {STEP_TIME_ACCURACY:.0%} where measured: "
+             f"{self.step_flops / 1e9:,.1f} GFLOP at the {self.throughput_flops_s / 1e9:,.1f} GFLOP/s a timed "
+             "micro-batch of this model ran at)" if self.step_seconds else "")
         return (f"memory plan: peak about {fmt(self.peak_bytes)} of a {fmt(self.budget_bytes)} budget "
                 f"({self.budget_source}; weights {fmt(self.weights_bytes)}, {fmt(self.activation_bytes_per_window)} "
                 f"per training window): a step of {self.n_adapters} adapters trains {how}{ck}, logits in slices "
