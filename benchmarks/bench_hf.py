@@ -19,7 +19,14 @@ default budget and once under `--max-memory` (default 3GiB). Every grid is a chi
 peak resident memory is the kernel's (`os.wait4`'s rusage), beside the plan's estimate from the
 run's manifest.
 
-    python benchmarks/bench_hf.py memory [--shapes 35m,135m,360m] [--max-memory 3GiB]
+    python benchmarks/bench_hf.py memory [--shapes 35m,135m,360m] [--max-memory 3GiB] [--runs default,budget]
+
+`steptime`: the plan's estimate of a training step's time (runners.train.probe_step) against the
+mean time of measured steps (after a warm-up step), for the built-in presets at the default study
+(3 classics users with their controls: 7 adapters, batch 8) and random Llama shapes with a
+49,152-token vocabulary at context 512 (2 users: 5 adapters, batch 8), each planned for a budget.
+
+    python benchmarks/bench_hf.py steptime [--shapes cpu,smoke,35m,135m] [--budget-gib 3]
 
 `chunks`: the loss of 4,096 tokens over a 49,152-token vocabulary from width-576 hidden states,
 forward and backward, with the logits whole and in slices of several sizes (runners.losses): user
@@ -278,31 +285,108 @@ def memory_mode(args) -> None:
     print(f"work {work}; OMP_NUM_THREADS={env['OMP_NUM_THREADS']}; load average {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} CPUs")
     print("| shape | params | flags | exit | wall | peak RSS (measured) | plan: peak estimate, budget | "
-          "micro-batches x windows | step (measured / estimated) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "micro-batches x windows | step (measured / estimated) | before the first step: load, plan, base scoring |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name in args.shapes.split(","):
         model = work / f"llama-{name}"
         if not (model / "config.json").is_file():
             p = mp.get_context("spawn").Process(target=_save_shape, args=(name, model, texts))  # its memory freed
             p.start()
             p.join()
-        for extra in ([], ["--max-memory", args.max_memory]):
+        runs = {"default": [], "budget": ["--max-memory", args.max_memory]}
+        for extra in (runs[r] for r in args.runs.split(",")):
             out = work / f"runs-{name}-{'budget' if extra else 'default'}"
             argv = ["--model", str(model), "--fixture-set", str(users), "--fixtures", "2", "--seeds", "1",
                     "--steps", "1", "--out", str(out), *extra]
             rc, wall, rss, tail = _child(argv, env)
             flags = " ".join(extra) or "defaults"
             if rc != 0:
-                print(f"| {name} | | {flags} | {rc} | {wall:.0f} s | {rss / 2**30:.2f} GiB | | | |")
+                print(f"| {name} | | {flags} | {rc} | {wall:.0f} s | {rss / 2**30:.2f} GiB | | | | |")
                 print(tail, file=sys.stderr)
                 continue
             m = json.loads((out / "latest" / "manifest.json").read_text())
-            mem = m["memory"]
+            mem, t = m["memory"], m["timings"]
             ck = " (checkpointing)" if mem["checkpointing"] else ""
             print(f"| {name} | {m['base_model']['params'] / 1e6:.0f}M | {flags} | {rc} | {wall:.0f} s | "
                   f"{rss / 2**30:.2f} GiB | {mem['peak_bytes'] / 2**30:.2f} GiB of {mem['budget_bytes'] / 2**30:.2f} "
                   f"GiB | {mem['micro_batches']} x {mem['micro_rows']}{ck} | "
-                  f"{mem['step_seconds_measured']:.0f} s / {mem['step_seconds']:.0f} s |", flush=True)
+                  f"{mem['step_seconds_measured']:.0f} s / {mem['step_seconds']:.0f} s | "
+                  f"{t.get('load_s', 0):.0f} s, {t.get('plan_s', 0):.0f} s, {t['base_eval_s']:.0f} s |", flush=True)
+
+
+def steptime_mode(args) -> None:
+    """The plan's step-time estimate against measured training steps, per shape."""
+    import transformers as tf
+
+    from runners.dtypes import DTYPES
+    from runners.execute import training_sets
+    from runners.hf.model import HFAdapterLM
+    from runners.memory import (
+        STEP_TIME_ACCURACY,
+        apply_plan,
+        bound_heap_retention,
+        plan_memory,
+        resident_bytes,
+        shape_of,
+        with_step_time,
+    )
+    from runners.model import GPT, PRESETS
+    from runners.settings import load_fixtures
+    from runners.train import probe_step
+
+    budget = int(float(args.budget_gib) * 2**30)
+    td = DTYPES[args.dtype]
+    print(f"dtype {args.dtype}; torch threads {torch.get_num_threads()}; load average {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} CPUs; budget {args.budget_gib} GiB")
+    print("| model | context | adapters x batch | plan | estimate | measured (mean of steps) | estimate / measured |")
+    print("|---|---|---|---|---|---|---|")
+    for name in args.shapes.split(","):
+        torch.manual_seed(0)
+        if name in PRESETS:  # the built-in model at its default study: 3 classics users, loo on
+            cfg = PRESETS[name]
+            model = GPT(cfg).cast_frozen(td)
+            n_adapters = len(training_sets(load_fixtures("classics", 3, {}), True)[0])
+        else:  # a random Llama of SHAPES[name] with a 49,152-token vocabulary, context 512; 2 users, loo on
+            from runners.hf.tiny import SMOLLM_135M
+
+            hcfg = tf.LlamaConfig(**{**SMOLLM_135M, **SHAPES[name]})
+            model = HFAdapterLM(tf.AutoModelForCausalLM.from_config(hcfg, dtype=td), 512)
+            n_adapters = 5
+        T = model.config.block_size
+        shape = shape_of(model)
+        if name not in PRESETS:  # as the grid does when its plan is tight (logits in slices)
+            bound_heap_retention()
+        plan = plan_memory(shape, context=T, n_adapters=n_adapters, batch_size=args.batch_size, budget=budget,
+                           resident=resident_bytes(), weights_loaded=True)
+        t0 = time.perf_counter()
+        plan = with_step_time(plan, shape, probe_step(copy.deepcopy(model), plan))
+        t_probe = time.perf_counter() - t0
+        apply_plan(model, plan)
+        rng = np.random.default_rng(0)
+        streams = [rng.integers(0, model.config.vocab_size, size=20 * T).astype(np.int64) for _ in range(n_adapters)]
+        cfg_t = TrainConfig(steps=args.steps + 1, batch_size=args.batch_size)
+        orders = [data_order(0, k, len(st), T, cfg_t) for k, st in enumerate(streams)]
+
+        class Tick:  # the time of each step, from train_adapters' progress updates
+            def __init__(self):
+                self.t, self.times = time.perf_counter(), []
+
+            def update(self, n):
+                now = time.perf_counter()
+                self.times.append(now - self.t)
+                self.t = now
+
+        tick = Tick()
+        train_adapters(model, streams, orders, cfg_t, micro_rows=plan.micro_rows, checkpointing=plan.checkpointing,
+                       progress=tick)
+        times = tick.times
+        measured = float(np.mean(times[1:]))  # the first step warms up allocator and kernels
+        how = f"{plan.micro_batches} x {plan.micro_rows}" + (" (ckpt)" if plan.checkpointing else "")
+        print(f"| {name} ({model.n_base_params() / 1e6:.1f}M) | {T} | {n_adapters} x {args.batch_size} | {how} | "
+              f"{plan.step_seconds:.2f} s (probe {t_probe:.1f} s) | {measured:.2f} s "
+              f"({', '.join(f'{t:.2f}' for t in times)}) | {plan.step_seconds / measured:.2f} |", flush=True)
+        del model
+    print(f"stated accuracy (runners.memory.STEP_TIME_ACCURACY): within {STEP_TIME_ACCURACY:.0%}")
 
 
 def chunks_mode(args) -> None:
@@ -346,11 +430,21 @@ def main(argv: list[str] | None = None) -> int:
     mm = sub.add_parser("memory")
     mm.add_argument("--shapes", default="35m,135m,360m", help=f"comma-separated, of {', '.join(SHAPES)}")
     mm.add_argument("--max-memory", default="3GiB", help="the budget of each shape's second run (default 3GiB)")
+    mm.add_argument("--runs", default="default,budget",
+                    help="which runs per shape: default (the default budget), budget (--max-memory); default both")
     mm.add_argument("--work", default=None, help="working directory (default: a new temporary one); "
                                                   "checkpoints built there are reused")
     sub.add_parser("chunks")
+    st = sub.add_parser("steptime")
+    st.add_argument("--shapes", default="cpu,smoke,35m,135m", help="built-in presets and Llama shapes")
+    st.add_argument("--steps", type=int, default=2, help="steps timed after a warm-up step (default 2)")
+    st.add_argument("--batch-size", type=int, default=8)
+    st.add_argument("--dtype", default="float32", choices=list(DTYPES))
+    st.add_argument("--budget-gib", default="3", help="the plan's budget in GiB (default 3)")
     args = p.parse_args(argv)
-    if args.mode == "chunks":
+    if args.mode == "steptime":
+        steptime_mode(args)
+    elif args.mode == "chunks":
         chunks_mode(args)
     elif args.mode == "ratio":
         ratio(args)

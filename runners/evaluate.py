@@ -10,7 +10,10 @@ from runners.losses import token_nll
 from runners.model import GPT
 
 EVAL_BATCH = 64  # windows per forward pass (bounds the (B, T, V) logits in memory)
-CHECK_WINDOWS = 32  # training windows for the worse-than-base health check
+CHECK_WINDOWS = 32  # training windows for the worse-than-base health check, at most
+# tokens of training text each adapter is checked on: 32 windows of the built-in model's 128 tokens;
+# a longer context checks as many tokens in fewer windows (at 512 tokens: the first 8 of the 32)
+CHECK_TOKENS = 4096
 CHECK_SEED = 20240601  # fixed: the check windows are the same for every seed and run
 
 
@@ -51,10 +54,17 @@ def per_doc(windows: EvalWindows, per_window: np.ndarray) -> np.ndarray:
     return np.bincount(windows.doc.numpy(), weights=per_window, minlength=len(windows.doc_ids))
 
 
+def n_check_windows(block_size: int) -> int:
+    """Windows of the health check: CHECK_TOKENS tokens' worth, at least one, at most CHECK_WINDOWS
+    (32 for the built-in presets' contexts of 64 and 128 tokens; 8 at 512)."""
+    return max(1, min(CHECK_WINDOWS, -(-CHECK_TOKENS // block_size)))
+
+
 def check_windows(stream: np.ndarray, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fixed training windows (CHECK_WINDOWS, T) for the health check, independent of the seed."""
+    """Fixed training windows (n_check_windows, T) for the health check, independent of the seed
+    (the first n of the same sequence of offsets, whatever n)."""
     rng = np.random.default_rng(CHECK_SEED)
-    n = CHECK_WINDOWS
+    n = n_check_windows(block_size)
     return windows_at(stream, sample_offsets(rng, len(stream), block_size, n), block_size)
 
 

@@ -14,6 +14,7 @@ resumes where it stopped when run again.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 import os
@@ -45,7 +46,6 @@ from runners.memory import (
     available_bytes,
     bound_heap_retention,
     fmt,
-    matmul_throughput,
     peak_rss_bytes,
     plan_memory,
     resident_bytes,
@@ -56,7 +56,7 @@ from runners.model import GPT
 from runners.provenance import build_manifest, record_prereg_settings, recorded_prereg_settings
 from runners.routing import RoutingConfig, RoutingPlan, built_bank, ensemble_nll, plan_routing, storage_record
 from runners.settings import GridSettings, UsageError, run_config
-from runners.train import TrainConfig, data_order, train_adapters
+from runners.train import TrainConfig, data_order, probe_step, train_adapters
 
 log = logging.getLogger("runners.grid")
 
@@ -114,19 +114,38 @@ def prepare(base: GPT, fs: FixtureSet, device: str, encoder=None, loo: bool = Tr
     streams = [training_stream(d, encoder) for d in train_docs]
     checks = [check_windows(s, T) for s in streams]
     windows = {u.name: eval_windows(u.heldout, T, encoder) for u in fs.users}
-    n_windows = sum(len(w.x) for w in windows.values()) + sum(len(c[0]) for c in checks)
+    unique = distinct_checks(checks)  # e.g. with 2 users, loo:<a> trains on <b>'s text: the same windows
+    n_windows = sum(len(w.x) for w in windows.values()) + sum(len(checks[i][0]) for i in unique.values())
     log.info("scoring the base model: %d windows of %d tokens (held-out text and health-check windows) ...",
              n_windows, T)
     t0 = time.perf_counter()
     with tqdm(total=n_windows, desc="base model scoring", unit="window", file=sys.stderr,
               disable=not sys.stderr.isatty()) as bar:
-        base_check = tuple(mean_check_nll(base, c, 0, device) for c in checks)
-        bar.update(sum(len(c[0]) for c in checks))
+        scored = {}
+        for key, i in unique.items():
+            scored[key] = mean_check_nll(base, checks[i], 0, device)
+            bar.update(len(checks[i][0]))
+        base_check = tuple(scored[_check_key(c)] for c in checks)
         frames = [_doc_frame(BASE, j, w, doc_nll(base, w, 0, device, progress=bar), rundir.OK)
                   for j, w in windows.items()]
     log.info("base model scored in %.1f s", time.perf_counter() - t0)
     plan = None if routing is None else plan_routing([u.name for u in fs.users], routing)
     return Prepared(names, streams, checks, base_check, windows, pl.concat(frames), plan)
+
+
+def _check_key(check: tuple[torch.Tensor, torch.Tensor]) -> str:
+    x, y = check
+    return hashlib.sha256(repr((tuple(x.shape), str(x.dtype))).encode() + x.numpy().tobytes()
+                          + y.numpy().tobytes()).hexdigest()
+
+
+def distinct_checks(checks: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, int]:
+    """The distinct health-check window sets: content hash -> first position holding it. The base
+    model is scored once per distinct set (the same windows, the same batches: the same numbers)."""
+    out: dict[str, int] = {}
+    for i, c in enumerate(checks):
+        out.setdefault(_check_key(c), i)
+    return out
 
 
 def plan_run(s: GridSettings, fs: FixtureSet, hf=None) -> MemoryPlan:
@@ -152,8 +171,25 @@ def plan_run(s: GridSettings, fs: FixtureSet, hf=None) -> MemoryPlan:
                            budget_source=source, device=s.device, weights_loaded=hf is not None)
     except MemoryPlanError as exc:
         raise UsageError(str(exc)) from None
-    thr = matmul_throughput(shape.width, shape.ffn, min(512, model.config.block_size), DTYPES[s.dtype], s.device)
-    return with_step_time(plan, shape, thr)
+    if plan.split or plan.logit_chunk < plan.micro_rows * plan.context:  # memory is tight: keep the heap in check
+        bound_heap_retention()
+    log.info("timing training micro-batches of the model to estimate a step ...")
+    t0 = time.perf_counter()
+    torch.set_num_threads(_threads())  # as the training will run
+    if hf is None:  # the built-in model's shape with random weights (its own are loaded later)
+        with torch.random.fork_rng(devices=[]):
+            twin = GPT(s.model).cast_frozen(DTYPES[s.dtype])
+    else:  # a copy sharing the checkpoint's frozen weights
+        twin = copy.deepcopy(model)
+    try:
+        probe = probe_step(twin, plan, s.device)
+    except RuntimeError as exc:  # e.g. a GPU out of memory: the run's own steps retry smaller (runners.train)
+        log.warning("no step time estimate: timing a micro-batch failed (%s)", str(exc).splitlines()[0][:200])
+        probe = None
+    del twin
+    plan = with_step_time(plan, shape, probe)
+    log.info("step timed in %.1f s", time.perf_counter() - t0)
+    return plan
 
 
 def memory_record(plan: MemoryPlan, timings: list[dict], steps: int, resumed: list[int]) -> dict:

@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
@@ -139,6 +140,41 @@ def summary(run_dir: Path, primary_steps: int | None = None) -> str:
     return "\n".join(lines)
 
 
+def open_model(settings, fs, phases: dict) -> tuple:
+    """The `--model` checkpoint, loaded (`load_s` in `phases`); in a dtype narrower than float32, with
+    what that costs the margins measured (runners.hf.dtype_check; `dtype_check_s`) and, beyond its
+    tolerance, loaded again in float32. Returns (checkpoint, settings with the dtype and the check)."""
+    from runners.dtypes import DtypeChoice, probe
+    from runners.hf.backend import open_checkpoint
+    from runners.hf.dtype_check import cached_measure
+
+    log = logging.getLogger("runners.grid")
+    t0 = time.perf_counter()
+    log.info("loading the checkpoint %s (%s) ...", settings.hf_model, settings.dtype)
+    hf = open_checkpoint(settings.hf_model, settings.dtype, settings.device, settings.context)
+    phases["load_s"] = time.perf_counter() - t0
+    log.info("checkpoint loaded in %.1f s", phases["load_s"])
+    if hf.dtype == "float32":
+        return hf, settings
+    t0 = time.perf_counter()
+    log.info("measuring what %s costs the margins against float32 on a few held-out documents ...", hf.dtype)
+    check = cached_measure(hf, fs, settings.device, probe(settings.device).what)
+    phases["dtype_check_s"] = time.perf_counter() - t0
+    log.info("%s%s", check.sentence(), " (cached)" if check.cached else "")
+    settings = replace(settings, dtype_check=check.to_json())
+    if check.ok:
+        return hf, settings
+    requested = settings.dtype_choice.requested if settings.dtype_choice else settings.dtype
+    reason = (f"--dtype {requested} fell back to float32: {check.sentence()}, beyond the tolerance "
+              "(docs/own_model.md)")
+    log.warning("warning: %s; loading the checkpoint again in float32", reason)
+    del hf
+    t0 = time.perf_counter()
+    hf = open_checkpoint(settings.hf_model, "float32", settings.device, settings.context)
+    phases["load_s"] += time.perf_counter() - t0
+    return hf, replace(settings, dtype="float32", dtype_choice=DtypeChoice(requested, "float32", reason))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
@@ -151,20 +187,15 @@ def main(argv: list[str] | None = None) -> int:
         fs = load_fixtures(args.fixture_set, args.fixtures, parse_sources(args.source))
         hf, phases = None, {}
         if settings.hf_model is not None:  # loaded and checked before anything is written
-            from runners.hf.backend import open_checkpoint
-
-            t0 = time.perf_counter()
-            logging.getLogger("runners.grid").info("loading the checkpoint %s (%s) ...", settings.hf_model,
-                                                   settings.dtype)
-            hf = open_checkpoint(settings.hf_model, settings.dtype, settings.device, settings.context)
-            phases["load_s"] = time.perf_counter() - t0
-            logging.getLogger("runners.grid").info("checkpoint loaded in %.1f s", phases["load_s"])
+            hf, settings = open_model(settings, fs, phases)
         check_corpus_sizes(fs, settings.model.block_size if hf is None else hf.model.config.block_size,
                            None if hf is None else hf.encoder, batch_size=settings.train.batch_size)
         if settings.prereg_settings is not None:
             check_users_usage(settings.prereg_settings, len(fs.users))
         check_limits(settings, fs)
+        t0 = time.perf_counter()
         plan = plan_run(settings, fs, hf)  # refused here (exit 2) when nothing fits the memory budget
+        phases["plan_s"] = time.perf_counter() - t0
         executor = make_executor(settings.executor, settings.ray_address, device=settings.device)
         try:
             run_dir = run_grid(fs, settings, hf=hf, executor=executor, plan=plan, phases=phases)

@@ -26,8 +26,15 @@ unsplit computation, bit for bit (the built-in default study's cells do not chan
 
 `--max-memory SIZE` (`parse_size`) sets the budget; by default it is the resident memory plus
 `SHARE` of the memory available (cgroup limit or /proc/meminfo MemAvailable; on a GPU, its free
-memory). Everything here but `available_bytes`, `resident_bytes`, `peak_rss_bytes` and
-`matmul_throughput` is pure.
+memory).
+
+The time of a step is measured on the model itself rather than derived from a matmul peak:
+`runners.train.probe_step` times training micro-batches (the plan's slices and checkpointing; forward, sliced
+loss and backward, element-wise work included) on a copy of the model, growing from one window
+until a pass takes a second, and a step is `micro_batches` x `micro_rows` x that per window
+(`estimate_step_seconds`). `step_flops` counts what the step computes (recorded with the effective
+throughput the probe implies); `STEP_TIME_ACCURACY` is how close the estimate came to measured
+steps. Everything here but `available_bytes`, `resident_bytes` and `peak_rss_bytes` is pure.
 """
 
 from __future__ import annotations
@@ -36,9 +43,8 @@ import math
 import os
 import re
 import resource
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -144,24 +150,6 @@ def default_budget(device: str = "cpu") -> int:
     return resident_bytes(device) + int(SHARE * available_bytes(device))
 
 
-def matmul_throughput(width: int, ffn: int, tokens: int, dtype: torch.dtype, device: str = "cpu") -> float:
-    """FLOP/s of a (tokens x width) @ (width x ffn) matmul in `dtype`, best of 3 after a warm-up
-    (a few milliseconds; constant inputs, so no random number generator is touched)."""
-    a = torch.full((tokens, width), 0.5, dtype=dtype, device=device)
-    b = torch.full((width, ffn), 0.25, dtype=dtype, device=device)
-    best = math.inf
-    for i in range(4):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        a @ b
-        if device == "cuda":
-            torch.cuda.synchronize()
-        if i:
-            best = min(best, time.perf_counter() - t0)
-    return 2.0 * tokens * width * ffn / max(best, 1e-9)
-
-
 # -- the plan (pure) --------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -177,8 +165,9 @@ class ModelShape:
     vocab: int
     adapter_params: int  # parameters of ONE adapter
     fused_head: bool  # the logits are formed from hidden states in chunks (else held whole per pass)
-    flops_fwd_token: float  # forward FLOPs per token (matmuls)
-    head_flops_token: float  # of which the output layer
+    block_flops_token: float  # forward FLOPs per token of every block's matrix multiplies (2 x their weights)
+    head_flops_token: float  # forward FLOPs per token of the output layer (2 C V)
+    attn_width: int = 0  # heads x head width of the attention (C where 0)
 
 
 def act_floats(s: ModelShape, context: int) -> float:
@@ -207,9 +196,9 @@ class MemoryPlan:
     eval_peak_bytes: int  # estimated peak while scoring
     context: int
     n_adapters: int
-    step_flops: float = 0.0
-    throughput_flops_s: float = 0.0  # measured matmul throughput of the dtype and shapes
-    step_seconds: float = 0.0  # step_flops / throughput: a lower bound of the step's time
+    step_flops: float = 0.0  # step_flops(...).total
+    throughput_flops_s: float = 0.0  # step_flops / step_seconds: the effective throughput the probe measured
+    step_seconds: float = 0.0  # estimated seconds of a training step (estimate_step_seconds; 0: not probed)
 
     @property
     def peak_bytes(self) -> int:
@@ -227,8 +216,10 @@ class MemoryPlan:
         how = (f"{self.micro_batches} micro-batches of {self.micro_rows} windows" if self.split
                else f"all {self.rows} windows in one pass")
         ck = ", gradient checkpointing" if self.checkpointing else ""
-        t = (f"; a step takes at least {self.step_seconds:.1f} s ({self.step_flops / 1e9:.0f} GFLOP of matmuls at "
-             f"the {self.throughput_flops_s / 1e9:.0f} GFLOP/s measured now)" if self.throughput_flops_s else "")
+        secs = f"{self.step_seconds:.1f}" if self.step_seconds >= 1 else f"{self.step_seconds:.2g}"
+        t = (f"; a step takes about {secs} s (within {STEP_TIME_ACCURACY:.0%} where measured: "
+             f"{self.step_flops / 1e9:,.1f} GFLOP at the {self.throughput_flops_s / 1e9:,.1f} GFLOP/s a timed "
+             "micro-batch of this model ran at)" if self.step_seconds else "")
         return (f"memory plan: peak about {fmt(self.peak_bytes)} of a {fmt(self.budget_bytes)} budget "
                 f"({self.budget_source}; weights {fmt(self.weights_bytes)}, {fmt(self.activation_bytes_per_window)} "
                 f"per training window): a step of {self.n_adapters} adapters trains {how}{ck}, logits in slices "
@@ -291,20 +282,78 @@ def _refusal(budget: int, source: str, need: float, fixed: int, shape: ModelShap
             "(a smaller `--dtype` holds the weights in less)")
 
 
-def with_step_time(plan: MemoryPlan, shape: ModelShape, throughput: float) -> MemoryPlan:
-    """`plan` with its step's FLOPs (norm-only training: 2 forwards, + 1 with checkpointing, + the
-    output layer again for sliced logits) and the time they take at `throughput` FLOP/s."""
-    tokens = plan.rows * plan.context
-    fwd = shape.flops_fwd_token * tokens
-    flops = 2 * fwd + (fwd if plan.checkpointing else 0) + (shape.head_flops_token * tokens if plan.logit_chunk
-                                                            < tokens / plan.micro_batches else 0)
-    from dataclasses import replace
+@dataclass(frozen=True)
+class StepFlops:
+    """FLOPs of one training step (`step_flops`), by part; `total` is their sum."""
 
-    return replace(plan, step_flops=flops, throughput_flops_s=throughput,
-                   step_seconds=flops / throughput if throughput > 0 else 0.0)
+    blocks: float  # the blocks' matrix multiplies: forward + the input gradients of the backward
+    attention: float  # scores and values: forward + backward (dQ, dK, dV and the scores' gradient)
+    head: float  # the output layer: logits + their gradient with respect to the hidden states
+    recompute: float  # gradient checkpointing: the blocks' forward once more (0 without)
+
+    @property
+    def total(self) -> float:
+        return self.blocks + self.attention + self.head + self.recompute
+
+
+def step_flops(shape: ModelShape, *, rows: int, context: int, checkpointing: bool) -> StepFlops:
+    """FLOPs of a norm-only training step of `rows` windows of `context` tokens (pure).
+
+    Per token, with the frozen weights needing no gradient: the blocks' matmuls forward (2 x their
+    weights) and the backward's input gradients (as much again); attention's scores and values
+    forward (2 x 2 x context x attention width per layer, counted in full as nanoGPT does) and
+    backward (twice that); the output layer forward and its input gradient (2 x 2 C V; the sliced
+    loss takes it in the same pass, runners.losses, and recomputes nothing); with checkpointing,
+    the blocks' forward again. Element-wise work (norms, activations, softmax) is not counted: the
+    time estimate measures it (`runners.train.probe_step`)."""
+    tokens = rows * context
+    attn_fwd = 4.0 * shape.n_layer * context * (shape.attn_width or shape.width)
+    blocks = 2.0 * shape.block_flops_token * tokens
+    attention = 3.0 * attn_fwd * tokens
+    head = 2.0 * shape.head_flops_token * tokens
+    recompute = (shape.block_flops_token + attn_fwd) * tokens if checkpointing else 0.0
+    return StepFlops(blocks, attention, head, recompute)
+
+
+@dataclass(frozen=True)
+class StepProbe:
+    """Seconds of a training micro-batch of `rows` windows on the model (`runners.train.probe_step`)."""
+
+    seconds: float
+    rows: int
+
+
+PROBE_SECONDS = 1.0  # the probed micro-batch grows (1, 4, 16, ... windows, up to the plan's) until it takes this long
+PROBE_REPEAT_S = 10.0  # a probe shorter than this is timed twice (the mean is taken)
+
+# The estimate's accuracy, measured: |estimate / measured step time - 1| at most this, over the
+# built-in `cpu` preset and the smoke / 35M / 135M Llama shapes (`benchmarks/bench_hf.py steptime`,
+# docs/own_model.md)
+STEP_TIME_ACCURACY = 0.30
+
+
+def estimate_step_seconds(probe: StepProbe, plan: MemoryPlan) -> float:
+    """A step's seconds (pure): `micro_batches` passes of `micro_rows` windows, each window taking
+    what a window of the probed micro-batch took."""
+    return plan.micro_batches * probe.seconds * plan.micro_rows / probe.rows
+
+
+def with_step_time(plan: MemoryPlan, shape: ModelShape, probe: StepProbe | None) -> MemoryPlan:
+    """`plan` with its step's FLOPs and estimated seconds (`estimate_step_seconds`; 0 without a
+    probe), and the effective throughput that makes (FLOPs / seconds)."""
+    flops = step_flops(shape, rows=plan.rows, context=plan.context, checkpointing=plan.checkpointing).total
+    secs = estimate_step_seconds(probe, plan) if probe is not None else 0.0
+    return replace(plan, step_flops=flops, step_seconds=secs, throughput_flops_s=flops / secs if secs > 0 else 0.0)
 
 
 # -- the model's side ---------------------------------------------------------------------------
+
+def _matmul_weights(model, head) -> int:
+    """Weights of the model's matrix multiplies other than the output layer `head` (Linear, and
+    GPT-2's Conv1D projections)."""
+    return sum(m.weight.numel() for m in model.modules()
+               if m is not head and (isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D"))
+
 
 def shape_of(model, weight_copies: int | None = None) -> ModelShape:
     """The plan's view of a built-in `GPT` (also on the meta device) or a `HFAdapterLM`."""
@@ -317,7 +366,7 @@ def shape_of(model, weight_copies: int | None = None) -> ModelShape:
     if hf is None:  # the built-in GPT
         c = model.config
         width, ffn, layers, heads, vocab = c.n_embd, 4 * c.n_embd, c.n_layer, c.n_head, c.vocab_size
-        copies, fused = 2 if weight_copies is None else weight_copies, True
+        copies, fused, attn, head = 2 if weight_copies is None else weight_copies, True, c.n_embd, model.lm_head
     else:
         c = hf.config
         width = getattr(c, "hidden_size", None) or getattr(c, "n_embd", 0)
@@ -325,11 +374,12 @@ def shape_of(model, weight_copies: int | None = None) -> ModelShape:
                or 4 * width)
         layers = getattr(c, "num_hidden_layers", None) or getattr(c, "n_layer", 0)
         heads = getattr(c, "num_attention_heads", None) or getattr(c, "n_head", 1)
-        vocab = model.config.vocab_size
+        head_dim = getattr(c, "head_dim", None) or width // max(heads, 1)
+        vocab, attn, head = model.config.vocab_size, heads * head_dim, hf.get_output_embeddings()
         copies, fused = 1 if weight_copies is None else weight_copies, bool(getattr(model, "fused_head", False))
     return ModelShape(wbytes, copies, int(layers), int(width), int(ffn), int(heads), int(vocab),
-                      int(model.n_adapter_params()), fused, float(model.flops_per_token("forward")),
-                      float(2 * width * vocab))
+                      int(model.n_adapter_params()), fused, 2.0 * _matmul_weights(model, head),
+                      float(2 * width * vocab), int(attn))
 
 
 def apply_plan(model, plan: MemoryPlan) -> None:

@@ -99,8 +99,11 @@ def recorded_prereg_settings(run_dir: Path, s: GridSettings) -> dict | None:
 def _dtype(s: GridSettings) -> dict:
     """The frozen base weights' dtype (runners.dtypes): what `--dtype` asked for, what it resolved to, why."""
     c = s.dtype_choice
-    return {"dtype": s.dtype, "dtype_requested": c.requested if c else s.dtype,
-            "dtype_reason": c.reason if c else "set directly (not from the command line)"}
+    out = {"dtype": s.dtype, "dtype_requested": c.requested if c else s.dtype,
+           "dtype_reason": c.reason if c else "set directly (not from the command line)"}
+    if s.dtype_check is not None:
+        out["dtype_check"] = s.dtype_check
+    return out
 
 
 def _prov(p) -> dict:

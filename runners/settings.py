@@ -71,6 +71,8 @@ class GridSettings:
     # --routing: build and score the routing rows (runners.routing) with the pre-registration's
     # `[routing]` settings; in run_config (None: off, and the run ids of before)
     routing: RoutingConfig | None = None
+    # a --model run in a narrower dtype: what it measured to cost the margins (runners.hf.dtype_check), for the manifest
+    dtype_check: dict | None = None
 
 
 # -- flags ---------------------------------------------------------------------------------------

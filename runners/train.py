@@ -18,6 +18,7 @@ import contextlib
 import copy
 import logging
 import math
+import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -26,7 +27,7 @@ from torch.nn import functional as F
 
 from runners.data import sample_offsets, windows_at
 from runners.losses import token_nll
-from runners.memory import with_oom_retry
+from runners.memory import PROBE_REPEAT_S, PROBE_SECONDS, MemoryPlan, StepProbe, with_oom_retry
 from runners.model import GPT
 
 log = logging.getLogger(__name__)
@@ -209,3 +210,48 @@ def pretrain(model: GPT, stream: np.ndarray, *, seed: int, steps: int, batch_siz
                      losses[max(0, step - 19):step + 1].mean())
     model.eval()
     return losses
+
+
+# -- the plan's step time (runners.memory.estimate_step_seconds) ------------------------------------
+
+def _micro_batch(model, rows: int, context: int, chunk: int | None, device: str) -> float:
+    """Seconds of one training micro-batch (runners.train.step_gradients: forward, sliced loss,
+    backward into adapter 1) on tokens from a private generator."""
+    g = torch.Generator().manual_seed(0)
+    vocab = int(model.config.vocab_size)
+    x = torch.randint(0, vocab, (rows, context), generator=g).to(device)
+    y = torch.randint(0, vocab, (rows, context), generator=g).to(device)
+    idx = torch.ones(rows, dtype=torch.long, device=device)
+    model.zero_grad(set_to_none=True)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    step_gradients(model, x, y, idx, 1, None, chunk)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def probe_step(model, plan: MemoryPlan, device: str = "cpu") -> StepProbe:
+    """Seconds per training micro-batch on `model`, a copy of the run's model (frozen weights, any
+    values) whose bank it replaces, with the plan's slices and checkpointing: after a warm-up pass of
+    one short window, micro-batches of 1, 4, 16, ... windows (at most the plan's `micro_rows`) until
+    one takes PROBE_SECONDS; that size again, and the mean taken, when it took less than
+    PROBE_REPEAT_S. A large model is thus timed on one window (a few seconds), a small one on the
+    plan's own micro-batch. The global random state is restored afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        model.attach_adapters(1)
+        model.to(device)
+        model.logit_chunk = plan.logit_chunk
+        if plan.checkpointing:
+            model.set_checkpointing(True)
+        _micro_batch(model, 1, min(plan.context, 32), plan.logit_chunk, device)
+        rows = 1
+        while True:
+            secs = _micro_batch(model, rows, plan.context, plan.logit_chunk, device)
+            if secs >= PROBE_SECONDS or rows >= plan.micro_rows:
+                break
+            rows = min(plan.micro_rows, 4 * rows)
+        if secs < PROBE_REPEAT_S:
+            secs = (secs + _micro_batch(model, rows, plan.context, plan.logit_chunk, device)) / 2
+    return StepProbe(secs, rows)

@@ -184,7 +184,8 @@ def test_grid_cells_of_a_split_run_equal_the_unsplit_run(tmp_path, cache_env):
 def _shape(**kw) -> ModelShape:
     # SmolLM-135M's shape, float32
     base = dict(weight_bytes=538 * MIB, weight_copies=1, n_layer=30, width=576, ffn=1536, n_head=9, vocab=49152,
-                adapter_params=35136, fused_head=True, flops_fwd_token=2.7e8, head_flops_token=2 * 576 * 49152)
+                adapter_params=35136, fused_head=True, block_flops_token=2.1e8, head_flops_token=2 * 576 * 49152,
+                attn_width=576)
     return ModelShape(**{**base, **kw})
 
 
@@ -294,14 +295,47 @@ def test_train_adapters_retries_a_step_that_runs_out_of_memory(monkeypatch):
 
 
 def test_the_plan_line_and_record():
-    p = memory.with_step_time(plan_memory(_shape(), context=512, n_adapters=5, batch_size=8, budget=3 * GIB,
-                                          resident=GIB, budget_source="--max-memory"), _shape(), 1e11)
+    p = plan_memory(_shape(), context=512, n_adapters=5, batch_size=8, budget=3 * GIB, resident=GIB,
+                    budget_source="--max-memory")
+    p = memory.with_step_time(p, _shape(), memory.StepProbe(seconds=4.0, rows=1))
     line = p.line()
     assert line.startswith("memory plan: peak about") and "3.00 GiB budget" in line and "micro-batches" in line
-    assert "a step takes at least" in line and "\n" not in line
-    assert p.step_flops > 2 * 2.7e8 * 40 * 512 and p.step_seconds == pytest.approx(p.step_flops / 1e11)
+    assert f"a step takes about {p.step_seconds:.1f} s (within 30% where measured" in line and "\n" not in line
+    # every window of every micro-batch takes what a window of the probe took
+    assert p.step_seconds == pytest.approx(4.0 * p.micro_rows * p.micro_batches)
+    assert p.throughput_flops_s == pytest.approx(p.step_flops / p.step_seconds)
     rec = json.loads(json.dumps(p.to_json()))
     assert rec["peak_bytes"] == max(rec["train_peak_bytes"], rec["eval_peak_bytes"])
+    assert "a step takes" not in memory.with_step_time(p, _shape(), None).line()  # not probed: no estimate
+
+
+def test_step_flops_against_a_hand_count():
+    """The `tiny`-like GPT (C = 16, 2 layers, 2 heads, vocabulary 257, context 16), counted by hand:
+    per layer the matmul weights are c_attn 16x48 + c_proj 16x16 + c_fc 16x64 + c_proj 64x16 = 3,072
+    (12 C^2), so the blocks' forward is 2 x 3,072 x 2 = 12,288 FLOPs per token; attention's scores and
+    values 4 x T x C = 1,024 per layer, 2,048 per token; the output layer 2 x 16 x 257 = 8,224.
+    A norm-only training token: blocks 2 x 12,288 (forward, input gradients), attention 3 x 2,048
+    (forward; backward dQ, dK, dV, dP), the output layer 2 x 8,224 (logits, their input gradient):
+    47,168; checkpointing adds one forward of the blocks, 14,336."""
+    with torch.device("meta"):
+        shape = memory.shape_of(GPT(GPTConfig(block_size=16, n_layer=2, n_head=2, n_embd=16)))
+    assert (shape.block_flops_token, shape.head_flops_token, shape.attn_width) == (12288, 8224, 16)
+    rows, T = 3, 16
+    f = memory.step_flops(shape, rows=rows, context=T, checkpointing=False)
+    assert (f.blocks, f.attention, f.head, f.recompute) == (24576 * 48, 6144 * 48, 16448 * 48, 0)
+    assert f.total == 47168 * rows * T
+    ck = memory.step_flops(shape, rows=rows, context=T, checkpointing=True)
+    assert ck.total == (47168 + 14336) * rows * T
+
+
+def test_step_flops_of_a_llama_count_its_projections(tmp_path):
+    """A Llama's grouped K/V projections, gated MLP and untied output layer, counted by hand (no bias):
+    C = 32, 4 heads of 8, 2 KV heads (K, V: 32x16), MLP 64: per layer q 1,024 + k 512 + v 512 + o 1,024
+    + gate, up, down 3 x 2,048 = 9,216 weights."""
+    m = _llama(tmp_path)
+    shape = memory.shape_of(m)
+    assert shape.attn_width == 32 and shape.head_flops_token == 2 * 32 * m.config.vocab_size
+    assert shape.block_flops_token == 2 * 2 * 9216, shape
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen3", "gemma", "gpt_neox", "opt"])
