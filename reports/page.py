@@ -22,11 +22,13 @@ import vl_convert
 from common.atomic import atomic_write_bytes, atomic_write_text
 from reports import bundle, charts, tables
 from reports.calibration import calibration_chart, calibration_table
-from validation.calibration_results import DesignCalibration
-from validation.model_reading import diagnostic_readings
-from validation.population import descriptive_note
-from validation.results import BootstrapMode, StudyData, Verdict
-from validation.summary_sentence import summary_sentence
+from validation.calibration.results import DesignCalibration
+from validation.inputs.study import StudyData
+from validation.judgment.population import descriptive_note
+from validation.judgment.results import Verdict
+from validation.stats.types import BootstrapMode
+from validation.text.model_reading import diagnostic_readings
+from validation.text.summary_sentence import summary_sentence
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("reports", "templates"),
@@ -192,7 +194,7 @@ def chart_sections(verdict: Verdict, data: StudyData,
 
 
 BOOTSTRAP_PANELS = 6
-POPULATION_CHART_USERS = 6   # as the summary sentence (validation.summary_sentence.POPULATION_USERS)
+POPULATION_CHART_USERS = 6   # as the summary sentence (validation.text.summary_sentence.POPULATION_USERS)
 
 
 def _population_section(verdict: Verdict) -> ChartSection:

@@ -13,8 +13,11 @@ from typing import Any
 import polars as pl
 
 from common.contract import CONTROLS, LOO_PREFIX
-from validation.manifest import Manifest
-from validation.results import ModelFit, StudyData, Verdict, _num
+from validation.contract.manifest import Manifest
+from validation.inputs.study import StudyData
+from validation.judgment.results import Verdict
+from validation.stats.fits import ModelFit
+from validation.stats.types import _num
 
 # Order of the gains in the decomposition chart, with the words the page uses. The `loo:<user>`
 # steps come from `Verdict.decomposition` (absent without leave-one-out controls).
@@ -186,7 +189,7 @@ def population_tables(verdict: Verdict) -> tuple[pl.DataFrame, pl.DataFrame, pl.
     p = getattr(verdict, "population", None)
     if p is None:
         return None
-    from validation.population import DESCRIPTIONS
+    from validation.judgment.population import DESCRIPTIONS
 
     def gain(x: float) -> float:
         return -math.expm1(x)

@@ -51,11 +51,11 @@ def declared_import_names() -> set[str]:
 
 
 def test_the_data_contract_forbids_every_declared_dependency():
-    """`validation.prereg` and `validation.manifest` (the runner may import them) need the standard
+    """`validation.contract.prereg` and `validation.contract.manifest` (the runner may import them) need the standard
     library only: the contract forbids every third-party package the project declares, so a new
     dependency cannot slip in through them unnoticed."""
     data_contract = contract("data contract (prereg")
-    assert set(data_contract["source_modules"]) >= {"validation.prereg", "validation.manifest"}
+    assert set(data_contract["source_modules"]) >= {"validation.contract.prereg", "validation.contract.manifest"}
     missing = declared_import_names() - set(data_contract["forbidden_modules"])
     assert not missing, f"add {sorted(missing)} to the data contract's forbidden_modules in pyproject.toml"
     assert {"fixtures", "runners", "reports"} <= set(data_contract["forbidden_modules"])
@@ -67,7 +67,7 @@ def test_the_data_contract_imports_without_third_party_packages():
             "    if name.split('.')[0] in sys.argv[1:]:\n"
             "        raise ImportError(f'{name} imported')\n"
             "    return real(name, *a, **k)\n"
-            "builtins.__import__ = guard\nimport validation.prereg, validation.manifest\n")
+            "builtins.__import__ = guard\nimport validation.contract.prereg, validation.contract.manifest\n")
     r = subprocess.run([sys.executable, "-c", code, *sorted(declared_import_names())], cwd=ROOT,
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -75,7 +75,7 @@ def test_the_data_contract_imports_without_third_party_packages():
 
 def test_no_import_circle_between_the_projects_modules(capsys):
     graph = import_graph()
-    assert len(graph) > 50 and {"validation.data", "validation.prereg", "reports.page"} <= set(graph)
+    assert len(graph) > 50 and {"validation.inputs.load", "validation.contract.prereg", "reports.page"} <= set(graph)
     assert circles(graph) == []
     assert main([]) == 0
     assert f"no import circle among the {len(graph)} modules of {', '.join(PACKAGES)}" in capsys.readouterr().out
@@ -103,12 +103,13 @@ def test_a_lazy_import_that_closes_a_circle_is_found(tmp_path, monkeypatch, caps
     assert "import circle of 2 modules: circled.high -> circled.low -> circled.high" in err
 
 
-@pytest.mark.parametrize("module", ["validation.data", "validation.results"])
+@pytest.mark.parametrize("module", ["validation.inputs.load", "validation.judgment.results"])
 def test_public_names_still_import_from_their_old_modules(module):
-    """The circles were broken by moving definitions (validation.tables, validation.statuses);
+    """The circles were broken by moving definitions (validation.inputs.tables, validation.contract.status);
     every name importable before still is."""
-    names = {"validation.data": ["InputError", "KEY", "CONTROLS", "normalize_cells", "read_table", "check_duplicates",
-                                 "check_structure", "check_loo_controls", "load_external", "load_run", "resolve_run"],
-             "validation.results": ["PreregStatus", "Status", "Verdict", "StudyData"]}[module]
+    names = {"validation.inputs.load": ["InputError", "KEY", "CONTROLS", "normalize_cells", "read_table",
+                                        "check_duplicates", "check_structure", "check_loo_controls", "load_external",
+                                        "load_run", "resolve_run"],
+             "validation.judgment.results": ["PreregStatus", "Status", "Verdict"]}[module]
     mod = __import__(module, fromlist=names)
     assert all(hasattr(mod, n) for n in names)

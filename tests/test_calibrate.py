@@ -1,4 +1,4 @@
-"""validation.simulate and validation.calibrate: determinism, truth recovery, coverage, files, CLI."""
+"""validation.simulation.simulate and validation.calibrate: determinism, truth recovery, coverage, files, CLI."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from validation.calibrate import (
     read_calibration,
     write_calibration,
 )
-from validation.intervals import bootstrap_interval
-from validation.prereg import INTERVAL_METHODS
-from validation.simulate import (
+from validation.contract.prereg import INTERVAL_METHODS
+from validation.simulation.from_run import params_from_run
+from validation.simulation.simulate import (
     SimParams,
     expected_cells,
     simulate_experiment,
@@ -28,7 +28,7 @@ from validation.simulate import (
     true_margins,
     write_study,
 )
-from validation.simulate_from_run import params_from_run
+from validation.stats.intervals import bootstrap_interval
 
 RUNNER_CELL_COLUMNS = ["seed", "adapter", "eval", "nll_sum", "n_tokens", "n_bytes", "ppl", "bpb", "status"]
 
@@ -261,7 +261,7 @@ def test_cli_writes_calibration_json(tmp_path, capsys):
 
 
 def test_calibration_for_study_takes_its_own_regime_from_a_file_of_regimes(tmp_path):
-    from validation.calibration_plan import regime_params
+    from validation.calibration.plan import regime_params
     res = calibrate(regime_params("seed-dominated", n_docs=20), Prereg(), seeds=(3,), n_experiments=7,
                     n_resamples=20, n_model_fits=0, variants=(regime_params("document-dominated", n_docs=20),
                                                              regime_params("document-dominated", n_docs=50)))

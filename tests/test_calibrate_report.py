@@ -6,7 +6,7 @@ import numpy as np
 
 from validation import Prereg
 from validation.calibrate import calibrate, least_favourable
-from validation.simulate import SimParams
+from validation.simulation.simulate import SimParams
 
 
 def _design():

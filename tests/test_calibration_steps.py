@@ -1,4 +1,4 @@
-"""`python -m validation.calibrate --study steps` (validation/calibration_steps.py): the figures it
+"""`python -m validation.calibrate --study steps` (validation/calibration/steps.py): the figures it
 reports, its JSON, determinism, and its refusals. Rates themselves: docs/calibration.md."""
 
 import json
@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 
 from validation.calibrate import main
-from validation.calibration_plan import regime_params
-from validation.calibration_steps import (
+from validation.calibration.plan import regime_params
+from validation.calibration.steps import (
     calibrate_steps,
     cluster_experiment,
     format_steps_table,
     interaction_experiment,
     write_steps_calibration,
 )
-from validation.prereg import Prereg
+from validation.contract.prereg import Prereg
 
 
 def test_small_calibration_has_every_figure_and_round_trips(tmp_path):
@@ -26,7 +26,7 @@ def test_small_calibration_has_every_figure_and_round_trips(tmp_path):
                     ("interaction", "effect", "coverage"), ("interaction", "effect", "power"),
                     ("interaction-model", "null", "false-positive"), ("interaction-model", "effect", "power"),
                     ("cluster", "null", "false-positive"), ("cluster", "effect", "power")}
-    from validation.calibration_steps import GROUP_PENALTIES, SLOPE_EFFECTS
+    from validation.calibration.steps import GROUP_PENALTIES, SLOPE_EFFECTS
     assert sorted(f.effect for f in res.figures if f.study == "interaction" and f.measure == "power") == \
         sorted(SLOPE_EFFECTS)
     assert sorted(f.effect for f in res.figures if f.study == "cluster" and f.measure == "power") == \
@@ -65,7 +65,7 @@ def test_cli_refuses_a_run_design(tmp_path, capsys):
 def test_step_trend_calibration_has_every_row_and_its_cli_writes_json(tmp_path, capsys):
     """Issue 23's quick calibration: one sweep per design, every test x design row present,
     deterministic, and `--study step-trends` writes its file (the rates: docs/calibration.md)."""
-    from validation.calibration_steps import calibrate_step_trends, format_trend_table, trend_designs
+    from validation.calibration.steps import calibrate_step_trends, format_trend_table, trend_designs
     kw = dict(seeds=(3,), regimes=("seed-dominated",), n_experiments=1, n_resamples=50, model_fits=1, rng_seed=2)
     res = calibrate_step_trends(Prereg(), **kw)
     rows = {(f.test, f.trends, f.measure) for f in res.figures}

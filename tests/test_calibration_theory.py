@@ -1,11 +1,11 @@
-"""validation.calibration_theory: the t-type methods in the two-component normal model."""
+"""validation.calibration.theory: the t-type methods in the two-component normal model."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from validation.calibration_theory import main, theory_grid, two_component_coverage
+from validation.calibration.theory import main, theory_grid, two_component_coverage
 
 
 def test_every_method_is_exact_where_one_level_carries_all_the_variance():

@@ -14,7 +14,7 @@ from runners import grid
 from runners.settings import MAX_BATCH_SIZE, MAX_SEED
 from validation import InputError, load_external
 from validation import verdict as verdict_cmd
-from validation.simulate import simulate_study
+from validation.simulation.simulate import simulate_study
 
 PREREG = Path(__file__).resolve().parent / "data" / "prereg_fast.toml"
 FAST = ["--preset", "tiny", "--fixture-set", "synthetic", "--seeds", "1", "--steps", "3", "--fixtures", "2", "-q"]

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import validation.tables as vtables
+import validation.inputs.tables as vtables
 from runners import grid
 from validation import InputError, load_external
-from validation.bootstrap import bootstrap_bytes
-from validation.simulate import simulate_study
+from validation.simulation.simulate import simulate_study
+from validation.stats.bootstrap import bootstrap_bytes
 from validation.verdict import main
 
 PREREG = Path(__file__).resolve().parent / "data" / "prereg_fast.toml"

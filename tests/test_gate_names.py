@@ -20,9 +20,9 @@ from fixtures.corpus import FixtureError
 from fixtures.userdir import userdir_fixture_set
 from tests.support.browser import missing as browser_missing
 from validation import InputError, judge, load_external
-from validation.outputs import junit_xml, markdown_summary, verdict_text
-from validation.results import StudyData
-from validation.simulate import simulate_study
+from validation.inputs.study import StudyData
+from validation.simulation.simulate import simulate_study
+from validation.text.outputs import junit_xml, markdown_summary, verdict_text
 from validation.verdict import main
 
 PREREG = Path(__file__).resolve().parent / "data" / "prereg_fast.toml"

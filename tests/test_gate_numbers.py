@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from validation import InputError, load_external
-from validation.simulate import simulate_study
+from validation.simulation.simulate import simulate_study
 from validation.verdict import main
 
 PREREG = Path(__file__).resolve().parent / "data" / "prereg_fast.toml"

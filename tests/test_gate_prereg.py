@@ -12,8 +12,8 @@ import pytest
 
 from common.hashing import sha256_file
 from tests.support.examples import example_manifest, seal_folder
-from validation.prereg import Prereg, PreregError, load_prereg
-from validation.simulate import simulate_study
+from validation.contract.prereg import Prereg, PreregError, load_prereg
+from validation.simulation.simulate import simulate_study
 from validation.verdict import main
 
 PREREG = Path(__file__).resolve().parent / "data" / "prereg_fast.toml"  # n_resamples = 300
@@ -175,7 +175,7 @@ def test_a_file_cannot_preregister_a_collapsed_level_or_margin(tmp_path, capsys,
 
 
 def test_the_sane_ranges_hold_the_repository_defaults_and_are_documented():
-    from validation.prereg import BOUNDS
+    from validation.contract.prereg import BOUNDS
     gate = " ".join((Path(__file__).resolve().parents[1] / "docs" / "gate.md").read_text().split())
     for name, (lo, hi, _) in BOUNDS.items():
         assert lo <= getattr(Prereg(), name) <= hi

@@ -1,4 +1,4 @@
-"""validation.intervals: the interval methods, the variance shares and the study's regime."""
+"""validation.stats.intervals: the interval methods, the variance shares and the study's regime."""
 
 from __future__ import annotations
 
@@ -6,18 +6,12 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from validation.calibration_plan import regime_params
-from validation.intervals import (
-    METHODS,
-    bootstrap_interval,
-    document_df,
-    regime_label,
-    variance_shares,
-)
-from validation.judging import judge
-from validation.outputs import verdict_text
-from validation.prereg import INTERVAL_METHODS, Prereg
-from validation.simulate import simulate_experiment
+from validation.calibration.plan import regime_params
+from validation.contract.prereg import INTERVAL_METHODS, Prereg
+from validation.judgment.study import judge
+from validation.simulation.simulate import simulate_experiment
+from validation.stats.intervals import METHODS, bootstrap_interval, document_df, regime_label, variance_shares
+from validation.text.outputs import verdict_text
 
 
 def test_every_method_is_selectable_in_the_preregistration():
@@ -163,8 +157,8 @@ def test_share_blend_reads_the_documents_on_their_effective_df_and_the_older_met
 
 
 def test_judge_gives_share_blend_the_columns_document_df():
-    from validation.arrays import build_arrays
-    from validation.judging import _doc_df
+    from validation.inputs.arrays import build_arrays
+    from validation.judgment.study import _doc_df
     st = simulate_experiment(regime_params("document-dominated", n_docs=20), 0.1, 3, np.random.default_rng(6))
     arrays = build_arrays(st.data)
     tokens = [t[:, 0, 0] for t in arrays.doc_tok]

@@ -20,7 +20,7 @@ from runners.memory import MemoryPlanError, ModelShape, parse_size, plan_memory,
 from runners.model import GPT, PRESETS, GPTConfig
 from runners.train import TrainConfig, data_order, step_gradients, train_adapters
 from tests.support.runs import small_set, tiny_settings
-from validation.manifest import read_manifest
+from validation.contract.manifest import read_manifest
 
 GIB, MIB = 1 << 30, 1 << 20
 

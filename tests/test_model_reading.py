@@ -8,13 +8,9 @@ from dataclasses import replace
 import numpy as np
 
 from validation import Prereg, judge
-from validation.model_reading import (
-    diagnostic_readings,
-    effect_line,
-    is_raw_model_warning,
-)
-from validation.outputs import verdict_json, verdict_text
-from validation.simulate import simulate_study
+from validation.simulation.simulate import simulate_study
+from validation.text.model_reading import diagnostic_readings, effect_line, is_raw_model_warning
+from validation.text.outputs import verdict_json, verdict_text
 
 RAW_FALLBACK = ("optimizer powell (after lbfgs: not converged (Maximum Likelihood optimization "
                 "failed to converge. Check mle_retvals))")

@@ -1,4 +1,4 @@
-"""Population statistics (validation/population.py): share intervals, the random-slope and
+"""Population statistics (validation/judgment/population.py): share intervals, the random-slope and
 random-intercept models against R lme4, the population criteria, the [population] settings."""
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import pytest
 from scipy import stats
 
 from common.contract import loo_name
-from validation.arrays import build_arrays
-from validation.judging import judge
-from validation.population import (
+from validation.contract.prereg import Prereg, PreregError, check_users, load_prereg, min_users_share
+from validation.contract.status import Status
+from validation.inputs.arrays import build_arrays
+from validation.judgment.population import (
     clopper_pearson,
     effect_criterion,
     fit_random_intercept,
@@ -24,9 +25,9 @@ from validation.population import (
     share_clearing,
     share_criterion,
 )
-from validation.prereg import Prereg, PreregError, check_users, load_prereg, min_users_share
-from validation.result_types import Interval, Status
-from validation.simulate import simulate_study
+from validation.judgment.study import judge
+from validation.simulation.simulate import simulate_study
+from validation.stats.types import Interval
 
 USERS6 = tuple(f"u{k}" for k in range(6))
 
@@ -109,12 +110,12 @@ def test_the_share_keeps_its_false_pass_at_many_users(n_users):
     """Issue 23: at the boundary (80% of users far above the bar, the others at it, each counted
     sure with probability 0.025) the bare Clopper-Pearson bound passes 5.8% of studies at 1,000
     users and 9.4% at 3,000 (exact); the corrected bound stays at or below 0.025."""
-    from validation.calibration_population import exact_share_pass
+    from validation.calibration.population import exact_share_pass
     bare = exact_share_pass(n_users, 0.8, 0.8, 0.95, bare=True)
     assert bare > 0.05
     assert exact_share_pass(n_users, 0.8, 0.8, 0.95) <= 0.025
     # the same through the verdict's share_clearing and share_criterion on simulated users
-    from validation.calibration_population import calibrate_share_users
+    from validation.calibration.population import calibrate_share_users
     c = calibrate_share_users(Prereg(), users=(n_users,), n_experiments=400, rng_seed=7)
     boundary = next(r for r in c.rates if r.scenario == "boundary")
     assert boundary.pass_rate <= 0.025 + 2 * math.sqrt(0.025 * 0.975 / 400)
@@ -228,8 +229,8 @@ def test_profiled_reml_equals_statsmodels_mixedlm():
 
     import statsmodels.formula.api as smf
 
-    from validation.model import fit_best
-    from validation.population import random_slope_table
+    from validation.judgment.population import random_slope_table
+    from validation.stats.mixed_model import fit_best
 
     arrays = build_arrays(_lme4_study())
     ours, _ = fit_random_slope(arrays, 0.95)
@@ -254,7 +255,7 @@ def test_a_common_effect_is_recovered():
 
 def test_population_calibration_is_deterministic_and_the_cli_refuses_foreign_flags(tmp_path, capsys):
     from validation.calibrate import main
-    from validation.calibration_population import calibrate_population
+    from validation.calibration.population import calibrate_population
 
     kw = dict(n_experiments=2, n_docs=5, n_resamples=50, share_users=(18,), effect_users=(6,))
     a, b = (calibrate_population(Prereg(), **kw) for _ in range(2))
@@ -288,7 +289,7 @@ def test_a_user_without_a_margin_stays_in_the_share_as_possible_not_sure():
 def test_a_boundary_fit_of_the_population_model_serializes():
     """A random-slope fit whose optimum is the grid's theta = 0 kept a numpy float, so `singular`
     became numpy.bool and verdict.json failed to serialize (9 of 40 simulated 3-seed studies)."""
-    from validation.outputs import verdict_json
+    from validation.text.outputs import verdict_json
     d = simulate_study(np.random.default_rng(37), n_seeds=3, n_docs=10)
     v = judge(d, Prereg(n_resamples=200), rng=np.random.default_rng(0), fit=True, fit_population=True)
     effects = v.population.effects
@@ -300,7 +301,7 @@ def test_a_boundary_fit_of_the_population_model_serializes():
 def test_the_terminal_calls_few_users_descriptive():
     """Three users: the population averages rest on 2 df and a new user's range on 1; the terminal
     says they are descriptive only. Six users: no such note."""
-    from validation.outputs import population_lines
+    from validation.text.outputs import population_lines
     few = judge(simulate_study(np.random.default_rng(1), n_seeds=3, n_docs=10), Prereg(n_resamples=200),
                 rng=np.random.default_rng(0), fit=False, fit_population=True)
     note = "with 3 users these averages rest on 2 df and a new user's range on 1: descriptive only"

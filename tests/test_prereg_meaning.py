@@ -15,15 +15,15 @@ import numpy as np
 import polars as pl
 import pytest
 
-import validation.prereg as prereg_module
+import validation.contract.prereg as prereg_module
 from common.hashing import sha256_file
 from runners.settings import primary_steps_warning
 from tests.support.examples import example_manifest, seal_folder
-from validation.manifest import manifest_from_json
-from validation.prereg import CHANGED_DEFAULTS, Prereg, PreregError, load_prereg, with_recorded_settings
-from validation.simulate import simulate_study
-from validation.steps_data import load_steps
-from validation.steps_verdict import unregistered_count
+from validation.contract.manifest import manifest_from_json
+from validation.contract.prereg import CHANGED_DEFAULTS, Prereg, PreregError, load_prereg, with_recorded_settings
+from validation.inputs.sweep import load_steps
+from validation.judgment.steps import unregistered_count
+from validation.simulation.simulate import simulate_study
 from validation.verdict import main
 
 FAST = ["--no-calibration", "--no-report"]

@@ -1,4 +1,4 @@
-"""`validation.reml.reml_nested` (the closed-form profiled REML of the seed / seed:adapter model):
+"""`validation.stats.reml.reml_nested` (the closed-form profiled REML of the seed / seed:adapter model):
 its algebra against dense matrices, its fit against statsmodels' MixedLM and its use by `fit_model`.
 
 The lme4 comparison is in tests/test_validation_model.py (the same `fit_model`, now on this fit).
@@ -12,10 +12,11 @@ import pandas as pd
 import patsy
 import pytest
 
-from validation import ModelKind, reml
-from validation.arrays import build_arrays
-from validation.model import PROFILED, _fit_mixed, _fit_profiled, _formulas, fit_model, long_table
-from validation.simulate import simulate_study
+from validation import ModelKind
+from validation.inputs.arrays import build_arrays
+from validation.simulation.simulate import simulate_study
+from validation.stats import reml
+from validation.stats.mixed_model import PROFILED, _fit_mixed, _fit_profiled, _formulas, fit_model, long_table
 
 
 def _study(rng_seed=0, n_seeds=4, users=("a", "b", "c", "d"), drop=0, **kw):
@@ -164,7 +165,7 @@ def test_fit_model_uses_profiled_and_keeps_mixedlm_reachable():
 
 
 def test_falls_back_to_mixedlm_when_the_profiled_fit_fails(monkeypatch):
-    import validation.model as model
+    import validation.stats.mixed_model as model
 
     def broken(*a, **k):
         raise np.linalg.LinAlgError("Matrix is not positive definite")

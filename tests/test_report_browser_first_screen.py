@@ -14,7 +14,7 @@ import pytest
 import reports
 from tests.support import examples
 from tests.support.browser import Chromium, missing
-from validation.summary_sentence import summary_sentence
+from validation.text.summary_sentence import summary_sentence
 
 pytestmark = [
     pytest.mark.browser,

@@ -17,7 +17,7 @@ from reports import charts, tables
 from reports.calibration import calibration_chart
 from reports.page import page_title
 from tests.support import examples
-from validation.summary_sentence import summary_sentence
+from validation.text.summary_sentence import summary_sentence
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def test_calibration_legend_title_is_short_lines():
     import numpy as np
 
     from validation.calibrate import calibration_for_study
-    from validation.simulate import simulate_study
+    from validation.simulation.simulate import simulate_study
 
     data = simulate_study(np.random.default_rng(0), n_seeds=3, n_docs=10)
     with tempfile.TemporaryDirectory() as cache:

@@ -13,7 +13,7 @@ from reports import tables
 from reports.page import chart_sections, render_report
 from tests.support import examples
 from tests.support.browser import Chromium, missing
-from validation.outputs import TERMINAL_USERS, verdict_text
+from validation.text.outputs import TERMINAL_USERS, verdict_text
 
 N_USERS = 50
 PAGE_BYTES = 3_000_000   # measured 2.1 MB at 50 users (the inline Vega bundle alone is 0.9 MB)
@@ -99,7 +99,7 @@ def test_fifty_user_page_is_a_few_screens_long_with_tables_folded(study, tmp_pat
 
 
 def test_step_summary_folds_the_user_tables(study):
-    from validation.outputs import markdown_summary
+    from validation.text.outputs import markdown_summary
 
     text = markdown_summary(study[0])
     assert text.count("<details>") == 1 and text.count("</details>") == 1

@@ -16,7 +16,7 @@ import pytest
 import reports
 from reports import bundle, page, tables
 from tests.support import examples
-from validation.results import PreregStatus
+from validation.contract.status import PreregStatus
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -19,7 +19,7 @@ from runners.evaluate import doc_nll
 from runners.execute import adapter_status, run_grid
 from runners.train import TrainConfig
 from tests.support.runs import small_set, tiny_settings
-from validation.manifest import MANIFEST_FORMAT, read_manifest
+from validation.contract.manifest import MANIFEST_FORMAT, read_manifest
 
 CELL_SCHEMA = {"seed": pl.Int64, "steps": pl.Int64, "adapter": pl.Utf8, "eval": pl.Utf8, "nll_sum": pl.Float64,
                "n_tokens": pl.Int64, "n_bytes": pl.Int64, "ppl": pl.Float64, "bpb": pl.Float64, "status": pl.Utf8}

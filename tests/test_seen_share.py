@@ -7,9 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from validation.decomposition import describe, seen_share_reading, share_fig
-from validation.intervals import bootstrap_interval
-from validation.results import GainStep, Interval
+from validation.judgment.decomposition import describe, seen_share_reading, share_fig
+from validation.judgment.user_results import GainStep
+from validation.stats.intervals import bootstrap_interval
+from validation.stats.types import Interval
 
 
 def _step(key, frm, to, gain, ci, rng, sd):

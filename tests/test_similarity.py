@@ -1,4 +1,4 @@
-"""Domain-similarity structure (validation.similarity): transfer distance, clustering support from
+"""Domain-similarity structure (validation.exploratory.similarity): transfer distance, clustering support from
 the verdict's own bootstrap draws, adapter distance and the Mantel test (docs/methods.md, section 11)."""
 
 import json
@@ -10,18 +10,18 @@ from safetensors.numpy import save_file
 
 from common.hashing import sha256_file
 from tests.support.examples import example_manifest, seal_folder
-from validation.data import InputError
-from validation.judging import judge
-from validation.outputs import verdict_json
-from validation.similarity import (
+from validation.exploratory.similarity import (
     adapter_distances,
-    mantel,
     similarity_for_verdict,
     similarity_structure,
     support_note,
     transfer_distance,
 )
-from validation.simulate import cells_from_matrix, simulate_study
+from validation.inputs.tables import InputError
+from validation.judgment.study import judge
+from validation.simulation.simulate import cells_from_matrix, simulate_study
+from validation.stats.mantel import mantel
+from validation.text.outputs import verdict_json
 from validation.verdict import main
 
 REPO = Path(__file__).resolve().parent.parent

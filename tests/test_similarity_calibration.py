@@ -11,9 +11,9 @@ import json
 import numpy as np
 
 from validation.calibrate import main
-from validation.calibration_figures import FigureRow, calibrate_figures
-from validation.mantel import mantel
-from validation.similarity import similarity_structure, support_note
+from validation.calibration.figures import FigureRow, calibrate_figures
+from validation.exploratory.similarity import similarity_structure, support_note
+from validation.stats.mantel import mantel
 
 
 def _blocks(noise: float, rng: np.random.Generator) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The training-step analysis (validation/steps.py): hand-computed slopes, the paired bootstrap
+"""The training-step analysis (validation/exploratory/steps.py): hand-computed slopes, the paired bootstrap
 against the verdict's own, planted trends recovered, bad input, determinism, JSON."""
 
 import json
@@ -9,20 +9,13 @@ import polars as pl
 import pytest
 
 from validation import judge
-from validation.arrays import build_arrays
-from validation.bootstrap import draw_weights, resample_logppl
-from validation.data import InputError, normalize_cells
-from validation.prereg import Prereg
-from validation.results import Interval
-from validation.simulate import SimParams, simulate_steps, steps_margins
-from validation.steps import (
-    analyze_steps,
-    direction,
-    log2_slope,
-    paired_draws,
-    split_by_steps,
-    trend_words,
-)
+from validation.contract.prereg import Prereg
+from validation.exploratory.steps import analyze_steps, direction, log2_slope, paired_draws, split_by_steps, trend_words
+from validation.inputs.arrays import build_arrays
+from validation.inputs.tables import InputError, normalize_cells
+from validation.simulation.simulate import SimParams, simulate_steps, steps_margins
+from validation.stats.bootstrap import draw_weights, resample_logppl
+from validation.stats.types import Interval
 
 STEPS = (25, 50, 100, 200, 400)
 B = 300
@@ -186,7 +179,7 @@ def test_simulate_steps_validates_and_shares_the_run():
     c = st.data.cells
     assert c["steps"].to_list().count(50) == c.height // 2
     # the single-count path keeps its draws: a one-count sweep's tables equal simulate_experiment's
-    from validation.simulate import simulate_experiment
+    from validation.simulation.simulate import simulate_experiment
     one = simulate_steps(p, 0.1, (100,), 2, np.random.default_rng(3)).data.cells.drop("steps")
     ref = simulate_experiment(p, 0.1, 2, np.random.default_rng(3)).data.cells
     assert one.equals(ref)
@@ -197,8 +190,8 @@ def test_the_interaction_test_is_the_diag_slope_of_the_seed_means_by_hand():
     """`interaction` = the slope on log2(steps) of each count's OLS diag effect of the seed-mean
     user block: equal to the mixed model's coefficient on a balanced sweep (GLS = OLS there), and
     the diag weights are the OLS coefficient (checked against `true_diagonal_effect`)."""
-    from validation.simulate import true_diagonal_effect
-    from validation.steps import diag_effect_weights
+    from validation.exploratory.steps import diag_effect_weights
+    from validation.simulation.simulate import true_diagonal_effect
     E = np.random.default_rng(3).normal(size=(4, 4))
     assert (diag_effect_weights(np.ones((4, 4), bool)) * E).sum() == pytest.approx(true_diagonal_effect(E))
     assert diag_effect_weights(np.ones((2, 2), bool)) == pytest.approx(np.array([[0.5, -0.5], [-0.5, 0.5]]))
@@ -225,8 +218,8 @@ def test_seed_shared_trends_fool_the_wald_test_but_not_the_interaction_test():
     1/12, slopes 1/36)."""
     from dataclasses import replace
 
-    from validation.calibration_plan import regime_params
-    from validation.calibration_steps import SNAPSHOT_SD, trend_experiment
+    from validation.calibration.plan import regime_params
+    from validation.calibration.steps import SNAPSHOT_SD, trend_experiment
     params = replace(regime_params("seed-dominated", users=3, n_docs=50), snapshot_sd=SNAPSHOT_SD, doc_trend_sd=0.04)
     recs = [trend_experiment(params, 0.0, 3, Prereg(), 200, np.random.default_rng([23, i]), fit=True)
             for i in range(12)]
@@ -244,8 +237,8 @@ def test_a_trend_every_document_of_a_cell_shares_is_not_an_interaction():
     interaction test, which names a direction only when both exclude 0, stays within nominal."""
     from dataclasses import replace
 
-    from validation.calibration_plan import regime_params
-    from validation.calibration_steps import SNAPSHOT_SD
+    from validation.calibration.plan import regime_params
+    from validation.calibration.steps import SNAPSHOT_SD
     params = replace(regime_params("seed-dominated", users=3, n_docs=50), snapshot_sd=SNAPSHOT_SD, trend_sd=0.006)
     named = resampled = 0
     for i in range(12):
@@ -262,7 +255,7 @@ def test_the_cell_interval_by_hand():
     """Cells as replicates: the diag coefficient of the cells' slopes with its OLS t interval."""
     from scipy import stats as st_
 
-    from validation.steps import cell_slope_interval
+    from validation.exploratory.steps import cell_slope_interval
     rng = np.random.default_rng(0)
     slopes = rng.normal(size=(3, 3))
     x = np.log2(np.array(STEPS, float))

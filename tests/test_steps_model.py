@@ -1,4 +1,4 @@
-"""The training-step interaction model (`validation.model.fit_steps_model`) against R's lme4.
+"""The training-step interaction model (`validation.stats.mixed_model.fit_steps_model`) against R's lme4.
 
 tests/data/lme4_steps_cells.csv: user cells of `simulate_steps` (3 users, 3 seeds, steps 25,
 100, 400; planted slopes -0.02, 0, +0.03); lme4_steps_cells_snapshot.csv: the same with a seed
@@ -38,10 +38,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from validation.arrays import build_arrays
-from validation.data import normalize_cells
-from validation.model import PROFILED, ModelKind, fit_steps_model
-from validation.results import StudyData
+from validation.inputs.arrays import build_arrays
+from validation.inputs.study import StudyData
+from validation.inputs.tables import normalize_cells
+from validation.stats.mixed_model import PROFILED, fit_steps_model
+from validation.stats.types import ModelKind
 
 DATA = Path(__file__).parent / "data"
 

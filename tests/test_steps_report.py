@@ -12,10 +12,10 @@ import reports
 from reports.page import chart_sections
 from tests.support.browser import Chromium, missing
 from validation import judge
-from validation.outputs import verdict_json, verdict_text
-from validation.prereg import Prereg
-from validation.simulate import SimParams, simulate_steps
-from validation.steps import analyze_steps, split_by_steps
+from validation.contract.prereg import Prereg
+from validation.exploratory.steps import analyze_steps, split_by_steps
+from validation.simulation.simulate import SimParams, simulate_steps
+from validation.text.outputs import verdict_json, verdict_text
 
 
 def study(n_seeds=3, steps=(25, 100, 400)):
@@ -73,7 +73,7 @@ def test_chart_leaves_out_gains_without_controls():
 
 
 def test_cli_hook_is_a_no_op_without_a_steps_column_and_names_bad_input():
-    from validation.data import InputError
+    from validation.inputs.tables import InputError
     from validation.verdict import _with_steps
     v, data = study()
     plain = replace(v, steps_analysis=None)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from validation import Prereg, judge
-from validation.results import PreregStatus, Status
-from validation.simulate import simulate_study
-from validation.summary_sentence import summary_sentence
+from validation.contract.status import PreregStatus, Status
+from validation.simulation.simulate import simulate_study
+from validation.text.summary_sentence import summary_sentence
 
 LOCKED = PreregStatus(True, "a" * 64, "a" * 64, "prereg.toml", "matches the run manifest")
 

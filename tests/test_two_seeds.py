@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from validation.calibration_theory import main, two_component_coverage
-from validation.intervals import critical_value
+from validation.calibration.theory import main, two_component_coverage
+from validation.stats.intervals import critical_value
 
 
 @pytest.mark.parametrize("share", [0.8, 0.9, 0.95])

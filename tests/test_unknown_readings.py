@@ -9,10 +9,10 @@ import json
 
 import numpy as np
 
-from validation.judging import judge
-from validation.outputs import inverted_cell, verdict_json
-from validation.prereg import Prereg
-from validation.simulate import SimParams, simulate_experiment, simulate_study
+from validation.contract.prereg import Prereg
+from validation.judgment.study import judge
+from validation.simulation.simulate import SimParams, simulate_experiment, simulate_study
+from validation.text.outputs import inverted_cell, verdict_json
 
 B = 300
 
@@ -42,7 +42,7 @@ def test_a_user_without_an_interval_is_not_read_as_not_inverted():
 
 def test_the_report_labels_few_user_population_figures_descriptive():
     from reports.page import render_report
-    from validation.population import descriptive_note
+    from validation.judgment.population import descriptive_note
     data = simulate_study(np.random.default_rng(1), n_seeds=3, n_docs=10)
     few = judge(data, Prereg(n_resamples=200), rng=np.random.default_rng(0), fit=False, fit_population=True)
     note = descriptive_note(few.population)
@@ -56,8 +56,8 @@ def test_the_report_labels_few_user_population_figures_descriptive():
 # ---- item 7: no variance, no interval --------------------------------------------------------
 
 def test_identical_seeds_give_no_interval_not_a_zero_width_one():
-    from validation.intervals import METHODS, bootstrap_interval
-    from validation.simulate import cells_from_matrix
+    from validation.simulation.simulate import cells_from_matrix
+    from validation.stats.intervals import METHODS, bootstrap_interval
     flat = np.full(500, 0.1)
     for m in METHODS:
         iv = bootstrap_interval(flat, 0.1, 0.95, method=m, n_seeds=3, seed_values=np.full(3, 0.1), n_docs=None)
@@ -75,7 +75,7 @@ def test_identical_seeds_give_no_interval_not_a_zero_width_one():
 # ---- item 6: no tail beyond what the draws resolve --------------------------------------------
 
 def test_expanded_percentile_at_three_seeds_does_not_read_the_min_and_max():
-    from validation.intervals import bootstrap_interval, expanded_fallback
+    from validation.stats.intervals import bootstrap_interval, expanded_fallback
     rng = np.random.default_rng(5)
     draws = rng.normal(0.1, 0.02, size=10_000)
     sv = np.array([0.07, 0.10, 0.13])
@@ -97,8 +97,8 @@ def test_expanded_percentile_at_three_seeds_does_not_read_the_min_and_max():
 def test_a_diverged_seed_for_one_user_uses_that_users_finite_seeds():
     import polars as pl
 
-    from validation.intervals import bootstrap_interval
-    from validation.results import StudyData
+    from validation.inputs.study import StudyData
+    from validation.stats.intervals import bootstrap_interval
     rng = np.random.default_rng(9)
     draws = rng.normal(0.1, 0.02, size=2000)
     sv = np.array([0.08, 0.11, np.nan])
@@ -114,8 +114,8 @@ def test_a_diverged_seed_for_one_user_uses_that_users_finite_seeds():
               n_resamples=B, fit=False)
     alice = v.user("alice")
     assert alice.n_seeds_finite == 2 and v.user("bob").n_seeds_finite == 3
-    from validation.arrays import build_arrays
-    from validation.judging import _doc_df
+    from validation.inputs.arrays import build_arrays
+    from validation.judgment.study import _doc_df
     k = v.users.index(alice)
     doc_df = _doc_df(build_arrays(StudyData(cells=cells, docs=docs)))[k]
     direct = bootstrap_interval(alice.draws_margin, alice.margin, 0.95, method=v.bootstrap.method, n_seeds=2,

@@ -12,11 +12,11 @@ from validation import (
     judge,
     normalize_cells,
 )
-from validation.arrays import build_arrays
-from validation.bootstrap import multinomial_counts, resample_logppl
-from validation.prereg import Prereg
-from validation.results import StudyData
-from validation.simulate import simulate_study
+from validation.contract.prereg import Prereg
+from validation.inputs.arrays import build_arrays
+from validation.inputs.study import StudyData
+from validation.simulation.simulate import simulate_study
+from validation.stats.bootstrap import multinomial_counts, resample_logppl
 
 B = 400
 
@@ -108,7 +108,7 @@ def test_a_study_without_replication_has_no_interval_and_cannot_pass(n_docs, wit
 
 
 def test_critical_value_without_two_units_at_any_level_is_nan():
-    from validation.intervals import critical_value
+    from validation.stats.intervals import critical_value
     assert np.isnan(critical_value("cochran-cox", 1.0, 5.0, 1, None, 0.05))
     assert np.isnan(critical_value("share-blend", np.array([1.0, 0.5]), 5.0, 1, 1, 0.05)).all()
     assert critical_value("cochran-cox", 1.0, 5.0, 2, None, 0.05) == pytest.approx(stats.t.ppf(0.975, 1))
@@ -157,7 +157,7 @@ def test_one_user_without_an_interval_fails_the_gate_and_cannot_hide_an_inversio
     """Six users, one seed, 30 documents each but u0 with 1 and a point margin of -40%: u0 has no
     interval. LENIENT can PASS on the other five, but the gate fails, naming u0 twice: no interval,
     and a negative point margin (an inversion the missing interval would otherwise hide)."""
-    from validation.simulate import SimParams, simulate_experiment
+    from validation.simulation.simulate import SimParams, simulate_experiment
     users = tuple(f"u{k}" for k in range(6))
     p = SimParams(users=users, n_docs=(1,) + (30,) * 5)
     st = simulate_experiment(p, np.array([-0.4, 0.3, 0.3, 0.3, 0.3, 0.3]), 1, np.random.default_rng(3))

@@ -12,7 +12,7 @@ import numpy as np
 import reports
 from common.hashing import sha256_file
 from tests.support.examples import example_manifest, seal_folder
-from validation.simulate import simulate_study
+from validation.simulation.simulate import simulate_study
 from validation.verdict import main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -156,7 +156,7 @@ def test_module_entry_point_exit_code(tmp_path):
 
 def test_validation_never_imports_rendering_libraries():
     code = ("import sys, numpy as np, validation, validation.verdict\n"
-            "from validation.simulate import simulate_study\n"
+            "from validation.simulation.simulate import simulate_study\n"
             "validation.judge(simulate_study(np.random.default_rng(0), n_seeds=2, n_docs=3), "
             "rng=np.random.default_rng(0), n_resamples=10, fit=False)\n"
             "bad = [m for m in ('jinja2', 'altair') if m in sys.modules]\n"

@@ -5,8 +5,8 @@ import polars as pl
 import pytest
 
 from validation import InputError, Prereg, Status, StudyData, judge
-from validation import criteria as crit
-from validation.simulate import cells_from_matrix, simulate_study
+from validation.judgment import criteria as crit
+from validation.simulation.simulate import cells_from_matrix, simulate_study
 
 U = ["a", "b", "c"]
 

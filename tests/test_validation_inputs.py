@@ -9,8 +9,8 @@ import pytest
 
 from tests.support.examples import example_manifest
 from validation import InputError, Prereg, PreregError, check_prereg, load_external, load_prereg
-from validation.manifest import PreregRecord
-from validation.simulate import simulate_study
+from validation.contract.manifest import PreregRecord
+from validation.simulation.simulate import simulate_study
 
 
 def _cells() -> pl.DataFrame:

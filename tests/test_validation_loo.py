@@ -9,15 +9,15 @@ import polars as pl
 import pytest
 
 from validation import InputError, judge
-from validation.arrays import build_arrays
-from validation.bootstrap import resample_logppl
-from validation.data import load_external
-from validation.decomposition import seen_share
-from validation.intervals import bootstrap_interval
-from validation.judging import _doc_df
-from validation.metrics import loo_gain, loo_personalization_gain, seen_user_gain
-from validation.outputs import markdown_summary, verdict_text
-from validation.simulate import cells_from_matrix, simulate_study
+from validation.inputs.arrays import build_arrays
+from validation.inputs.load import load_external
+from validation.judgment.decomposition import seen_share
+from validation.judgment.study import _doc_df
+from validation.simulation.simulate import cells_from_matrix, simulate_study
+from validation.stats.bootstrap import resample_logppl
+from validation.stats.intervals import bootstrap_interval
+from validation.stats.metrics import loo_gain, loo_personalization_gain, seen_user_gain
+from validation.text.outputs import markdown_summary, verdict_text
 from validation.verdict import main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -185,7 +185,7 @@ def test_a_missing_loo_cell_is_a_missing_cell_not_a_silent_gap():
 
 
 def test_calibration_from_a_run_with_loo_rows_leaves_them_out():
-    from validation.simulate_from_run import params_from_run
+    from validation.simulation.from_run import params_from_run
     data = simulate_study(np.random.default_rng(0), n_seeds=3, n_docs=10, controls=LOO_CONTROLS,
                           seen=0.1)
     params, notes = params_from_run(data)

@@ -1,11 +1,11 @@
-"""manifest.json is read in one place (validation.manifest), validated, with a format version."""
+"""manifest.json is read in one place (validation.contract.manifest), validated, with a format version."""
 
 import json
 
 import pytest
 
 from tests.support.examples import example_manifest
-from validation.manifest import MANIFEST_FORMAT, ManifestError, manifest_from_json, read_manifest
+from validation.contract.manifest import MANIFEST_FORMAT, ManifestError, manifest_from_json, read_manifest
 
 
 def _doc() -> dict:

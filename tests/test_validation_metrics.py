@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from validation import judge
-from validation.metrics import (
+from validation.simulation.simulate import cells_from_matrix
+from validation.stats.metrics import (
     best_other_index,
     diagonal_margin,
     personalization_gain,
@@ -12,7 +13,6 @@ from validation.metrics import (
     total_gain,
     worst_other_margin,
 )
-from validation.simulate import cells_from_matrix
 
 USERS = ("a", "b", "c")
 ADAPTERS = USERS + ("base", "pooled")

@@ -27,9 +27,9 @@ import numpy as np
 import pytest
 
 from validation import ModelKind, load_external
-from validation.arrays import build_arrays
-from validation.model import fit_model
-from validation.simulate import simulate_study
+from validation.inputs.arrays import build_arrays
+from validation.simulation.simulate import simulate_study
+from validation.stats.mixed_model import fit_model
 
 DATA = Path(__file__).parent / "data"
 

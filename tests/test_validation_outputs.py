@@ -7,8 +7,8 @@ from dataclasses import replace
 import numpy as np
 
 from validation import Prereg, judge
-from validation.outputs import junit_xml
-from validation.simulate import simulate_study
+from validation.simulation.simulate import simulate_study
+from validation.text.outputs import junit_xml
 
 
 def _cases(xml: str) -> dict[str, bool]:

@@ -14,10 +14,10 @@ import polars as pl
 import pytest
 
 from validation import InputError, Prereg, load_external
-from validation.judging import judge
-from validation.simulate import simulate_study
-from validation.steps_data import load_steps
-from validation.steps_verdict import judge_exploratory, primary_count
+from validation.inputs.sweep import load_steps
+from validation.judgment.steps import judge_exploratory, primary_count
+from validation.judgment.study import judge
+from validation.simulation.simulate import simulate_study
 from validation.verdict import main
 
 

@@ -23,12 +23,7 @@ import polars as pl
 from common.atomic import replace_together
 from common.limits import gib, memory_budget
 from common.lock import RunLock, RunLocked
-from validation.bootstrap import bootstrap_bytes
-from validation.criteria import ACCEPT_FLAG, preregistration_gate
-from validation.data import InputError, resolve_run
-from validation.judging import judge
-from validation.outputs import junit_xml, markdown_summary, term, verdict_json, verdict_text
-from validation.prereg import (
+from validation.contract.prereg import (
     PreregError,
     check_prereg,
     check_users,
@@ -39,9 +34,15 @@ from validation.prereg import (
     with_recorded_settings,
     with_unregistered,
 )
-from validation.sealed import NOT_SEALED, check_facts, open_seal
-from validation.steps_data import load_steps
-from validation.steps_verdict import judge_exploratory, primary_count, unregistered_count
+from validation.inputs.load import resolve_run
+from validation.inputs.sealed import NOT_SEALED, check_facts, open_seal
+from validation.inputs.sweep import load_steps
+from validation.inputs.tables import InputError
+from validation.judgment.criteria import ACCEPT_FLAG, preregistration_gate
+from validation.judgment.steps import judge_exploratory, primary_count, unregistered_count
+from validation.judgment.study import judge
+from validation.stats.bootstrap import bootstrap_bytes
+from validation.text.outputs import junit_xml, markdown_summary, term, verdict_json, verdict_text
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
 
@@ -127,10 +128,10 @@ def _target(args) -> tuple[Path | None, Path]:
 
 
 def _load(args, run_dir: Path | None):
-    """Every step count of the input (validation.steps_data.StepsStudy) and the seal as checked.
+    """Every step count of the input (validation.inputs.sweep.StepsStudy) and the seal as checked.
 
     A run directory's seal and every file it lists are checked before any table is read, and the
-    tables against the seal's facts after (validation.sealed)."""
+    tables against the seal's facts after (validation.inputs.sealed)."""
     if run_dir is None:
         return load_steps(cells=Path(args.cells), docs=args.docs), None
     check = open_seal(run_dir, require_signature=args.require_signature)
@@ -299,7 +300,7 @@ def _charts_writer(verdict, data, calibration, fmt: str):
 def _with_similarity(verdict, data, run_dir: Path | None):
     """The domain-similarity structure (verdict.json key `similarity`); bad adapter files are
     an input error (exit 2), any other failure a warning (the verdict does not depend on it)."""
-    from validation.similarity import similarity_for_verdict
+    from validation.exploratory.similarity import similarity_for_verdict
     try:
         return replace(verdict, similarity=similarity_for_verdict(verdict, data, run_dir))
     except InputError:
@@ -319,7 +320,7 @@ def _with_steps(verdict, cells, docs, prereg, rng_seed: int, primary: int | None
     the verdict's own: at the primary count every figure equals `users[]`. Bad input (a partial
     `steps` column, counts that cannot be paired, a primary count not trained) raises InputError
     (exit 2); a numerical failure is a warning, the verdict does not depend on it."""
-    from validation.steps import analyze_steps
+    from validation.exploratory.steps import analyze_steps
     try:
         st = analyze_steps(cells, docs, prereg, rng=np.random.default_rng(rng_seed), primary=primary,
                            n_resamples=n_resamples)
@@ -333,7 +334,7 @@ def _with_steps(verdict, cells, docs, prereg, rng_seed: int, primary: int | None
 
 def _with_raw_warnings(verdict, caught):
     """Library warnings caught while judging, once each, as `raw: ...` entries of verdict.json
-    (`validation.outputs.verdict_text` counts them instead of printing them)."""
+    (`validation.text.outputs.verdict_text` counts them instead of printing them)."""
     seen = tuple(dict.fromkeys(f"raw: {w.category.__name__}: {str(w.message).splitlines()[0]}"
                                for w in caught))
     return replace(verdict, warnings=verdict.warnings + seen) if seen else verdict
