@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def _steps(args, counts: tuple[int, ...]) -> None:
     from validation.exploratory.steps import split_by_steps
-    from validation.simulation.simulate import SimParams, simulate_steps
+    from validation.simulation.simulate import SimParams
+    from validation.simulation.steps import simulate_steps
     from validation.stats.mixed_model import fit_steps_model
 
     def sweep(n: int):

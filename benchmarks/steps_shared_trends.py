@@ -18,7 +18,7 @@ import polars as pl
 from validation.calibration.plan import regime_params
 from validation.contract.prereg import Prereg
 from validation.exploratory.steps import analyze_steps
-from validation.simulation.simulate import simulate_steps
+from validation.simulation.steps import simulate_steps
 
 STEPS = (25, 50, 100, 200, 400)
 

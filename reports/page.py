@@ -20,7 +20,7 @@ import polars as pl
 import vl_convert
 
 from common.atomic import atomic_write_bytes, atomic_write_text
-from reports import bundle, charts, tables
+from reports import bundle, charts, exploratory_charts, tables
 from reports.calibration import calibration_chart, calibration_table
 from validation.calibration.results import DesignCalibration
 from validation.inputs.study import StudyData
@@ -244,7 +244,7 @@ def _similarity_section(verdict: Verdict, many: bool = False) -> ChartSection:
                + " ".join(n[0].upper() + n[1:] + "." for n in sim.notes))
     ok = len(sim.users) >= 2
     return ChartSection("similarity", title, caption,
-                        charts.similarity_chart(sim.transfer_table(),
+                        exploratory_charts.similarity_chart(sim.transfer_table(),
                                                 sim.pairs_table() if sim.adapter_distance is not None else None,
                                                 compact=many)
                         if ok else None, None if ok else "Fewer than two users: no distance to show.")
@@ -283,14 +283,14 @@ def _steps_sections(verdict: Verdict, many: bool = False) -> list[ChartSection]:
                    + f"; each user's sentence is in verdict.json (`steps_analysis`). Exploratory: the criteria "
                    f"are read at the primary count{primary} only." + model)
         return [ChartSection("steps", "Does the margin change with training? (exploratory)", caption,
-                             charts.steps_summary(st.table(), trends, st.level, st.primary))]
+                             exploratory_charts.steps_summary(st.table(), trends, st.level, st.primary))]
     caption = (f"Each user's margin and gains at every trained step count ({', '.join(map(str, st.steps))}), "
                f"with {st.level:.0%} intervals ({st.interval_method}) from one bootstrap whose seed and "
                "document draws are shared by every count (paired). Exploratory: the criteria are read at "
                f"the primary count{primary} only. "
                + " ".join(s + "." for s in st.sentences()) + model)
     return [ChartSection("steps", "Does the margin change with training? (exploratory)", caption,
-                         charts.steps_chart(st.table(), st.level, st.primary))]
+                         exploratory_charts.steps_chart(st.table(), st.level, st.primary))]
 
 
 def _finite(x: float) -> float | None:

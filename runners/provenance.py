@@ -77,7 +77,7 @@ PREREG_RECORD = "prereg.json"   # the run directory's record of the resolved pre
 def record_prereg_settings(run_dir: Path, s: GridSettings) -> None:
     """Write `prereg.json` when the run starts: the file's hash and every setting as resolved now,
     defaults included, so that a later version's changed default cannot change what the locked
-    file meant (validation.contract.prereg.with_recorded_settings reads it from the manifest). A resumed
+    file meant (validation.contract.prereg_check.with_recorded_settings reads it from the manifest). A resumed
     run keeps the record of its first start (same hash); nothing is recorded without settings."""
     if s.prereg_settings is None or recorded_prereg_settings(run_dir, s) is not None:
         return

@@ -18,15 +18,13 @@ from validation.inputs.arrays import build_arrays
 from validation.judgment.population import (
     clopper_pearson,
     effect_criterion,
-    fit_random_intercept,
-    fit_random_slope,
-    loo_log_ratios,
     share_bounds,
     share_clearing,
     share_criterion,
 )
 from validation.judgment.study import judge
 from validation.simulation.simulate import simulate_study
+from validation.stats.random_effects import fit_random_intercept, fit_random_slope, loo_log_ratios
 from validation.stats.types import Interval
 
 USERS6 = tuple(f"u{k}" for k in range(6))
@@ -229,8 +227,8 @@ def test_profiled_reml_equals_statsmodels_mixedlm():
 
     import statsmodels.formula.api as smf
 
-    from validation.judgment.population import random_slope_table
     from validation.stats.mixed_model import fit_best
+    from validation.stats.random_effects import random_slope_table
 
     arrays = build_arrays(_lme4_study())
     ours, _ = fit_random_slope(arrays, 0.95)

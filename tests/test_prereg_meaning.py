@@ -15,12 +15,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-import validation.contract.prereg as prereg_module
+import validation.contract.prereg_check as prereg_module
 from common.hashing import sha256_file
 from runners.settings import primary_steps_warning
 from tests.support.examples import example_manifest, seal_folder
 from validation.contract.manifest import manifest_from_json
-from validation.contract.prereg import CHANGED_DEFAULTS, Prereg, PreregError, load_prereg, with_recorded_settings
+from validation.contract.prereg import Prereg, PreregError, load_prereg
+from validation.contract.prereg_check import CHANGED_DEFAULTS, with_recorded_settings
 from validation.inputs.sweep import load_steps
 from validation.judgment.steps import unregistered_count
 from validation.simulation.simulate import simulate_study

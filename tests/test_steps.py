@@ -10,10 +10,12 @@ import pytest
 
 from validation import judge
 from validation.contract.prereg import Prereg
-from validation.exploratory.steps import analyze_steps, direction, log2_slope, paired_draws, split_by_steps, trend_words
+from validation.exploratory.steps import analyze_steps, paired_draws, split_by_steps
+from validation.exploratory.trends import direction, log2_slope, trend_words
 from validation.inputs.arrays import build_arrays
 from validation.inputs.tables import InputError, normalize_cells
-from validation.simulation.simulate import SimParams, simulate_steps, steps_margins
+from validation.simulation.simulate import SimParams
+from validation.simulation.steps import simulate_steps, steps_margins
 from validation.stats.bootstrap import draw_weights, resample_logppl
 from validation.stats.types import Interval
 
@@ -190,7 +192,7 @@ def test_the_interaction_test_is_the_diag_slope_of_the_seed_means_by_hand():
     """`interaction` = the slope on log2(steps) of each count's OLS diag effect of the seed-mean
     user block: equal to the mixed model's coefficient on a balanced sweep (GLS = OLS there), and
     the diag weights are the OLS coefficient (checked against `true_diagonal_effect`)."""
-    from validation.exploratory.steps import diag_effect_weights
+    from validation.exploratory.trends import diag_effect_weights
     from validation.simulation.simulate import true_diagonal_effect
     E = np.random.default_rng(3).normal(size=(4, 4))
     assert (diag_effect_weights(np.ones((4, 4), bool)) * E).sum() == pytest.approx(true_diagonal_effect(E))
@@ -255,7 +257,7 @@ def test_the_cell_interval_by_hand():
     """Cells as replicates: the diag coefficient of the cells' slopes with its OLS t interval."""
     from scipy import stats as st_
 
-    from validation.exploratory.steps import cell_slope_interval
+    from validation.exploratory.trends import cell_slope_interval
     rng = np.random.default_rng(0)
     slopes = rng.normal(size=(3, 3))
     x = np.log2(np.array(STEPS, float))

@@ -14,7 +14,8 @@ from tests.support.browser import Chromium, missing
 from validation import judge
 from validation.contract.prereg import Prereg
 from validation.exploratory.steps import analyze_steps, split_by_steps
-from validation.simulation.simulate import SimParams, simulate_steps
+from validation.simulation.simulate import SimParams
+from validation.simulation.steps import simulate_steps
 from validation.text.outputs import verdict_json, verdict_text
 
 
@@ -64,7 +65,7 @@ def test_report_section_only_with_several_counts(tmp_path):
 
 
 def test_chart_leaves_out_gains_without_controls():
-    from reports.charts import steps_chart
+    from reports.exploratory_charts import steps_chart
     v, _ = study()
     t = v.steps_analysis.table().with_columns(
         pl.when(pl.col("quantity") == "margin").then(pl.col("value")).otherwise(None).alias("value"))

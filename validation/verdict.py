@@ -23,13 +23,10 @@ import polars as pl
 from common.atomic import replace_together
 from common.limits import gib, memory_budget
 from common.lock import RunLock, RunLocked
-from validation.contract.prereg import (
-    PreregError,
+from validation.contract.prereg import PreregError, check_users, default_prereg_path, load_prereg
+from validation.contract.prereg_check import (
     check_prereg,
-    check_users,
     command_line_overrides,
-    default_prereg_path,
-    load_prereg,
     with_overrides,
     with_recorded_settings,
     with_unregistered,

@@ -1,6 +1,6 @@
 """Calibration of the population criteria (`python -m validation.calibrate --study population`).
 
-Users are drawn from a known population (`validation.simulation.simulate.UserPopulation`) into the one
+Users are drawn from a known population (`validation.simulation.population.UserPopulation`) into the one
 simulator, and every experiment goes through the verdict's own code:
 
 - `population_share` (through `validation.judge`, models skipped): at its least-favourable
@@ -8,7 +8,7 @@ simulator, and every experiment goes through the verdict's own code:
   above it far above (margin 30%) and the others AT the bar (the limit from below: their estimates
   clear it half the time, the case most likely to be counted wrongly); and its power with every
   user at 30%. Coverage: the share interval contains the population share.
-- `population_effect` (`validation.judgment.population.fit_random_slope`, what `judge` fits): at its
+- `population_effect` (`validation.stats.random_effects.fit_random_slope`, what `judge` fits): at its
   boundary the population-average effect equals `max_effect`, with and without between-user
   spread; its power at an average margin of 5%. Coverage of the effect's interval (the population
   average) and of the prediction interval (a fresh user drawn from the same population).
@@ -32,8 +32,10 @@ from validation.calibration.results import binomial_se
 from validation.contract.prereg import Prereg
 from validation.contract.status import Status
 from validation.inputs.arrays import build_arrays
-from validation.judgment.population import effect_criterion, fit_random_slope
-from validation.simulation.simulate import SimParams, UserPopulation, simulate_population
+from validation.judgment.population import effect_criterion
+from validation.simulation.population import UserPopulation, simulate_population
+from validation.simulation.simulate import SimParams
+from validation.stats.random_effects import fit_random_slope
 
 SHARE_USERS = (20, 40)
 EFFECT_USERS = (6, 12, 24)
@@ -181,7 +183,7 @@ def write_population_calibration(c: PopulationCalibration, out_dir: str | Path) 
 # `python -m validation.calibrate --study population-share`. POPULATION_SHARE at its least-favourable
 # boundary (`min_share` of the users far above the bar, the others AT it, the limit from below) and
 # with 90% of the users above it, for 17 to 3,000 users: the users' margins and intervals come from
-# `validation.simulation.simulate.simulate_user_margins` (every user's interval exact), the share and the
+# `validation.simulation.population.simulate_user_margins` (every user's interval exact), the share and the
 # criterion from the verdict's own `share_clearing` and `share_criterion`. Beside the simulated rate,
 # the exact one (binomial: a user at the bar is counted sure with probability exactly (1 - level) / 2,
 # one far above always), for the shipped bound and for the bare Clopper-Pearson bound it replaced.
@@ -245,7 +247,7 @@ def calibrate_share_users(prereg: Prereg, *, users: tuple[int, ...] = SHARE_MANY
     users, through `share_clearing` and `share_criterion` on `simulate_user_margins`."""
     from validation.contract.prereg import min_users_share
     from validation.judgment.population import share_clearing, share_criterion
-    from validation.simulation.simulate import simulate_user_margins
+    from validation.simulation.population import simulate_user_margins
     t0 = time.perf_counter()
     level, bar = prereg.confidence, prereg.share_margin
     need = min_users_share(prereg.min_share, level)

@@ -2,7 +2,7 @@
 (`validation.exploratory.steps`) and the cluster support of the domain-similarity structure
 (`validation.exploratory.similarity`). `python -m validation.calibrate --study steps`.
 
-**Interaction.** Step sweeps simulated by `validation.simulation.simulate.simulate_steps` (the one
+**Interaction.** Step sweeps simulated by `validation.simulation.steps.simulate_steps` (the one
 simulator) with a planted slope of the margin on log2(steps), the same for every user, go
 through `validation.exploratory.steps.analyze_steps` (the verdict's code). Per (experiment, user):
 - false-positive rate at slope 0: the share of slope intervals (pre-registered method and
@@ -95,7 +95,7 @@ def interaction_experiment(params, slope: float, n_seeds: int, prereg: Prereg, n
     """One simulated sweep through `analyze_steps`: per user the true slope, the interval of the
     bootstrap slope, and (with `fit`) the mixed model's per-user interaction interval."""
     from validation.exploratory.steps import analyze_steps
-    from validation.simulation.simulate import simulate_steps
+    from validation.simulation.steps import simulate_steps
     st = simulate_steps(params, prereg.lenient_margin, steps, n_seeds, rng, slopes=slope)
     a = analyze_steps(st.data.cells, st.data.docs, prereg, rng=rng, n_resamples=n_resamples, fit=fit)
     out = {"truth": st.truth.slopes.copy(),
@@ -291,8 +291,10 @@ def trend_experiment(params, slope: float, n_seeds: int, prereg: Prereg, n_resam
     """One sweep with the trends of `params`: per test, whether its interval excludes 0, names the
     direction of a positive margin slope, and holds the truth (arrays over users for the per-user
     tests, length 1 for the overall ones)."""
-    from validation.exploratory.steps import analyze_steps, log2_slope
-    from validation.simulation.simulate import simulate_steps, true_diagonal_effect
+    from validation.exploratory.steps import analyze_steps
+    from validation.exploratory.trends import log2_slope
+    from validation.simulation.simulate import true_diagonal_effect
+    from validation.simulation.steps import simulate_steps
     st = simulate_steps(params, prereg.lenient_margin, STEPS, n_seeds, rng, slopes=slope)
     a = analyze_steps(st.data.cells, st.data.docs, prereg, rng=rng, n_resamples=n_resamples, fit=fit)
     J = len(a.users)

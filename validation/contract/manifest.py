@@ -76,7 +76,7 @@ class PreregRecord:
     path: str
     sha256: str
     # every setting as resolved when the run started (`Prereg.to_json()` without path and hash):
-    # the settings the file leaves out keep that meaning (validation.contract.prereg.with_recorded_settings)
+    # the settings the file leaves out keep that meaning (validation.contract.prereg_check.with_recorded_settings)
     settings: dict[str, Any] | None = None
 
 

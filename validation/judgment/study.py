@@ -65,7 +65,7 @@ def judge(
     `validation.inputs.tables.InputError`. `n_resamples` overrides the pre-registered number (e.g. small
     for calibration loops); `fit=False` skips the mixed model (`Verdict.model` is None) and, unless
     `fit_population=True`, the population models (`validation.judgment.population`).
-    `prereg_status` comes from `validation.contract.prereg.check_prereg`; None = NOT PRE-REGISTERED
+    `prereg_status` comes from `validation.contract.prereg_check.check_prereg`; None = NOT PRE-REGISTERED
     (not checked). Cost: about B * sum_j n_j * S * A multiply-adds plus the model fit.
     """
     prereg = Prereg() if prereg is None else prereg

@@ -6,7 +6,8 @@ with known per-user margins.
 `cells_from_matrix` turns hand-written perplexities into cells. Each simulated experiment produces the
 very tables the runner writes (`cells`: seed, adapter, eval, nll_sum, n_tokens, n_bytes, ppl,
 bpb, status; `docs`: the same per held-out document plus `doc_id`) and goes through
-`validation.judge` unchanged.
+`validation.judge` unchanged. Step sweeps (`validation.simulation.steps`) and users drawn from a
+population (`validation.simulation.population`) are built on this model.
 
 The model, for evaluation user j, document d, seed s and adapter row i (users, then `base`,
 `pooled`), on the per-token log-loss scale (a log-ratio scale of perplexity):
@@ -272,38 +273,6 @@ def _simulate_columns(p: SimParams, Es: list[np.ndarray], S: int, rng: np.random
     return out
 
 
-@dataclass(frozen=True)
-class UserPopulation:
-    """A population of users to draw the users of a study from (population calibration).
-
-    Each user's personalization effect is d = log(1 - m), m the user's true margin (with every
-    other adapter equally good, `adapter_sd = offdiag_sd = 0`, d is also the user's `diag`
-    effect). Either normal, d ~ N(mean_effect, sd_effect), or, with `above_share` set, a
-    two-point mixture: margin `high_margin` with probability `above_share`, else `low_margin`.
-    """
-
-    mean_effect: float = 0.0
-    sd_effect: float = 0.0
-    above_share: float | None = None
-    high_margin: float = 0.30
-    low_margin: float = 0.05
-
-    def draw(self, n_users: int, rng: np.random.Generator) -> np.ndarray:
-        """(n_users,) true margins, independent draws."""
-        if self.above_share is not None:
-            above = rng.random(n_users) < self.above_share
-            return np.where(above, self.high_margin, self.low_margin)
-        return -np.expm1(rng.normal(self.mean_effect, self.sd_effect, size=n_users))
-
-
-def simulate_population(params: SimParams, population: UserPopulation, n_seeds: int,
-                        rng: np.random.Generator) -> SimulatedStudy:
-    """`simulate_experiment` with the users' margins drawn from `population` (the truth records
-    the drawn margins; the population's own parameters are the population-level truth)."""
-    margins = population.draw(len(params.users), rng)
-    return simulate_experiment(params, margins, n_seeds, rng)
-
-
 def study_tables(nll_cols, tok_cols, adapters, users, seeds, bytes_per_token: float = 4.0) -> StudyData:
     """Per column j arrays (S, A, n_j) of document NLL sums and token counts -> StudyData.
 
@@ -403,104 +372,6 @@ def _grouped_expected(params: SimParams, groups, penalty: float, rng: np.random.
     return E
 
 
-# --------------------------------------------------------------------------- training-step sweeps
-
-@dataclass(frozen=True, eq=False)
-class StepsTruth:
-    """The known answer of one simulated step sweep."""
-
-    steps: tuple[int, ...]        # K step counts, ascending
-    expected: np.ndarray          # (K, A, J) expected cell log ppl per count
-    margins: np.ndarray           # (K, J) true margins per count
-    slopes: np.ndarray            # (J,) true margin slope per doubling of the steps (fraction)
-
-
-@dataclass(frozen=True, eq=False)
-class SimulatedSteps:
-    data: StudyData               # cells and docs with a `steps` column (one block per count)
-    truth: StepsTruth
-
-
-def steps_margins(margins, slopes, steps) -> np.ndarray:
-    """(K, J) true margins m_j + slope_j x (log2 steps_k - mean_k log2 steps_k): the margin is
-    linear in log2(steps) with slope `slope_j` per doubling, and `margins` at the (geometric)
-    centre of the sweep."""
-    x = np.log2(np.asarray(steps, dtype=float))
-    x = x - x.mean()
-    return np.asarray(margins, dtype=float)[None, :] + np.outer(x, np.asarray(slopes, dtype=float))
-
-
-def simulate_steps(params: SimParams, margins, steps, n_seeds: int, rng: np.random.Generator, *,
-                   slopes=0.0, seeds: tuple[int, ...] | None = None) -> SimulatedSteps:
-    """One step sweep: the experiment of `simulate_experiment` evaluated at every count in `steps`.
-
-    The true margin of user j at count k is `steps_margins(margins, slopes, steps)` (a planted
-    step interaction: linear in log2 steps, `slopes` per user, scalar or (J,)); every other
-    expected cell is the same at every count. Seed, adapter-instance, cell, document and
-    document x adapter terms are shared by every count (snapshots of the same training runs,
-    evaluated on the same documents), so differences between counts are paired as in a real
-    sweep; the per-document noise is drawn afresh per count. Seed-shared count trends, x_k the
-    centred log2(steps_k): `doc_trend_sd` per (adapter, document), noise (the truth is unchanged);
-    `trend_sd` per (adapter, eval user), added to the expected cells, so `truth.slopes` are then
-    the true margins' least-squares slopes (the planted one plus what the trends make of it).
-    Deterministic given `rng`.
-    """
-    if not isinstance(rng, np.random.Generator):
-        raise ValueError(f"`rng` must be a numpy.random.Generator; got {type(rng).__name__}.")
-    if not isinstance(n_seeds, (int, np.integer)) or n_seeds < 1:
-        raise ValueError(f"`n_seeds` must be a positive integer; got {n_seeds!r}.")
-    steps = tuple(int(k) for k in steps)
-    if not steps or any(k < 1 for k in steps) or list(steps) != sorted(set(steps)):
-        raise ValueError(f"`steps` must be distinct positive integers in ascending order; got {list(steps)}.")
-    p, S, J = params, int(n_seeds), len(params.users)
-    seeds = tuple(range(S)) if seeds is None else tuple(seeds)
-    margins = np.broadcast_to(np.asarray(margins, dtype=float), (J,))
-    slopes = np.broadcast_to(np.asarray(slopes, dtype=float), (J,)).copy()
-    M = steps_margins(margins, slopes, steps)                                    # (K, J)
-    if np.any(M >= 1):
-        raise ValueError(f"the planted margins reach 1 at some step count ({M.max():.3f}); lower "
-                         "`margins` or `slopes`.")
-    E0 = expected_cells(p, margins, rng)
-    x = np.log2(np.asarray(steps, dtype=float))
-    x = x - x.mean()
-    others = E0[:J].copy()
-    others[np.arange(J), np.arange(J)] = np.inf
-    best_other = others.min(axis=0)
-    Es = []
-    for m in M:
-        E = E0.copy()
-        E[np.arange(J), np.arange(J)] = best_other + np.log1p(-m)
-        Es.append(E)
-    if p.trend_sd > 0:
-        Es = _with_trends(Es, x, p, rng)
-    parts = []
-    for k, (nll_cols, tok_cols) in zip(steps, _simulate_columns(p, Es, S, rng, xs=x), strict=True):
-        d = study_tables(nll_cols, tok_cols, p.adapters, p.users, seeds, p.bytes_per_token)
-        parts.append((k, d))
-    cells = pl.concat([d.cells.with_columns(pl.lit(k, dtype=pl.Int64).alias("steps")) for k, d in parts])
-    docs = pl.concat([d.docs.with_columns(pl.lit(k, dtype=pl.Int64).alias("steps")) for k, d in parts])
-    margins_k = true_margins(np.stack(Es))
-    if p.trend_sd > 0:   # the planted slope plus what the adapter x user trends make of it
-        slopes = log2_slope_of(margins_k, x)
-    return SimulatedSteps(StudyData(cells=cells, docs=docs),
-                          StepsTruth(steps, np.stack(Es), margins_k, slopes))
-
-
-def _with_trends(Es: list[np.ndarray], x: np.ndarray, p: SimParams, rng: np.random.Generator) -> list[np.ndarray]:
-    """The expected cells of every count plus a seed-shared trend t[i, j] * x_k per trained adapter
-    i and eval user j (`trend_sd`): E_k + t x_k (drawn only when `trend_sd` > 0, so a sweep without
-    it is the same draw as before)."""
-    trained = np.array([a != "base" for a in p.adapters], dtype=float)
-    t = rng.normal(0, p.trend_sd, size=Es[0].shape) * trained[:, None]
-    return [E + t * xk for E, xk in zip(Es, x, strict=True)]
-
-
-def log2_slope_of(values: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """(K, J) values at centred log2 step counts `x` -> (J,) least-squares slope per doubling."""
-    w = (x - x.mean()) / np.sum((x - x.mean()) ** 2)
-    return w @ values
-
-
 def cells_from_matrix(ppl: np.ndarray, adapters: tuple[str, ...], users: tuple[str, ...]) -> StudyData:
     """(S, A, J) or (A, J) perplexities -> StudyData without documents (hand-computed tests)."""
     ppl = np.asarray(ppl, dtype=float)
@@ -511,43 +382,6 @@ def cells_from_matrix(ppl: np.ndarray, adapters: tuple[str, ...], users: tuple[s
     df = pl.DataFrame({"seed": s.ravel(), "adapter": np.asarray(adapters)[a.ravel()],
                        "eval": np.asarray(users)[j.ravel()], "ppl": ppl.ravel()})
     return StudyData(cells=normalize_cells(df, "<matrix>"))
-
-
-# --------------------------------------------------------------------------- many users, cheaply (issue 23)
-
-@dataclass(frozen=True, eq=False)
-class SimulatedMargins:
-    """Per-user margins of a many-user study, simulated without the perplexity matrix."""
-
-    margins: np.ndarray           # (J,) true margins drawn from the population
-    per_seed: np.ndarray          # (S, J) per-seed margin estimates
-    point: np.ndarray             # (J,) estimates (mean over seeds)
-    low: np.ndarray               # (J,) interval bounds at `level`
-    high: np.ndarray
-
-
-def simulate_user_margins(population: UserPopulation, n_users: int, n_seeds: int, se: float, level: float,
-                          rng: np.random.Generator) -> SimulatedMargins:
-    """The cheap many-user path of the population calibration: each user's true margin from
-    `population`, `n_seeds` per-seed estimates m_j + N(0, se sqrt(S)) (so their mean has sd `se`),
-    and the Student-t interval on S - 1 df at `level` (exact under this model: every user's
-    interval holds its level, so what a calibration measures is the population figure built on
-    top). A (J,) study of 1,000 users costs microseconds where the full matrix (J x J cells,
-    documents, the bootstrap) costs minutes; deterministic given `rng`."""
-    from scipy import stats
-    if not isinstance(rng, np.random.Generator):
-        raise ValueError(f"`rng` must be a numpy.random.Generator; got {type(rng).__name__}.")
-    if not isinstance(n_seeds, (int, np.integer)) or n_seeds < 2:
-        raise ValueError(f"`n_seeds` must be an integer >= 2 (a t interval needs 2 seeds); got {n_seeds!r}.")
-    if not isinstance(n_users, (int, np.integer)) or n_users < 1:
-        raise ValueError(f"`n_users` must be a positive integer; got {n_users!r}.")
-    if not (np.isfinite(se) and se > 0) or not 0 < level < 1:
-        raise ValueError(f"`se` must be > 0 and `level` in (0, 1); got {se!r}, {level!r}.")
-    m = population.draw(int(n_users), rng)
-    per_seed = m[None, :] + rng.normal(0, se * np.sqrt(n_seeds), size=(int(n_seeds), int(n_users)))
-    point = per_seed.mean(axis=0)
-    half = stats.t.ppf(1 - (1 - level) / 2, n_seeds - 1) * per_seed.std(axis=0, ddof=1) / np.sqrt(n_seeds)
-    return SimulatedMargins(m, per_seed, point, point - half, point + half)
 
 
 # ---- issue 23: failure modes the calibration must be able to produce -----------------------------
