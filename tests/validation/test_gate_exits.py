@@ -16,7 +16,7 @@ from validation import InputError, load_external
 from validation import verdict as verdict_cmd
 from validation.simulation.simulate import simulate_study
 
-PREREG = Path(__file__).resolve().parent / "data" / "prereg_fast.toml"
+PREREG = Path(__file__).resolve().parents[1] / "data" / "prereg_fast.toml"
 FAST = ["--preset", "tiny", "--fixture-set", "synthetic", "--seeds", "1", "--steps", "3", "--fixtures", "2", "-q"]
 
 

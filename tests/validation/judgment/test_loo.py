@@ -20,7 +20,7 @@ from validation.stats.metrics import loo_gain, loo_personalization_gain, seen_us
 from validation.text.outputs import markdown_summary, verdict_text
 from validation.verdict import main
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 FAST = ["--n-resamples", "300", "--no-report", "--no-calibration", "--prereg", str(REPO / "prereg.toml")]
 
 USERS = ("a", "b", "c")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PREREG = REPO / "tests" / "data" / "prereg_fast.toml"  # prereg.toml with n_resamples = 300
 
 

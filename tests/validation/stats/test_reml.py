@@ -1,7 +1,7 @@
 """`validation.stats.reml.reml_nested` (the closed-form profiled REML of the seed / seed:adapter model):
 its algebra against dense matrices, its fit against statsmodels' MixedLM and its use by `fit_model`.
 
-The lme4 comparison is in tests/test_validation_model.py (the same `fit_model`, now on this fit).
+The lme4 comparison is in tests/validation/stats/test_mixed_model.py (the same `fit_model`, now on this fit).
 """
 
 import dataclasses
@@ -87,7 +87,7 @@ def test_profiled_equals_mixedlm(case, which):
     """Same fixed effects as statsmodels' MixedLM (1e-6 relative; 1e-5 SE absolute), a REML
     likelihood at least as high, the same variance components within MixedLM's optimizer
     precision (its optimizers stop ~1e-4 relative short of the optimum; ours agrees with lme4
-    to ~1e-6, tests/test_validation_model.py)
+    to ~1e-6, tests/validation/stats/test_mixed_model.py)
     and the same singular components. SEs: equal to 1e-4 with complete cells; with missing cells
     MixedLM's SEs (from the joint Hessian of fixed effects and variances) differ by ~1e-3 from
     sigma^2 (X'V^-1X)^-1, which lme4 and ours report."""

@@ -15,7 +15,7 @@ from tests.support.examples import example_manifest, seal_folder
 from validation.simulation.simulate import simulate_study
 from validation.verdict import main
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PREREG = REPO / "tests" / "data" / "prereg_fast.toml"  # prereg.toml with n_resamples = 300
 FAST = ["--no-report", "--no-calibration"]
 

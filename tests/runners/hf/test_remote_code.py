@@ -22,7 +22,7 @@ from runners.hf import load as hf_load  # noqa: E402
 from runners.hf.load import HFModelError, load_checkpoint  # noqa: E402
 from runners.hf.tiny import save_tiny  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 FAST = ["--fixture-set", "synthetic", "--seeds", "1", "--steps", "3", "--fixtures", "2", "--batch-size", "2", "-q"]
 
 

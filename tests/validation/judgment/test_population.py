@@ -208,7 +208,7 @@ def test_default_prereg_does_not_gate_on_population():
 
 def test_verdict_refuses_a_gated_population_criterion_on_too_few_users(tmp_path, capsys):
     from common.hashing import sha256_file
-    from tests.test_validation_cli import PREREG, make_run
+    from tests.validation.test_verdict_cli import PREREG, make_run
     from validation.verdict import main
 
     prereg = tmp_path / "prereg.toml"

@@ -16,7 +16,7 @@ from validation.contract.prereg import Prereg, PreregError, load_prereg
 from validation.simulation.simulate import simulate_study
 from validation.verdict import main
 
-PREREG = Path(__file__).resolve().parent / "data" / "prereg_fast.toml"  # n_resamples = 300
+PREREG = Path(__file__).resolve().parents[1] / "data" / "prereg_fast.toml"  # n_resamples = 300
 FAST = ["--no-calibration"]
 
 
@@ -148,7 +148,7 @@ def test_bad_override_values_exit_2(tmp_path, capsys, flag, value):
 
 
 def test_the_fast_test_copy_differs_from_the_repository_file_only_in_n_resamples():
-    repo = (Path(__file__).resolve().parents[1] / "prereg.toml").read_text().splitlines()
+    repo = (Path(__file__).resolve().parents[2] / "prereg.toml").read_text().splitlines()
     fast = PREREG.read_text().splitlines()
     differ = [(a, b) for a, b in zip(repo, fast, strict=True) if a != b]
     assert differ[0][1].startswith("# Test copy") and differ[1:] == [("n_resamples = 10000", "n_resamples = 300")]
@@ -176,7 +176,7 @@ def test_a_file_cannot_preregister_a_collapsed_level_or_margin(tmp_path, capsys,
 
 def test_the_sane_ranges_hold_the_repository_defaults_and_are_documented():
     from validation.contract.prereg import BOUNDS
-    gate = " ".join((Path(__file__).resolve().parents[1] / "docs" / "gate.md").read_text().split())
+    gate = " ".join((Path(__file__).resolve().parents[2] / "docs" / "gate.md").read_text().split())
     for name, (lo, hi, _) in BOUNDS.items():
         assert lo <= getattr(Prereg(), name) <= hi
         assert f"`{name}` in [{lo:g}, {hi:g}]" in gate, name

@@ -15,7 +15,7 @@ import torch
 from runners import rundir
 from runners.grid import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FAST = ["--preset", "tiny", "--fixture-set", "synthetic", "--seeds", "1", "--steps", "3", "--fixtures", "2"]
 
 

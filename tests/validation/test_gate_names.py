@@ -25,7 +25,7 @@ from validation.simulation.simulate import simulate_study
 from validation.text.outputs import junit_xml, markdown_summary, verdict_text
 from validation.verdict import main
 
-PREREG = Path(__file__).resolve().parent / "data" / "prereg_fast.toml"
+PREREG = Path(__file__).resolve().parents[1] / "data" / "prereg_fast.toml"
 
 # Valid under the rule, hostile for HTML, inline JSON, Markdown and Vega: they must be escaped.
 HOSTILE_VALID = ("<!--<script>", "<img src=x onerror=console.error('INJECTED')>", "a|b *c* [d](e) `f`")

@@ -354,7 +354,7 @@ def test_the_heap_gives_back_what_a_sliced_loss_frees():
     import sys
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
 
     def grown(mode: str) -> int:
         out = subprocess.run([sys.executable, "-c", HEAP_PROBE, mode], cwd=root, capture_output=True, text=True,

@@ -18,7 +18,7 @@ from reports import bundle, page, tables
 from tests.support import examples
 from validation.contract.status import PreregStatus
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -109,7 +109,7 @@ def test_harness_sees_a_chart_that_failed(browser, tmp_path):
 
 def test_step_sweep_draws_the_steps_chart(browser, tmp_path):
     """A run with several step counts gets the margin-and-gains-versus-steps chart (issue 13)."""
-    from tests.test_steps_report import study
+    from tests.reports.test_steps import study
 
     verdict, data = study()
     path = reports.write_report(verdict, data, tmp_path / "report.html")

@@ -31,7 +31,7 @@ from validation.inputs.arrays import build_arrays
 from validation.simulation.simulate import simulate_study
 from validation.stats.mixed_model import fit_model
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[2] / "data"
 
 LME4 = {
     "lme4_cells.csv": dict(

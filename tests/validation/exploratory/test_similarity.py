@@ -24,7 +24,7 @@ from validation.stats.mantel import mantel
 from validation.text.outputs import verdict_json
 from validation.verdict import main
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 USERS6 = tuple(f"u{k}" for k in range(6))
 GROUPS = (0, 0, 0, 1, 1, 1)
 # Rows: adapters u0, u1, u2 (then `base`); columns: eval users u0, u1, u2; log ppl.

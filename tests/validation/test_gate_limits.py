@@ -18,7 +18,7 @@ from validation.simulation.simulate import simulate_study
 from validation.stats.bootstrap import bootstrap_bytes
 from validation.verdict import main
 
-PREREG = Path(__file__).resolve().parent / "data" / "prereg_fast.toml"
+PREREG = Path(__file__).resolve().parents[1] / "data" / "prereg_fast.toml"
 GRID = ["--preset", "tiny", "--fixture-set", "synthetic", "--fixtures", "2", "-q"]
 
 

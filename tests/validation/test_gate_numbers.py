@@ -15,7 +15,7 @@ from validation import InputError, load_external
 from validation.simulation.simulate import simulate_study
 from validation.verdict import main
 
-PREREG = Path(__file__).resolve().parent / "data" / "prereg_fast.toml"
+PREREG = Path(__file__).resolve().parents[1] / "data" / "prereg_fast.toml"
 
 
 def _cells() -> pl.DataFrame:

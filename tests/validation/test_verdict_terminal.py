@@ -6,7 +6,7 @@ import json
 import warnings
 
 import validation.verdict as verdict_cli
-from tests.test_validation_cli import FAST, PREREG, make_run
+from tests.validation.test_verdict_cli import FAST, PREREG, make_run
 
 
 def test_the_sentence_comes_first_and_raw_library_warnings_stay_off_the_terminal(tmp_path, capsys, monkeypatch):

@@ -44,7 +44,7 @@ from validation.inputs.tables import normalize_cells
 from validation.stats.mixed_model import PROFILED, fit_steps_model
 from validation.stats.types import ModelKind
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[2] / "data"
 
 LME4 = {
     "lme4_steps_cells.csv": dict(

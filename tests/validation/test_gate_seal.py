@@ -24,7 +24,7 @@ from common.lock import RunLock
 from runners import grid
 from validation.verdict import main
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]  # tests/
 FAST = ["--no-calibration", "--no-report"]
 GRID = ["--preset", "tiny", "--fixture-set", "synthetic", "--fixtures", "3", "--steps", "6", "-q"]
 

@@ -26,7 +26,7 @@ from runners.grid import main  # noqa: E402
 from runners.hf.peft_export import PEFT_PREFIX  # noqa: E402
 from runners.hf.tiny import bpe_tokenizer, save_tiny  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 FAST = ["--fixture-set", "synthetic", "--seeds", "1", "--steps", "3", "--fixtures", "2", "--batch-size", "2", "-q"]
 
 
