@@ -179,7 +179,7 @@ def test_matrix_prefers_validations_geometric_mean(full):
     verdict, data = full
     given = pl.DataFrame({"adapter": ["alice", "pooled"], "eval": ["alice", "alice"],
                           "ppl": [10.0, 12.0]})
-    df, kind = tables.matrix_table(SimpleNamespace(matrix=given), data)
+    df, kind = tables.matrix_table(SimpleNamespace(matrix=given, users=(), similarity=None), data)
     assert kind == "geometric-mean"
     assert df["ppl"].to_list() == [10.0, 12.0]
     assert df["group"].to_list() == ["user adapters", "controls"]

@@ -377,7 +377,7 @@ def similarity_for_verdict(verdict: Verdict, data: StudyData, run_dir: str | Pat
                 draws = None
     adapter_d, seeds = None, ()
     if run_dir is not None and (Path(run_dir) / "adapters").is_dir():
-        steps = getattr(verdict, "steps", None)  # a run of several step counts: the primary count's files
+        steps = verdict.steps  # a run of several step counts: the primary count's files
         sub = f"steps-{steps.primary}" if steps is not None and len(steps.counts) > 1 else ""
         adapter_d, seeds = adapter_distances(run_dir, arrays.users, sub)
     elif run_dir is not None:

@@ -9,7 +9,7 @@ interval with another method or plot the distribution without re-running the boo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import polars as pl
 
@@ -72,6 +72,14 @@ class Gate:
         return {"passed": self.passed, "reasons": list(self.reasons)}
 
 
+class VerdictPart(Protocol):
+    """A part of the verdict made by a stage that this module cannot import without an import
+    running back up the stages (the population statistics, the step counts, the exploratory
+    analyses): whatever its class, it serializes itself into its key of verdict.json."""
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
 @dataclass(frozen=True, eq=False)
 class Verdict:
     """What `validation.judge` returns and `verdict.json` serializes."""
@@ -91,17 +99,17 @@ class Verdict:
     matrix: pl.DataFrame | None = None
     # Domain-similarity structure (`validation.exploratory.similarity.Similarity`), added by the CLI after
     # judging (`similarity_for_verdict`); None when not computed.
-    similarity: Any = None
+    similarity: VerdictPart | None = None
     # base -> loo:j -> pooled -> own j per user; empty without the leave-one-out controls
     decomposition: tuple[Decomposition, ...] = ()
     # The training-step interaction (`validation.exploratory.steps.StepsAnalysis`), added by the CLI after
     # judging (`analyze_steps`); None with one step count.
-    steps_analysis: Any = None
+    steps_analysis: VerdictPart | None = None
     # population statistics (`validation.judgment.population.PopulationResult`); None when not computed
-    population: Any = None
+    population: VerdictPart | None = None
     # the step counts (`validation.judgment.steps.StepsResult`): which one gated, the exploratory
     # others; added by the CLI after judging; None when not computed
-    steps: Any = None
+    steps: VerdictPart | None = None
 
     def criterion(self, name: str) -> CriterionResult:
         for c in self.criteria:
@@ -154,20 +162,29 @@ class Verdict:
                                           "personalization_gain": pl.Float64,
                                           "regularization_gain": pl.Float64, "total_gain": pl.Float64})
 
+    def statistics_json(self) -> dict[str, Any]:
+        """The per-user statistics of verdict.json, the same at every step count: `users`,
+        `decomposition`, `model`, `bootstrap`, `warnings` (`ExploratoryCount` writes these too)."""
+        return {"users": [u.to_json() for u in self.users],
+                "decomposition": [d.to_json() for d in self.decomposition] or None,
+                "model": None if self.model is None else self.model.to_json(),
+                "bootstrap": self.bootstrap.to_json(), "warnings": list(self.warnings)}
+
     def to_json(self) -> dict[str, Any]:
+        stats = self.statistics_json()
         return {
             "schema": "normadapt-verdict/1",
             "preregistration": self.prereg.to_json(),
             "gate": self.gate.to_json(),
             "criteria": {c.name: c.to_json() for c in self.criteria},
-            "users": [u.to_json() for u in self.users],
+            "users": stats["users"],
             "comparator": self.comparator,
-            "model": None if self.model is None else self.model.to_json(),
-            "bootstrap": self.bootstrap.to_json(),
+            "model": stats["model"],
+            "bootstrap": stats["bootstrap"],
             "seeds": list(self.seeds),
             "settings": self.settings.to_json(),
-            "warnings": list(self.warnings),
-            "decomposition": [d.to_json() for d in self.decomposition] or None,
+            "warnings": stats["warnings"],
+            "decomposition": stats["decomposition"],
             "matrix": [] if self.matrix is None else [
                 {"adapter": r["adapter"], "eval": r["eval"], "ppl": _num(r["ppl"]), "n_seeds": r["n_seeds"]}
                 for r in self.matrix.iter_rows(named=True)],

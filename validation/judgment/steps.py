@@ -86,11 +86,7 @@ class ExploratoryCount:
     verdict: Verdict  # judge()'s full result at this count; its criteria and gate decide nothing
 
     def to_json(self) -> dict[str, Any]:
-        v = self.verdict
-        return {"label": "exploratory", "users": [u.to_json() for u in v.users],
-                "decomposition": [d.to_json() for d in v.decomposition] or None,
-                "model": None if v.model is None else v.model.to_json(),
-                "bootstrap": v.bootstrap.to_json(), "warnings": list(v.warnings)}
+        return {"label": "exploratory", **self.verdict.statistics_json()}
 
 
 @dataclass(frozen=True, eq=False)

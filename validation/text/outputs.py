@@ -205,12 +205,12 @@ DECOMPOSITION_COLUMNS = (("new_user", "base -> loo"), ("seen_user", "loo -> pool
 def steps_lines(v: Verdict) -> list[str]:
     """Issue 13: the per-user trend of the margin with training (`verdict.json` `steps_analysis`),
     exploratory; nothing with one step count."""
-    st = getattr(v, "steps_analysis", None)
+    st = v.steps_analysis
     if st is None:
         return []
     head = (f"training steps {', '.join(map(str, st.steps))} (exploratory; criteria read at "
             f"{'the primary count' if st.primary is None else st.primary}):")
-    overall = [] if getattr(st, "interaction", None) is None else [f"  - {term(st.interaction.words)}"]
+    overall = [] if st.interaction is None else [f"  - {term(st.interaction.words)}"]
     model = [] if st.model is None else [
         f"  - mixed model diag x log2(steps) {st.model.interaction:+.4f} log ppl per doubling: descriptive only "
         "(its Wald p counts a trend the seeds share once per seed; verdict.json `steps_analysis.model`)"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+from validation.contract.prereg import MIN_USERS_EFFECT
 from validation.contract.status import Status
 from validation.judgment.results import Verdict
 from validation.stats.types import BootstrapMode, threshold_pct
@@ -108,7 +109,9 @@ def _caveats(v: Verdict) -> str:
     return f" ({'; '.join(notes)})" if notes else ""
 
 
-POPULATION_USERS = 6   # from this many users the sentence also reads the users as a population
+# from this many users the sentence also reads the users as a population: the number the population-average
+# effect needs (one threshold, `validation.contract.prereg.MIN_USERS_EFFECT`)
+POPULATION_USERS = MIN_USERS_EFFECT
 
 
 def _population(v: Verdict) -> str:
