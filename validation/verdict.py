@@ -25,8 +25,8 @@ from common.limits import gib, memory_budget
 from common.lock import RunLock, RunLocked
 from validation.contract.prereg import PreregError, check_users, default_prereg_path, load_prereg
 from validation.contract.prereg_check import (
+    Settings,
     check_prereg,
-    command_line_overrides,
     with_overrides,
     with_recorded_settings,
     with_unregistered,
@@ -208,24 +208,19 @@ def _judge_and_write(args, run_dir: Path | None, out: Path) -> int:
             raise InputError(f"`--n-resamples` must be a positive integer; got {args.n_resamples}.")
         if args.rng_seed is not None and args.rng_seed < 0:
             raise InputError(f"`--rng-seed` must be an integer >= 0; got {args.rng_seed}.")
-        overrides = command_line_overrides(
-            prereg, {"--n-resamples": args.n_resamples, "--rng-seed": args.rng_seed})
-        status = with_overrides(status, overrides, accepted=args.accept_not_preregistered)
-        check_bootstrap_memory(data, prereg.n_resamples if args.n_resamples is None else args.n_resamples,
-                               "--n-resamples" if args.n_resamples is not None else "n_resamples")
-        rng_seed = prereg.rng_seed if args.rng_seed is None else args.rng_seed
+        settings = Settings(prereg, n_resamples_flag=args.n_resamples, rng_seed_flag=args.rng_seed)
+        status = with_overrides(status, settings.overrides(), accepted=args.accept_not_preregistered)
+        check_bootstrap_memory(data, settings.n_resamples, settings.n_resamples_source)
         with warnings.catch_warnings(record=True) as raw:  # raw library warnings never reach
             warnings.simplefilter("always")                # the terminal: verdict.json keeps them
-            verdict = judge(data, prereg, rng=np.random.default_rng(rng_seed),
-                            n_resamples=args.n_resamples, prereg_status=status)
+            verdict = judge(data, prereg, rng=np.random.default_rng(settings.rng_seed),
+                            n_resamples=settings.n_resamples_flag, prereg_status=status)
             verdict = replace(verdict, warnings=verdict.warnings + recorded_warnings + steps_warnings,
-                              steps=judge_exploratory(study, primary, prereg, rng_seed=rng_seed,
-                                                      n_resamples=args.n_resamples, prereg_status=status))
+                              steps=judge_exploratory(study, primary, settings, prereg_status=status))
             calibration, cal_warnings = _calibration(args, data, prereg, run_dir, regime=(
                 verdict.bootstrap.regime.label if verdict.bootstrap.regime is not None else None))
             verdict = _with_similarity(verdict, data, run_dir)
-            verdict = _with_steps(verdict, study.cells, study.docs, prereg, rng_seed, primary=primary,
-                                  n_resamples=args.n_resamples)
+            verdict = _with_steps(verdict, study.cells, study.docs, settings, primary=primary)
         verdict = _with_raw_warnings(verdict, raw)
         verdict = replace(verdict, gate=preregistration_gate(verdict.gate, status))
         if cal_warnings:
@@ -307,20 +302,19 @@ def _with_similarity(verdict, data, run_dir: Path | None):
             f"similarity failed ({type(e).__name__}: {e}); the verdict does not depend on it",))
 
 
-def _with_steps(verdict, cells, docs, prereg, rng_seed: int, primary: int | None = None,
-                n_resamples: int | None = None):
+def _with_steps(verdict, cells, docs, settings: Settings, primary: int | None = None):
     """The training-step interaction (verdict.json key `steps_analysis`; docs/methods.md, section 12).
 
     `cells`/`docs` are the run's tables over EVERY step count, with their `steps` column (the
     verdict itself judges the primary count's rows only); a table without that column, or with one
-    count, leaves the verdict unchanged. The bootstrap restarts from `rng_seed`, so its draws are
+    count, leaves the verdict unchanged. The bootstrap restarts from `settings.rng_seed`, so its draws are
     the verdict's own: at the primary count every figure equals `users[]`. Bad input (a partial
     `steps` column, counts that cannot be paired, a primary count not trained) raises InputError
     (exit 2); a numerical failure is a warning, the verdict does not depend on it."""
     from validation.exploratory.steps import analyze_steps
     try:
-        st = analyze_steps(cells, docs, prereg, rng=np.random.default_rng(rng_seed), primary=primary,
-                           n_resamples=n_resamples)
+        st = analyze_steps(cells, docs, settings.prereg, rng=np.random.default_rng(settings.rng_seed),
+                           primary=primary, n_resamples=settings.n_resamples_flag)
     except InputError:
         raise
     except Exception as e:

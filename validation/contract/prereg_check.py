@@ -6,7 +6,7 @@ manifest's (`check_prereg`), the settings a locked file leaves out read as the r
 
 from __future__ import annotations
 
-from dataclasses import fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from validation.contract.manifest import Manifest
@@ -156,3 +156,35 @@ def with_overrides(status: PreregStatus, overrides: tuple[str, ...], *, accepted
     if not status.locked:
         note = f"{status.note}; {note}"
     return replace(status, locked=False, note=note, overrides=overrides, accepted=accepted)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The settings a verdict is computed with: the pre-registration plus the command-line flags that
+    replace one of its settings (`OVERRIDABLE`: `--n-resamples`, `--rng-seed`; docs/gate.md).
+
+    `prereg` keeps the pre-registered values (verdict.json `settings`); `n_resamples` and `rng_seed`
+    are the values used; a flag left out (None) keeps the pre-registered one. One object for every
+    function that judges, so the overrides are not threaded through each one separately."""
+
+    prereg: Prereg
+    n_resamples_flag: int | None = None
+    rng_seed_flag: int | None = None
+
+    @property
+    def n_resamples(self) -> int:
+        return self.prereg.n_resamples if self.n_resamples_flag is None else self.n_resamples_flag
+
+    @property
+    def rng_seed(self) -> int:
+        return self.prereg.rng_seed if self.rng_seed_flag is None else self.rng_seed_flag
+
+    @property
+    def n_resamples_source(self) -> str:
+        """Where `n_resamples` comes from, as a message names it: the flag or the setting."""
+        return "--n-resamples" if self.n_resamples_flag is not None else "n_resamples"
+
+    def overrides(self) -> tuple[str, ...]:
+        """The flags given with a value other than the pre-registered one (`command_line_overrides`)."""
+        return command_line_overrides(self.prereg, {"--n-resamples": self.n_resamples_flag,
+                                                    "--rng-seed": self.rng_seed_flag})

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from validation.contract.prereg import Prereg
+from validation.contract.prereg_check import Settings
 from validation.contract.status import PreregStatus
 from validation.inputs.sweep import StepsStudy
 from validation.inputs.tables import InputError
@@ -115,14 +116,15 @@ class StepsResult:
                 "exploratory": {str(e.steps): e.to_json() for e in self.exploratory}}
 
 
-def judge_exploratory(study: StepsStudy, primary: int | None, prereg: Prereg, *, rng_seed: int,
-                      n_resamples: int | None = None, prereg_status: PreregStatus | None = None) -> StepsResult:
-    """`judge` at every count but the primary, each with a fresh Generator seeded `rng_seed`."""
+def judge_exploratory(study: StepsStudy, primary: int | None, settings: Settings, *,
+                      prereg_status: PreregStatus | None = None) -> StepsResult:
+    """`judge` at every count but the primary, each with a fresh Generator seeded `settings.rng_seed`."""
+    prereg = settings.prereg
     out = []
     for k in study.counts:
         if k == primary:
             continue
-        v = judge(study.at(k), prereg, rng=np.random.default_rng(rng_seed), n_resamples=n_resamples,
-                  prereg_status=prereg_status)
+        v = judge(study.at(k), prereg, rng=np.random.default_rng(settings.rng_seed),
+                  n_resamples=settings.n_resamples_flag, prereg_status=prereg_status)
         out.append(ExploratoryCount(k, v))
     return StepsResult(primary, study.counts, prereg.primary_steps, tuple(out))

@@ -260,3 +260,19 @@ def test_a_sweep_whose_tables_lost_their_steps_column_is_refused(tmp_path, capsy
     assert main(["--run", str(run), "--prereg", str(path), *FAST]) == 2
     assert "no `steps` column, but the run's manifest says it trained the step counts [25, 100, 400]" in \
         capsys.readouterr().err
+
+
+def test_the_effective_settings_are_the_prereg_plus_the_flags_that_change_it():
+    from validation.contract.prereg_check import Settings
+
+    p = Prereg(n_resamples=300, rng_seed=11)
+    plain = Settings(p)
+    assert (plain.n_resamples, plain.rng_seed, plain.n_resamples_source, plain.overrides()) == (
+        300, 11, "n_resamples", ())
+    same = Settings(p, n_resamples_flag=300, rng_seed_flag=11)   # a flag at the pre-registered value
+    assert same.overrides() == () and same.n_resamples_source == "--n-resamples"
+    changed = Settings(p, n_resamples_flag=50, rng_seed_flag=3)
+    assert (changed.n_resamples, changed.rng_seed) == (50, 3)
+    assert changed.overrides() == ("--n-resamples 50 (pre-registered n_resamples = 300)",
+                                   "--rng-seed 3 (pre-registered rng_seed = 11)")
+    assert changed.prereg is p   # verdict.json `settings` keeps the pre-registered values

@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 
 from validation import InputError, Prereg, load_external
+from validation.contract.prereg_check import Settings
 from validation.inputs.sweep import load_steps
 from validation.judgment.steps import judge_exploratory, primary_count
 from validation.judgment.study import judge
@@ -117,7 +118,7 @@ def test_exploratory_counts_use_the_same_judge_and_seed(tmp_path):
     cells, docs = _tables((25, 100, 400))
     study = load_steps(cells=_write(tmp_path, cells, docs)[0], docs=tmp_path / "docs.parquet")
     prereg = Prereg(n_resamples=200)
-    res = judge_exploratory(study, 100, prereg, rng_seed=7)
+    res = judge_exploratory(study, 100, Settings(prereg, rng_seed_flag=7))
     assert [e.steps for e in res.exploratory] == [25, 400] and res.primary == 100
     alone = judge(study.at(25), prereg, rng=np.random.default_rng(7))
     got = res.exploratory[0].verdict
