@@ -49,7 +49,7 @@ from validation.inputs.study import StudyData
 from validation.inputs.tables import InputError
 from validation.stats import metrics
 from validation.stats.bootstrap import apply_draws, bootstrap_mode, draw_weights
-from validation.stats.intervals import bootstrap_interval, document_df
+from validation.stats.design import IntervalDesign
 from validation.stats.mixed_model import StepsModelFit, fit_steps_model
 from validation.stats.types import BootstrapMode, Interval, _num
 
@@ -251,17 +251,10 @@ def analyze_steps(cells: pl.DataFrame, docs: pl.DataFrame | None, prereg: Prereg
     P = count_statistics(point, a0.pooled, a0.base)                          # (K, J)
     D = count_statistics(draws, a0.pooled, a0.base)                          # (K, B, J)
     Sd = count_statistics(per_seed, a0.pooled, a0.base)                      # (K, S, J)
-    n_docs = None if a0.doc_nll is None else [int(x.shape[0]) for x in a0.doc_nll]
-    doc_df = None if a0.doc_tok is None else [document_df(np.nanmean(t.reshape(t.shape[0], -1), axis=1))
-                                              for t in a0.doc_tok]
-    S = len(a0.seeds)
+    design = IntervalDesign.of(a0, method, level)   # the counts hold the same seeds and documents
 
     def iv(draws_: np.ndarray, pt: float, seed_values: np.ndarray, j: int) -> Interval | None:
-        if mode is BootstrapMode.NONE:
-            return None
-        return bootstrap_interval(draws_, pt, level, method=method, n_seeds=S, seed_values=seed_values,
-                                  n_docs=None if n_docs is None else n_docs[j],
-                                  doc_df=None if doc_df is None else doc_df[j])
+        return None if mode is BootstrapMode.NONE else design.interval(draws_, pt, j, seed_values)
 
     slope_p = log2_slope(P["margin"], steps)                                 # (J,)
     slope_d = log2_slope(np.moveaxis(D["margin"], 0, 1), steps) if B and mode is not BootstrapMode.NONE \
@@ -300,12 +293,7 @@ def analyze_steps(cells: pl.DataFrame, docs: pl.DataFrame | None, prereg: Prereg
                          "the seeds share once per seed; the interaction's test is `interaction`")
 
     def overall_iv(draws_: np.ndarray, pt: float, seed_values: np.ndarray) -> Interval | None:
-        if mode is BootstrapMode.NONE:
-            return None
-        # every column's documents are resampled: read the document level on the smallest column's df
-        return bootstrap_interval(draws_, pt, level, method=method, n_seeds=S, seed_values=seed_values,
-                                  n_docs=None if n_docs is None else min(n_docs),
-                                  doc_df=None if doc_df is None else min(doc_df))
+        return None if mode is BootstrapMode.NONE else design.pooled_interval(draws_, pt, seed_values)
 
     inter = interaction_test(point, draws, per_seed, steps, level, overall_iv)
     return StepsAnalysis(steps, primary, level, method, mode, 0 if mode is BootstrapMode.NONE else B,

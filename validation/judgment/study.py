@@ -19,10 +19,9 @@ from validation.judgment.results import BootstrapInfo, Verdict
 from validation.judgment.user_results import UserResult
 from validation.stats import metrics
 from validation.stats.bootstrap import bootstrap_mode, resample_logppl
+from validation.stats.design import IntervalDesign
 from validation.stats.intervals import (
     MIN_TAIL_DRAWS,
-    bootstrap_interval,
-    document_df,
     expanded_fallback,
     no_variance,
     study_regime,
@@ -81,16 +80,17 @@ def judge(
                         + ("no per-document data, only seeds are resampled" if mode is BootstrapMode.SEEDS_ONLY
                            else "one seed, only documents are resampled; seed-to-seed variation is not captured"))
     draws = resample_logppl(arrays, B, rng)                              # (B, A, J)
-    n_seeds, n_docs, doc_df = len(arrays.seeds), _n_docs(arrays), _doc_df(arrays)  # every interval's design
+    design = IntervalDesign.of(arrays, method, prereg.confidence)        # every interval's design
+    n_seeds, n_docs, doc_df = design.n_seeds, design.n_docs, design.doc_df
     with _warnings.catch_warnings():
         _warnings.simplefilter("ignore", RuntimeWarning)  # a cell missing in every seed stays NaN
         point = np.nanmean(arrays.logppl, axis=0)                        # (A, J)
-    users = _user_results(arrays, point, draws, prereg, method, n_docs, doc_df)
+    users = _user_results(arrays, point, draws, prereg, design)
     bare = _unreplicated(users, prereg, n_docs) if mode is not BootstrapMode.NONE else []
     if bare:   # no interval for them: every draw of their column undefined (NaN), read as unknown
         draws = draws.copy()
         draws[:, :, bare] = np.nan
-        users = _user_results(arrays, point, draws, prereg, method, n_docs, doc_df)
+        users = _user_results(arrays, point, draws, prereg, design)
         warnings.append(NO_INTERVAL_NOTE.format(who=f"for {[arrays.users[j] for j in bare]}, fewer than 2 seeds "
                                                     "with a finite margin and fewer than 2 held-out documents: "
                                                     "nothing"))
@@ -108,9 +108,7 @@ def judge(
         warnings.append("no `pooled` control: personalization and regularization gains not computed")
     if BASE not in arrays.adapters:
         warnings.append("no `base` control: regularization and total gains not computed")
-    decomposition = decompose(arrays, point, draws, lambda dr, pt, sv, j: bootstrap_interval(
-        dr, pt, prereg.confidence, method=method, n_seeds=n_seeds, seed_values=sv,
-        n_docs=None if n_docs is None else n_docs[j], doc_df=None if doc_df is None else doc_df[j]))
+    decomposition = decompose(arrays, point, draws, lambda dr, pt, sv, j: design.interval(dr, pt, j, sv))
     if not decomposition:
         warnings.append("no leave-one-out controls (`loo:<user>`): pooled's gain cannot be split into what a "
                         "new user gets and what comes from having seen the user; personalization is measured "
@@ -181,21 +179,6 @@ def _unreplicated(users, prereg: Prereg, n_docs: tuple[int, ...] | None) -> list
             and (n_docs is None or n_docs[j] < 2)]
 
 
-def _doc_df(arrays: StudyArrays) -> tuple[float, ...] | None:
-    """Effective df of each column's document level (`validation.stats.intervals.document_df` of its
-    documents' token counts); None without per-document data."""
-    if arrays.doc_tok is None:
-        return None
-    with _warnings.catch_warnings():
-        _warnings.simplefilter("ignore", RuntimeWarning)
-        return tuple(document_df(np.nanmean(t.reshape(t.shape[0], -1), axis=1)) for t in arrays.doc_tok)
-
-
-def _n_docs(arrays: StudyArrays) -> tuple[int, ...] | None:
-    """Held-out documents per evaluation user; None without per-document data."""
-    return None if arrays.doc_nll is None else tuple(int(n.shape[0]) for n in arrays.doc_nll)
-
-
 def _matrix(arrays: StudyArrays, point: np.ndarray) -> pl.DataFrame:
     """point (A, J) mean log ppl -> tidy `adapter, eval, ppl, log_ppl, n_seeds`."""
     A, J = point.shape
@@ -209,8 +192,8 @@ def _matrix(arrays: StudyArrays, point: np.ndarray) -> pl.DataFrame:
     })
 
 
-def _user_results(arrays: StudyArrays, point: np.ndarray, draws: np.ndarray, prereg: Prereg, method: str,
-                  n_docs: tuple[int, ...] | None, doc_df: tuple[float, ...] | None) -> tuple[UserResult, ...]:
+def _user_results(arrays: StudyArrays, point: np.ndarray, draws: np.ndarray, prereg: Prereg,
+                  design: IntervalDesign) -> tuple[UserResult, ...]:
     """point (A, J), draws (B, A, J) -> one UserResult per column."""
     pooled, base = arrays.pooled, arrays.base
     def stats(x: np.ndarray) -> dict[str, np.ndarray]:
@@ -229,13 +212,9 @@ def _user_results(arrays: StudyArrays, point: np.ndarray, draws: np.ndarray, pre
         p, d, per_seed = stats(point), stats(draws), stats(arrays.logppl)
     best, worst = metrics.best_other_index(point), metrics.worst_other_index(point)
     seed_best = metrics.best_other_index(np.where(np.isnan(arrays.logppl), np.inf, arrays.logppl))
-    n_seeds = len(arrays.seeds)
 
     def iv(key: str, j: int, level: float) -> Interval:
-        return bootstrap_interval(d[key][:, j], p[key][j], level, method=method, n_seeds=n_seeds,
-                                  seed_values=per_seed[key][:, j],
-                                  n_docs=None if n_docs is None else n_docs[j],
-                                  doc_df=None if doc_df is None else doc_df[j])
+        return design.interval(d[key][:, j], p[key][j], j, per_seed[key][:, j], level=level)
 
     out = []
     for j, user in enumerate(arrays.users):

@@ -12,9 +12,9 @@ from validation import InputError, judge
 from validation.inputs.arrays import build_arrays
 from validation.inputs.load import load_external
 from validation.judgment.decomposition import seen_share
-from validation.judgment.study import _doc_df
 from validation.simulation.simulate import cells_from_matrix, simulate_study
 from validation.stats.bootstrap import resample_logppl
+from validation.stats.design import _doc_df
 from validation.stats.intervals import bootstrap_interval
 from validation.stats.metrics import loo_gain, loo_personalization_gain, seen_user_gain
 from validation.text.outputs import markdown_summary, verdict_text

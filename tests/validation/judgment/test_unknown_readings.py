@@ -115,7 +115,7 @@ def test_a_diverged_seed_for_one_user_uses_that_users_finite_seeds():
     alice = v.user("alice")
     assert alice.n_seeds_finite == 2 and v.user("bob").n_seeds_finite == 3
     from validation.inputs.arrays import build_arrays
-    from validation.judgment.study import _doc_df
+    from validation.stats.design import _doc_df
     k = v.users.index(alice)
     doc_df = _doc_df(build_arrays(StudyData(cells=cells, docs=docs)))[k]
     direct = bootstrap_interval(alice.draws_margin, alice.margin, 0.95, method=v.bootstrap.method, n_seeds=2,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -158,7 +160,7 @@ def test_share_blend_reads_the_documents_on_their_effective_df_and_the_older_met
 
 def test_judge_gives_share_blend_the_columns_document_df():
     from validation.inputs.arrays import build_arrays
-    from validation.judgment.study import _doc_df
+    from validation.stats.design import _doc_df
     st = simulate_experiment(regime_params("document-dominated", n_docs=20), 0.1, 3, np.random.default_rng(6))
     arrays = build_arrays(st.data)
     tokens = [t[:, 0, 0] for t in arrays.doc_tok]
@@ -169,3 +171,21 @@ def test_judge_gives_share_blend_the_columns_document_df():
     expect = bootstrap_interval(u.draws_margin, u.margin, 0.95, method="share-blend", n_seeds=3,
                                 seed_values=u.seed_margins, n_docs=20, doc_df=_doc_df(arrays)[0])
     assert u.ci == expect
+
+
+def test_the_interval_design_is_read_once_from_the_arrays_and_gives_bootstrap_intervals():
+    from validation.inputs.arrays import build_arrays
+    from validation.stats.design import IntervalDesign
+    st = simulate_experiment(regime_params("document-dominated", n_docs=20), 0.1, 3, np.random.default_rng(6))
+    arrays = build_arrays(st.data)
+    design = IntervalDesign.of(arrays, "share-blend", 0.9)
+    assert (design.n_seeds, design.n_docs) == (3, (20,) * len(arrays.users))
+    assert design.doc_df == pytest.approx(tuple(document_df(t[:, 0, 0]) for t in arrays.doc_tok))
+    draws, seeds = np.random.default_rng(1).normal(0.1, 0.02, 500), np.array([0.09, 0.1, 0.12])
+    assert design.interval(draws, 0.1, 1, seeds) == bootstrap_interval(
+        draws, 0.1, 0.9, method="share-blend", n_seeds=3, seed_values=seeds, n_docs=20, doc_df=design.doc_df[1])
+    assert design.interval(draws, 0.1, 1, seeds, level=0.5) != design.interval(draws, 0.1, 1, seeds)
+    assert design.pooled_interval(draws, 0.1, seeds) == bootstrap_interval(
+        draws, 0.1, 0.9, method="share-blend", n_seeds=3, seed_values=seeds, n_docs=20, doc_df=min(design.doc_df))
+    no_docs = IntervalDesign.of(build_arrays(replace(st.data, docs=None)), "percentile", 0.95)
+    assert (no_docs.n_docs, no_docs.doc_df, no_docs.docs_of(0), no_docs.df_of(0)) == (None, None, None, None)
