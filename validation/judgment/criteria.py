@@ -129,7 +129,7 @@ def gate(prereg: Prereg, criteria: tuple[CriterionResult, ...], users: tuple[Use
          problems: CellProblems, population=None) -> Gate:
     """Apply the pre-registered gate; every failed condition is one reason. `population`
     (`validation.judgment.population.PopulationResult`) adds its applicable criteria; a gated one that is
-    not applicable fails the gate (`validation.contract.prereg_check.check_users` refuses that case up front)."""
+    not applicable fails the gate (`validation.contract.prereg.check_users` refuses that case up front)."""
     reasons: list[str] = []
     if problems.diverged and users and not any(math.isfinite(u.margin) for u in users):
         reasons.append(f"every user's margin is undefined: {len(problems.diverged)} cell(s) diverged (a "
