@@ -217,6 +217,31 @@ def count_statistics(logppl: np.ndarray, pooled: int | None, base: int | None) -
 
 # --------------------------------------------------------------------------- the entry point
 
+def margin_trend(user: str, slope: float, ci: Interval | None, level: float) -> Trend:
+    """The margin's slope with its interval and words; `unknown` when nothing was resampled."""
+    if ci is None or not ci.known:   # nothing resampled
+        ci = Interval(math.nan, math.nan)   # no interval (null in verdict.json), no direction
+        return Trend(slope, ci, "unknown", f"{user}: the margin's trend with training is unknown (slope "
+                                           f"{slope * 100:+.1f} pp per doubling, no interval: nothing resampled)")
+    return Trend(slope, ci, direction(ci), trend_words(user, slope, ci, level))
+
+
+def analysis_notes(primary: int | None, level: float, n_users: int, steps: tuple[int, ...],
+                   mode: BootstrapMode) -> list[str]:
+    """What the step analysis says about itself (verdict.json `steps_analysis.notes`)."""
+    notes = [f"exploratory: the pre-registered criteria and the gate are read at the primary count "
+             f"({primary if primary is not None else 'see prereg.toml'}) only; these figures change no status",
+             f"intervals at {level:.0%} per user and count, not adjusted for the {n_users} users x "
+             f"{len(steps)} counts read"]
+    if len(steps) == 2:
+        notes.append("two step counts: the slope is their difference per doubling; linearity in "
+                     "log2(steps) cannot be checked")
+    if mode is BootstrapMode.NONE:
+        notes.append("one seed and no per-document data: nothing resampled, so no intervals and every "
+                     "trend is `unknown`")
+    return notes
+
+
 def analyze_steps(cells: pl.DataFrame, docs: pl.DataFrame | None, prereg: Prereg | None = None, *,
                   rng: np.random.Generator, primary: int | None = None, n_resamples: int | None = None,
                   interval_method: str | None = None, fit: bool = True,
@@ -265,26 +290,10 @@ def analyze_steps(cells: pl.DataFrame, docs: pl.DataFrame | None, prereg: Prereg
         series = {q: tuple(CountEstimate(k, float(P[q][i, j]), None if not np.isfinite(P[q][i, j])
                                          else iv(D[q][i, :, j], P[q][i, j], Sd[q][i, :, j], j))
                            for i, k in enumerate(steps)) for q in QUANTITIES}
-        ci = iv(slope_d[:, j], slope_p[j], slope_s[:, j], j)
-        if ci is None or not ci.known:   # nothing resampled
-            ci = Interval(math.nan, math.nan)   # no interval (null in verdict.json), no direction
-            trend = Trend(float(slope_p[j]), ci, "unknown",
-                          f"{user}: the margin's trend with training is unknown (slope "
-                          f"{slope_p[j] * 100:+.1f} pp per doubling, no interval: nothing resampled)")
-        else:
-            trend = Trend(float(slope_p[j]), ci, direction(ci), trend_words(user, float(slope_p[j]), ci, level))
+        trend = margin_trend(user, float(slope_p[j]), iv(slope_d[:, j], slope_p[j], slope_s[:, j], j), level)
         users.append(UserSteps(user, series["margin"], series["personalization_gain"],
                                series["regularization_gain"], trend, slope_s[:, j].copy(), slope_d[:, j].copy()))
-    notes = [f"exploratory: the pre-registered criteria and the gate are read at the primary count "
-             f"({primary if primary is not None else 'see prereg.toml'}) only; these figures change no status",
-             f"intervals at {level:.0%} per user and count, not adjusted for the {len(a0.users)} users x "
-             f"{len(steps)} counts read"]
-    if len(steps) == 2:
-        notes.append("two step counts: the slope is their difference per doubling; linearity in "
-                     "log2(steps) cannot be checked")
-    if mode is BootstrapMode.NONE:
-        notes.append("one seed and no per-document data: nothing resampled, so no intervals and every "
-                     "trend is `unknown`")
+    notes = analysis_notes(primary, level, len(a0.users), steps, mode)
     model = None
     if fit:
         model = fit_steps_model(list(zip(steps, arrays, strict=True)), level)
