@@ -49,6 +49,7 @@ lint: EXTRAS = test
 lint: setup
 	$(PY) -c "from importlinter.cli import lint_imports_command; lint_imports_command()" --no-cache
 	$(PY) -m tests.support.import_cycles
+	$(PY) -m tests.support.module_sizes
 	$(PY) -m ruff check .
 
 # pytest exits 5 when it collects no test: that must fail, and it does, since make stops on

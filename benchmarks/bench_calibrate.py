@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from validation import Prereg, judge
-from validation.simulate import SimParams, simulate_experiment
+from validation.simulation.simulate import SimParams, simulate_experiment
 
 
 def main() -> None:

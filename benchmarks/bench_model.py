@@ -1,11 +1,11 @@
-"""Benchmark of the mixed model (`validation.model.fit_model`): profiled REML against statsmodels.
+"""Benchmark of the mixed model (`validation.stats.mixed_model.fit_model`): profiled REML against statsmodels.
 
     PYTHONPATH=. python benchmarks/bench_model.py [--users 3 12 24 50] [--seeds 3]
         [--old-max-users 50] [--threads-max-users 24]
 
 For each number of users N, a simulated study (`simulate_study`, seed 20260101, `--seeds` seeds,
 cells only) is fitted with both engines in the same run: the default, exact profiled REML
-(`engine="profiled-reml"`, `validation.reml`), and statsmodels' MixedLM with its optimizer
+(`engine="profiled-reml"`, `validation.stats.reml`), and statsmodels' MixedLM with its optimizer
 fallbacks (`engine="mixedlm"`, the former default), with OpenBLAS on one thread as `fit_best`
 now runs it, and (`mixedlm nthr`) with OpenBLAS's default threads as it ran before: on a loaded
 machine its threads, waking for every small matrix, cost minutes at 50 users. Each fit is the
@@ -17,7 +17,7 @@ on a shared machine mean little without it). A first small fit with each engine,
 imports and first-call costs out of the timings.
 
 `--steps 25,50,100,200,400` times the training-step interaction model instead
-(`validation.model.fit_steps_model`: three nested random intercepts, seed / seed:adapter /
+(`validation.stats.mixed_model.fit_steps_model`: three nested random intercepts, seed / seed:adapter /
 seed:adapter:steps) on a simulated sweep (`simulate_steps`, 12 documents per user, a planted slope
 of 1 pp per doubling), both engines, MixedLM up to `--old-max-users` users; prints the times, their
 ratio and the difference of the interaction and its SE between the engines.
@@ -34,10 +34,10 @@ import time
 
 import numpy as np
 
-import validation.model as model
-from validation.arrays import build_arrays
-from validation.model import fit_model
-from validation.simulate import simulate_study
+import validation.stats.mixed_model as model
+from validation.inputs.arrays import build_arrays
+from validation.simulation.simulate import simulate_study
+from validation.stats.mixed_model import fit_model
 
 
 def _timed(arrays, engine: str, blas_threads: bool = False):
@@ -98,9 +98,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _steps(args, counts: tuple[int, ...]) -> None:
-    from validation.model import fit_steps_model
-    from validation.simulate import SimParams, simulate_steps
-    from validation.steps import split_by_steps
+    from validation.exploratory.steps import split_by_steps
+    from validation.simulation.simulate import SimParams
+    from validation.simulation.steps import simulate_steps
+    from validation.stats.mixed_model import fit_steps_model
 
     def sweep(n: int):
         users = tuple(f"u{k:02d}" for k in range(n))

@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from validation.calibrate import calibration_for_study
-from validation.simulate import simulate_study
+from validation.simulation.simulate import simulate_study
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args(argv)
     if args.run:
-        from validation.data import load_run, resolve_run
+        from validation.inputs.load import load_run, resolve_run
         data = load_run(resolve_run(args.run, "runs"))
         what = f"run {args.run}"
     else:

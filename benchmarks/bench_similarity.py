@@ -1,4 +1,4 @@
-"""Benchmark of the domain-similarity structure (`validation.similarity.similarity_for_verdict`).
+"""Benchmark of the domain-similarity structure (`validation.exploratory.similarity.similarity_for_verdict`).
 
     python -m benchmarks.bench_similarity [--resamples 10000] [--repeats 3]
 
@@ -16,8 +16,8 @@ import time
 import numpy as np
 
 from validation import judge
-from validation.similarity import similarity_for_verdict
-from validation.simulate import simulate_study
+from validation.exploratory.similarity import similarity_for_verdict
+from validation.simulation.simulate import simulate_study
 
 
 def main() -> None:

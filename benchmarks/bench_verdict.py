@@ -19,9 +19,9 @@ import time
 import numpy as np
 
 from validation import judge
-from validation.arrays import build_arrays
-from validation.bootstrap import resample_logppl
-from validation.simulate import simulate_study
+from validation.inputs.arrays import build_arrays
+from validation.simulation.simulate import simulate_study
+from validation.stats.bootstrap import resample_logppl
 
 
 def plain_loop_bootstrap(arrays, n_resamples: int, rng: np.random.Generator) -> np.ndarray:

@@ -15,10 +15,10 @@ from dataclasses import replace
 import numpy as np
 import polars as pl
 
-from validation.calibration_plan import regime_params
-from validation.prereg import Prereg
-from validation.simulate import simulate_steps
-from validation.steps import analyze_steps
+from validation.calibration.plan import regime_params
+from validation.contract.prereg import Prereg
+from validation.exploratory.steps import analyze_steps
+from validation.simulation.steps import simulate_steps
 
 STEPS = (25, 50, 100, 200, 400)
 

@@ -8,7 +8,7 @@ counts, users, adapters, each user's held-out document ids, the pre-registration
 settings). With a key in `$NORMADAPT_SEAL_KEY` it also writes `seal.sig`, an HMAC-SHA256 of
 `seal.json`'s bytes, so whoever holds the key (a CI job) can tell a seal it made from one rewritten
 by hand. The verdict checks every file against the seal (`verify_files`) and the tables against the
-facts (`validation.sealed`); the signature when it is present and the key is known, or when asked
+facts (`validation.inputs.sealed`); the signature when it is present and the key is known, or when asked
 (`--require-signature`).
 
 Standard library only: the runner writes a seal, the verdict reads one.

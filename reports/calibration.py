@@ -8,7 +8,7 @@ from __future__ import annotations
 import altair as alt
 import polars as pl
 
-from validation.calibration_results import DesignCalibration
+from validation.calibration.results import DesignCalibration
 
 _STATUS_ORDER = ["pass", "inconclusive", "fail"]
 _STATUS_COLORS = ["#27ae60", "#bdc3c7", "#c0392b"]

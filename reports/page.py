@@ -20,13 +20,15 @@ import polars as pl
 import vl_convert
 
 from common.atomic import atomic_write_bytes, atomic_write_text
-from reports import bundle, charts, tables
+from reports import bundle, charts, exploratory_charts, tables
 from reports.calibration import calibration_chart, calibration_table
-from validation.calibration_results import DesignCalibration
-from validation.model_reading import diagnostic_readings
-from validation.population import NO_USER_MEASURED, descriptive_note
-from validation.results import BootstrapMode, StudyData, Verdict
-from validation.summary_sentence import summary_sentence
+from validation.calibration.results import DesignCalibration
+from validation.inputs.study import StudyData
+from validation.judgment.population import NO_USER_MEASURED, descriptive_note
+from validation.judgment.results import Verdict
+from validation.stats.types import BootstrapMode
+from validation.text.model_reading import diagnostic_readings
+from validation.text.summary_sentence import POPULATION_USERS, summary_sentence
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("reports", "templates"),
@@ -80,7 +82,7 @@ def chart_sections(verdict: Verdict, data: StudyData,
     controls = data.controls
     many = tables.many_users(verdict)
     order_words = (" Users are in the order of the similarity clustering (users whose adapters transfer "
-                   "to each other side by side)." if getattr(verdict, "similarity", None) is not None else "")
+                   "to each other side by side)." if verdict.similarity is not None else "")
     many_words = (f" With {len(verdict.users)} users the cells are small and unlabelled (hover for the "
                   "value), and the leave-one-out controls are one row: in each column, loo:<that user>."
                   if many else "")
@@ -115,7 +117,7 @@ def chart_sections(verdict: Verdict, data: StudyData,
         None if seeds["seed"].n_unique() > 1 else
         "Only one seed in this input: there is no run-to-run spread to show."))
     gains = tables.gains_table(verdict)
-    decomposition = getattr(verdict, "decomposition", ())
+    decomposition = verdict.decomposition
     loo_words = (
         " With the leave-one-out controls (loo:<user>, one generic adapter per user trained on every "
         "OTHER user's text: what a new user gets), the chain is base → loo:<user> → pooled → own, "
@@ -192,7 +194,7 @@ def chart_sections(verdict: Verdict, data: StudyData,
 
 
 BOOTSTRAP_PANELS = 6
-POPULATION_CHART_USERS = 6   # as the summary sentence (validation.summary_sentence.POPULATION_USERS)
+POPULATION_CHART_USERS = POPULATION_USERS   # as the summary sentence: the users the population effect needs
 
 
 def _population_section(verdict: Verdict) -> ChartSection:
@@ -221,7 +223,7 @@ def _similarity_section(verdict: Verdict, many: bool = False) -> ChartSection:
     """Domain-similarity structure (docs/methods.md, section 11): ordered heatmap, split supports
     and the Mantel test in the caption, adapter-vs-transfer scatter when adapters were read."""
     title = "Which users\u2019 adapters transfer to each other? (exploratory)"
-    sim = getattr(verdict, "similarity", None)
+    sim = verdict.similarity
     if sim is None:
         return ChartSection("similarity", title, "", None,
                             "Not computed for this verdict (`python -m validation.verdict` computes it).")
@@ -242,7 +244,7 @@ def _similarity_section(verdict: Verdict, many: bool = False) -> ChartSection:
                + " ".join(n[0].upper() + n[1:] + "." for n in sim.notes))
     ok = len(sim.users) >= 2
     return ChartSection("similarity", title, caption,
-                        charts.similarity_chart(sim.transfer_table(),
+                        exploratory_charts.similarity_chart(sim.transfer_table(),
                                                 sim.pairs_table() if sim.adapter_distance is not None else None,
                                                 compact=many)
                         if ok else None, None if ok else "Fewer than two users: no distance to show.")
@@ -252,11 +254,11 @@ def _steps_sections(verdict: Verdict, many: bool = False) -> list[ChartSection]:
     """The training-step interaction (docs/methods.md, section 12), only for a run with more than
     one step count: margin and gains versus steps with interval bands; the per-user trend
     sentences and the mixed model's interaction test in the caption."""
-    st = getattr(verdict, "steps_analysis", None)
+    st = verdict.steps_analysis
     if st is None or len(st.steps) < 2:
         return []
     m = st.model
-    it = getattr(st, "interaction", None)
+    it = st.interaction
     model = ("" if it is None else f" Over every user, {it.words[0].lower() + it.words[1:]} (negative: the own "
              "adapter's advantage grows with training).")
     model += ("" if m is None else
@@ -281,14 +283,14 @@ def _steps_sections(verdict: Verdict, many: bool = False) -> list[ChartSection]:
                    + f"; each user's sentence is in verdict.json (`steps_analysis`). Exploratory: the criteria "
                    f"are read at the primary count{primary} only." + model)
         return [ChartSection("steps", "Does the margin change with training? (exploratory)", caption,
-                             charts.steps_summary(st.table(), trends, st.level, st.primary))]
+                             exploratory_charts.steps_summary(st.table(), trends, st.level, st.primary))]
     caption = (f"Each user's margin and gains at every trained step count ({', '.join(map(str, st.steps))}), "
                f"with {st.level:.0%} intervals ({st.interval_method}) from one bootstrap whose seed and "
                "document draws are shared by every count (paired). Exploratory: the criteria are read at "
                f"the primary count{primary} only. "
                + " ".join(s + "." for s in st.sentences()) + model)
     return [ChartSection("steps", "Does the margin change with training? (exploratory)", caption,
-                         charts.steps_chart(st.table(), st.level, st.primary))]
+                         exploratory_charts.steps_chart(st.table(), st.level, st.primary))]
 
 
 def _finite(x: float) -> float | None:
@@ -388,15 +390,15 @@ def render_report(verdict: Verdict, data: StudyData, *, title: str | None = None
         "provenance": provenance, "fixtures": fixtures,
         "cells_cols": cells_cols, "cells_rows": cells_rows, "n_cells": n_cells,
         "many_users": tables.many_users(verdict),
-        "population": getattr(verdict, "population", None),
+        "population": verdict.population,
         "population_shares": population[0].to_dicts() if population else [],
         "no_user_measured": NO_USER_MEASURED,
         "population_effects": population[1].to_dicts() if population else [],
         "population_descriptive": (descriptive_note(verdict.population)
-                                   if getattr(verdict, "population", None) is not None else None),
+                                   if verdict.population is not None else None),
         "n_seeds": len(data.seeds), "seeds": data.seeds, "users_list": data.users,
         "controls": data.controls, "source": str(data.source) if data.source else None,
-        "steps_line": verdict.steps.line() if getattr(verdict, "steps", None) is not None else None,
+        "steps_line": verdict.steps.line() if verdict.steps is not None else None,
         "vega_js": bundle.vega_javascript(),
         "lib_versions": bundle.versions(),
         "generated": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),

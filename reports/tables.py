@@ -13,8 +13,11 @@ from typing import Any
 import polars as pl
 
 from common.contract import CONTROLS, LOO_PREFIX
-from validation.manifest import Manifest
-from validation.results import ModelFit, StudyData, Verdict, _num
+from validation.contract.manifest import Manifest
+from validation.inputs.study import StudyData
+from validation.judgment.results import Verdict
+from validation.stats.fits import ModelFit
+from validation.stats.types import _num
 
 # Order of the gains in the decomposition chart, with the words the page uses. The `loo:<user>`
 # steps come from `Verdict.decomposition` (absent without leave-one-out controls).
@@ -36,7 +39,7 @@ def _is_control(col: str = "adapter") -> pl.Expr:
 def gains_table(verdict: Verdict) -> pl.DataFrame:
     """One row per (user, component) with the gain and its interval; missing controls -> no row."""
     rows = []
-    steps = {d.user: d for d in getattr(verdict, "decomposition", ())}
+    steps = {d.user: d for d in verdict.decomposition}
     for u in verdict.users:
         values = {
             "regularization": (u.regularization_gain, u.regularization_ci),
@@ -108,15 +111,15 @@ MANY_USERS = 12   # above this many users the page summarizes instead of drawing
 
 
 def many_users(verdict: Verdict) -> bool:
-    return len(getattr(verdict, "users", ())) > MANY_USERS
+    return len(verdict.users) > MANY_USERS
 
 
 def user_order(verdict: Verdict) -> list[str]:
     """The users in the order the page draws them: the similarity tree's leaf order (users whose
     adapters transfer to each other side by side) when computed, else sorted by name."""
-    sim = getattr(verdict, "similarity", None)
-    names = [u.user for u in getattr(verdict, "users", ())]
-    order = list(getattr(sim, "order", ()) or ())
+    sim = verdict.similarity
+    names = [u.user for u in verdict.users]
+    order = [] if sim is None else list(sim.order)
     return order if sorted(order) == sorted(names) else sorted(names)
 
 
@@ -128,7 +131,7 @@ def matrix_table(verdict: Verdict, data: StudyData) -> tuple[pl.DataFrame, str]:
     validation's number (`Verdict.matrix`); with one seed the cells are that matrix already.
     Without either the per-seed matrices are shown as they are (no averaging is done here).
     """
-    given = getattr(verdict, "matrix", None)
+    given = verdict.matrix
     if isinstance(given, pl.DataFrame) and {"adapter", "eval", "ppl"} <= set(given.columns):
         n_seeds = (pl.col("n_seeds").cast(pl.Int64) if "n_seeds" in given.columns
                    else pl.lit(None, dtype=pl.Int64))
@@ -186,7 +189,7 @@ def population_tables(verdict: Verdict) -> tuple[pl.DataFrame, pl.DataFrame, pl.
     p = getattr(verdict, "population", None)
     if p is None:
         return None
-    from validation.population import DESCRIPTIONS
+    from validation.judgment.population import DESCRIPTIONS
 
     def gain(x: float) -> float:
         return -math.expm1(x)

@@ -7,8 +7,8 @@ windows), `train` (batched adapter training, base pretraining), `evaluate` (held
 built from trained adapters, and the storage record), `execute` (prepare, train
 and score each seed, resume, assemble the run), `provenance` (the manifest), `grid` (the CLI).
 The learning-rate sweep behind the default `--lr` is `benchmarks/lr_sweep.py` (docs/lr_sweep.md).
-Imports: `common`, `fixtures`, and of `validation` only its data contract (`validation.prereg`,
-`validation.manifest`), checked by `lint-imports`.
+Imports: `common`, `fixtures`, and of `validation` only its data contract (`validation.contract.prereg`,
+`validation.contract.manifest`), checked by `lint-imports`.
 
 Cell `status` values in cells.parquet / docs.parquet:
 - `ok`: trained and evaluated normally;

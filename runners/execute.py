@@ -307,7 +307,7 @@ def eval_unit(unit: EvalUnit, base: GPT, prep: Prepared, trained: Trained) -> Sc
     The adapters are loaded into a fresh copy of the base, a bank of just these rows: a row's
     forward pass gathers its own gains and never sees another row's, and every adapter is scored on
     the same windows in the same batches, so any chunking gives the NLLs of one bank bit for bit
-    (tests/test_runner_ray.py checks it)."""
+    (tests/runners/test_ray.py checks it)."""
     t0 = time.perf_counter()
     states = trained.states if unit.steps is None else trained.snapshots[unit.steps]
     statuses = trained.statuses if unit.steps is None else trained.statuses_at[unit.steps]

@@ -1,4 +1,4 @@
-"""The run's manifest (validation.manifest.Manifest): configuration, fixture provenance, base model,
+"""The run's manifest (validation.contract.manifest.Manifest): configuration, fixture provenance, base model,
 pre-registration, package versions, git commit, timings and host."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from fixtures.corpus import FixtureSet
 from runners import rundir
 from runners.base_model import BaseModel
 from runners.settings import GridSettings
-from validation.manifest import (
+from validation.contract.manifest import (
     AdapterRecord,
     BaseModelRecord,
     FixtureSetRecord,
@@ -78,7 +78,7 @@ PREREG_RECORD = "prereg.json"   # the run directory's record of the resolved pre
 def record_prereg_settings(run_dir: Path, s: GridSettings) -> None:
     """Write `prereg.json` when the run starts: the file's hash and every setting as resolved now,
     defaults included, so that a later version's changed default cannot change what the locked
-    file meant (validation.prereg.with_recorded_settings reads it from the manifest). A resumed
+    file meant (validation.contract.prereg_check.with_recorded_settings reads it from the manifest). A resumed
     run keeps the record of its first start (same hash); nothing is recorded without settings."""
     if s.prereg_settings is None or recorded_prereg_settings(run_dir, s) is not None:
         return

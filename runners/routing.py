@@ -39,7 +39,7 @@ NOISE_DEFINITION = ("theta * (1 + sigma * eps), eps ~ N(0, 1) independently per 
 
 @dataclass(frozen=True)
 class RoutingConfig:
-    """The `[routing]` settings the rows are built with (validation.prereg.Prereg), and the pair-sampling seed."""
+    """The `[routing]` settings the rows are built with (validation.contract.prereg.Prereg), and the pair seed."""
 
     sigmas: tuple[float, ...] = (0.01, 0.1, 0.3)
     noise_draws: int = 3

@@ -22,13 +22,7 @@ from runners.dtypes import AUTO, DtypeChoice, DtypeError, choose
 from runners.model import PRESETS, GPTConfig
 from runners.routing import RoutingConfig
 from runners.train import TrainConfig
-from validation.prereg import (
-    Prereg,
-    PreregError,
-    check_users,
-    default_prereg_path,
-    load_prereg,
-)
+from validation.contract.prereg import Prereg, PreregError, check_users, default_prereg_path, load_prereg
 
 MAX_SEEDS = 1000
 # A seed feeds torch.manual_seed and numpy's generators and is stored in the tables' Int64 `seed`
@@ -156,7 +150,7 @@ def check_primary_steps(prereg: Prereg, counts: tuple[int, ...]) -> None:
 
 def primary_steps_warning(prereg: Prereg | None, counts: tuple[int, ...]) -> str | None:
     """A one-count run at a count other than a `[steps] primary` the file states: allowed (a quick
-    exploratory run), but its verdict will read NOT PRE-REGISTERED (validation.steps_verdict)."""
+    exploratory run), but its verdict will read NOT PRE-REGISTERED (validation.judgment.steps)."""
     if prereg is None or prereg.other_count(counts) is None:
         return None
     return (f"`--steps {counts[0]}`: {prereg.path or 'prereg.toml'} pre-registers `[steps] primary = "

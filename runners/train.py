@@ -4,7 +4,7 @@ Adam's learning rate is constant (no schedule, no warm-up), and adapter a's wind
 k-step run are the first k rows of its K-step offsets (`data_order`), so the bank after step k of a
 K-step run IS a k-step run's bank: `TrainConfig.steps_list` snapshots it there
 (`TrainedAdapters.snapshots`), and one training serves every listed step count
-(tests/test_runner_steps.py proves it bit for bit).
+(tests/runners/test_steps.py proves it bit for bit).
 
 The batched loop minimises sum_a mean-loss_a, so adapter a's gradient is exactly the gradient of
 its own mean loss, and Adam is element-wise: the batched loop is the same computation as training
@@ -96,7 +96,7 @@ def step_gradients(model: GPT, x: torch.Tensor, y: torch.Tensor, adapter_idx: to
     The A*B rows (grouped by adapter) go through `micro_rows` at a time (gradient accumulation over
     windows and over adapters: a micro-batch may hold part of one adapter's windows or several
     adapters'); each micro-batch adds its rows' summed NLL / (B*T) to its adapters' losses, so the
-    gradient is that of one unsplit pass up to summation order (tests/test_memory_plan.py). With
+    gradient is that of one unsplit pass up to summation order (tests/runners/test_memory_plan.py). With
     `micro_rows` None or at least A*B, the step is the unsplit computation itself."""
     rows = len(x)
     if micro_rows is None or micro_rows >= rows:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import module_sizes
 from tests.support.import_cycles import PACKAGES, circles, import_graph, loop_through, main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,11 +52,11 @@ def declared_import_names() -> set[str]:
 
 
 def test_the_data_contract_forbids_every_declared_dependency():
-    """`validation.prereg` and `validation.manifest` (the runner may import them) need the standard
+    """`validation.contract.prereg` and `validation.contract.manifest` (the runner may import them) need the standard
     library only: the contract forbids every third-party package the project declares, so a new
     dependency cannot slip in through them unnoticed."""
-    data_contract = contract("data contract (prereg")
-    assert set(data_contract["source_modules"]) >= {"validation.prereg", "validation.manifest"}
+    data_contract = contract("data contract (validation.contract")
+    assert data_contract["source_modules"] == ["validation.contract"]
     missing = declared_import_names() - set(data_contract["forbidden_modules"])
     assert not missing, f"add {sorted(missing)} to the data contract's forbidden_modules in pyproject.toml"
     assert {"fixtures", "runners", "reports"} <= set(data_contract["forbidden_modules"])
@@ -67,7 +68,7 @@ def test_the_data_contract_imports_without_third_party_packages():
             "    if name.split('.')[0] in sys.argv[1:]:\n"
             "        raise ImportError(f'{name} imported')\n"
             "    return real(name, *a, **k)\n"
-            "builtins.__import__ = guard\nimport validation.prereg, validation.manifest\n")
+            "builtins.__import__ = guard\nimport validation.contract.prereg, validation.contract.manifest\n")
     r = subprocess.run([sys.executable, "-c", code, *sorted(declared_import_names())], cwd=ROOT,
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -75,7 +76,7 @@ def test_the_data_contract_imports_without_third_party_packages():
 
 def test_no_import_circle_between_the_projects_modules(capsys):
     graph = import_graph()
-    assert len(graph) > 50 and {"validation.data", "validation.prereg", "reports.page"} <= set(graph)
+    assert len(graph) > 50 and {"validation.inputs.load", "validation.contract.prereg", "reports.page"} <= set(graph)
     assert circles(graph) == []
     assert main([]) == 0
     assert f"no import circle among the {len(graph)} modules of {', '.join(PACKAGES)}" in capsys.readouterr().out
@@ -103,12 +104,57 @@ def test_a_lazy_import_that_closes_a_circle_is_found(tmp_path, monkeypatch, caps
     assert "import circle of 2 modules: circled.high -> circled.low -> circled.high" in err
 
 
-@pytest.mark.parametrize("module", ["validation.data", "validation.results"])
+@pytest.mark.parametrize("module", ["validation.inputs.load", "validation.judgment.results"])
 def test_public_names_still_import_from_their_old_modules(module):
-    """The circles were broken by moving definitions (validation.tables, validation.statuses);
+    """The circles were broken by moving definitions (validation.inputs.tables, validation.contract.status);
     every name importable before still is."""
-    names = {"validation.data": ["InputError", "KEY", "CONTROLS", "normalize_cells", "read_table", "check_duplicates",
-                                 "check_structure", "check_loo_controls", "load_external", "load_run", "resolve_run"],
-             "validation.results": ["PreregStatus", "Status", "Verdict", "StudyData"]}[module]
+    names = {"validation.inputs.load": ["InputError", "KEY", "CONTROLS", "normalize_cells", "read_table",
+                                        "check_duplicates", "check_structure", "check_loo_controls", "load_external",
+                                        "load_run", "resolve_run"],
+             "validation.judgment.results": ["PreregStatus", "Status", "Verdict"]}[module]
     mod = __import__(module, fromlist=names)
     assert all(hasattr(mod, n) for n in names)
+
+
+def test_validations_stages_are_layers_naming_every_sub_package():
+    """The stages of validation/ are one import-linter `layers` contract (exhaustive: a new stage
+    must be placed in it), top to bottom: the two commands, calibration, the never-gating
+    analyses, the judgment, statistics, inputs, the data contract."""
+    layers = contract("validation's stages")
+    assert layers["type"] == "layers" and layers["containers"] == ["validation"] and layers["exhaustive"]
+    named = {name.strip() for layer in layers["layers"] for name in layer.split("|")}
+    on_disk = {p.stem if p.is_file() else p.name for p in (ROOT / "validation").iterdir()
+               if (p.suffix == ".py" and p.name != "__init__.py") or (p / "__init__.py").is_file()}
+    assert named == on_disk
+    assert layers["layers"][-1] == "contract" and layers["layers"][-2] == "inputs"
+
+
+def test_no_module_or_folder_of_the_packages_is_over_its_size(capsys):
+    assert module_sizes.oversized(ROOT) == []
+    assert module_sizes.main([]) == 0
+    assert set(module_sizes.EXEMPT) <= {"runners/execute.py"}   # an exemption is a debt: do not add one lightly
+
+
+def test_an_oversized_module_and_a_crowded_folder_are_named(tmp_path, capsys):
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "long.py").write_text("x = 1\n" * 451)
+    (pkg / "fits.py").write_text("x = 1\n" * 450)
+    for k in range(17):
+        (pkg / "sub" / f"m{k}.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("")
+    problems = module_sizes.oversized(tmp_path, ["pkg"], exempt={})
+    assert problems == ["pkg/long.py: 451 lines (at most 450): split it along its ideas",
+                        "pkg/sub/: 17 modules (at most 16): split it into sub-packages by idea"]
+    assert module_sizes.oversized(tmp_path, ["pkg"], exempt={"pkg/long.py": "why"}) == [problems[1]]
+    assert module_sizes.main(["pkg"], root=tmp_path) == 1
+    assert "pkg/long.py: 451 lines" in capsys.readouterr().err
+
+
+def test_every_lazy_export_of_validation_resolves():
+    """`from validation import X` for every name of `validation.__all__`: each names its home module."""
+    import validation
+
+    missing = [name for name in validation.__all__ if getattr(validation, name, None) is None]
+    assert missing == []

@@ -2,7 +2,7 @@
 
 The library never imports `reports` or `runners`, nor jinja2 or altair; the one place that ties
 validation and reports together is the `python -m validation.verdict` command. Names below are
-imported lazily, so that `import validation.prereg` (the pre-registration, part of the data
+imported lazily, so that `import validation.contract.prereg` (the pre-registration, part of the data
 contract the runner uses) does not pull in statsmodels.
 """
 
@@ -12,15 +12,17 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "InputError": "validation.data", "load_external": "validation.data", "load_run": "validation.data",
-    "normalize_cells": "validation.data",
-    "bootstrap_interval": "validation.intervals",
-    "judge": "validation.judging",
-    "Prereg": "validation.prereg", "PreregError": "validation.prereg", "check_prereg": "validation.prereg",
-    "load_prereg": "validation.prereg",
-    **{name: "validation.results" for name in (
-        "BootstrapInfo", "BootstrapMode", "CriterionResult", "Gate", "Interval", "ModelFit", "ModelKind",
-        "PreregStatus", "Status", "StudyData", "UserEffect", "UserResult", "Verdict")},
+    "InputError": "validation.inputs.tables", "normalize_cells": "validation.inputs.tables",
+    "load_external": "validation.inputs.load", "load_run": "validation.inputs.load",
+    "bootstrap_interval": "validation.stats.intervals",
+    "judge": "validation.judgment.study",
+    **{name: "validation.contract.prereg" for name in ("Prereg", "PreregError", "load_prereg")},
+    "check_prereg": "validation.contract.prereg_check",
+    **{name: "validation.judgment.results" for name in ("BootstrapInfo", "CriterionResult", "Gate", "Verdict")},
+    **{name: "validation.stats.types" for name in ("BootstrapMode", "Interval", "ModelKind")},
+    **{name: "validation.stats.fits" for name in ("ModelFit", "UserEffect")},
+    "PreregStatus": "validation.contract.status", "Status": "validation.contract.status",
+    "StudyData": "validation.inputs.study", "UserResult": "validation.judgment.user_results",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -4,19 +4,19 @@
 [--resamples B] [--rng-seed S] [--jobs 2]`
 
 `--study steps` calibrates instead the training-step interaction and the cluster support
-(`validation.calibration_steps`; writes `calibration_steps.json`); `--study population` the
-population criteria (`validation.calibration_population`; writes `calibration_population.json`);
+(`validation.calibration.steps`; writes `calibration_steps.json`); `--study population` the
+population criteria (`validation.calibration.population`; writes `calibration_population.json`);
 `--study step-trends` the step interaction with seed-shared count trends
-(`validation.calibration_steps.calibrate_step_trends`; `calibration_step_trends.json`);
+(`validation.calibration.steps.calibrate_step_trends`; `calibration_step_trends.json`);
 `--study population-share` the population share at 17 to 3,000 users by the cheap per-user path
-(`validation.calibration_population.calibrate_share_users`; `calibration_population_share.json`).
+(`validation.calibration.population.calibrate_share_users`; `calibration_population_share.json`).
 
 For each design (number of seeds; users and documents from `--from-run` or 3 users x 50 docs),
-experiments are simulated by `validation.simulate` at a ladder of true margins shared by every
+experiments are simulated by `validation.simulation.simulate` at a ladder of true margins shared by every
 user: 0, delta, the LENIENT bar, the STRICT bar and one step above it (0, 0.02, 0.05, 0.10,
 0.15 with the default pre-registration). Each goes through `validation.judge` (the verdict's own
-code). For every interval method of `validation.prereg.INTERVAL_METHODS` the same bootstrap draws
-give the users' margin intervals and the criteria (`validation.criteria`), so methods are
+code). For every interval method of `validation.contract.prereg.INTERVAL_METHODS` the same bootstrap draws
+give the users' margin intervals and the criteria (`validation.judgment.criteria`), so methods are
 compared on identical data. Reported per design:
 
 - margin coverage: the share of (experiment, user) intervals containing the true margin;
@@ -31,10 +31,10 @@ compared on identical data. Reported per design:
 `calibration.json` is written atomically; `CalibrationResult.from_json` reads it back.
 
 Modules, by job: this one is the command line and the plain-text table (and re-exports the
-public names); `validation.calibration_plan` what is simulated (ladder, least-favourable
-scenarios), `validation.calibration_run` running and summarizing experiments,
-`validation.calibration_results` the typed results and the JSON file,
-`validation.calibration_study` the quick calibration of one run's design for the verdict.
+public names); `validation.calibration.plan` what is simulated (ladder, least-favourable
+scenarios), `validation.calibration.run` running and summarizing experiments,
+`validation.calibration.results` the typed results and the JSON file,
+`validation.calibration.study` the quick calibration of one run's design for the verdict.
 """
 
 from __future__ import annotations
@@ -45,14 +45,8 @@ import sys
 from pathlib import Path
 
 from common.contract import DEFAULT_RNG_SEED
-from validation.calibration_plan import (
-    REGIMES,
-    least_favourable,
-    margin_ladder,
-    regime_params,
-    thresholds,
-)
-from validation.calibration_results import (
+from validation.calibration.plan import REGIMES, least_favourable, margin_ladder, regime_params, thresholds
+from validation.calibration.results import (
     LEAST_FAVOURABLE,
     CalibrationResult,
     DesignCalibration,
@@ -60,10 +54,10 @@ from validation.calibration_results import (
     read_calibration,
     write_calibration,
 )
-from validation.calibration_run import calibrate, run_experiment, summarize_design
-from validation.calibration_study import calibration_for_study
-from validation.prereg import Prereg, PreregError, load_prereg
-from validation.simulate_from_run import params_from_run
+from validation.calibration.run import calibrate, run_experiment, summarize_design
+from validation.calibration.study import calibration_for_study
+from validation.contract.prereg import Prereg, PreregError, load_prereg
+from validation.simulation.from_run import params_from_run
 
 DEFAULT_EXPERIMENTS = 420      # per design: 60 per scenario; coverage to about +-0.01
 DEFAULT_DOCS = (20, 50, 200)
@@ -206,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="designs: numbers of seeds (default 3,5,8,12; 3 for --study population)")
     p.add_argument("--regime", type=_parse_regimes, default=None,
                    help="noise regimes to simulate: `all` (default) or a comma-separated list of "
-                        + ", ".join(REGIMES) + " (validation/calibration_plan.py)")
+                        + ", ".join(REGIMES) + " (validation/calibration/plan.py)")
     p.add_argument("--experiments", type=_positive("--experiments"), default=DEFAULT_EXPERIMENTS,
                    help="simulated experiments per design (regime x seeds x documents), split over "
                         f"the 7 scenarios (default {DEFAULT_EXPERIMENTS})")
@@ -226,9 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "figures"),
                    default="margins",
                    help="`margins` (default): the verdict's margin intervals and criteria; `steps`: the "
-                        "training-step interaction and the cluster support (validation/calibration_steps.py, "
+                        "training-step interaction and the cluster support (validation/calibration/steps.py, "
                         "one process); `population`: the population criteria "
-                        "(validation/calibration_population.py, one process; honours --out, --experiments, "
+                        "(validation/calibration/population.py, one process; honours --out, --experiments, "
                         "--resamples, --prereg, --rng-seed and the first of --seeds and --docs); "
                         "`step-trends`: the step interaction with seed-shared count trends (3 seeds and "
                         "200 sweeps per row by default; "
@@ -236,13 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "`population-share`: the population share at 17 to 3,000 users, cheap per-user path "
                         "(honours --out, --experiments, --prereg, --rng-seed and the first of --seeds); `figures`: "
                         "2-seed and diverged-seed margins, the decomposition, the Mantel p "
-                        "(validation/calibration_figures.py, one process)")
+                        "(validation/calibration/figures.py, one process)")
     return p
 
 
 def _main_steps(args, prereg: Prereg) -> int:
     """`--study steps`: false-positive rate and power of the step interaction and cluster support."""
-    from validation.calibration_steps import calibrate_steps, format_steps_table, write_steps_calibration
+    from validation.calibration.steps import calibrate_steps, format_steps_table, write_steps_calibration
     if args.from_run or args.users or args.docs:
         print("error: `--study steps` simulates its own design (3 users x 50 documents, 6 users for the "
               "clusters); drop `--from-run`, `--users` and `--docs`.", file=sys.stderr)
@@ -312,7 +306,7 @@ def _main_issue23(args, prereg: Prereg) -> int:
                          "`--docs`" + (" and `--regime`." if args.study == "population-share" else "."))
     default = args.experiments == DEFAULT_EXPERIMENTS
     if args.study == "population-share":
-        from validation.calibration_population import (
+        from validation.calibration.population import (
             calibrate_share_users,
             format_share_users_table,
             write_share_users_calibration,
@@ -322,7 +316,7 @@ def _main_issue23(args, prereg: Prereg) -> int:
         path = write_share_users_calibration(res, args.out)
         print(format_share_users_table(res))
     else:
-        from validation.calibration_steps import calibrate_step_trends, format_trend_table, write_trend_calibration
+        from validation.calibration.steps import calibrate_step_trends, format_trend_table, write_trend_calibration
 
         def progress(done: int, total: int) -> None:
             if done % 20 == 0 or done == total:
@@ -339,7 +333,7 @@ def _main_issue23(args, prereg: Prereg) -> int:
 
 
 def _population(args, prereg: Prereg) -> int:
-    from validation.calibration_population import (
+    from validation.calibration.population import (
         calibrate_population,
         format_population_table,
         write_population_calibration,
@@ -362,8 +356,8 @@ def _population(args, prereg: Prereg) -> int:
 
 def _main_figures(args, prereg: Prereg) -> int:
     """`--study figures` (issue 23): every figure beyond the margin ladder, one row each
-    (`validation.calibration_figures`)."""
-    from validation.calibration_figures import calibrate_figures, format_figures_table, write_figures_calibration
+    (`validation.calibration.figures`)."""
+    from validation.calibration.figures import calibrate_figures, format_figures_table, write_figures_calibration
     if args.from_run or args.users:
         raise ValueError("`--study figures` simulates its own designs (3 users; 6 for the Mantel test); drop "
                          "`--from-run` and `--users`.")

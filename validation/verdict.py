@@ -23,25 +23,23 @@ import polars as pl
 from common.atomic import replace_together
 from common.limits import gib, memory_budget
 from common.lock import RunLock, RunLocked
-from validation.bootstrap import bootstrap_bytes
-from validation.criteria import ACCEPT_FLAG, preregistration_gate
-from validation.data import InputError, resolve_run
-from validation.judging import judge
-from validation.outputs import junit_xml, markdown_summary, term, verdict_json, verdict_text
-from validation.prereg import (
-    PreregError,
+from validation.contract.prereg import PreregError, check_users, default_prereg_path, load_prereg
+from validation.contract.prereg_check import (
+    Settings,
     check_prereg,
-    check_users,
-    command_line_overrides,
-    default_prereg_path,
-    load_prereg,
     with_overrides,
     with_recorded_settings,
     with_unregistered,
 )
-from validation.sealed import NOT_SEALED, check_facts, open_seal
-from validation.steps_data import load_steps
-from validation.steps_verdict import judge_exploratory, primary_count, unregistered_count
+from validation.inputs.load import resolve_run
+from validation.inputs.sealed import NOT_SEALED, check_facts, open_seal
+from validation.inputs.sweep import load_steps
+from validation.inputs.tables import InputError
+from validation.judgment.criteria import ACCEPT_FLAG, preregistration_gate
+from validation.judgment.steps import judge_exploratory, primary_count, unregistered_count
+from validation.judgment.study import judge
+from validation.stats.bootstrap import bootstrap_bytes
+from validation.text.outputs import junit_xml, markdown_summary, term, verdict_json, verdict_text
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
 
@@ -127,10 +125,10 @@ def _target(args) -> tuple[Path | None, Path]:
 
 
 def _load(args, run_dir: Path | None):
-    """Every step count of the input (validation.steps_data.StepsStudy) and the seal as checked.
+    """Every step count of the input (validation.inputs.sweep.StepsStudy) and the seal as checked.
 
     A run directory's seal and every file it lists are checked before any table is read, and the
-    tables against the seal's facts after (validation.sealed)."""
+    tables against the seal's facts after (validation.inputs.sealed)."""
     if run_dir is None:
         return load_steps(cells=Path(args.cells), docs=args.docs), None
     check = open_seal(run_dir, require_signature=args.require_signature)
@@ -215,24 +213,19 @@ def _judge_and_write(args, run_dir: Path | None, out: Path) -> int:
             raise InputError(f"`--n-resamples` must be a positive integer; got {args.n_resamples}.")
         if args.rng_seed is not None and args.rng_seed < 0:
             raise InputError(f"`--rng-seed` must be an integer >= 0; got {args.rng_seed}.")
-        overrides = command_line_overrides(
-            prereg, {"--n-resamples": args.n_resamples, "--rng-seed": args.rng_seed})
-        status = with_overrides(status, overrides, accepted=args.accept_not_preregistered)
-        check_bootstrap_memory(data, prereg.n_resamples if args.n_resamples is None else args.n_resamples,
-                               "--n-resamples" if args.n_resamples is not None else "n_resamples")
-        rng_seed = prereg.rng_seed if args.rng_seed is None else args.rng_seed
+        settings = Settings(prereg, n_resamples_flag=args.n_resamples, rng_seed_flag=args.rng_seed)
+        status = with_overrides(status, settings.overrides(), accepted=args.accept_not_preregistered)
+        check_bootstrap_memory(data, settings.n_resamples, settings.n_resamples_source)
         with warnings.catch_warnings(record=True) as raw:  # raw library warnings never reach
             warnings.simplefilter("always")                # the terminal: verdict.json keeps them
-            verdict = judge(data, prereg, rng=np.random.default_rng(rng_seed),
-                            n_resamples=args.n_resamples, prereg_status=status)
+            verdict = judge(data, prereg, rng=np.random.default_rng(settings.rng_seed),
+                            n_resamples=settings.n_resamples_flag, prereg_status=status)
             verdict = replace(verdict, warnings=verdict.warnings + recorded_warnings + steps_warnings,
-                              steps=judge_exploratory(study, primary, prereg, rng_seed=rng_seed,
-                                                      n_resamples=args.n_resamples, prereg_status=status))
+                              steps=judge_exploratory(study, primary, settings, prereg_status=status))
             calibration, cal_warnings = _calibration(args, data, prereg, run_dir, regime=(
                 verdict.bootstrap.regime.label if verdict.bootstrap.regime is not None else None))
             verdict = _with_similarity(verdict, data, run_dir)
-            verdict = _with_steps(verdict, study.cells, study.docs, prereg, rng_seed, primary=primary,
-                                  n_resamples=args.n_resamples)
+            verdict = _with_steps(verdict, study.cells, study.docs, settings, primary=primary)
         verdict = _with_raw_warnings(verdict, raw)
         verdict = replace(verdict, gate=preregistration_gate(verdict.gate, status))
         if cal_warnings:
@@ -304,7 +297,7 @@ def _charts_writer(verdict, data, calibration, fmt: str):
 def _with_similarity(verdict, data, run_dir: Path | None):
     """The domain-similarity structure (verdict.json key `similarity`); bad adapter files are
     an input error (exit 2), any other failure a warning (the verdict does not depend on it)."""
-    from validation.similarity import similarity_for_verdict
+    from validation.exploratory.similarity import similarity_for_verdict
     try:
         return replace(verdict, similarity=similarity_for_verdict(verdict, data, run_dir))
     except InputError:
@@ -314,20 +307,19 @@ def _with_similarity(verdict, data, run_dir: Path | None):
             f"similarity failed ({type(e).__name__}: {e}); the verdict does not depend on it",))
 
 
-def _with_steps(verdict, cells, docs, prereg, rng_seed: int, primary: int | None = None,
-                n_resamples: int | None = None):
+def _with_steps(verdict, cells, docs, settings: Settings, primary: int | None = None):
     """The training-step interaction (verdict.json key `steps_analysis`; docs/methods.md, section 12).
 
     `cells`/`docs` are the run's tables over EVERY step count, with their `steps` column (the
     verdict itself judges the primary count's rows only); a table without that column, or with one
-    count, leaves the verdict unchanged. The bootstrap restarts from `rng_seed`, so its draws are
+    count, leaves the verdict unchanged. The bootstrap restarts from `settings.rng_seed`, so its draws are
     the verdict's own: at the primary count every figure equals `users[]`. Bad input (a partial
     `steps` column, counts that cannot be paired, a primary count not trained) raises InputError
     (exit 2); a numerical failure is a warning, the verdict does not depend on it."""
-    from validation.steps import analyze_steps
+    from validation.exploratory.steps import analyze_steps
     try:
-        st = analyze_steps(cells, docs, prereg, rng=np.random.default_rng(rng_seed), primary=primary,
-                           n_resamples=n_resamples)
+        st = analyze_steps(cells, docs, settings.prereg, rng=np.random.default_rng(settings.rng_seed),
+                           primary=primary, n_resamples=settings.n_resamples_flag)
     except InputError:
         raise
     except Exception as e:
@@ -338,7 +330,7 @@ def _with_steps(verdict, cells, docs, prereg, rng_seed: int, primary: int | None
 
 def _with_raw_warnings(verdict, caught):
     """Library warnings caught while judging, once each, as `raw: ...` entries of verdict.json
-    (`validation.outputs.verdict_text` counts them instead of printing them)."""
+    (`validation.text.outputs.verdict_text` counts them instead of printing them)."""
     seen = tuple(dict.fromkeys(f"raw: {w.category.__name__}: {str(w.message).splitlines()[0]}"
                                for w in caught))
     return replace(verdict, warnings=verdict.warnings + seen) if seen else verdict

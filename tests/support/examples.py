@@ -1,6 +1,6 @@
 """Example studies to render: for the report's tests, the benchmark, and a look at the page.
 
-The numbers come from `validation.simulate.simulate_study` and are judged by `validation.judge`;
+The numbers come from `validation.simulation.simulate.simulate_study` and are judged by `validation.judge`;
 the runner's side tables (train log, manifest) are fabricated in their documented shapes.
 Nothing here is a statistic of the report.
 """
@@ -13,11 +13,13 @@ import numpy as np
 import polars as pl
 
 from common.contract import CONTROLS, loo_name
-from validation.judging import judge
-from validation.manifest import Manifest, manifest_from_json
-from validation.prereg import Prereg
-from validation.results import PreregStatus, StudyData, Verdict
-from validation.simulate import cells_from_matrix, simulate_study
+from validation.contract.manifest import Manifest, manifest_from_json
+from validation.contract.prereg import Prereg
+from validation.contract.status import PreregStatus
+from validation.inputs.study import StudyData
+from validation.judgment.results import Verdict
+from validation.judgment.study import judge
+from validation.simulation.simulate import cells_from_matrix, simulate_study
 
 USERS = ("alice", "bob", "carol")
 
@@ -98,9 +100,9 @@ def many_users_study(n_users: int = 50, seed: int = 0, n_seeds: int = 3, n_docs:
     """A population-sized study: `n_users` users in 5 planted domain groups (so the matrix has a
     structure to order), per-user personalization drawn around 12% (a few users near 0), 3 seeds,
     base + pooled + `loo:<user>`, documents, train log and manifest; judged and with similarity.
-    The population models are fitted; `validation.model`'s seed-grouped model only with `fit=True`
+    The population models are fitted; `validation.stats.mixed_model`'s seed-grouped model only with `fit=True`
     (statsmodels needs minutes for it at 50 users)."""
-    from validation.similarity import similarity_for_verdict
+    from validation.exploratory.similarity import similarity_for_verdict
 
     rng = np.random.default_rng(seed)
     users = tuple(f"user{k:02d}" for k in range(n_users))

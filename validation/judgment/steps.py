@@ -1,0 +1,130 @@
+"""The verdict of a study of several adapter training-step counts: the primary count gates, the
+others are exploratory.
+
+STRICT / LENIENT / CATASTROPHIC and the gate are judged at the pre-registered primary count
+(`[steps] primary`, `Prereg.primary_steps`) only, so a sweep can never be used to pick the count
+that passes; every other count is judged by the same `judge`, with the same bootstrap seed (the
+same seed and document draws wherever the counts share a design), and reported under
+verdict.json's `steps.exploratory` (docs/formats.md). Pure: no file I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from validation.contract.prereg import Prereg
+from validation.contract.prereg_check import Settings
+from validation.contract.status import PreregStatus
+from validation.inputs.sweep import StepsStudy
+from validation.inputs.tables import InputError
+from validation.judgment.results import Verdict
+from validation.judgment.study import judge
+
+EXPLORATORY_NOTE = ("exploratory: judged with the same statistics, but the criteria and the gate are "
+                    "pre-registered at the primary step count only")
+
+
+def primary_count(study: StepsStudy, prereg: Prereg) -> tuple[int | None, tuple[str, ...]]:
+    """The step count the gate is judged at, and warnings; InputError when the study has several
+    counts and the pre-registered primary is not among them (exit 2 naming the setting)."""
+    if not study.counts:
+        listed = _manifest_counts(study)
+        if len(listed) > 1:   # a sweep's tables always carry `steps`: these are not the run's own
+            raise InputError(f"{study.source}: no `steps` column, but the run's manifest says it trained the step "
+                             f"counts {list(listed)}: the tables are not the ones the run wrote (each row of a "
+                             "sweep names its count); restore the run's cells.parquet and docs.parquet.")
+        return None, ()
+    if len(study.counts) == 1:
+        k = study.counts[0]
+        if k == prereg.primary_steps:
+            return k, ()
+        return k, (f"the run trained {k} adapter steps, not the pre-registered primary count `[steps] primary = "
+                   f"{prereg.primary_steps}`; judged at its only count, {k}",)
+    if prereg.primary_steps not in study.counts:
+        raise InputError(f"{prereg.path or 'prereg.toml'}: `[steps] primary = {prereg.primary_steps}`, but "
+                         f"{study.source} holds the step counts {list(study.counts)}: the criteria and the gate "
+                         "are judged at the pre-registered primary count only; judge a run that trained it "
+                         "(`python -m runners.grid --steps ...` including it).")
+    return prereg.primary_steps, ()
+
+
+def unregistered_count(study: StepsStudy, prereg: Prereg) -> str | None:
+    """Why a one-count run is not pre-registered, or None.
+
+    A file that states `[steps] primary` fixes the count before the run; a run of one other count
+    (`--steps 25` against `primary = 100`) is a count chosen afterwards, and separate runs at several
+    counts could be picked from, so its verdict reads NOT PRE-REGISTERED (the gate fails unless
+    `--accept-not-preregistered`). A file without `[steps]` fixes no count: a one-count run is judged
+    at its own count, as before.
+    """
+    k = prereg.other_count(study.counts or _manifest_counts(study))   # no `steps`: the run's own record
+    if k is None:
+        return None
+    return (f"the run trained {k} adapter steps but {prereg.path or 'prereg.toml'} pre-registers `[steps] primary = "
+            f"{prereg.primary_steps}`: a count other than the pre-registered one is not pre-registered (run "
+            f"`--steps {prereg.primary_steps}`, or a list that includes it)")
+
+
+def _manifest_counts(study: StepsStudy) -> tuple[int, ...]:
+    """The step counts the run's manifest says it trained (`config.train.steps_list`, else
+    `.steps`), for cells without a `steps` column (runs made before it existed); () if unknown."""
+    train = (study.manifest.config or {}).get("train") if study.manifest is not None else None
+    if not isinstance(train, dict):
+        return ()
+    counts = train.get("steps_list") or ([train["steps"]] if "steps" in train else [])
+    ok = isinstance(counts, list) and all(isinstance(k, int) and not isinstance(k, bool) for k in counts)
+    return tuple(counts) if ok else ()
+
+
+@dataclass(frozen=True, eq=False)
+class ExploratoryCount:
+    """The per-user statistics at one non-primary step count."""
+
+    steps: int
+    verdict: Verdict  # judge()'s full result at this count; its criteria and gate decide nothing
+
+    def to_json(self) -> dict[str, Any]:
+        return {"label": "exploratory", **self.verdict.statistics_json()}
+
+
+@dataclass(frozen=True, eq=False)
+class StepsResult:
+    """verdict.json `steps`: which count gated, the counts, and the exploratory ones."""
+
+    primary: int | None                       # the count judged; None: the input has no `steps` column
+    counts: tuple[int, ...]                   # every count of the study (() without a `steps` column)
+    preregistered_primary: int                # `[steps] primary`
+    exploratory: tuple[ExploratoryCount, ...]  # the other counts, ascending
+
+    def line(self) -> str:
+        """The terminal's line about the step counts."""
+        if self.primary is None:
+            return (f"step counts: no `steps` column (a one-count study); pre-registered primary "
+                    f"{self.preregistered_primary}")
+        others = [str(e.steps) for e in self.exploratory]
+        if not others:
+            return f"step count: {self.primary} (the criteria and the gate are judged there)"
+        return (f"step counts: primary {self.primary} (the criteria and the gate); {', '.join(others)} exploratory "
+                "(verdict.json `steps.exploratory`, same statistics, no gate)")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"primary": self.primary, "counts": list(self.counts),
+                "preregistered_primary": self.preregistered_primary, "note": EXPLORATORY_NOTE,
+                "exploratory": {str(e.steps): e.to_json() for e in self.exploratory}}
+
+
+def judge_exploratory(study: StepsStudy, primary: int | None, settings: Settings, *,
+                      prereg_status: PreregStatus | None = None) -> StepsResult:
+    """`judge` at every count but the primary, each with a fresh Generator seeded `settings.rng_seed`."""
+    prereg = settings.prereg
+    out = []
+    for k in study.counts:
+        if k == primary:
+            continue
+        v = judge(study.at(k), prereg, rng=np.random.default_rng(settings.rng_seed),
+                  n_resamples=settings.n_resamples_flag, prereg_status=prereg_status)
+        out.append(ExploratoryCount(k, v))
+    return StepsResult(primary, study.counts, prereg.primary_steps, tuple(out))

@@ -1,0 +1,1 @@
+"""Words: the terminal outputs, verdict.txt, the summary sentence, the model reading."""
