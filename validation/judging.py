@@ -11,7 +11,7 @@ from common.contract import BASE, POOLED
 from validation import criteria as crit
 from validation import metrics
 from validation.arrays import StudyArrays, build_arrays
-from validation.bootstrap import bootstrap_mode, resample_logppl
+from validation.bootstrap import apply_draws, bootstrap_mode, draw_weights
 from validation.decomposition import decompose
 from validation.intervals import (
     MIN_TAIL_DRAWS,
@@ -25,6 +25,7 @@ from validation.intervals import (
 from validation.model import fit_model
 from validation.population import population_stats
 from validation.prereg import Prereg
+from validation.routing import routing_stats
 from validation.results import (
     BootstrapInfo,
     BootstrapMode,
@@ -84,7 +85,8 @@ def judge(
         warnings.append(f"degraded bootstrap ({mode.value}): "
                         + ("no per-document data, only seeds are resampled" if mode is BootstrapMode.SEEDS_ONLY
                            else "one seed, only documents are resampled; seed-to-seed variation is not captured"))
-    draws = resample_logppl(arrays, B, rng)                              # (B, A, J)
+    weights = draw_weights(arrays, B, rng)  # the routing rows are resampled with the same draws (paired)
+    draws = apply_draws(arrays, weights)                                 # (B, A, J)
     n_seeds, n_docs, doc_df = len(arrays.seeds), _n_docs(arrays), _doc_df(arrays)  # every interval's design
     with _warnings.catch_warnings():
         _warnings.simplefilter("ignore", RuntimeWarning)  # a cell missing in every seed stays NaN
@@ -125,7 +127,9 @@ def judge(
         users, prereg, prereg.confidence, method=method, n_seeds=n_seeds, n_docs=n_docs, doc_df=doc_df),
         fit=fit if fit_population is None else fit_population)
     warnings += [f"population: {n}" for n in population.notes]
-    gate = crit.gate(prereg, criteria, users, arrays.problems, population)
+    routing = routing_stats(data, weights, users, prereg, method=method, n_docs=n_docs, doc_df=doc_df,
+                            bare=tuple(bare))
+    gate = crit.gate(prereg, criteria, users, arrays.problems, population, routing)
     regime = None if mode is BootstrapMode.NONE else study_regime(
         [variance_shares(u.draws_margin, u.seed_margins, None if n_docs is None else n_docs[j])
          for j, u in enumerate(users)])
@@ -134,7 +138,7 @@ def judge(
                          () if n_docs is None else tuple(zip(arrays.users, n_docs, strict=True)), regime)
     return Verdict(users, criteria, model, info, gate, prereg_status, tuple(warnings),
                    prereg.comparator, arrays.seeds, prereg, _matrix(arrays, point),
-                   decomposition=decomposition, population=population)
+                   decomposition=decomposition, population=population, routing=routing)
 
 
 def interval_notes(users, method: str, level: float, n_seeds: int, n_docs: tuple[int, ...] | None) -> list[str]:

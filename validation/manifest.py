@@ -142,6 +142,9 @@ class Manifest:
     timings: dict[str, Any] = field(default_factory=dict)
     host: dict[str, Any] = field(default_factory=dict)
     memory: MemoryRecord | None = None  # absent in manifests written before the memory plan existed
+    # `python -m runners.grid --routing` (docs/routing.md): the routing rows' settings and `storage`
+    # {parameters, bytes_float32, bytes_float16}, read by `validation.routing.storage_bill`
+    routing: dict[str, Any] | None = None
     format: int = MANIFEST_FORMAT
 
     def to_json(self) -> dict[str, Any]:

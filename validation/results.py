@@ -200,6 +200,9 @@ class Verdict:
     # the step counts (`validation.steps_verdict.StepsResult`): which one gated, the exploratory
     # others; added by the CLI after judging; None when not computed
     steps: Any = None
+    # ROUTING / AVERAGING / NOISE and the storage bill (`validation.routing.RoutingResult`,
+    # docs/routing.md); None when not computed
+    routing: Any = None
 
     def criterion(self, name: str) -> CriterionResult:
         for c in self.criteria:
@@ -273,6 +276,7 @@ class Verdict:
             "steps_analysis": None if self.steps_analysis is None else self.steps_analysis.to_json(),
             "population": None if self.population is None else self.population.to_json(),
             "steps": None if self.steps is None else self.steps.to_json(),
+            "routing": None if self.routing is None else self.routing.to_json(),
         }
 
 
