@@ -171,6 +171,7 @@ def chart_sections(verdict: Verdict, data: StudyData,
         "data leave nothing to resample, so there are no intervals."))
     out.append(_population_section(verdict))
     out.append(_similarity_section(verdict, many))
+    out += _routing_sections(verdict)
     out += _steps_sections(verdict, many)
     out.append(ChartSection(
         "calibration", "How far the intervals can be trusted: simulated calibration of this design",
@@ -215,6 +216,42 @@ def _population_section(verdict: Verdict) -> ChartSection:
                "Top: own adapter vs other users' adapters (the random slope of diag by user); then, with "
                "the leave-one-out controls, own adapter vs loo:<user> and loo:<user> vs base.")
     return ChartSection("population", title, caption, charts.population_chart(users, effects))
+
+
+def _routing_sections(verdict: Verdict) -> list[ChartSection]:
+    """Is routing non-optional (docs/routing.md)? The NOISE curve and the AVERAGING pairs, only for
+    a study with the routing rows; the criteria and the figures are in the verdict section's table."""
+    parts = tables.routing_tables(verdict)
+    if parts is None:
+        return []
+    r = verdict.routing
+    s = verdict.settings
+    level = verdict.bootstrap.level
+    _, curve, pairs = parts
+    out = []
+    if curve.height and r.sigmas:
+        noise = r.criterion("noise")
+        out.append(ChartSection(
+            "routing_noise", "Does the personalization survive noise? The margin as every parameter is perturbed",
+            (f"Each user's margin (own adapter vs the best other user adapter, as in the verdict) with every "
+             f"parameter of the own adapter multiplied by 1 + sigma·N(0, 1), at each pre-registered sigma; sigma 0 "
+             f"is the unperturbed adapter. Bars: {level:.0%} intervals from the verdict's own bootstrap draws. "
+             f"Dashed: the STRICT bar ({s.strict_margin:.0%}). NOISE reads sigma = {s.noise_sigma:g}: "
+             f"{noise.status_text}. {noise.meaning}"),
+            charts.noise_curve_chart(curve, s.strict_margin, level, s.noise_sigma)))
+    if pairs.height:
+        averaging = r.criterion("averaging")
+        link = "" if r.link is None else f" {r.link.words[0].upper() + r.link.words[1:]}."
+        out.append(ChartSection(
+            "routing_pairs", "Could averaging two users' adapters replace routing?",
+            (f"Per pair and contributor: left, the contributor's own adapter against the pair's parameter average "
+             f"on the contributor's text (dashed: the AVERAGING margin, {s.averaging_margin:.0%}: to the right, the "
+             "own adapter is clearly better); right, the average's gain over base on the contributor's text "
+             f"(right of 0: the average helps). {level:.0%} intervals. AVERAGING: {averaging.status_text}. "
+             f"{averaging.meaning} Readings: "
+             + "; ".join(f"{p.name} {p.reading}" for p in r.pairs) + "." + link),
+            charts.pairs_chart(pairs, s.averaging_margin, level)))
+    return out
 
 
 def _similarity_section(verdict: Verdict, many: bool = False) -> ChartSection:
@@ -389,6 +426,8 @@ def render_report(verdict: Verdict, data: StudyData, *, title: str | None = None
         "cells_cols": cells_cols, "cells_rows": cells_rows, "n_cells": n_cells,
         "many_users": tables.many_users(verdict),
         "population": getattr(verdict, "population", None),
+        "routing": getattr(verdict, "routing", None),
+        "routing_figures": (parts[0].to_dicts() if (parts := tables.routing_tables(verdict)) is not None else []),
         "population_shares": population[0].to_dicts() if population else [],
         "population_effects": population[1].to_dicts() if population else [],
         "population_descriptive": (descriptive_note(verdict.population)

@@ -17,8 +17,8 @@ import polars as pl
 
 from common.contract import BASE, POOLED, loo_name
 from validation.data import CONTROLS, KEY, InputError, check_duplicates, check_structure
-from validation.tables import drop_routing, routing_rows
 from validation.results import StudyData
+from validation.tables import drop_routing, routing_rows
 
 
 @dataclass(frozen=True, eq=False)

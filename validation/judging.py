@@ -25,7 +25,6 @@ from validation.intervals import (
 from validation.model import fit_model
 from validation.population import population_stats
 from validation.prereg import Prereg
-from validation.routing import routing_stats
 from validation.results import (
     BootstrapInfo,
     BootstrapMode,
@@ -35,6 +34,7 @@ from validation.results import (
     UserResult,
     Verdict,
 )
+from validation.routing import routing_stats
 
 
 def _judge_iv(prereg: Prereg, rng: np.random.Generator, n_resamples: int | None) -> int:

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from common.contract import BASE, avg_users, ens_name, ens_user, loo_name, noise_name, noise_parts
+from common.contract import BASE, avg_users, ens_name, ens_user, loo_name, noise_parts
 from validation import metrics
 from validation.arrays import StudyArrays, build_arrays
 from validation.bootstrap import apply_draws
@@ -283,7 +283,8 @@ def _needed_rows(name: str, prereg: Prereg, names: tuple[str, ...]) -> str | Non
         if not levels:
             return "no `noise:<user>@<sigma>` rows"
         if prereg.noise_sigma not in levels:
-            return f"no `noise:<user>@<sigma>` rows at `noise_sigma` = {prereg.noise_sigma!r} (levels: {sorted(levels)})"
+            return (f"no `noise:<user>@<sigma>` rows at `noise_sigma` = {prereg.noise_sigma!r} "
+                    f"(levels: {sorted(levels)})")
     return None
 
 
@@ -401,7 +402,7 @@ def routing_stats(data: StudyData, weights, users: tuple[UserResult, ...], prere
         _criterion("routing", prereg, names, generic, prereg.routing_margin,
                    lambda c: f"{c.user} vs {c.against}"),
         _criterion("averaging", prereg, names, tuple(c for p in pairs for c in p.own_vs_average),
-                   prereg.averaging_margin, lambda c: f"{c.user} vs {c.row}"),
+                   prereg.averaging_margin, lambda c: f"{c.user} vs {c.against}"),
         _criterion("noise", prereg, names, tuple(c for c in curve if _sigma_of(c) == prereg.noise_sigma),
                    prereg.strict_margin, lambda c: f"{c.user} at sigma {prereg.noise_sigma:g}"),
     )
@@ -561,8 +562,20 @@ MEANING: dict[str, dict[str, str]] = {
 
 # ---- words --------------------------------------------------------------------------------------
 
+TERMINAL_FIGURES = 9   # more figures than this in a terminal line: the lowest shown, every one in verdict.json
+
+
+def _lowest_first(items: list, key) -> tuple[list, str]:
+    """At most TERMINAL_FIGURES items, lowest `key` first, and the words for the rest."""
+    if len(items) <= TERMINAL_FIGURES:
+        return items, ""
+    ranked = sorted(items, key=lambda c: (not math.isfinite(key(c)), key(c)))
+    return ranked[:TERMINAL_FIGURES], f" ... and {len(items) - TERMINAL_FIGURES} more (verdict.json `routing`)"
+
+
 def routing_lines(r: RoutingResult | None) -> list[str]:
-    """The terminal's routing block: each criterion with its meaning, the figures, the bill."""
+    """The terminal's routing block: each criterion with its meaning, the figures (the lowest
+    intervals first when there are many), the storage bill."""
     if r is None:
         return []
     level = f"{r.level:.0%}"
@@ -574,18 +587,24 @@ def routing_lines(r: RoutingResult | None) -> list[str]:
         out.append(f"  {c.name.upper()} {c.status_text}: {text}")
         out.append(f"    meaning: {c.meaning}")
     if r.generic:
+        shown, more = _lowest_first(list(r.generic), lambda c: c.ci.low)
         out.append("  own adapter vs the generic options: " + "; ".join(
-            f"{c.user} vs {c.against} {_fig(c)}" for c in r.generic))
-    for p in r.pairs:
+            f"{c.user} vs {c.against} {_fig(c)}" for c in shown) + more)
+    pairs, more = _lowest_first(list(r.pairs), lambda p: min(c.ci.low for c in p.own_vs_average))
+    for p in pairs:
         own = ", ".join(f"on {c.user} {_fig(c)}" for c in p.own_vs_average)
         base = "" if p.average_vs_base is None else "; average vs base " + ", ".join(
             f"on {c.user} {_fig(c)}" for c in p.average_vs_base) + f" ({p.reading})"
         out.append(f"  {p.name}: own vs average {own}{base}; transfer distance {p.transfer_distance:.3f}")
+    if more:
+        out.append(f"  {more.strip(' .')}")
     if r.link is not None:
         out.append(f"  {r.link.words}")
     if r.sigmas:
-        out.append("  noise curve (margin at each sigma): " + "; ".join(
-            f"{s:g}: " + ", ".join(f"{c.user} {_fig(c)}" for c in r.curve_at(s)) for s in (0.0,) + r.sigmas))
+        out.append("  noise curve, the margin at each sigma (0: unperturbed):")
+        for s in (0.0,) + r.sigmas:
+            shown, more = _lowest_first(list(r.curve_at(s)), lambda c: c.ci.low)
+            out.append(f"    {s:g}: " + ", ".join(f"{c.user} {_fig(c)}" for c in shown) + more)
     out.append(f"  storage: {r.storage.words}")
     out += [f"  note: {n}" for n in r.notes]
     out.append("")

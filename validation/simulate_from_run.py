@@ -16,6 +16,7 @@ import polars as pl
 from common.contract import LOO_PREFIX
 from validation.results import StudyData
 from validation.simulate import SimParams
+from validation.tables import drop_routing
 
 
 def params_from_run(source: str | Path | StudyData) -> tuple[SimParams, tuple[str, ...]]:
@@ -42,6 +43,8 @@ def params_from_run(source: str | Path | StudyData) -> tuple[SimParams, tuple[st
     if dropped:  # the criteria read no leave-one-out control, so the simulation has none
         data = replace(data, cells=data.cells.filter(~loo),
                        docs=None if data.docs is None else data.docs.filter(~loo))
+    # nor a routing row (docs/routing.md): the calibrated criteria are the margins'
+    data = replace(data, cells=drop_routing(data.cells), docs=drop_routing(data.docs))
     arrays = build_arrays(data)
     notes: list[str] = list(arrays.warnings)
     if dropped:

@@ -39,6 +39,7 @@ from validation.prereg import (
     with_recorded_settings,
     with_unregistered,
 )
+from validation.routing import check_routing
 from validation.sealed import NOT_SEALED, check_facts, open_seal
 from validation.steps_data import load_steps
 from validation.steps_verdict import judge_exploratory, primary_count, unregistered_count
@@ -206,6 +207,7 @@ def _judge_and_write(args, run_dir: Path | None, out: Path) -> int:
         status = with_unregistered(status, unregistered_count(study, prereg))
         data = study.at(primary)
         check_users(prereg, len(data.users), f"`{data.source}`")
+        check_routing(data, prereg)   # noise levels pre-registered; a gated routing criterion has its rows
         if args.n_resamples is not None and args.n_resamples < 1:
             raise InputError(f"`--n-resamples` must be a positive integer; got {args.n_resamples}.")
         if args.rng_seed is not None and args.rng_seed < 0:
