@@ -262,3 +262,32 @@ def test_report_has_the_routing_section(study):
     plain = reports.render_report(_judge(study), study)
     assert 'id="routing-criteria"' in plain and "chart-routing_noise" not in plain
     assert "storage not recorded" in plain
+
+
+def test_a_sealed_run_with_routing_rows_is_judged_end_to_end(tmp_path, study, capsys):
+    """A run folder as the grid writes it (sealed), with the routing rows and the storage record:
+    exit 0, verdict.json's `routing`, the terminal block and the report's section."""
+    from common.hashing import sha256_file
+    from tests.support.examples import seal_folder
+
+    data = with_rows(study, default_rows(study), storage=STORAGE)
+    run = tmp_path / "runs" / "r1"
+    run.mkdir(parents=True)
+    write_study(data, run)
+    manifest = data.manifest.to_json()
+    manifest.update(run_id="r1", prereg={"path": "prereg.toml", "sha256": sha256_file(PREREG)})
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    seal_folder(run)
+    out = tmp_path / "out"
+    code = main(["--run", str(run), "--prereg", str(PREREG), "--out", str(out), "--no-calibration"])
+    stdout = capsys.readouterr().out
+    assert code == 0, stdout
+    doc = json.loads((out / "verdict.json").read_text())
+    assert doc["preregistration"]["status"] == "pre-registered"
+    assert {k: c["status"] for k, c in doc["routing"]["criteria"].items()} == {
+        "routing": "PASS", "averaging": "PASS", "noise": "PASS"}
+    assert doc["routing"]["storage"]["bytes_float32"] == 9216
+    assert not any(r["adapter"].startswith(("avg:", "ens:", "noise:")) for r in doc["matrix"])
+    assert "routing (docs/routing.md" in stdout and "storage: 9.22 KB per user" in stdout
+    html = (out / "report.html").read_text()
+    assert 'id="chart-routing_noise"' in html and 'id="routing-criteria"' in html
