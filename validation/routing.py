@@ -302,7 +302,7 @@ def check_routing(data: StudyData, prereg: Prereg) -> None:
                 f"{RUN_WITH_ROUTING}, or accept every status in `[gate] {name}` (the default) before the run.")
 
 
-def storage_bill(manifest: Any, users: int) -> StorageBill:
+def storage_bill(manifest: Any, users: int, where: str = "manifest.json") -> StorageBill:
     """The manifest's `routing.storage` record {parameters, bytes_float32, bytes_float16} (a dict
     or a record with those attributes); a bill with no figures when the record is absent. A
     record present but malformed is an InputError naming the field."""
@@ -314,7 +314,7 @@ def storage_bill(manifest: Any, users: int) -> StorageBill:
     for key in ("parameters", "bytes_float32", "bytes_float16"):
         v = _field(storage, key)
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-            raise InputError(f"manifest.json: field `routing.storage.{key}` must be a whole number >= 0; got {v!r} "
+            raise InputError(f"{where}: field `routing.storage.{key}` must be a whole number >= 0; got {v!r} "
                              "(the grid writes it; rerun `python -m runners.grid --routing` to rewrite it).")
         values[key] = v
     return StorageBill(users, **values)
@@ -375,7 +375,8 @@ def routing_stats(data: StudyData, weights, users: tuple[UserResult, ...], prere
     `bare` the columns the verdict has no interval for (their draws are undefined here too)."""
     names = routing_names(data)
     check_sigmas(data, prereg, names)
-    storage = storage_bill(data.manifest, prereg.storage_users)
+    storage = storage_bill(data.manifest, prereg.storage_users,
+                           str(Path(data.source) / "manifest.json") if data.source is not None else "manifest.json")
     common = dict(level=prereg.confidence, interval_method=method, comparator=prereg.comparator, rows=names,
                   sigmas=tuple(sorted({p[1] for n in names if (p := noise_parts(n)) is not None})), storage=storage)
     if not names:
