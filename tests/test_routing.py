@@ -291,3 +291,13 @@ def test_a_sealed_run_with_routing_rows_is_judged_end_to_end(tmp_path, study, ca
     assert "routing (docs/routing.md" in stdout and "storage: 9.22 KB per user" in stdout
     html = (out / "report.html").read_text()
     assert 'id="chart-routing_noise"' in html and 'id="routing-criteria"' in html
+
+
+def test_a_malformed_storage_record_is_refused_and_an_absent_one_not_recorded(study):
+    from validation.tables import InputError
+
+    bad = with_rows(study, default_rows(study), storage={**STORAGE, "bytes_float16": "4.6 KB"})
+    with pytest.raises(InputError, match=r"routing\.storage\.bytes_float16` must be a whole number"):
+        _judge(bad)
+    v = _judge(with_rows(study, default_rows(study)))
+    assert not v.routing.storage.recorded and v.routing.storage.to_json()["total_bytes_float32"] is None
