@@ -1,5 +1,5 @@
 """The report's routing section (issue 25) in a real browser: the noise curve and the pairs chart
-draw their marks offline (the pattern of tests/test_report_browser.py)."""
+draw their marks offline (the pattern of tests/reports/test_browser.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import reports
 from tests.support.browser import Chromium, missing
 from tests.support.examples import full_study
 from tests.support.routing import STORAGE, default_rows, with_rows
-from validation.judging import judge
-from validation.prereg import Prereg
+from validation.judgment.study import judge
+from validation.contract.prereg import Prereg
 
 pytestmark = [
     pytest.mark.browser,

@@ -19,10 +19,10 @@ import pytest
 from common.contract import avg_name, ens_name, noise_name
 from tests.support.examples import full_study
 from tests.support.routing import STORAGE, default_rows, with_rows
-from validation.judging import judge
-from validation.outputs import junit_xml, verdict_json, verdict_text
-from validation.prereg import Prereg
-from validation.simulate import write_study
+from validation.judgment.study import judge
+from validation.text.outputs import junit_xml, verdict_json, verdict_text
+from validation.contract.prereg import Prereg
+from validation.simulation.simulate import write_study
 from validation.verdict import main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,7 +63,7 @@ def test_routing_rows_change_no_other_figure(study):
     assert without.matrix.equals(with_.matrix)   # the matrix never lists a routing row
     assert without.gate == with_.gate
     assert without.bootstrap.to_json() == with_.bootstrap.to_json()
-    from validation.similarity import similarity_for_verdict
+    from validation.exploratory.similarity import similarity_for_verdict
     sim_a = similarity_for_verdict(without, study).to_json()
     sim_b = similarity_for_verdict(with_, with_rows(study, default_rows(study))).to_json()
     assert sim_a == sim_b
@@ -214,8 +214,8 @@ def test_a_noise_level_not_preregistered_is_exit_2(tmp_path, study, capsys):
 
 
 def test_ensemble_rows_for_some_users_only_are_refused(study):
-    from validation.arrays import build_arrays
-    from validation.tables import InputError
+    from validation.inputs.arrays import build_arrays
+    from validation.inputs.tables import InputError
 
     data = with_rows(study, {ens_name("alice"): ("pooled", 0.0)})
     with pytest.raises(InputError, match=r"user\(s\) \['bob', 'carol'\] have none"):
@@ -294,7 +294,7 @@ def test_a_sealed_run_with_routing_rows_is_judged_end_to_end(tmp_path, study, ca
 
 
 def test_a_malformed_storage_record_is_refused_and_an_absent_one_not_recorded(study):
-    from validation.tables import InputError
+    from validation.inputs.tables import InputError
 
     bad = with_rows(study, default_rows(study), storage={**STORAGE, "bytes_float16": "4.6 KB"})
     with pytest.raises(InputError, match=r"routing\.storage\.bytes_float16` must be a whole number"):

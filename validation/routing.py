@@ -3,11 +3,11 @@
 
 The rows `avg:<a>+<b>`, `ens:<user>` and `noise:<user>@<sigma>` (`common.contract`) are control
 rows that `python -m runners.grid --routing` scores on every user's held-out text. Every other
-figure of the verdict is computed without them (`validation.arrays.build_arrays`); here they are
+figure of the verdict is computed without them (`validation.inputs.arrays.build_arrays`); here they are
 laid out after the other rows (`build_arrays(data, routing=True)`) and resampled with the
-verdict's OWN bootstrap weights (`validation.bootstrap.draw_weights`: the same draws of seeds and
+verdict's OWN bootstrap weights (`validation.stats.bootstrap.draw_weights`: the same draws of seeds and
 documents as the margins), so every figure below is paired with the margins and read by the
-pre-registered interval method (`validation.intervals.bootstrap_interval`).
+pre-registered interval method (`validation.stats.intervals.bootstrap_interval`).
 
 - ROUTING: per user j and generic option g in (`base`, `loo:<j>`, `ens:<j>`, those present), the
   own adapter's relative perplexity reduction 1 - ppl(j on j) / ppl(g on j). PASS when every
@@ -17,7 +17,7 @@ pre-registered interval method (`validation.intervals.bootstrap_interval`).
   read against `averaging_margin` in the same way; beside it, descriptive, the average's gain over
   `base` on each contributor's text ("helps both" / "helps one" / "helps neither": intervals above
   0) and the rank correlation over pairs of the pair's transfer distance
-  (`validation.similarity.transfer_distance`) with the smaller of its two gains.
+  (`validation.exploratory.similarity.transfer_distance`) with the smaller of its two gains.
 - NOISE: per user and sigma, the margin of `noise:<user>@<sigma>` on the user's text against the
   comparator of the margins (the best, or with `comparator = "worst_other"` the worst, other user
   adapter, per resample); the criterion reads the margins at `noise_sigma` against `strict_margin`.
@@ -41,14 +41,17 @@ import numpy as np
 from scipy import stats
 
 from common.contract import BASE, avg_users, ens_name, ens_user, loo_name, noise_parts
-from validation import metrics
-from validation.arrays import StudyArrays, build_arrays
-from validation.bootstrap import apply_draws
-from validation.intervals import bootstrap_interval
-from validation.prereg import Prereg, PreregError
-from validation.result_types import Interval, Status, _interval, _num, signed_pct, threshold_pct
-from validation.results import CriterionResult, StudyData, UserResult
-from validation.tables import InputError, routing_rows
+from validation.stats import metrics
+from validation.inputs.arrays import StudyArrays, build_arrays
+from validation.stats.bootstrap import apply_draws
+from validation.stats.intervals import bootstrap_interval
+from validation.contract.prereg import Prereg, PreregError
+from validation.stats.types import Interval, _interval, _num, signed_pct, threshold_pct
+from validation.contract.status import Status
+from validation.judgment.results import CriterionResult
+from validation.inputs.study import StudyData
+from validation.judgment.user_results import UserResult
+from validation.inputs.tables import InputError, routing_rows
 
 NAMES = ("routing", "averaging", "noise")
 RUN_WITH_ROUTING = "run the grid with --routing (`python -m runners.grid --routing`) to score these rows"
@@ -81,7 +84,7 @@ class PairResult:
     b: str
     own_vs_average: tuple[Comparison, Comparison]        # on a's text, on b's text
     average_vs_base: tuple[Comparison, Comparison] | None  # None without a `base` row
-    transfer_distance: float                             # validation.similarity's d(a, b), nats/token
+    transfer_distance: float                             # validation.exploratory.similarity's d(a, b), nats/token
 
     @property
     def name(self) -> str:
@@ -291,7 +294,7 @@ def _needed_rows(name: str, prereg: Prereg, names: tuple[str, ...]) -> str | Non
 def check_routing(data: StudyData, prereg: Prereg) -> None:
     """Before judging: noise levels pre-registered (`check_sigmas`, InputError), and a gated
     routing criterion whose rows are absent refused (PreregError), as a gated population criterion
-    with too few users is (`validation.prereg.check_users`). Both exit 2 in the CLI."""
+    with too few users is (`validation.contract.prereg.check_users`). Both exit 2 in the CLI."""
     names = routing_names(data)
     check_sigmas(data, prereg, names)
     for name in NAMES:
@@ -370,7 +373,7 @@ def routing_stats(data: StudyData, weights, users: tuple[UserResult, ...], prere
                   n_docs: tuple[int, ...] | None, doc_df: tuple[float, ...] | None,
                   bare: tuple[int, ...] = ()) -> RoutingResult:
     """The routing figures and criteria of one study (module doc). `weights` are the verdict's own
-    bootstrap weights (`validation.bootstrap.draw_weights`, or None when nothing was resampled);
+    bootstrap weights (`validation.stats.bootstrap.draw_weights`, or None when nothing was resampled);
     `users` the verdict's per-user results (the NOISE curve starts at their margins, sigma 0);
     `bare` the columns the verdict has no interval for (their draws are undefined here too)."""
     names = routing_names(data)
@@ -422,7 +425,7 @@ def _generic(r: _Reader) -> tuple[Comparison, ...]:
 
 
 def _pairs(r: _Reader) -> tuple[PairResult, ...]:
-    from validation.similarity import transfer_distance
+    from validation.exploratory.similarity import transfer_distance
 
     users = r.arrays.users
     J = len(users)
@@ -464,7 +467,7 @@ def _margin_ci(r: _Reader, j: int, u: UserResult) -> Interval:
 def _criterion(name: str, prereg: Prereg, names: tuple[str, ...], figures: tuple[Comparison, ...], bar: float,
                label) -> RoutingCriterion:
     """PASS: every interval low >= bar; FAIL: some interval high < bar; else INCONCLUSIVE (as
-    `validation.criteria.strict`); the point reading beside it."""
+    `validation.judgment.criteria.strict`); the point reading beside it."""
     why = _needed_rows(name, prereg, names)
     if why is not None or not figures:
         reason = f"{why or 'nothing to compare'}: {RUN_WITH_ROUTING}"

@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 
 from common.contract import avg_name, ens_name, noise_name
-from validation.results import StudyData
+from validation.inputs.study import StudyData
 
 STORAGE = {"parameters": 2304, "bytes_float32": 9216, "bytes_float16": 4608}
 
