@@ -348,3 +348,63 @@ def population_chart(users: pl.DataFrame, effects: pl.DataFrame) -> alt.TopLevel
         zero = alt.Chart().mark_rule(color="#7f8c8d", strokeDash=[4, 3]).encode(x=alt.datum(0))
         panels.append(alt.layer(new, avg, zero, dots).properties(width=WIDTH, height=min(240, 6 * rows.height + 40)))
     return ds.attach(alt.vconcat(*panels, spacing=16).resolve_scale(x="independent"))
+
+
+def noise_curve_chart(curve: pl.DataFrame, strict: float, level: float, sigma: float) -> alt.LayerChart:
+    """The NOISE degradation curve: each user's margin (own, or noisy, adapter vs the best other
+    user adapter) at every relative noise level, with its interval as a bar; sigma 0 is the
+    unperturbed adapter. Dashed: the STRICT bar; the pre-registered `noise_sigma` is labelled.
+
+    `curve`: user, sigma, margin, ci_low, ci_high (fractions).
+    """
+    ds = _Datasets("noise")
+    curve = curve.with_columns(pl.col("sigma").map_elements(lambda s: f"{s:g}", return_dtype=pl.String)
+                               .alias("level"))
+    levels = [f"{s:g}" for s in sorted(set(curve["sigma"].to_list()))]
+    x = alt.X("level:O", title=f"relative noise sigma on every parameter (criterion at {sigma:g})", sort=levels,
+              axis=alt.Axis(labelAngle=0))
+    color = alt.Color("user:N", title="user")
+    offset = alt.XOffset("user:N")
+    base = alt.Chart(ds(curve)).encode(x=x, xOffset=offset, color=color)
+    bars = base.mark_rule(strokeWidth=2).encode(y=alt.Y("ci_low:Q", title=f"margin, {level:.0%} interval",
+                                                        axis=alt.Axis(format="%")), y2="ci_high:Q")
+    points = base.mark_point(filled=True, size=60).encode(
+        y="margin:Q", tooltip=["user:N", alt.Tooltip("sigma:Q", title="sigma"), alt.Tooltip("margin:Q", format=PCT),
+                               alt.Tooltip("ci_low:Q", format=PCT), alt.Tooltip("ci_high:Q", format=PCT)])
+    bar = alt.Chart(ds(pl.DataFrame({"y": [strict], "label": [f"strict {strict:.0%}"]}))).mark_rule(
+        strokeDash=[4, 3], color="#27ae60").encode(y="y:Q", tooltip=["label:N"])
+    zero = alt.Chart(ds(pl.DataFrame({"y": [0.0]}))).mark_rule(color="#7f8c8d").encode(y="y:Q")
+    return ds.attach(alt.layer(zero, bar, bars, points).properties(width=WIDTH, height=260))
+
+
+ROUTING_QUANTITIES = ("own vs average", "average vs base")
+
+
+def pairs_chart(pairs: pl.DataFrame, averaging_margin: float, level: float) -> alt.HConcatChart:
+    """AVERAGING per pair: left, each contributor's own adapter against the pair's average on the
+    contributor's text (dashed: `averaging_margin`); right, the average's gain over `base` on each
+    contributor's text (0 line: above it the average helps). One row per (pair, contributor).
+
+    `pairs`: pair, user, quantity, gain, ci_low, ci_high, reading, transfer_distance.
+    """
+    ds = _Datasets("pairs")
+    pairs = pairs.with_columns((pl.col("pair") + pl.lit(" · on ") + pl.col("user")).alias("row"))
+    order = pairs.select("row").unique(maintain_order=True)["row"].to_list()
+    panels = []
+    for what in ROUTING_QUANTITIES:
+        part = pairs.filter(pl.col("quantity") == what)
+        if not part.height:
+            continue
+        line = averaging_margin if what == ROUTING_QUANTITIES[0] else 0.0
+        base = alt.Chart(ds(part)).encode(y=alt.Y("row:N", title=None, sort=order,
+                                                  axis=alt.Axis(labelLimit=260) if not panels else None))
+        bars = base.mark_rule(strokeWidth=2, color="#2c3e50").encode(
+            x=alt.X("ci_low:Q", title=f"{what}, {level:.0%} interval", axis=alt.Axis(format="%")), x2="ci_high:Q")
+        points = base.mark_point(filled=True, size=60, color="#2c3e50").encode(
+            x="gain:Q", tooltip=["pair:N", "user:N", alt.Tooltip("gain:Q", format=PCT),
+                                 alt.Tooltip("ci_low:Q", format=PCT), alt.Tooltip("ci_high:Q", format=PCT),
+                                 "reading:N", alt.Tooltip("transfer_distance:Q", format=".3f")])
+        rule = alt.Chart(ds(pl.DataFrame({"x": [line]}))).mark_rule(
+            strokeDash=[4, 3], color="#27ae60" if line else "#7f8c8d").encode(x="x:Q")
+        panels.append(alt.layer(rule, bars, points).properties(width=260, height=alt.Step(22), title=what))
+    return ds.attach(alt.hconcat(*panels, spacing=12))

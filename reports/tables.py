@@ -12,7 +12,7 @@ from typing import Any
 
 import polars as pl
 
-from common.contract import CONTROLS, LOO_PREFIX
+from common.contract import CONTROLS, LOO_PREFIX, ROUTING_PREFIXES
 from validation.contract.manifest import Manifest
 from validation.inputs.study import StudyData
 from validation.judgment.results import Verdict
@@ -32,8 +32,18 @@ GAIN_COMPONENTS = (
 
 
 def _is_control(col: str = "adapter") -> pl.Expr:
-    """`base`, `pooled` or `loo:<user>` (common.contract.is_control, as an expression)."""
-    return pl.col(col).is_in(list(CONTROLS)) | pl.col(col).str.starts_with(LOO_PREFIX)
+    """`base`, `pooled`, `loo:<user>` or a routing row (common.contract.is_control, as an expression)."""
+    out = pl.col(col).is_in(list(CONTROLS)) | pl.col(col).str.starts_with(LOO_PREFIX)
+    for prefix in ROUTING_PREFIXES:
+        out = out | pl.col(col).str.starts_with(prefix)
+    return out
+
+
+def _is_routing(col: str = "adapter") -> pl.Expr:
+    out = pl.lit(False)
+    for prefix in ROUTING_PREFIXES:
+        out = out | pl.col(col).str.starts_with(prefix)
+    return out
 
 
 def gains_table(verdict: Verdict) -> pl.DataFrame:
@@ -139,8 +149,8 @@ def matrix_table(verdict: Verdict, data: StudyData) -> tuple[pl.DataFrame, str]:
                           pl.lit(None, dtype=pl.Int64).alias("seed"))
         kind = "geometric-mean"
     else:
-        df = data.cells.select("seed", "adapter", "eval", "ppl").with_columns(
-            pl.lit(1, dtype=pl.Int64).alias("n_seeds"))
+        df = data.cells.filter(~_is_routing()).select("seed", "adapter", "eval", "ppl").with_columns(
+            pl.lit(1, dtype=pl.Int64).alias("n_seeds"))  # the routing rows: their own section
         kind = "geometric-mean" if df["seed"].n_unique() == 1 else "per-seed"
         if kind == "geometric-mean":
             df = df.with_columns(pl.lit(None, dtype=pl.Int64).alias("seed"))
@@ -177,6 +187,46 @@ def page_rows(df: pl.DataFrame, limit: int = CELL_ROWS) -> tuple[pl.DataFrame, i
         df = df.with_columns((pl.col("status") != "ok").alias("_bad")).sort("_bad", descending=True,
                                                                            maintain_order=True).drop("_bad")
     return df.head(limit), df.height
+
+
+def routing_tables(verdict: Verdict) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame] | None:
+    """(figures, noise curve, pairs) of `Verdict.routing` (docs/routing.md), or None when it has no
+    routing rows. Gains are fractions (1 - ppl ratio), intervals at the verdict's level.
+
+    figures: criterion, user, row, against, gain, ci_low, ci_high (ROUTING's generic options,
+    AVERAGING's own-vs-average, NOISE's margins at `noise_sigma`);
+    noise curve: user, sigma, margin, ci_low, ci_high (sigma 0 = the verdict's margins);
+    pairs: pair, user, quantity ("own vs average" / "average vs base"), gain, ci_low, ci_high,
+    reading, transfer_distance.
+    """
+    r = getattr(verdict, "routing", None)
+    if r is None or not r.present:
+        return None
+
+    def fig(c, **extra) -> dict:
+        return {**extra, "user": c.user, "row": c.row, "against": c.against, "gain": _num(c.gain),
+                "ci_low": _num(c.ci.low), "ci_high": _num(c.ci.high)}
+
+    sigma = verdict.settings.noise_sigma
+    figures = ([fig(c, criterion="routing") for c in r.generic]
+               + [fig(c, criterion="averaging") for p in r.pairs for c in p.own_vs_average]
+               + [fig(c, criterion="noise") for c in r.curve_at(sigma)])
+    fschema = {"criterion": pl.String, "user": pl.String, "row": pl.String, "against": pl.String,
+               "gain": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64}
+    curve = pl.DataFrame([{"user": c.user, "sigma": s, "margin": _num(c.gain), "ci_low": _num(c.ci.low),
+                           "ci_high": _num(c.ci.high)} for s in (0.0,) + r.sigmas for c in r.curve_at(s)],
+                         schema={"user": pl.String, "sigma": pl.Float64, "margin": pl.Float64,
+                                 "ci_low": pl.Float64, "ci_high": pl.Float64})
+    pairs = []
+    for p in r.pairs:
+        parts = [("own vs average", c) for c in p.own_vs_average]
+        parts += [("average vs base", c) for c in (p.average_vs_base or ())]
+        pairs += [{"pair": p.name, "user": c.user, "quantity": q, "gain": _num(c.gain), "ci_low": _num(c.ci.low),
+                   "ci_high": _num(c.ci.high), "reading": p.reading,
+                   "transfer_distance": _num(p.transfer_distance)} for q, c in parts]
+    pschema = {"pair": pl.String, "user": pl.String, "quantity": pl.String, "gain": pl.Float64,
+               "ci_low": pl.Float64, "ci_high": pl.Float64, "reading": pl.String, "transfer_distance": pl.Float64}
+    return (pl.DataFrame(figures, schema=fschema), curve, pl.DataFrame(pairs, schema=pschema))
 
 
 def population_tables(verdict: Verdict) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame] | None:

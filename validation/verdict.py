@@ -36,6 +36,7 @@ from validation.inputs.sealed import NOT_SEALED, check_facts, open_seal
 from validation.inputs.sweep import load_steps
 from validation.inputs.tables import InputError
 from validation.judgment.criteria import ACCEPT_FLAG, preregistration_gate
+from validation.judgment.routing_checks import check_routing
 from validation.judgment.steps import judge_exploratory, primary_count, unregistered_count
 from validation.judgment.study import judge
 from validation.stats.bootstrap import bootstrap_bytes
@@ -209,6 +210,7 @@ def _judge_and_write(args, run_dir: Path | None, out: Path) -> int:
         status = with_unregistered(status, unregistered_count(study, prereg))
         data = study.at(primary)
         check_users(prereg, len(data.users), f"`{data.source}`")
+        check_routing(data, prereg)   # noise levels pre-registered; a gated routing criterion has its rows
         if args.n_resamples is not None and args.n_resamples < 1:
             raise InputError(f"`--n-resamples` must be a positive integer; got {args.n_resamples}.")
         if args.rng_seed is not None and args.rng_seed < 0:

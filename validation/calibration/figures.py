@@ -222,10 +222,10 @@ def mantel_rows(prereg: Prereg, *, n_seeds: int, n_experiments: int, rng_seed: i
                 penalty: float = 0.02) -> list[FigureRow]:
     """False-positive rate of the Mantel test: planted two-group transfer distances (noise inside
     the blocks), adapter distances of independent random adapter vectors (no relation)."""
-    from validation.exploratory.similarity import transfer_distance
     from validation.inputs.arrays import build_arrays
     from validation.simulation.simulate import simulate_study
     from validation.stats.mantel import mantel
+    from validation.stats.metrics import transfer_distance
     users = tuple(f"user{k}" for k in range(MANTEL_USERS))
     groups = (0, 0, 0, 1, 1, 1)
     alpha = 1 - prereg.confidence

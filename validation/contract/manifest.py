@@ -142,8 +142,8 @@ class Manifest:
     timings: dict[str, Any] = field(default_factory=dict)
     host: dict[str, Any] = field(default_factory=dict)
     memory: MemoryRecord | None = None  # absent in manifests written before the memory plan existed
-    # `--routing` (runners.routing, docs/formats.md): pairs, sigmas, noise draws and definition, rows,
-    # `storage` {"parameters", "bytes_float32", "bytes_float16", "of"} and `seconds`; None without
+    # `python -m runners.grid --routing` (docs/routing.md): the routing rows' settings and `storage`
+    # {parameters, bytes_float32, bytes_float16}, read by `validation.judgment.routing.storage_bill`
     routing: dict[str, Any] | None = None
     format: int = MANIFEST_FORMAT
 

@@ -42,6 +42,7 @@ from scipy.spatial.distance import squareform
 
 from validation.inputs.tables import InputError
 from validation.stats.mantel import MantelTest, mantel
+from validation.stats.metrics import transfer_distance
 from validation.stats.types import _num
 
 if TYPE_CHECKING:
@@ -117,21 +118,6 @@ class Similarity:
 
 
 # --------------------------------------------------------------------------- distances
-
-def transfer_distance(logppl: np.ndarray) -> np.ndarray:
-    """(..., A, J) mean log ppl (first J rows = the users' adapters) -> (..., J, J) symmetric
-    transfer distance d(i,j) = ((L[i,j] - L[j,j]) + (L[j,i] - L[i,i])) / 2, zero diagonal."""
-    logppl = np.asarray(logppl, dtype=float)
-    J = logppl.shape[-1]
-    if logppl.ndim < 2 or logppl.shape[-2] < J:
-        raise ValueError(f"`logppl` must have shape (..., A, J) with A >= J; got {logppl.shape}.")
-    U = logppl[..., :J, :]
-    diag = np.diagonal(U, axis1=-2, axis2=-1)              # (..., J)
-    penalty = U - diag[..., None, :]                       # P[i,j] = L[i,j] - L[j,j]
-    d = (penalty + np.swapaxes(penalty, -1, -2)) / 2
-    d[..., np.arange(J), np.arange(J)] = 0.0
-    return d
-
 
 def average_linkage(distance: np.ndarray) -> np.ndarray:
     """(J, J) finite symmetric distance -> scipy linkage (J-1, 4), heights in the input's units.

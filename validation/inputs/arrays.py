@@ -2,8 +2,10 @@
 
 Layout (see `validation.stats.metrics`): adapter rows = the J users in sorted order, then the controls
 present (`base`, `pooled`), then the leave-one-out controls `loo:<user>` in user order when present
-(for every user: `validation.inputs.tables.check_loo_controls`); columns = the same J users. Only the first J
+(for every user: `validation.inputs.structure.check_loo_controls`); columns = the same J users. Only the first J
 rows are user adapters ("other adapters" of the margins). Missing and diverged cells are NaN.
+The routing controls (`avg:`, `ens:`, `noise:`; docs/routing.md) are left out, so no figure but
+`validation.judgment.routing`'s sees them; `build_arrays(data, routing=True)` appends them after the others.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import numpy as np
 import polars as pl
 
 from common.contract import BASE, CONTROLS, POOLED, loo_name
+from validation.inputs.structure import check_structure, drop_routing, routing_rows
 from validation.inputs.study import StudyData
-from validation.inputs.tables import KEY, InputError, check_duplicates, check_structure
+from validation.inputs.tables import KEY, InputError, check_duplicates
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,19 +62,28 @@ def _triples(df: pl.DataFrame) -> tuple[tuple[int, str, str], ...]:
     return tuple((int(s), a, e) for s, a, e in df.select(KEY).sort(KEY).iter_rows())
 
 
-def build_arrays(data: StudyData) -> StudyArrays:
-    """Validate the structure of `data.cells` and lay it out as (S, A, J); see module doc."""
+def build_arrays(data: StudyData, routing: bool = False) -> StudyArrays:
+    """Validate the structure of `data.cells` and lay it out as (S, A, J); see module doc.
+
+    `routing=True` keeps the routing controls, as rows after every other (sorted by name: the
+    `avg:`, then `ens:`, then `noise:` rows); the first rows are then those of `routing=False`."""
     cells = data.cells
     src = str(data.source) if data.source else "<cells>"
     missing_cols = [c for c in KEY + ["logppl", "status"] if c not in cells.columns]
     if missing_cols:
         raise InputError(f"{src}: cells lack column(s) {missing_cols}; build them with "
                          "`validation.inputs.tables.normalize_cells`.")
-    check_structure(cells, src)
+    check_structure(cells, src)   # on every row, routing controls included
+    extra: tuple[str, ...] = ()
+    if routing:
+        extra = tuple(sorted(set(cells.filter(routing_rows(cells))["adapter"].to_list())))
+    else:
+        cells = drop_routing(cells)
+        data = StudyData(cells=cells, docs=drop_routing(data.docs), source=data.source)
     users = tuple(sorted(set(cells["eval"].to_list())))
     present = set(cells["adapter"].to_list())
     adapters = (users + tuple(c for c in CONTROLS if c in present)
-                + tuple(loo_name(u) for u in users if loo_name(u) in present))
+                + tuple(loo_name(u) for u in users if loo_name(u) in present) + extra)
     seeds = tuple(sorted(int(s) for s in cells["seed"].unique().to_list()))
     warnings: list[str] = []
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from common.contract import CONTROLS
+from validation.inputs.structure import check_loo_controls, check_structure
 from validation.inputs.study import StudyData
 from validation.inputs.sweep import load_steps_run, load_steps_tables
 from validation.inputs.tables import (
@@ -22,8 +23,6 @@ from validation.inputs.tables import (
     InputError,
     check_docs_match,
     check_duplicates,
-    check_loo_controls,
-    check_structure,
     normalize_cells,
     read_table,
     row_numbers,

@@ -22,13 +22,13 @@ import numpy as np
 import polars as pl
 
 from validation.contract.manifest import Manifest, ManifestError, read_manifest
+from validation.inputs.structure import check_structure
 from validation.inputs.study import StudyData
 from validation.inputs.tables import (
     KEY,
     InputError,
     check_docs_match,
     check_duplicates,
-    check_structure,
     normalize_cells,
     read_table,
     row_numbers,

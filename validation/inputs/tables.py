@@ -15,7 +15,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from common.contract import CONTROLS, LOO_PREFIX, is_control, loo_name, loo_user
+from common.contract import (
+    CONTROLS,
+)
 from common.limits import gib, memory_budget
 from common.names import InvalidName, check_name, lookalikes, shown
 
@@ -271,57 +273,6 @@ def check_duplicates(cells: pl.DataFrame, src: str, key: list[str]) -> None:
         raise InputError(f"{src}: duplicated cell(s) at row(s) {row_numbers(dup)}: "
                          + ", ".join(f"{k}={first[k]!r}" for k in key)
                          + " appears more than once; keep one row per " + " x ".join(key) + ".")
-
-
-def check_structure(cells: pl.DataFrame, src: str) -> None:
-    """Users are the `eval` values; each needs its own adapter row; other rows must be controls."""
-    users = sorted(set(cells["eval"].to_list()))
-    adapters = set(cells["adapter"].to_list())
-    if len(users) < 2:
-        raise InputError(f"{src}: column `eval` names {len(users)} user(s) {users}; "
-                         "the confusion matrix needs at least two users.")
-    bad_eval = [u for u in users if is_control(u)]
-    if bad_eval:
-        raise InputError(f"{src}: column `eval` holds control name(s) {bad_eval}; controls are adapters only.")
-    no_diag = [u for u in users if u not in adapters]
-    if no_diag:
-        raise InputError(f"{src}: user(s) {no_diag} in column `eval` have no diagonal cell "
-                         "(no row with that `adapter`).")
-    diag_rows = cells.filter(pl.col("adapter") == pl.col("eval"))
-    no_diag = [u for u in users if u not in set(diag_rows["eval"].to_list())]
-    if no_diag:
-        raise InputError(f"{src}: user(s) {no_diag} have no diagonal cell (adapter == eval).")
-    stray = sorted(a for a in adapters - set(users) - set(CONTROLS) if loo_user(a) is None)
-    if stray:
-        raise InputError(f"{src}: column `adapter` holds {stray}, which are neither users "
-                         f"(values of `eval`) nor controls {list(CONTROLS)} or `{LOO_PREFIX}<user>`.")
-    check_loo_controls(cells, src, users)
-
-
-def check_loo_controls(cells: pl.DataFrame, src: str, users: list[str]) -> None:
-    """Leave-one-out controls `loo:<user>` name a user of the study, and exist for every user or none.
-
-    Rows are 1-based positions in `cells` (the file's data rows, header not counted).
-    """
-    names = cells["adapter"]
-    left_out = pl.select(pl.when(names.str.starts_with(LOO_PREFIX))
-                         .then(names.str.slice(len(LOO_PREFIX)))).to_series()  # null: not a loo control
-    is_loo = left_out.is_not_null()
-    if not is_loo.any():
-        return
-    unknown = is_loo & ~left_out.is_in(users)
-    if unknown.any():
-        row = int(np.flatnonzero(unknown.to_numpy())[0])
-        raise InputError(f"{src}: row {row + 1}: adapter {names[row]!r} is the leave-one-out control of user "
-                         f"{left_out[row]!r}, who is not in the study (the users are the values of `eval`: "
-                         f"{users}); name it `{LOO_PREFIX}<user>` after one of them, or drop its rows.")
-    have = set(left_out.filter(is_loo).to_list())
-    lacking = [u for u in users if u not in have]
-    if lacking:
-        row = int(np.flatnonzero(is_loo.to_numpy())[0])
-        raise InputError(f"{src}: row {row + 1}: adapter {names[row]!r} is a leave-one-out control, but user(s) "
-                         f"{lacking} have none ({', '.join(repr(loo_name(u)) for u in lacking)}): give every "
-                         f"user its `{LOO_PREFIX}<user>` rows or drop them all (docs/formats.md).")
 
 
 def _cell_text(r: dict) -> str:

@@ -126,10 +126,12 @@ def read_criteria(users: tuple[UserResult, ...], prereg: Prereg, *, method: str,
 
 
 def gate(prereg: Prereg, criteria: tuple[CriterionResult, ...], users: tuple[UserResult, ...],
-         problems: CellProblems, population=None) -> Gate:
+         problems: CellProblems, population=None, routing=None) -> Gate:
     """Apply the pre-registered gate; every failed condition is one reason. `population`
-    (`validation.judgment.population.PopulationResult`) adds its applicable criteria; a gated one that is
-    not applicable fails the gate (`validation.contract.prereg.check_users` refuses that case up front)."""
+    (`validation.judgment.population.PopulationResult`) and `routing`
+    (`validation.judgment.routing_results.RoutingResult`) add their applicable criteria; a gated one
+    that is not applicable fails the gate (`validation.contract.prereg.check_users` and
+    `validation.judgment.routing_checks.check_routing` refuse that case up front)."""
     reasons: list[str] = []
     if problems.diverged and users and not any(math.isfinite(u.margin) for u in users):
         reasons.append(f"every user's margin is undefined: {len(problems.diverged)} cell(s) diverged (a "
@@ -140,7 +142,7 @@ def gate(prereg: Prereg, criteria: tuple[CriterionResult, ...], users: tuple[Use
         reasons.append(f"no interval for {bare}: nothing could be resampled (one seed, or cells missing in the "
                        "others, and fewer than 2 held-out documents) or every draw was the same number, so their "
                        "margins are point estimates only; the gate does not pass on point estimates")
-    extra = () if population is None else population.criteria
+    extra = (() if population is None else population.criteria) + (() if routing is None else routing.criteria)
     for pc in extra:
         if pc.result is not None:
             criteria = (*criteria, pc.result)

@@ -110,6 +110,9 @@ class Verdict:
     # the step counts (`validation.judgment.steps.StepsResult`): which one gated, the exploratory
     # others; added by the CLI after judging; None when not computed
     steps: VerdictPart | None = None
+    # ROUTING / AVERAGING / NOISE and the storage bill (`validation.judgment.routing.RoutingResult`,
+    # docs/routing.md); None when not computed
+    routing: VerdictPart | None = None
 
     def criterion(self, name: str) -> CriterionResult:
         for c in self.criteria:
@@ -192,6 +195,7 @@ class Verdict:
             "steps_analysis": None if self.steps_analysis is None else self.steps_analysis.to_json(),
             "population": None if self.population is None else self.population.to_json(),
             "steps": None if self.steps is None else self.steps.to_json(),
+            "routing": None if self.routing is None else self.routing.to_json(),
         }
 
 

@@ -17,9 +17,10 @@ from validation.judgment import criteria as crit
 from validation.judgment.decomposition import decompose
 from validation.judgment.population import population_stats
 from validation.judgment.results import BootstrapInfo, Verdict
+from validation.judgment.routing import routing_stats
 from validation.judgment.user_results import UserResult
 from validation.stats import metrics
-from validation.stats.bootstrap import bootstrap_mode, resample_logppl
+from validation.stats.bootstrap import apply_draws, bootstrap_mode, draw_weights
 from validation.stats.design import IntervalDesign
 from validation.stats.intervals import (
     MIN_TAIL_DRAWS,
@@ -96,7 +97,8 @@ def judge(
         warnings.append(f"degraded bootstrap ({mode.value}): "
                         + ("no per-document data, only seeds are resampled" if mode is BootstrapMode.SEEDS_ONLY
                            else "one seed, only documents are resampled; seed-to-seed variation is not captured"))
-    draws = resample_logppl(arrays, B, rng)                              # (B, A, J)
+    weights = draw_weights(arrays, B, rng)  # the routing rows are resampled with the same draws (paired)
+    draws = apply_draws(arrays, weights)                                 # (B, A, J)
     design = IntervalDesign.of(arrays, method, prereg.confidence)        # every interval's design
     n_seeds, n_docs, doc_df = design.n_seeds, design.n_docs, design.doc_df
     with _warnings.catch_warnings():
@@ -140,13 +142,15 @@ def judge(
         users, prereg, prereg.confidence, method=method, n_seeds=n_seeds, n_docs=n_docs, doc_df=doc_df),
         fit=fit if fit_population is None else fit_population)
     warnings += [f"population: {n}" for n in population.notes]
-    gate = crit.gate(prereg, criteria, users, arrays.problems, population)
+    routing = routing_stats(data, weights, users, prereg, method=method, n_docs=n_docs, doc_df=doc_df,
+                            bare=tuple(bare))
+    gate = crit.gate(prereg, criteria, users, arrays.problems, population, routing)
     info = BootstrapInfo(mode, 0 if mode is BootstrapMode.NONE else B, prereg.confidence,
                          _rng_seed(rng), method, len(arrays.seeds),
                          () if n_docs is None else tuple(zip(arrays.users, n_docs, strict=True)), regime)
     return Verdict(users, criteria, model, info, gate, prereg_status, tuple(warnings),
                    prereg.comparator, arrays.seeds, prereg, _matrix(arrays, point),
-                   decomposition=decomposition, population=population)
+                   decomposition=decomposition, population=population, routing=routing)
 
 
 def interval_notes(users, method: str, level: float, n_seeds: int, n_docs: tuple[int, ...] | None) -> list[str]:

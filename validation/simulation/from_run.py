@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 
 from common.contract import LOO_PREFIX
+from validation.inputs.structure import drop_routing
 from validation.inputs.study import StudyData
 from validation.simulation.simulate import SimParams
 
@@ -42,6 +43,8 @@ def params_from_run(source: str | Path | StudyData) -> tuple[SimParams, tuple[st
     if dropped:  # the criteria read no leave-one-out control, so the simulation has none
         data = replace(data, cells=data.cells.filter(~loo),
                        docs=None if data.docs is None else data.docs.filter(~loo))
+    # nor a routing row (docs/routing.md): the calibrated criteria are the margins'
+    data = replace(data, cells=drop_routing(data.cells), docs=drop_routing(data.docs))
     arrays = build_arrays(data)
     notes: list[str] = list(arrays.warnings)
     if dropped:

@@ -91,3 +91,18 @@ def loo_personalization_gain(logppl: np.ndarray, loo: np.ndarray) -> np.ndarray:
     """(..., A, J) -> (..., J): 1 - ppl[j, j] / ppl[loo:j, j]: the own adapter against the generic
     adapter user j would get without one. log(1 - this) = log(1 - seen_user) + log(1 - personalization)."""
     return ratio_gain(diagonal(logppl), per_column(logppl, loo))
+
+
+def transfer_distance(logppl: np.ndarray) -> np.ndarray:
+    """(..., A, J) mean log ppl (first J rows = the users' adapters) -> (..., J, J) symmetric
+    transfer distance d(i,j) = ((L[i,j] - L[j,j]) + (L[j,i] - L[i,i])) / 2, zero diagonal."""
+    logppl = np.asarray(logppl, dtype=float)
+    J = logppl.shape[-1]
+    if logppl.ndim < 2 or logppl.shape[-2] < J:
+        raise ValueError(f"`logppl` must have shape (..., A, J) with A >= J; got {logppl.shape}.")
+    U = logppl[..., :J, :]
+    diag = np.diagonal(U, axis1=-2, axis2=-1)              # (..., J)
+    penalty = U - diag[..., None, :]                       # P[i,j] = L[i,j] - L[j,j]
+    d = (penalty + np.swapaxes(penalty, -1, -2)) / 2
+    d[..., np.arange(J), np.arange(J)] = 0.0
+    return d

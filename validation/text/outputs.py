@@ -17,6 +17,7 @@ from validation.judgment.population import DESCRIPTIONS, NO_USER_MEASURED, descr
 from validation.judgment.results import Verdict
 from validation.stats.types import signed_pct, threshold_pct
 from validation.text.model_reading import diagnostic_readings, effect_line, is_raw_model_warning
+from validation.text.routing import routing_lines
 from validation.text.summary_sentence import POPULATION_USERS, summary_sentence
 
 # -- escaping: every name or free text is escaped for the format it lands in (docs/gate.md) ---------
@@ -120,11 +121,12 @@ def verdict_text(v: Verdict, source: str = "") -> str:
     lines.append("")
     lines += decomposition_lines(v)
     lines += population_lines(v)
+    lines += [term(line) for line in routing_lines(getattr(v, "routing", None))]
     rows = [[c.name.upper(), c.status.value, c.point.value, _bar(c), term(c.explanation)]
             for c in v.criteria]
     rows += [[c.name.upper(), c.status_text, c.result.point.value if c.result else "-",
               _bar(c.result) if c.result else "-", term(c.result.explanation if c.result else c.reason)]
-             for c in (v.population.criteria if v.population is not None else ())]
+             for c in _extra_criteria(v)]
     lines += _table(["criterion", "status (CI)", "point reading", "threshold", "why"], rows)
     lines.append("")
     if v.model is not None:
@@ -143,6 +145,13 @@ def verdict_text(v: Verdict, source: str = "") -> str:
         lines.append("warnings:")
         lines += [f"  - {term(w)}" for w in shown]
     return "\n".join(lines) + "\n"
+
+
+def _extra_criteria(v: Verdict) -> tuple:
+    """The off-by-default criteria: the population's, then the routing ones (docs/routing.md)."""
+    routing = getattr(v, "routing", None)
+    return ((v.population.criteria if v.population is not None else ())
+            + (routing.criteria if routing is not None else ()))
 
 
 def inverted_cell(u) -> str:
@@ -267,12 +276,14 @@ def junit_xml(v: Verdict) -> str:
         ok = v.settings.gate_allows(c.name, c.status)
         out = f"{c.status.value} (point reading {c.point.value}); {c.explanation}"
         case("verdict.criteria", c.name, None if ok else f"{c.name.upper()} is {c.status.value}", out)
-    for pc in (v.population.criteria if v.population is not None else ()):
+    routing_names = {c.name for c in (v.routing.criteria if getattr(v, "routing", None) is not None else ())}
+    for pc in _extra_criteria(v):
         gated = v.settings.gates_population(pc.name)
         if pc.result is None and not gated:
             continue   # not applicable and not gating: no test case
         ok = pc.result is not None and v.settings.gate_allows(pc.name, pc.result.status) or not gated
-        case("verdict.population", pc.name, None if ok else f"{pc.name.upper()} is {pc.status_text}",
+        case("verdict.routing" if pc.name in routing_names else "verdict.population", pc.name,
+             None if ok else f"{pc.name.upper()} is {pc.status_text}",
              f"{pc.status_text}; {pc.result.explanation if pc.result else pc.reason}")
     for u in v.users:
         out = (f"margin {_pct(u.margin)} CI {_ci(u.ci)} vs best other {u.best_other}; "
@@ -303,7 +314,7 @@ def markdown_summary(v: Verdict) -> str:
             for c in v.criteria]
     out += [f"| {c.name.upper()} | **{c.status_text}** | {c.result.point.value if c.result else '-'} | "
             f"{f'{c.result.threshold:g}' if c.result else '-'} |"
-            for c in (v.population.criteria if v.population is not None else ())]
+            for c in _extra_criteria(v)]
     many = len(v.users) > TERMINAL_USERS
     if many:   # GitHub renders <details>: the per-user tables fold
         out += ["", f"<details><summary>{len(v.users)} users: per-user table</summary>"]
