@@ -13,7 +13,7 @@ per figure. Every experiment is simulated by `validation.simulation.simulate` an
 - **decomposition coverage**: studies with `loo:<user>` controls (`seen` = 0.05 log-ratio, the
   regularization 0.10): coverage of the `new_user`, `seen_user` and `loo_to_own` intervals, and of
   the seen-user share's interval among the users it is shown for (the interval valid among the
-  shown, `validation.selective`; an unbounded end counts as reported; with the share of users it is shown
+  shown, `validation.stats.selective`; an unbounded end counts as reported; with the share of users it is shown
   for, and unconditionally), also where pooled barely beats base (regularization 0.02);
 - **Mantel false positives**: 6 users whose transfer distances carry a planted two-group structure
   (noise inside the blocks) and whose adapter distances are unrelated (independent random

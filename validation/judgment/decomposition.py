@@ -116,7 +116,7 @@ def seen_share_reading(pooled: GainStep, seen: GainStep, interval: IntervalFn, j
     figure), i.e. where the share's Fieller set is bounded (else D may be 0 or negative: +0.2%
     [-0.4, +0.8] with seen +0.6% would read 301%). A share shown is biased by that rule (D came out
     high as often as not where it is small), so its interval is the one valid among the shown
-    (`validation.selective.selective_ratio_interval`): Fieller's where D is large, wider, and
+    (`validation.stats.selective.selective_ratio_interval`): Fieller's where D is large, wider, and
     unbounded on a side, where D is near the rule's threshold; the share is then labelled
     descriptive only, its interval reported as it is (docs/calibration.md). `seeds_regime` (the
     study's regime in words, e.g. "mixed, estimated seed share 0.45"; empty where seeds carry at

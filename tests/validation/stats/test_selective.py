@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from validation.selective import selective_ratio_interval
+from validation.stats.selective import selective_ratio_interval
 
 Z = 1.959963984540054
 
