@@ -121,3 +121,29 @@ def test_no_reference_outside_the_repository():
             if OUTSIDE.search(line):
                 hits.append(f"{rel}:{n}: {line.strip()[:100]}")
     assert not hits, "references outside the repository (point to docs/ instead):\n" + "\n".join(hits)
+
+
+def test_every_module_path_the_docs_name_resolves():
+    """A `validation.x.y` / `runners.x` / ... reference in README.md or docs/ names a module or an
+    attribute that exists (the sub-packaging of issue #24 moved 40 modules; a stale path misleads)."""
+    import importlib
+    import re
+
+    pattern = re.compile(r"`((?:validation|runners|reports|fixtures|common)(?:\.[A-Za-z_][A-Za-z0-9_]*)+)`")
+    stale = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for ref in sorted(set(pattern.findall(page.read_text()))):
+            parts = ref.split(".")
+            for i in range(len(parts), 0, -1):
+                try:
+                    obj = importlib.import_module(".".join(parts[:i]))
+                except ImportError:
+                    continue
+                for name in parts[i:]:
+                    obj = getattr(obj, name, None)
+                break
+            else:
+                obj = None
+            if obj is None:
+                stale.append(f"{page.name}: {ref}")
+    assert not stale, f"docs name modules or attributes that do not exist: {stale}"
