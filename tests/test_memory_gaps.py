@@ -134,3 +134,25 @@ def test_a_float32_checkpoint_is_not_checked(llama, tmp_path, cache_env):
     m = json.loads((out / "latest" / "manifest.json").read_text())
     assert "dtype_check" not in m["host"] and "dtype_check_s" not in m["timings"] and m["host"]["dtype"] == "float32"
     assert m["memory"]["step_seconds"] > 0 and m["memory"]["step_flops"] > 0
+
+
+# -- the step time ---------------------------------------------------------------------------------------
+
+def test_the_step_probe_times_the_plans_micro_batch_and_leaves_the_random_state():
+    from dataclasses import replace
+
+    from runners.memory import GIB, MIB, estimate_step_seconds, plan_memory, shape_of
+    from runners.train import probe_step
+
+    cfg = GPTConfig(block_size=32, n_layer=2, n_head=2, n_embd=16)
+    with torch.device("meta"):
+        shape = shape_of(GPT(cfg))
+    plan = plan_memory(shape, context=32, n_adapters=3, batch_size=4, budget=2 * GIB, resident=300 * MIB)
+    plan = replace(plan, micro_rows=6, micro_batches=2)  # a split step: 2 passes of 6 windows
+    twin = GPT(cfg)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    probe = probe_step(twin, plan)
+    assert torch.equal(torch.get_rng_state(), state)  # the seed's random stream is not touched
+    assert probe.rows == 6 and 0 < probe.seconds < 1  # a small model grows to the plan's own micro-batch
+    assert estimate_step_seconds(probe, plan) == pytest.approx(2 * probe.seconds)
