@@ -156,3 +156,15 @@ def test_the_step_probe_times_the_plans_micro_batch_and_leaves_the_random_state(
     assert torch.equal(torch.get_rng_state(), state)  # the seed's random stream is not touched
     assert probe.rows == 6 and 0 < probe.seconds < 1  # a small model grows to the plan's own micro-batch
     assert estimate_step_seconds(probe, plan) == pytest.approx(2 * probe.seconds)
+
+
+def test_planning_a_builtin_run_leaves_the_random_state(tmp_path):
+    """plan_run times a random-weight copy of the built-in model: its initialisation draws nothing
+    from the global generator, which the seeds' training starts from (the default study's cells)."""
+    from tests.support.runs import tiny_settings
+
+    s = tiny_settings(tmp_path / "runs", tmp_path / "prereg.toml", seeds=(0,), steps=2)
+    torch.manual_seed(7)
+    state = torch.get_rng_state()
+    plan = execute.plan_run(s, small_set(2))
+    assert torch.equal(torch.get_rng_state(), state) and plan.step_seconds > 0
