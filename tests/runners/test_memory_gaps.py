@@ -134,3 +134,37 @@ def test_a_float32_checkpoint_is_not_checked(llama, tmp_path, cache_env):
     m = json.loads((out / "latest" / "manifest.json").read_text())
     assert "dtype_check" not in m["host"] and "dtype_check_s" not in m["timings"] and m["host"]["dtype"] == "float32"
     assert m["memory"]["step_seconds"] > 0 and m["memory"]["step_flops"] > 0
+
+
+# -- the step time ---------------------------------------------------------------------------------------
+
+def test_the_step_probe_times_the_plans_micro_batch_and_leaves_the_random_state():
+    from dataclasses import replace
+
+    from runners.memory import GIB, MIB, estimate_step_seconds, plan_memory, shape_of
+    from runners.train import probe_step
+
+    cfg = GPTConfig(block_size=32, n_layer=2, n_head=2, n_embd=16)
+    with torch.device("meta"):
+        shape = shape_of(GPT(cfg))
+    plan = plan_memory(shape, context=32, n_adapters=3, batch_size=4, budget=2 * GIB, resident=300 * MIB)
+    plan = replace(plan, micro_rows=6, micro_batches=2)  # a split step: 2 passes of 6 windows
+    twin = GPT(cfg)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    probe = probe_step(twin, plan)
+    assert torch.equal(torch.get_rng_state(), state)  # the seed's random stream is not touched
+    assert probe.rows == 6 and 0 < probe.seconds < 1  # a small model grows to the plan's own micro-batch
+    assert estimate_step_seconds(probe, plan) == pytest.approx(2 * probe.seconds)
+
+
+def test_planning_a_builtin_run_leaves_the_random_state(tmp_path):
+    """plan_run times a random-weight copy of the built-in model: its initialisation draws nothing
+    from the global generator, which the seeds' training starts from (the default study's cells)."""
+    from tests.support.runs import tiny_settings
+
+    s = tiny_settings(tmp_path / "runs", tmp_path / "prereg.toml", seeds=(0,), steps=2)
+    torch.manual_seed(7)
+    state = torch.get_rng_state()
+    plan = execute.plan_run(s, small_set(2))
+    assert torch.equal(torch.get_rng_state(), state) and plan.step_seconds > 0
