@@ -52,7 +52,7 @@ from runners.base_model import PRETRAIN_PRESETS, load_or_pretrain  # noqa: E402
 from runners.data import eval_windows, sample_offsets, training_stream, windows_at  # noqa: E402
 from runners.dtypes import DTYPES  # noqa: E402
 from runners.evaluate import window_nll  # noqa: E402
-from runners.execute import training_sets  # noqa: E402
+from runners.execution.prepare import training_sets  # noqa: E402
 from runners.model import GPT, PRESETS  # noqa: E402
 from runners.settings import load_fixtures  # noqa: E402
 from runners.train import TrainConfig, adapter_loss  # noqa: E402

@@ -64,7 +64,7 @@ def loo_cost(fs, base, device: str = "cpu", seeds: int = 1) -> dict:
     """Median seconds of one seed (train + score) with and without the loo controls, on `base`."""
     import numpy as np
 
-    from runners.execute import prepare, train_and_score
+    from runners.execution.execute import prepare, train_and_score
 
     out = {}
     for loo in (False, True):

@@ -319,7 +319,7 @@ def steptime_mode(args) -> None:
     import transformers as tf
 
     from runners.dtypes import DTYPES
-    from runners.execute import training_sets
+    from runners.execution.prepare import training_sets
     from runners.hf.model import HFAdapterLM
     from runners.memory import (
         STEP_TIME_ACCURACY,

@@ -4,7 +4,7 @@
                                        [--heldout-docs 12] [--ray-users 12] [--ray-seeds 2]
                                        [--ray-workers 2] [--no-ray]
 
-1. The grid (`runners.execute.run_grid`, the local executor) on N synthetic users
+1. The grid (`runners.execution.execute.run_grid`, the local executor) on N synthetic users
    (`fixtures.synthetic`, default sizes but `--heldout-docs` held-out documents per user), one
    seed, into a fresh temporary `--out`, base model cached beforehand (pretraining is not timed):
    per N the adapters trained (2N + 1: users, pooled, loo:<user>), the adapter-text pairs scored
@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from fixtures.synthetic import synthetic_fixture_set  # noqa: E402
 from runners.base_model import load_or_pretrain  # noqa: E402
-from runners.execute import run_grid  # noqa: E402
+from runners.execution.execute import run_grid  # noqa: E402
 from runners.grid import build_parser  # noqa: E402
 from runners.settings import settings_from_args  # noqa: E402
 
@@ -78,7 +78,7 @@ def ray_speedup(n: int, seeds: int, workers: int, preset: str, steps: int, heldo
     import polars as pl
     import ray
 
-    from runners.executors import RayExecutor
+    from runners.execution.executors import RayExecutor
 
     fs = synthetic_fixture_set(n, heldout_docs=heldout_docs)
     print(f"\nlocal executor vs a local Ray instance of {workers} one-CPU workers: {n} users, {seeds} seeds "

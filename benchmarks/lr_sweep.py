@@ -1,7 +1,7 @@
 """`python benchmarks/lr_sweep.py`: the small learning-rate sweep behind `TrainConfig.lr`.
 
 For each learning rate, train the user adapters and `pooled` (one batched loop, the grid's own
-code, `runners.execute.train_and_score`) for the default steps and seeds, then score the cells
+code, `runners.execution.execute.train_and_score`) for the default steps and seeds, then score the cells
 with the verdict's own code (`validation.judge`, point estimates): per cell the geometric mean of
 perplexity over seeds, then over users the geometric mean of `own / base` and `pooled / base`,
 the mean diagonal margin (own adapter vs the best other one, docs/methods.md) and the count of
@@ -27,7 +27,7 @@ import torch  # noqa: E402
 
 from common.contract import BASE, OK, POOLED  # noqa: E402
 from runners.base_model import PRETRAIN_PRESETS, load_or_pretrain  # noqa: E402
-from runners.execute import prepare, train_and_score  # noqa: E402
+from runners.execution.execute import prepare, train_and_score  # noqa: E402
 from runners.model import PRESETS  # noqa: E402
 from runners.rundir import cells_from_docs  # noqa: E402
 from runners.settings import load_fixtures  # noqa: E402

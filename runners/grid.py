@@ -1,7 +1,7 @@
 """`python -m runners.grid`: train norm-only adapters over seeds x users and cross-evaluate them.
 
 The command line only: flags are validated in `runners.settings`, the grid runs in
-`runners.execute`, the manifest is built in `runners.provenance`, the run directory's files are
+`runners.execution.execute`, the manifest is built in `runners.provenance`, the run directory's files are
 written by `runners.rundir`. Files of a run: docs/formats.md.
 """
 
@@ -19,8 +19,8 @@ import polars as pl
 from common.contract import BASE, CONTROLS, DIVERGED, OK
 from fixtures.corpus import FixtureError
 from runners import rundir
-from runners.execute import plan_run, run_grid
-from runners.executors import ExecutorError, make_executor
+from runners.execution.execute import plan_run, run_grid
+from runners.execution.executors import ExecutorError, make_executor
 from runners.model import PRESETS
 from runners.settings import (
     UsageError,

@@ -1,7 +1,7 @@
 """The routing rows (issue #25, docs/routing.md): `avg:<a>+<b>`, `ens:<user>`, `noise:<user>@<sigma>`.
 
 Built from a seed's trained user adapters at a step count, without retraining, and scored on every
-user's held-out text like every other row (`runners.execute`):
+user's held-out text like every other row (`runners.execution.execute`):
 
 - `avg:<a>+<b>`: the element-wise average of the two users' adapter parameters (`average_state`),
   for every pair up to `[routing] max_pairs`, else a random sample of that many pairs drawn with

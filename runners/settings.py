@@ -57,7 +57,7 @@ class GridSettings:
     dtype: str = "float32"  # --dtype resolved (runners.dtypes): frozen base weights of the preset or checkpoint
     context: int | None = None  # --context of the --model checkpoint (None: its default, runners.hf.load)
     loo: bool = True  # train the leave-one-out controls `loo:<user>` (off: `--no-loo`)
-    # where the units run (runners.executors); not in `run_config`: it does not change the results
+    # where the units run (runners.execution.executors); not in `run_config`: it does not change the results
     executor: str = "local"  # --executor: local or ray
     ray_address: str | None = None  # --ray-address: a running Ray cluster (None: start a local instance)
     dtype_choice: DtypeChoice | None = None  # what --dtype asked for and why it resolved to `dtype`
@@ -205,7 +205,7 @@ def dtype_choice(requested: str | None, device: str, preset: str | None) -> Dtyp
 
 def _executor_flags(args: argparse.Namespace) -> dict:
     """--executor / --ray-address (whether the address answers is checked when the executor starts)."""
-    from runners.executors import EXECUTORS, RAY_INSTALL, ray_available
+    from runners.execution.executors import EXECUTORS, RAY_INSTALL, ray_available
 
     name, address = getattr(args, "executor", "local"), getattr(args, "ray_address", None)
     if name not in EXECUTORS:

@@ -1,4 +1,4 @@
-"""What `runners.execute` needs to run the grid on a Hugging Face checkpoint (`--model DIR`).
+"""What `runners.execution.execute` needs to run the grid on a Hugging Face checkpoint (`--model DIR`).
 
 The grid itself is unchanged: the checkpoint stands where the built-in pretrained base model
 stands (`runners.base_model.BaseModel`, with the checkpoint's content hash as its SHA-256), its

@@ -16,7 +16,8 @@ from runners import rundir
 from runners.base_model import load_or_pretrain
 from runners.data import eval_windows
 from runners.evaluate import doc_nll
-from runners.execute import adapter_status, run_grid
+from runners.execution.execute import run_grid
+from runners.execution.units import adapter_status
 from runners.train import TrainConfig
 from tests.support.runs import small_set, tiny_settings
 from validation.contract.manifest import MANIFEST_FORMAT, read_manifest

@@ -13,7 +13,8 @@ from safetensors import safe_open
 
 from common.contract import LOO_PREFIX, is_control, loo_name, loo_user
 from runners.data import training_stream
-from runners.execute import adapter_path, run_grid, training_sets
+from runners.execution.execute import adapter_path, run_grid
+from runners.execution.prepare import training_sets
 from runners.grid import build_parser
 from runners.model import GPT, PRESETS
 from runners.settings import run_config, settings_from_args

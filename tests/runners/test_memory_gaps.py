@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from runners import execute
 from runners.data import sample_offsets, windows_at
 from runners.evaluate import CHECK_SEED, check_windows, mean_check_nll, n_check_windows
+from runners.execution import execute, prepare
 from runners.model import GPT, GPTConfig
 from tests.support.runs import small_set
 
@@ -42,8 +42,8 @@ def test_the_base_is_scored_once_per_distinct_check_set(monkeypatch):
         calls.append(len(check[0]))
         return mean_check_nll(model, check, bank_index, device)
 
-    monkeypatch.setattr(execute, "mean_check_nll", counting)
-    prep = execute.prepare(base, fs, "cpu", loo=True)
+    monkeypatch.setattr(prepare, "mean_check_nll", counting)
+    prep = prepare.prepare(base, fs, "cpu", loo=True)
     a, b = (u.name for u in fs.users)
     assert prep.names == (a, b, "pooled", f"loo:{a}", f"loo:{b}")
     assert len(calls) == 3  # a, b, pooled; loo:a's windows are b's, loo:b's are a's

@@ -13,7 +13,7 @@ import torch
 from torch.nn import functional as F
 
 from runners import memory
-from runners.execute import plan_run, run_grid
+from runners.execution.execute import plan_run, run_grid
 from runners.grid import main
 from runners.losses import nll_from_hidden, token_nll
 from runners.memory import MemoryPlanError, ModelShape, parse_size, plan_memory, with_oom_retry

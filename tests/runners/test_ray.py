@@ -15,9 +15,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from runners import executors, grid
-from runners.execute import run_grid, train_unit
-from runners.executors import ExecutorError, LocalExecutor, RayExecutor, check_reachable, chunks
+from runners import grid
+from runners.execution import executors
+from runners.execution.execute import run_grid
+from runners.execution.executors import ExecutorError, LocalExecutor, RayExecutor, check_reachable, chunks
+from runners.execution.units import train_unit
 from runners.settings import UsageError, settings_from_args
 from tests.support.ray_faults import die_once
 from tests.support.runs import small_set, tiny_settings

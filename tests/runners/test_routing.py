@@ -23,7 +23,7 @@ from common.contract import avg_name, ens_name, is_control, noise_name
 from runners.base_model import load_or_pretrain
 from runners.data import eval_windows
 from runners.evaluate import doc_nll, per_doc, window_nll
-from runners.execute import run_grid
+from runners.execution.execute import run_grid
 from runners.grid import build_parser
 from runners.routing import (
     RoutingConfig,
@@ -328,7 +328,7 @@ def test_routing_rows_with_a_hugging_face_model(tmp_path, cache_env):
 
 
 def test_routing_rows_in_chunks_as_a_ray_executor_splits_them_equal_one_bank(run, tmp_path, cache_env):
-    from runners.executors import LocalExecutor
+    from runners.execution.executors import LocalExecutor
 
     class Chunked(LocalExecutor):  # the evaluation and the built rows split as over 3 Ray slots
         parallelism = 3

@@ -20,7 +20,7 @@ import torch
 
 from runners import rundir, snapshots
 from runners.data import training_stream
-from runners.execute import run_grid
+from runners.execution.execute import run_grid
 from runners.grid import main
 from runners.model import GPT, PRESETS
 from runners.settings import UsageError, parse_steps

@@ -1,6 +1,6 @@
 """Where the grid's independent units run: in this process (`--executor local`) or as Ray tasks (`ray`).
 
-One small interface, so `runners.execute` has one code path:
+One small interface, so `runners.execution.execute` has one code path:
 
 - `put(obj)`: share a large input (the base model, the prepared windows) once; a handle to it.
 - `submit(fn, *args)`: a unit of work; `args` may hold handles from `put` or `submit` (Ray passes a

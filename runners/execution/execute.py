@@ -13,12 +13,8 @@ resumes where it stopped when run again.
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import json
 import logging
-import os
-import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,344 +23,38 @@ import numpy as np
 import polars as pl
 import torch
 from safetensors.torch import save_file
-from tqdm import tqdm
 
 from common import seal
-from common.contract import BASE, POOLED, loo_name
 from fixtures.corpus import FixtureSet
 from runners import rundir, snapshots
 from runners.base_model import BaseModel, load_or_pretrain
-from runners.data import encode, eval_windows, training_stream
 from runners.dtypes import DTYPES
-from runners.evaluate import check_windows, doc_nll, mean_check_nll, per_doc
-from runners.executors import LocalExecutor, chunks
+from runners.execution.executors import LocalExecutor, chunks
+from runners.execution.prepare import Prepared, _threads, memory_record, plan_run, prepare
+from runners.execution.units import (
+    EvalUnit,
+    RoutingScored,
+    RoutingUnit,
+    Scored,
+    Trained,
+    TrainUnit,
+    ensemble_frames,
+    eval_unit,
+    routing_unit,
+    train_unit,
+)
 from runners.memory import (
-    SHARE,
     MemoryPlan,
-    MemoryPlanError,
     apply_plan,
-    available_bytes,
     bound_heap_retention,
-    fmt,
-    peak_rss_bytes,
-    plan_memory,
-    resident_bytes,
-    shape_of,
-    with_step_time,
 )
 from runners.model import GPT
 from runners.provenance import build_manifest, record_prereg_settings, recorded_prereg_settings
-from runners.routing import RoutingConfig, RoutingPlan, built_bank, ensemble_nll, plan_routing, storage_record
-from runners.settings import GridSettings, UsageError, run_config
-from runners.train import TrainConfig, data_order, probe_step, train_adapters
+from runners.routing import storage_record
+from runners.settings import GridSettings, run_config
+from runners.train import TrainConfig
 
 log = logging.getLogger("runners.grid")
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """Per-run inputs shared by every seed."""
-
-    names: tuple[str, ...]  # adapter names in bank order: users, then pooled, then loo:<user> in user order
-    streams: list[np.ndarray]  # training token streams, same order
-    checks: list[tuple[torch.Tensor, torch.Tensor]]  # health-check windows, same order
-    base_check: tuple[float, ...]  # base mean NLL on each check set
-    windows: dict  # eval user -> EvalWindows
-    base_docs: pl.DataFrame  # base rows of docs.parquet without the seed column
-    routing: RoutingPlan | None = None  # `--routing`: the rows built from the user adapters (runners.routing)
-
-    @property
-    def scored_names(self) -> tuple[str, ...]:
-        """Every row scored besides `base`: the trained adapters, then the routing rows."""
-        return self.names + (self.routing.names if self.routing is not None else ())
-
-    def routing_statuses(self, statuses: tuple[str, ...]) -> dict[str, str]:
-        """The routing rows' statuses from the trained adapters' (`RoutingPlan.status`); {} without them."""
-        if self.routing is None:
-            return {}
-        by_name = dict(zip(self.names, statuses, strict=True))
-        return {n: self.routing.status(n, by_name) for n in self.routing.names}
-
-
-def training_sets(fs: FixtureSet, loo: bool = True) -> tuple[tuple[str, ...], list[tuple]]:
-    """Adapter names in bank order and each one's training documents.
-
-    Users in set order, then `pooled` (every user's text), then, with `loo`, `loo:<user>` for each
-    user in set order (every OTHER user's text, in set order). A bank position fixes the adapter's
-    data order (`runners.train.data_order`), so adding the loo controls leaves the user adapters'
-    and `pooled`'s windows as they were.
-    """
-    names = [u.name for u in fs.users] + [POOLED]
-    docs = [u.train for u in fs.users] + [tuple(d for u in fs.users for d in u.train)]
-    if loo:
-        for left_out in fs.users:
-            names.append(loo_name(left_out.name))
-            docs.append(tuple(d for u in fs.users if u.name != left_out.name for d in u.train))
-    return tuple(names), docs
-
-
-def prepare(base: GPT, fs: FixtureSet, device: str, encoder=None, loo: bool = True,
-            routing: RoutingConfig | None = None) -> Prepared:
-    """`encoder`: a `--model` checkpoint's tokenizer encoder (runners.hf.tokens); None: bytes.
-    `loo`: also train the leave-one-out controls `loo:<user>` (`training_sets`); `routing`: also
-    build and score the routing rows (runners.routing) with these settings."""
-    T = base.config.block_size
-    encoder = encoder or encode
-    names, train_docs = training_sets(fs, loo)
-    streams = [training_stream(d, encoder) for d in train_docs]
-    checks = [check_windows(s, T) for s in streams]
-    windows = {u.name: eval_windows(u.heldout, T, encoder) for u in fs.users}
-    unique = distinct_checks(checks)  # e.g. with 2 users, loo:<a> trains on <b>'s text: the same windows
-    n_windows = sum(len(w.x) for w in windows.values()) + sum(len(checks[i][0]) for i in unique.values())
-    log.info("scoring the base model: %d windows of %d tokens (held-out text and health-check windows) ...",
-             n_windows, T)
-    t0 = time.perf_counter()
-    with tqdm(total=n_windows, desc="base model scoring", unit="window", file=sys.stderr,
-              disable=not sys.stderr.isatty()) as bar:
-        scored = {}
-        for key, i in unique.items():
-            scored[key] = mean_check_nll(base, checks[i], 0, device)
-            bar.update(len(checks[i][0]))
-        base_check = tuple(scored[_check_key(c)] for c in checks)
-        frames = [_doc_frame(BASE, j, w, doc_nll(base, w, 0, device, progress=bar), rundir.OK)
-                  for j, w in windows.items()]
-    log.info("base model scored in %.1f s", time.perf_counter() - t0)
-    plan = None if routing is None else plan_routing([u.name for u in fs.users], routing)
-    return Prepared(names, streams, checks, base_check, windows, pl.concat(frames), plan)
-
-
-def _check_key(check: tuple[torch.Tensor, torch.Tensor]) -> str:
-    x, y = check
-    return hashlib.sha256(repr((tuple(x.shape), str(x.dtype))).encode() + x.numpy().tobytes()
-                          + y.numpy().tobytes()).hexdigest()
-
-
-def distinct_checks(checks: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, int]:
-    """The distinct health-check window sets: content hash -> first position holding it. The base
-    model is scored once per distinct set (the same windows, the same batches: the same numbers)."""
-    out: dict[str, int] = {}
-    for i, c in enumerate(checks):
-        out.setdefault(_check_key(c), i)
-    return out
-
-
-def plan_run(s: GridSettings, fs: FixtureSet, hf=None) -> MemoryPlan:
-    """The run's memory plan (runners.memory), before anything is trained or written; UsageError
-    (exit 2) naming the budget, the estimate and what would fit when nothing fits."""
-    names, _ = training_sets(fs, s.loo)
-    if hf is None:  # the built-in model's shape, without its weights (loaded later, from the cache)
-        with torch.device("meta"):
-            model = GPT(s.model)
-    else:
-        model = hf.model
-    shape = shape_of(model)
-    if s.max_memory is not None:
-        budget, source = s.max_memory, "--max-memory"
-    else:
-        avail, held = available_bytes(s.device), resident_bytes(s.device)
-        budget = held + int(SHARE * avail)
-        source = (f"default: {fmt(held)} held + {SHARE:.0%} of the {fmt(avail)} available"
-                  + (" on the GPU" if s.device == "cuda" else ""))
-    try:
-        plan = plan_memory(shape, context=model.config.block_size, n_adapters=len(names),
-                           batch_size=s.train.batch_size, budget=budget, resident=resident_bytes(s.device),
-                           budget_source=source, device=s.device, weights_loaded=hf is not None)
-    except MemoryPlanError as exc:
-        raise UsageError(str(exc)) from None
-    if plan.split or plan.logit_chunk < plan.micro_rows * plan.context:  # memory is tight: keep the heap in check
-        bound_heap_retention()
-    log.info("timing training micro-batches of the model to estimate a step ...")
-    t0 = time.perf_counter()
-    torch.set_num_threads(_threads())  # as the training will run
-    if hf is None:  # the built-in model's shape with random weights (its own are loaded later)
-        with torch.random.fork_rng(devices=[]):
-            twin = GPT(s.model).cast_frozen(DTYPES[s.dtype])
-    else:  # a copy sharing the checkpoint's frozen weights
-        twin = copy.deepcopy(model)
-    try:
-        probe = probe_step(twin, plan, s.device)
-    except RuntimeError as exc:  # e.g. a GPU out of memory: the run's own steps retry smaller (runners.train)
-        log.warning("no step time estimate: timing a micro-batch failed (%s)", str(exc).splitlines()[0][:200])
-        probe = None
-    del twin
-    plan = with_step_time(plan, shape, probe)
-    log.info("step timed in %.1f s", time.perf_counter() - t0)
-    return plan
-
-
-def memory_record(plan: MemoryPlan, timings: list[dict], steps: int, resumed: list[int]) -> dict:
-    """The manifest's `memory`: the plan, the measured time per step of the seeds this command
-    trained (not those `resumed` or kept from an earlier command) and the peak resident memory."""
-    trained = [t["train_s"] for t in timings
-               if t.get("seed") not in resumed and not t.get("training_kept") and "train_s" in t]
-    measured = sum(trained) / (len(trained) * steps) if trained and steps else None
-    return {**plan.to_json(), "step_seconds_measured": measured, "peak_rss_bytes": peak_rss_bytes()}
-
-
-def _doc_frame(adapter: str, eval_user: str, w, nll: np.ndarray, status: str) -> pl.DataFrame:
-    return pl.DataFrame({"adapter": adapter, "eval": eval_user, "doc_id": list(w.doc_ids), "nll_sum": nll,
-                         "n_tokens": list(w.n_tokens), "n_bytes": list(w.n_bytes), "status": status},
-                        schema_overrides={"n_tokens": pl.Int64, "n_bytes": pl.Int64})
-
-
-def adapter_status(diverged: bool, own_nll: float, base_nll: float) -> str:
-    if diverged or not np.isfinite(own_nll):
-        return rundir.DIVERGED
-    return rundir.WORSE_THAN_BASE if own_nll > base_nll else rundir.OK
-
-
-# -- the grid's units: what an executor (runners.executors) runs, in this process or as Ray tasks --
-
-@dataclass(frozen=True)
-class TrainUnit:
-    """One seed's training: every adapter of the seed in one batched loop (its seed fixes everything)."""
-
-    seed: int
-    train: TrainConfig
-    device: str
-    micro_rows: int | None = None  # windows per forward/backward pass (the memory plan; None: the whole step)
-    checkpointing: bool = False
-
-
-@dataclass(frozen=True)
-class Trained:
-    """What a training unit returns: tensors and numbers, no model and no file."""
-
-    states: list[dict[str, torch.Tensor]]  # per adapter, in `Prepared.names` order (CPU tensors)
-    losses: np.ndarray  # (steps, A) training loss per step per adapter
-    diverged: tuple[bool, ...]  # (A,)
-    statuses: tuple[str, ...]  # (A,) health status: ok / worse_than_base / diverged
-    train_s: float
-    # per step count k of `TrainConfig.counts`: the bank after step k (CPU tensors) and its statuses
-    snapshots: dict[int, list[dict[str, torch.Tensor]]] | None = None
-    statuses_at: dict[int, tuple[str, ...]] | None = None
-
-
-@dataclass(frozen=True)
-class EvalUnit:
-    """A chunk of one seed's evaluation: adapters `rows` (bank positions) on every user's held-out text."""
-
-    seed: int
-    rows: tuple[int, ...]
-    device: str
-    steps: int | None = None  # the step count whose snapshot is scored (None: the final bank)
-
-
-@dataclass(frozen=True)
-class Scored:
-    docs: pl.DataFrame  # docs.parquet rows of the chunk's adapters, without the seed and steps columns
-    eval_s: float
-    steps: int | None = None
-    # with `--routing`: (user adapter, eval user) -> (W, T) float32 per-token NLLs, for the `ens:` rows
-    tokens: dict[tuple[str, str], torch.Tensor] | None = None
-
-
-@dataclass(frozen=True)
-class RoutingUnit:
-    """A chunk of one seed's routing rows built as adapters (`avg:`, `noise:`), at one step count."""
-
-    seed: int
-    rows: tuple[str, ...]  # of `RoutingPlan.built_names`
-    device: str
-    steps: int | None = None
-
-
-@dataclass(frozen=True)
-class RoutingScored:
-    docs: pl.DataFrame  # docs.parquet rows of the chunk's rows (noise: mean over the draws), no seed / steps
-    build_s: float  # building the averaged and noisy adapters
-    score_s: float  # scoring them
-    steps: int | None = None
-
-
-def train_unit(unit: TrainUnit, base: GPT, prep: Prepared) -> Trained:
-    """Train every adapter of `unit.seed` in one batched loop and health-check each one."""
-    torch.manual_seed(unit.seed)
-    T = base.config.block_size
-    orders = [data_order(unit.seed, k, len(st), T, unit.train) for k, st in enumerate(prep.streams)]
-    log.info("seed %d: training %d adapters together (%d steps) ...", unit.seed, len(prep.names), unit.train.steps)
-    t0 = time.perf_counter()
-    with tqdm(total=unit.train.steps, desc=f"seed {unit.seed} train", file=sys.stderr,
-              disable=not sys.stderr.isatty()) as bar:
-        trained = train_adapters(base, prep.streams, orders, unit.train, unit.device, progress=bar,
-                                 micro_rows=unit.micro_rows, checkpointing=unit.checkpointing)
-    t_train = time.perf_counter() - t0
-    model = trained.model  # frozen base + the bank just trained
-    statuses_at, snaps = {}, {}
-    for c in unit.train.counts:  # every snapshot health-checked with its own bank loaded
-        snaps[c] = [{k: v.detach().cpu() for k, v in st.items()} for st in trained.snapshots[c]]
-        model.load_adapter_bank([{k: v.to(unit.device) for k, v in st.items()} for st in trained.snapshots[c]])
-        div = trained.diverged_at(c)
-        statuses_at[c] = tuple(adapter_status(div[k], mean_check_nll(model, prep.checks[k], k + 1, unit.device),
-                                              prep.base_check[k]) for k in range(len(prep.names)))
-    last = unit.train.counts[-1]
-    return Trained(snaps[last], trained.losses, trained.diverged, statuses_at[last], t_train, snaps, statuses_at)
-
-
-def eval_unit(unit: EvalUnit, base: GPT, prep: Prepared, trained: Trained) -> Scored:
-    """Score adapters `unit.rows` on every user's held-out documents.
-
-    The adapters are loaded into a fresh copy of the base, a bank of just these rows: a row's
-    forward pass gathers its own gains and never sees another row's, and every adapter is scored on
-    the same windows in the same batches, so any chunking gives the NLLs of one bank bit for bit
-    (tests/runners/test_ray.py checks it)."""
-    t0 = time.perf_counter()
-    states = trained.states if unit.steps is None else trained.snapshots[unit.steps]
-    statuses = trained.statuses if unit.steps is None else trained.statuses_at[unit.steps]
-    model = copy.deepcopy(base)
-    model.attach_adapters(len(unit.rows))
-    model.load_adapter_bank([states[k] for k in unit.rows])
-    model.to(unit.device)
-    keep = set(prep.routing.users) if prep.routing is not None else set()  # the `ens:` rows' inputs
-    frames, tokens = [], {}
-    for i, k in enumerate(unit.rows):
-        for j, w in prep.windows.items():
-            out = [] if prep.names[k] in keep else None
-            frames.append(_doc_frame(prep.names[k], j, w, doc_nll(model, w, i + 1, unit.device, tokens=out),
-                                     statuses[k]))
-            if out is not None:
-                tokens[(prep.names[k], j)] = torch.cat(out)
-    return Scored(pl.concat(frames), time.perf_counter() - t0, unit.steps, tokens if keep else None)
-
-
-def routing_unit(unit: RoutingUnit, base: GPT, prep: Prepared, trained: Trained) -> RoutingScored:
-    """Build the `avg:` / `noise:` rows `unit.rows` from the seed's user adapters at `unit.steps` and
-    score them on every user's held-out documents, through one bank as `eval_unit` scores; a
-    `noise:` row's per-document NLL is the mean over its draws (runners.routing)."""
-    plan = prep.routing
-    t0 = time.perf_counter()
-    states = trained.states if unit.steps is None else trained.snapshots[unit.steps]
-    statuses = trained.statuses if unit.steps is None else trained.statuses_at[unit.steps]
-    user_states = dict(zip(prep.names, states, strict=False))
-    bank = built_bank(plan, unit.seed, {u: user_states[u] for u in plan.users}, unit.rows)
-    t_build = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    model = copy.deepcopy(base)
-    model.attach_adapters(len(bank))
-    model.load_adapter_bank([st for _, st in bank])
-    model.to(unit.device)
-    status = prep.routing_statuses(statuses)
-    frames = []
-    for row in unit.rows:
-        entries = [i for i, (r, _) in enumerate(bank) if r == row]
-        for j, w in prep.windows.items():
-            nll = np.mean([doc_nll(model, w, i + 1, unit.device) for i in entries], axis=0)
-            frames.append(_doc_frame(row, j, w, nll, status[row]))
-    return RoutingScored(pl.concat(frames), t_build, time.perf_counter() - t0, unit.steps)
-
-
-def ensemble_frames(prep: Prepared, scored: list[Scored], statuses: tuple[str, ...]) -> list[pl.DataFrame]:
-    """The `ens:<user>` rows of one step count from its scored chunks' per-token NLLs: on every
-    user's held-out text, the mixture of every user adapter but `<user>` (runners.routing.ensemble_nll)."""
-    plan = prep.routing
-    tokens = {key: t for sc in scored for key, t in (sc.tokens or {}).items()}
-    status = prep.routing_statuses(statuses)
-    frames = []
-    for left_out, row in zip(plan.users, plan.ens_names, strict=True):
-        for j, w in prep.windows.items():
-            mix = ensemble_nll([tokens[(u, j)] for u in plan.users if u != left_out])  # (W, T)
-            frames.append(_doc_frame(row, j, w, per_doc(w, mix.sum(dim=1).numpy()), status[row]))
-    return frames
 
 
 @dataclass(frozen=True)
@@ -557,19 +247,12 @@ def hf_backend():
     return backend
 
 
-def _threads() -> int:
-    """Every core, unless `OMP_NUM_THREADS` says otherwise (on a machine shared with other jobs one
-    thread can be many times faster than two that wait for each other)."""
-    env = os.environ.get("OMP_NUM_THREADS", "")
-    return int(env) if env.isdigit() and int(env) > 0 else (os.cpu_count() or 1)
-
-
 def run_grid(fs: FixtureSet, s: GridSettings, *, on_seed_done=None, hf=None, executor=None,
              plan: MemoryPlan | None = None, phases: dict | None = None) -> Path:
     """Run (or resume) the grid for fixture set `fs`; returns the run directory.
 
     `hf`: the loaded `--model` checkpoint (runners.hf.backend.open_checkpoint), the base model then.
-    `executor`: where the units run (runners.executors; default: this process). It is not part of
+    `executor`: where the units run (runners.execution.executors; default: this process). It is not part of
     the run's configuration: the results do not depend on it, and a run resumes with either.
     `plan`: the memory plan (`plan_run`; made here when not given); `phases`: times of the phases
     before this call (e.g. `load_s`, loading the checkpoint), recorded in the manifest's timings."""
