@@ -16,7 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
-from common.contract import BASE, CONTROLS, DIVERGED, OK
+from common.contract import BASE, CONTROLS, DIVERGED, OK, ROUTING_PREFIXES
 from fixtures.corpus import FixtureError
 from runners import rundir
 from runners.execution.execute import plan_run, run_grid
@@ -126,10 +126,16 @@ def summary(run_dir: Path, primary_steps: int | None = None) -> str:
     seeds = cells["seed"].n_unique()
     bad = cells.filter(pl.col("status") != OK)
     unit = "token" if (run_dir / "peft").is_dir() else "byte"  # a --model run: its tokenizer's tokens
+    is_routing = pl.any_horizontal([pl.col("adapter").str.starts_with(p) for p in ROUTING_PREFIXES])
+    routing = cells.filter(is_routing)
     lines = [f"run directory: {run_dir}",
              f"held-out perplexity per {unit}{at}, geometric mean over {seeds} seed{'s' if seeds != 1 else ''} "
              "(lower is better; * = own adapter on own text, which should win its column if adapters personalize):",
-             "", format_matrix(cells), ""]
+             "", format_matrix(cells.filter(~is_routing)), ""]
+    if len(routing):
+        kinds = ", ".join(f"{n} {p.rstrip(':')}" for p in ROUTING_PREFIXES
+                          if (n := routing.filter(pl.col("adapter").str.starts_with(p))["adapter"].n_unique()))
+        lines += [f"routing rows scored on every user's text ({kinds}; docs/routing.md): judged by the verdict", ""]
     if len(bad):
         kinds = ", ".join(f"{n} {k}" for k, n in sorted(bad.group_by("status").len().iter_rows()))
         hint = ("; a diverged adapter usually means `--lr` is too high (docs/lr_sweep.md)"

@@ -337,3 +337,18 @@ def test_routing_rows_in_chunks_as_a_ray_executor_splits_them_equal_one_bank(run
     assert chunked.name == run.dir.name
     for table in ("docs.parquet", "cells.parquet"):
         assert pl.read_parquet(chunked / table).equals(pl.read_parquet(run.dir / table))
+
+
+def test_the_grid_summary_keeps_the_routing_rows_out_of_its_matrix(tmp_path):
+    """The printed matrix holds the users and the controls; the routing rows (15 for 3 users, about
+    120 for 18) are counted in one line and judged by the verdict."""
+    from runners.grid import summary
+
+    users = ("u1", "u2", "u3")
+    rows = ["base", *users, "avg:u1+u2", "ens:u1", "noise:u1@0.1", "noise:u1@0.3"]
+    cells = [dict(seed=0, adapter=a, eval=e, ppl=1.5 if a == e else 2.5, status="ok") for a in rows for e in users]
+    pl.DataFrame(cells).write_parquet(tmp_path / "cells.parquet")
+    text = summary(tmp_path)
+    assert "avg:" not in text.split("routing rows")[0] and "noise:" not in text and "ens:u1 " not in text
+    assert "routing rows scored on every user's text (1 avg, 1 ens, 2 noise; docs/routing.md)" in text
+    assert "u1" in text and "base" in text
