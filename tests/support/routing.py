@@ -46,9 +46,9 @@ def planted_row(data: StudyData, name: str, source, shift=0.0, *, rng: np.random
 
 
 def with_rows(data: StudyData, rows: dict[str, tuple], *, seed: int = 7, sd: float = 0.01,
-              storage: dict | None = None) -> StudyData:
+              storage: dict | None = STORAGE) -> StudyData:
     """`data` plus the planted `rows` {name: (source, shift)}; `storage` goes into the manifest's
-    `routing.storage` record."""
+    `routing.storage` record, as the grid writes it with the rows (None: no record)."""
     rng = np.random.default_rng(seed)
     cells, docs = [data.cells], [data.docs]
     for name, (source, shift) in rows.items():

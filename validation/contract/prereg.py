@@ -179,6 +179,7 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
 }
 MAX_SIGMA = 1.0  # relative noise above 1 flips parameters' signs: no longer "the adapter, perturbed"
 MAX_NOISE_DRAWS = 100
+MAX_SIGMAS = 20
 MAX_PAIRS = 10_000
 
 
@@ -200,11 +201,12 @@ def _prereg_iv(p: Prereg) -> None:
         raise PreregError(f"`rng_seed` must be an integer >= 0; got {p.rng_seed!r}.")
     if not integer(p.lenient_min_users) or p.lenient_min_users < 0:
         raise PreregError(f"`lenient_min_users` must be an integer >= 0; got {p.lenient_min_users!r}.")
-    if (not isinstance(p.sigmas, tuple) or not p.sigmas or len(set(p.sigmas)) != len(p.sigmas)
+    if (not isinstance(p.sigmas, tuple) or not 1 <= len(p.sigmas) <= MAX_SIGMAS or len(set(p.sigmas)) != len(p.sigmas)
             or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x <= MAX_SIGMA
                        for x in p.sigmas)):
-        raise PreregError(f"`routing.sigmas` must be a non-empty list of distinct relative noise levels in "
-                          f"(0, {MAX_SIGMA:g}]; got {p.sigmas!r}.")
+        raise PreregError(f"`routing.sigmas` must be a list of 1 to {MAX_SIGMAS} distinct relative noise levels in "
+                          f"(0, {MAX_SIGMA:g}] (each level is scored `noise_draws` times per user and seed); "
+                          f"got {p.sigmas!r}.")
     if p.noise_sigma not in p.sigmas:
         raise PreregError(f"`routing.noise_sigma` ({p.noise_sigma!r}) must be one of `routing.sigmas` "
                           f"{list(p.sigmas)}: the NOISE criterion reads the rows the grid scored at it.")

@@ -122,6 +122,7 @@ def check_routing_controls(cells: pl.DataFrame, src: str, users: list[str]) -> N
         raise InputError(f"{src}: column `adapter` holds ensemble rows `ens:<user>` but user(s) {lacking} have none; "
                          "the grid scores the ensemble of every user: give every user its `ens:<user>` rows or drop "
                          "them all (docs/routing.md).")
+    check_routing_coverage(cells, src, names)
     noise: dict[str, set[float]] = {}
     for n in names:
         if (parts := noise_parts(n)) is not None and n.startswith(ROUTING_PREFIXES[2]):
@@ -133,6 +134,24 @@ def check_routing_controls(cells: pl.DataFrame, src: str, users: list[str]) -> N
             raise InputError(f"{src}: column `adapter` holds noise rows at level(s) {sorted(levels)} but not for "
                              f"every user, e.g. {lacking[:3]} is missing: give every user the same noise levels or "
                              "drop the noise rows (docs/routing.md).")
+
+
+def check_routing_coverage(cells: pl.DataFrame, src: str, names: list[str]) -> None:
+    """Every routing row is scored on every (seed, user's text) the users' own rows are: the grid
+    scores them all, and rows kept for some seeds only would pick the seeds a figure is read on
+    (an interval from one seed carries no seed-to-seed variation)."""
+    key = [c for c in ("seed", "steps", "eval") if c in cells.columns]
+    users = set(cells["eval"].to_list())
+    want = cells.filter(pl.col("adapter").is_in(list(users))).select(key).unique()
+    for name in names:
+        have = cells.filter(pl.col("adapter") == name).select(key).unique()
+        lacking = want.join(have, on=key, how="anti")
+        if lacking.height:
+            first = lacking.sort(key).row(0, named=True)
+            example = ", ".join(f"{k}={v!r}" for k, v in first.items())
+            raise InputError(f"{src}: the routing row {name!r} is not scored on every seed and user the users' own "
+                             f"rows are ({lacking.height} missing, e.g. {example}): "
+                             "give it every seed's rows, as the grid writes them, or drop that row (docs/routing.md).")
 
 
 def check_loo_controls(cells: pl.DataFrame, src: str, users: list[str]) -> None:

@@ -114,7 +114,8 @@ def routing_stats(data: StudyData, weights, users: tuple[UserResult, ...], prere
     names = routing_names(data)
     check_sigmas(data, prereg, names)
     storage = storage_bill(data.manifest, prereg.storage_users,
-                           str(Path(data.source) / "manifest.json") if data.source is not None else "manifest.json")
+                           str(Path(data.source) / "manifest.json") if data.source is not None else "manifest.json",
+                           rows=bool(names))
     common = dict(level=prereg.confidence, interval_method=method, comparator=prereg.comparator, rows=names,
                   sigmas=tuple(sorted({p[1] for n in names if (p := noise_parts(n)) is not None})), storage=storage)
     if not names:

@@ -72,21 +72,34 @@ def check_routing(data: StudyData, prereg: Prereg) -> None:
                 f"{RUN_WITH_ROUTING}, or accept every status in `[gate] {name}` (the default) before the run.")
 
 
-def storage_bill(manifest: Any, users: int, where: str = "manifest.json") -> StorageBill:
+MAX_STORAGE_BYTES = 2**50   # 1 PiB for one user's adapter: larger is no adapter, and past 2**53 not a float
+
+
+def storage_bill(manifest: Any, users: int, where: str = "manifest.json", *, rows: bool = False) -> StorageBill:
     """The manifest's `routing.storage` record {parameters, bytes_float32, bytes_float16} (a dict
     or a record with those attributes); a bill with no figures when the record is absent. A
-    record present but malformed is an InputError naming the field."""
+    record present but malformed (not whole numbers, float16 larger than float32, fewer bytes than
+    the parameters need) is an InputError naming the field, and so is a run's manifest without the
+    record when the run holds routing rows (`rows`): the grid writes it with them."""
     record = getattr(manifest, "routing", None) if manifest is not None else None
     storage = _field(record, "storage")
+    fix = "(the grid writes it; rerun `python -m runners.grid --routing` to rewrite it)."
     if storage is None:
+        if rows and manifest is not None:
+            raise InputError(f"{where}: the run holds routing rows but no `routing.storage` record {fix}")
         return StorageBill(users)
     values = {}
     for key in ("parameters", "bytes_float32", "bytes_float16"):
         v = _field(storage, key)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-            raise InputError(f"{where}: field `routing.storage.{key}` must be a whole number >= 0; got {v!r} "
-                             "(the grid writes it; rerun `python -m runners.grid --routing` to rewrite it).")
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= MAX_STORAGE_BYTES:
+            raise InputError(f"{where}: field `routing.storage.{key}` must be a whole number in [0, 2**50]; "
+                             f"got {v!r} {fix}")
         values[key] = v
+    n, b32, b16 = values["parameters"], values["bytes_float32"], values["bytes_float16"]
+    if n < 1 or b32 < 4 * n or b16 < 2 * n or b16 > b32:
+        raise InputError(f"{where}: fields `routing.storage` do not describe one adapter: {n} parameters need at "
+                         f"least {4 * n} bytes in float32 and {2 * n} in float16, and float16 is never larger than "
+                         f"float32; got bytes_float32 = {b32}, bytes_float16 = {b16} {fix}")
     return StorageBill(users, **values)
 
 

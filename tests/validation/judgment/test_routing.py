@@ -299,5 +299,46 @@ def test_a_malformed_storage_record_is_refused_and_an_absent_one_not_recorded(st
     bad = with_rows(study, default_rows(study), storage={**STORAGE, "bytes_float16": "4.6 KB"})
     with pytest.raises(InputError, match=r"routing\.storage\.bytes_float16` must be a whole number"):
         _judge(bad)
-    v = _judge(with_rows(study, default_rows(study)))
+    external = dataclasses.replace(with_rows(study, default_rows(study), storage=None), manifest=None)
+    v = _judge(external)   # external cells: no manifest, so no record
     assert not v.routing.storage.recorded and v.routing.storage.to_json()["total_bytes_float32"] is None
+    with pytest.raises(InputError, match=r"the run holds routing rows but no `routing\.storage` record"):
+        _judge(with_rows(study, default_rows(study), storage=None))   # a run's manifest without it
+
+
+def test_routing_rows_kept_for_some_seeds_only_are_refused(study):
+    """External rows kept for the best seed only would read a figure on that seed alone (an interval
+    without seed-to-seed variation): refused, naming the row (the attacker's hole: NOISE's interval
+    moved from [+4.7, +9.1] to [+7.3, +9.8] with seed 3's rows alone)."""
+    import polars as pl
+
+    from validation.inputs.arrays import build_arrays
+    from validation.inputs.tables import InputError
+
+    data = with_rows(study, default_rows(study))
+    seed = data.cells["seed"].min()
+    keep = ~pl.col("adapter").str.starts_with("noise:alice@0.1") | (pl.col("seed") == seed)
+    cut = dataclasses.replace(data, cells=data.cells.filter(keep), docs=data.docs.filter(keep))
+    with pytest.raises(InputError, match=r"routing row 'noise:alice@0\.1' is not scored on every seed"):
+        build_arrays(cut)
+
+
+@pytest.mark.parametrize("storage, says", [
+    ({**STORAGE, "bytes_float32": 10**400}, "must be a whole number in [0, 2**50]"),
+    ({**STORAGE, "parameters": 0}, "do not describe one adapter"),
+    ({**STORAGE, "bytes_float16": STORAGE["bytes_float32"] + 1}, "float16 is never larger"),
+])
+def test_an_absurd_storage_record_is_refused_naming_the_field(study, storage, says):
+    from validation.inputs.tables import InputError
+
+    with pytest.raises(InputError, match=re.escape(says)):
+        _judge(with_rows(study, default_rows(study), storage=storage))
+
+
+def test_many_noise_levels_are_refused_before_any_run():
+    from validation.contract.prereg import MAX_SIGMAS, PreregError
+
+    levels = tuple(round(0.01 * (k + 1), 2) for k in range(MAX_SIGMAS + 1))
+    with pytest.raises(PreregError, match=r"1 to 20 distinct relative noise levels"):
+        Prereg(sigmas=levels, noise_sigma=0.1)
+    assert Prereg(sigmas=levels[:MAX_SIGMAS], noise_sigma=0.1).sigmas == levels[:MAX_SIGMAS]
