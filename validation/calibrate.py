@@ -384,7 +384,7 @@ def _main_routing(args, prereg: Prereg) -> int:
     """`--study routing` (issue 25): the routing criteria's false PASS and power
     (`validation.calibration.routing`)."""
     from validation.calibration.figures import format_figures_table
-    from validation.calibration.routing import calibrate_routing, write_routing_calibration
+    from validation.calibration.routing import calibrate_routing, pooled_lines, write_routing_calibration
     if args.from_run or args.users:
         raise ValueError("`--study routing` simulates its own designs (3 users); drop `--from-run` and `--users`.")
     regimes = args.regime or tuple(REGIMES)
@@ -397,6 +397,7 @@ def _main_routing(args, prereg: Prereg) -> int:
                             progress=lambda r: print(f"  {r} done", file=sys.stderr, flush=True))
     path = write_routing_calibration(res, args.out)
     print(format_figures_table(res, "Routing criteria at their least-favourable boundaries, and power"))
+    print("\n".join(["", *pooled_lines(res)]))
     print(f"\nwrote {path} in {res.wall_s:.0f} s")
     return 0
 

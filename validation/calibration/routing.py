@@ -180,5 +180,21 @@ def calibrate_routing(prereg: Prereg | None = None, *, seeds: tuple[int, ...] = 
     return FiguresCalibration(tuple(rows), settings, round(time.perf_counter() - t0, 1), SCHEMA)
 
 
+def pooled_lines(res: FiguresCalibration) -> list[str]:
+    """Per criterion, the boundary's false PASS pooled over every design (count / experiments)
+    against alpha / 2 + 2 se at that count."""
+    from validation.calibration.results import binomial_se
+    lines = []
+    for c in CRITERIA:
+        fp = [r for r in res.rows if r.kind == "false positive" and r.figure.startswith(c.upper() + ":")]
+        if not fp:
+            continue
+        k, n = sum(round(r.value * r.n) for r in fp), sum(r.n for r in fp)
+        limit = fp[0].nominal + 2 * binomial_se(fp[0].nominal, n)
+        lines.append(f"{c.upper()}: false PASS at the least-favourable boundary, pooled over {len(fp)} design(s): "
+                     f"{k}/{n} = {k / n:.4f} (limit {limit:.4f}: {'within' if k / n <= limit else 'ABOVE'})")
+    return lines
+
+
 def write_routing_calibration(res: FiguresCalibration, out_dir) -> object:
     return write_figures_calibration(res, out_dir, FILENAME)

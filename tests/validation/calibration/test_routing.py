@@ -100,6 +100,8 @@ def test_quick_routing_calibration_has_every_criterion(tmp_path, capsys):
                  "--resamples", "30", "--out", str(tmp_path)]) == 0
     doc = json.loads((tmp_path / "calibration_routing.json").read_text())
     assert doc["schema"] == "normadapt-calibration-routing/1" and len(doc["rows"]) == 9
-    assert "| NOISE: false PASS at the least-favourable boundary |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| NOISE: false PASS at the least-favourable boundary |" in out
+    assert "AVERAGING: false PASS at the least-favourable boundary, pooled over 1 design(s): " in out
     assert main(["--study", "routing", "--users", "4"]) == 2
     assert "`--study routing` simulates its own designs" in capsys.readouterr().err
