@@ -9,7 +9,9 @@ population criteria (`validation.calibration.population`; writes `calibration_po
 `--study step-trends` the step interaction with seed-shared count trends
 (`validation.calibration.steps.calibrate_step_trends`; `calibration_step_trends.json`);
 `--study population-share` the population share at 17 to 3,000 users by the cheap per-user path
-(`validation.calibration.population.calibrate_share_users`; `calibration_population_share.json`).
+(`validation.calibration.population.calibrate_share_users`; `calibration_population_share.json`);
+`--study routing` ROUTING, AVERAGING and NOISE at their least-favourable boundaries and their power
+(`validation.calibration.routing`; `calibration_routing.json`).
 
 For each design (number of seeds; users and documents from `--from-run` or 3 users x 50 docs),
 experiments are simulated by `validation.simulation.simulate` at a ladder of true margins shared by every
