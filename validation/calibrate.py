@@ -9,7 +9,9 @@ population criteria (`validation.calibration.population`; writes `calibration_po
 `--study step-trends` the step interaction with seed-shared count trends
 (`validation.calibration.steps.calibrate_step_trends`; `calibration_step_trends.json`);
 `--study population-share` the population share at 17 to 3,000 users by the cheap per-user path
-(`validation.calibration.population.calibrate_share_users`; `calibration_population_share.json`).
+(`validation.calibration.population.calibrate_share_users`; `calibration_population_share.json`);
+`--study routing` ROUTING, AVERAGING and NOISE at their least-favourable boundaries and their power
+(`validation.calibration.routing`; `calibration_routing.json`).
 
 For each design (number of seeds; users and documents from `--from-run` or 3 users x 50 docs),
 experiments are simulated by `validation.simulation.simulate` at a ladder of true margins shared by every
@@ -217,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=_positive("--jobs"), default=min(2, os.cpu_count() or 1),
                    help="worker processes (default 2)")
     p.add_argument("--study", choices=("margins", "steps", "population", "step-trends", "population-share",
-                                       "figures"),
+                                       "figures", "routing"),
                    default="margins",
                    help="`margins` (default): the verdict's margin intervals and criteria; `steps`: the "
                         "training-step interaction and the cluster support (validation/calibration/steps.py, "
@@ -230,7 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "`population-share`: the population share at 17 to 3,000 users, cheap per-user path "
                         "(honours --out, --experiments, --prereg, --rng-seed and the first of --seeds); `figures`: "
                         "2-seed and diverged-seed margins, the decomposition, the Mantel p "
-                        "(validation/calibration/figures.py, one process)")
+                        "(validation/calibration/figures.py, one process); `routing`: ROUTING, AVERAGING and "
+                        "NOISE at their least-favourable boundaries and their power (validation/calibration/"
+                        "routing.py, one process; honours --seeds (default 3,5), --regime, --docs (first), "
+                        "--experiments, --resamples)")
     return p
 
 
@@ -271,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
             return _population(args, prereg)
         if args.study == "figures":
             return _main_figures(args, prereg)
+        if args.study == "routing":
+            return _main_routing(args, prereg)
         args.seeds = args.seeds or (3, 5, 8, 12)
         if args.study == "steps":
             return _main_steps(args, prereg)
@@ -371,6 +378,28 @@ def _main_figures(args, prereg: Prereg) -> int:
                             progress=lambda r: print(f"  {r} done", file=sys.stderr, flush=True))
     path = write_figures_calibration(res, args.out)
     print(format_figures_table(res))
+    print(f"\nwrote {path} in {res.wall_s:.0f} s")
+    return 0
+
+
+def _main_routing(args, prereg: Prereg) -> int:
+    """`--study routing` (issue 25): the routing criteria's false PASS and power
+    (`validation.calibration.routing`)."""
+    from validation.calibration.figures import format_figures_table
+    from validation.calibration.routing import calibrate_routing, pooled_lines, write_routing_calibration
+    if args.from_run or args.users:
+        raise ValueError("`--study routing` simulates its own designs (3 users); drop `--from-run` and `--users`.")
+    regimes = args.regime or tuple(REGIMES)
+    seeds = args.seeds or (3, 5)
+    experiments = 200 if args.experiments == DEFAULT_EXPERIMENTS else args.experiments
+    print(f"calibrating the routing criteria: {len(regimes) * len(seeds)} design(s) x 2 scenarios x "
+          f"{experiments} experiments, B={args.resamples}", file=sys.stderr)
+    res = calibrate_routing(prereg, seeds=seeds, n_docs=(args.docs or (50,))[0], regimes=regimes,
+                            n_experiments=experiments, n_resamples=args.resamples, rng_seed=args.rng_seed,
+                            progress=lambda r: print(f"  {r} done", file=sys.stderr, flush=True))
+    path = write_routing_calibration(res, args.out)
+    print(format_figures_table(res, "Routing criteria at their least-favourable boundaries, and power"))
+    print("\n".join(["", *pooled_lines(res)]))
     print(f"\nwrote {path} in {res.wall_s:.0f} s")
     return 0
 

@@ -59,19 +59,21 @@ class FigureRow:
     value: float         # the measured rate
     n: int               # trials it is a share of
     nominal: float       # the rate it should have (coverage: the level; a false positive: alpha)
-    kind: str            # "coverage" (target: at least nominal) or "false positive" (at most nominal)
+    kind: str            # "coverage" (target: at least nominal), "false positive" (at most nominal), or
+                         # "descriptive" / "power" (measured, no target)
     note: str = ""
     shown: float | None = None   # a figure shown only for some users: the share of them it is shown for
 
     @property
     def se(self) -> float:
-        return binomial_se(self.nominal, self.n)
+        """Binomial se at the nominal rate (at the measured rate for a power row, which has none)."""
+        return binomial_se(self.value if self.kind == "power" else self.nominal, self.n)
 
     @property
     def within(self) -> bool | None:
         """Inside the target up to Monte Carlo error (2 binomial se at the nominal rate); None for a
         figure the verdict labels descriptive only (measured, no target)."""
-        if self.kind == "descriptive":
+        if self.kind in ("descriptive", "power"):
             return None
         if not self.n or not math.isfinite(self.value):
             return False
@@ -89,9 +91,10 @@ class FiguresCalibration:
     rows: tuple[FigureRow, ...]
     settings: dict[str, Any]
     wall_s: float
+    schema: str = SCHEMA
 
     def to_json(self) -> dict[str, Any]:
-        return {"schema": SCHEMA, "settings": self.settings, "wall_s": self.wall_s,
+        return {"schema": self.schema, "settings": self.settings, "wall_s": self.wall_s,
                 "rows": [r.to_json() for r in self.rows]}
 
 
@@ -271,9 +274,9 @@ def calibrate_figures(prereg: Prereg | None = None, *, n_seeds: int = 3, n_docs:
     return FiguresCalibration(tuple(rows), settings, round(time.perf_counter() - t0, 1))
 
 
-def format_figures_table(res: FiguresCalibration) -> str:
+def format_figures_table(res: FiguresCalibration, title: str = "Figures beyond the margin ladder") -> str:
     s = res.settings
-    lines = [f"Figures beyond the margin ladder ({s['interval_method']} intervals, level {s['confidence']:.0%}, "
+    lines = [f"{title} ({s['interval_method']} intervals, level {s['confidence']:.0%}, "
              f"{s['n_experiments']} experiments per row, B={s['n_resamples']}); target: coverage >= nominal - 2 se, "
              "false positive <= alpha + 2 se", "",
              "| figure | design | rate | n | se | nominal | within target | shown for | note |",
@@ -281,14 +284,16 @@ def format_figures_table(res: FiguresCalibration) -> str:
     for r in res.rows:
         value = "n/a" if not math.isfinite(r.value) else f"{r.value:.3f}"
         shown = "all" if r.shown is None else f"{r.shown:.1%}"
-        within = "descriptive (no target)" if r.within is None else "yes" if r.within else "**no**"
-        lines.append(f"| {r.figure} | {r.design} | {value} | {r.n} | {r.se:.3f} | {r.nominal:.3f} | "
+        within = f"{r.kind} (no target)" if r.within is None else "yes" if r.within else "**no**"
+        nominal = f"{r.nominal:.3f}" if math.isfinite(r.nominal) else "-"
+        lines.append(f"| {r.figure} | {r.design} | {value} | {r.n} | {r.se:.3f} | {nominal} | "
                      f"{within} | {shown} | {r.note} |")
     return "\n".join(lines)
 
 
-def write_figures_calibration(res: FiguresCalibration, out_dir: str | Path) -> Path:
+def write_figures_calibration(res: FiguresCalibration, out_dir: str | Path,
+                              filename: str = "calibration_figures.json") -> Path:
     from common.atomic import atomic_write_text
-    path = Path(out_dir) / "calibration_figures.json"
+    path = Path(out_dir) / filename
     atomic_write_text(path, json.dumps(res.to_json(), indent=2, allow_nan=False) + "\n")
     return path

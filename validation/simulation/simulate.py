@@ -44,6 +44,7 @@ fixed effects equals OLS, so this is what `validation.stats.mixed_model` estimat
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -152,7 +153,7 @@ def _params_iv(p: SimParams) -> None:
 class Truth:
     """The known answer of one simulated experiment."""
 
-    expected: np.ndarray          # (A, J) expected cell log ppl, rows users + controls
+    expected: np.ndarray          # (A, J) expected cell log ppl, rows users + controls (+ any added `rows`)
     margins: np.ndarray           # (J,) true diagonal margins (see module doc)
     diagonal_effect: float        # true `diag` coefficient (log-ratio), see module doc
 
@@ -219,10 +220,15 @@ def _doc_tokens(params: SimParams, rng: np.random.Generator) -> tuple[np.ndarray
 
 
 def simulate_experiment(params: SimParams, margins, n_seeds: int, rng: np.random.Generator,
-                        *, seeds: tuple[int, ...] | None = None) -> SimulatedStudy:
+                        *, seeds: tuple[int, ...] | None = None,
+                        rows: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None) -> SimulatedStudy:
     """One experiment: S seeds x A rows x J users x n_docs documents, with known truth.
 
     `margins` (scalar or (J,)) are the true margins m_j (module doc). Deterministic given `rng`.
+    `rows` adds rows after the controls (e.g. the routing rows `avg:`, `ens:`, `noise:`): given the
+    expected cells E (A, J), it returns {name: (J,) expected log ppl}; each added row is a trained
+    row of the model (seed, instance, cell, document x adapter and document noise terms of its own,
+    the seed and document terms shared), and `Truth.expected` holds it below the others.
     """
     if not isinstance(rng, np.random.Generator):
         raise ValueError(f"`rng` must be a numpy.random.Generator; got {type(rng).__name__}.")
@@ -231,13 +237,21 @@ def simulate_experiment(params: SimParams, margins, n_seeds: int, rng: np.random
     seeds = tuple(range(n_seeds)) if seeds is None else tuple(seeds)
     p, S = params, int(n_seeds)
     E = expected_cells(p, margins, rng)
-    (nll_cols, tok_cols), = _simulate_columns(p, [E], S, rng)
-    data = study_tables(nll_cols, tok_cols, p.adapters, p.users, seeds, p.bytes_per_token)
-    return SimulatedStudy(data, Truth(E, true_margins(E), true_diagonal_effect(E)))
+    adapters, E_all = p.adapters, E
+    if rows is not None:
+        extra = rows(E)
+        if set(extra) & set(adapters):
+            raise ValueError(f"`rows` must name new rows; {sorted(set(extra) & set(adapters))} already exist.")
+        adapters = adapters + tuple(extra)
+        E_all = np.vstack([E, *(np.broadcast_to(np.asarray(v, dtype=float), (E.shape[1],))[None]
+                                for v in extra.values())])
+    (nll_cols, tok_cols), = _simulate_columns(p, [E_all], S, rng, adapters=adapters)
+    data = study_tables(nll_cols, tok_cols, adapters, p.users, seeds, p.bytes_per_token)
+    return SimulatedStudy(data, Truth(E_all, true_margins(E), true_diagonal_effect(E)))
 
 
 def _simulate_columns(p: SimParams, Es: list[np.ndarray], S: int, rng: np.random.Generator,
-                      xs: np.ndarray | None = None):
+                      xs: np.ndarray | None = None, adapters: tuple[str, ...] | None = None):
     """Per expected matrix E_k (A, J) in `Es`: per column j, (S, A, D) document NLL sums and token
     counts. Seed, instance, cell, document and document x adapter terms are drawn once and shared
     by every E_k (snapshots of the same trained adapters, evaluated on the same documents); the
@@ -245,8 +259,9 @@ def _simulate_columns(p: SimParams, Es: list[np.ndarray], S: int, rng: np.random
     `simulate_experiment` (one fixed order). `xs` (one centred log2 step count per E) carries the
     seed-shared document x adapter trend `doc_trend_sd` (drawn only when it is > 0, so that every
     other draw is unchanged without it)."""
-    J, A = len(p.users), len(p.adapters)
-    trained = np.array([a != "base" for a in p.adapters], dtype=float)           # (A,)
+    adapters = p.adapters if adapters is None else adapters
+    J, A = len(p.users), len(adapters)
+    trained = np.array([a != "base" for a in adapters], dtype=float)             # (A,)
     seed_eff = rng.normal(0, p.seed_sd, size=S)[:, None] * trained[None, :]      # (S, A)
     inst = rng.normal(0, p.instance_sd, size=(S, A)) * trained[None, :]          # (S, A)
     tokens = _doc_tokens(p, rng)
