@@ -199,7 +199,7 @@ def routing_tables(verdict: Verdict) -> tuple[pl.DataFrame, pl.DataFrame, pl.Dat
     pairs: pair, user, quantity ("own vs average" / "average vs base"), gain, ci_low, ci_high,
     reading, transfer_distance.
     """
-    r = getattr(verdict, "routing", None)
+    r = verdict.routing
     if r is None or not r.present:
         return None
 
@@ -236,7 +236,7 @@ def population_tables(verdict: Verdict) -> tuple[pl.DataFrame, pl.DataFrame, pl.
     effects: key, what, gain, gain_low, gain_high, new_low, new_high, user_sd (gains = 1 - exp(effect));
     user effects: key, user, gain (each user's BLUP as a gain), sorted by gain.
     """
-    p = getattr(verdict, "population", None)
+    p = verdict.population
     if p is None:
         return None
     from validation.judgment.population import DESCRIPTIONS

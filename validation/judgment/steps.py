@@ -10,9 +10,6 @@ verdict.json's `steps.exploratory` (docs/formats.md). Pure: no file I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 
 from validation.contract.prereg import Prereg
@@ -20,11 +17,8 @@ from validation.contract.prereg_check import Settings
 from validation.contract.status import PreregStatus
 from validation.inputs.sweep import StepsStudy
 from validation.inputs.tables import InputError
-from validation.judgment.results import Verdict
+from validation.judgment.results import ExploratoryCount, StepsResult
 from validation.judgment.study import judge
-
-EXPLORATORY_NOTE = ("exploratory: judged with the same statistics, but the criteria and the gate are "
-                    "pre-registered at the primary step count only")
 
 
 def primary_count(study: StepsStudy, prereg: Prereg) -> tuple[int | None, tuple[str, ...]]:
@@ -77,43 +71,6 @@ def _manifest_counts(study: StepsStudy) -> tuple[int, ...]:
     counts = train.get("steps_list") or ([train["steps"]] if "steps" in train else [])
     ok = isinstance(counts, list) and all(isinstance(k, int) and not isinstance(k, bool) for k in counts)
     return tuple(counts) if ok else ()
-
-
-@dataclass(frozen=True, eq=False)
-class ExploratoryCount:
-    """The per-user statistics at one non-primary step count."""
-
-    steps: int
-    verdict: Verdict  # judge()'s full result at this count; its criteria and gate decide nothing
-
-    def to_json(self) -> dict[str, Any]:
-        return {"label": "exploratory", **self.verdict.statistics_json()}
-
-
-@dataclass(frozen=True, eq=False)
-class StepsResult:
-    """verdict.json `steps`: which count gated, the counts, and the exploratory ones."""
-
-    primary: int | None                       # the count judged; None: the input has no `steps` column
-    counts: tuple[int, ...]                   # every count of the study (() without a `steps` column)
-    preregistered_primary: int                # `[steps] primary`
-    exploratory: tuple[ExploratoryCount, ...]  # the other counts, ascending
-
-    def line(self) -> str:
-        """The terminal's line about the step counts."""
-        if self.primary is None:
-            return (f"step counts: no `steps` column (a one-count study); pre-registered primary "
-                    f"{self.preregistered_primary}")
-        others = [str(e.steps) for e in self.exploratory]
-        if not others:
-            return f"step count: {self.primary} (the criteria and the gate are judged there)"
-        return (f"step counts: primary {self.primary} (the criteria and the gate); {', '.join(others)} exploratory "
-                "(verdict.json `steps.exploratory`, same statistics, no gate)")
-
-    def to_json(self) -> dict[str, Any]:
-        return {"primary": self.primary, "counts": list(self.counts),
-                "preregistered_primary": self.preregistered_primary, "note": EXPLORATORY_NOTE,
-                "exploratory": {str(e.steps): e.to_json() for e in self.exploratory}}
 
 
 def judge_exploratory(study: StepsStudy, primary: int | None, settings: Settings, *,

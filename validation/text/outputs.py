@@ -121,7 +121,7 @@ def verdict_text(v: Verdict, source: str = "") -> str:
     lines.append("")
     lines += decomposition_lines(v)
     lines += population_lines(v)
-    lines += [term(line) for line in routing_lines(getattr(v, "routing", None))]
+    lines += [term(line) for line in routing_lines(v.routing)]
     rows = [[c.name.upper(), c.status.value, c.point.value, _bar(c), term(c.explanation)]
             for c in v.criteria]
     rows += [[c.name.upper(), c.status_text, c.result.point.value if c.result else "-",
@@ -149,7 +149,7 @@ def verdict_text(v: Verdict, source: str = "") -> str:
 
 def _extra_criteria(v: Verdict) -> tuple:
     """The off-by-default criteria: the population's, then the routing ones (docs/routing.md)."""
-    routing = getattr(v, "routing", None)
+    routing = v.routing
     return ((v.population.criteria if v.population is not None else ())
             + (routing.criteria if routing is not None else ()))
 
@@ -276,7 +276,7 @@ def junit_xml(v: Verdict) -> str:
         ok = v.settings.gate_allows(c.name, c.status)
         out = f"{c.status.value} (point reading {c.point.value}); {c.explanation}"
         case("verdict.criteria", c.name, None if ok else f"{c.name.upper()} is {c.status.value}", out)
-    routing_names = {c.name for c in (v.routing.criteria if getattr(v, "routing", None) is not None else ())}
+    routing_names = {c.name for c in (v.routing.criteria if v.routing is not None else ())}
     for pc in _extra_criteria(v):
         gated = v.settings.gates_population(pc.name)
         if pc.result is None and not gated:
