@@ -37,9 +37,9 @@ from validation.inputs.sweep import load_steps
 from validation.inputs.tables import InputError
 from validation.judgment.criteria import ACCEPT_FLAG, preregistration_gate
 from validation.judgment.routing_checks import check_routing
-from validation.judgment.steps import judge_exploratory, primary_count, unregistered_count
+from validation.judgment.steps import judge_exploratory, primary_count, resample_counts, unregistered_count
 from validation.judgment.study import judge
-from validation.stats.bootstrap import bootstrap_bytes
+from validation.stats.bootstrap import Resampled, bootstrap_bytes
 from validation.text.outputs import junit_xml, markdown_summary, term, verdict_json, verdict_text
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
@@ -220,14 +220,17 @@ def _judge_and_write(args, run_dir: Path | None, out: Path) -> int:
         check_bootstrap_memory(data, settings.n_resamples, settings.n_resamples_source)
         with warnings.catch_warnings(record=True) as raw:  # raw library warnings never reach
             warnings.simplefilter("always")                # the terminal: verdict.json keeps them
+            resampled = resample_counts(study, settings)   # every count bootstrapped once, one set of draws
             verdict = judge(data, prereg, rng=np.random.default_rng(settings.rng_seed),
-                            n_resamples=settings.n_resamples_flag, prereg_status=status)
+                            n_resamples=settings.n_resamples_flag, prereg_status=status,
+                            resampled=resampled.get(primary) if primary is not None else None)
             verdict = replace(verdict, warnings=verdict.warnings + recorded_warnings + steps_warnings,
-                              steps=judge_exploratory(study, primary, settings, prereg_status=status))
+                              steps=judge_exploratory(study, primary, settings, prereg_status=status,
+                                                      resampled=resampled))
             calibration, cal_warnings = _calibration(args, data, prereg, run_dir, regime=(
                 verdict.bootstrap.regime.label if verdict.bootstrap.regime is not None else None))
             verdict = _with_similarity(verdict, data, run_dir)
-            verdict = _with_steps(verdict, study.cells, study.docs, settings, primary=primary)
+            verdict = _with_steps(verdict, resampled, settings, primary=primary)
         verdict = _with_raw_warnings(verdict, raw)
         verdict = replace(verdict, gate=preregistration_gate(verdict.gate, status))
         if cal_warnings:
@@ -309,19 +312,16 @@ def _with_similarity(verdict, data, run_dir: Path | None):
             f"similarity failed ({type(e).__name__}: {e}); the verdict does not depend on it",))
 
 
-def _with_steps(verdict, cells, docs, settings: Settings, primary: int | None = None):
+def _with_steps(verdict, resampled: dict[int, Resampled], settings: Settings, primary: int | None = None):
     """The training-step interaction (verdict.json key `steps_analysis`; docs/methods.md, section 12).
 
-    `cells`/`docs` are the run's tables over EVERY step count, with their `steps` column (the
-    verdict itself judges the primary count's rows only); a table without that column, or with one
-    count, leaves the verdict unchanged. The bootstrap restarts from `settings.rng_seed`, so its draws are
-    the verdict's own: at the primary count every figure equals `users[]`. Bad input (a partial
-    `steps` column, counts that cannot be paired, a primary count not trained) raises InputError
+    `resampled`: every step count's arrays and bootstrap (`resample_counts`), the very draws each
+    count was judged with, so nothing is resampled again and at the primary count every figure
+    equals `users[]`; fewer than two counts leave the verdict unchanged. Bad input raises InputError
     (exit 2); a numerical failure is a warning, the verdict does not depend on it."""
-    from validation.exploratory.steps import analyze_steps
+    from validation.exploratory.steps import analyze_resampled
     try:
-        st = analyze_steps(cells, docs, settings.prereg, rng=np.random.default_rng(settings.rng_seed),
-                           primary=primary, n_resamples=settings.n_resamples_flag)
+        st = analyze_resampled(sorted(resampled.items()), settings.prereg, primary=primary)
     except InputError:
         raise
     except Exception as e:

@@ -75,16 +75,20 @@ def test_chart_leaves_out_gains_without_controls():
 
 def test_cli_hook_is_a_no_op_without_a_steps_column_and_names_bad_input():
     from validation.contract.prereg_check import Settings
+    from validation.inputs.sweep import StepsStudy
     from validation.inputs.tables import InputError
+    from validation.judgment.steps import resample_counts
     from validation.verdict import _with_steps
     v, data = study()
     plain = replace(v, steps_analysis=None)
-    assert _with_steps(plain, data.cells, data.docs, Settings(Prereg(), rng_seed_flag=5)) is plain
+    settings = Settings(Prereg(), n_resamples_flag=200, rng_seed_flag=5)
+    assert _with_steps(plain, {}, settings) is plain
     st = simulate_steps(SimParams(n_docs=(5, 5, 5)), 0.1, (50, 200), 2, np.random.default_rng(1))
-    out = _with_steps(plain, st.data.cells, st.data.docs, Settings(Prereg(), rng_seed_flag=5), primary=200)
+    resampled = resample_counts(StepsStudy(st.data.cells, st.data.docs, (50, 200)), settings)
+    out = _with_steps(plain, resampled, settings, primary=200)
     assert out.steps_analysis.steps == (50, 200) and out.steps_analysis.primary == 200
     with pytest.raises(InputError, match="primary step count 100 was not trained"):
-        _with_steps(plain, st.data.cells, st.data.docs, Settings(Prereg(), rng_seed_flag=5), primary=100)
+        _with_steps(plain, resampled, settings, primary=100)
 
 
 def many_users_sweep(n_users=14):
