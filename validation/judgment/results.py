@@ -3,13 +3,14 @@
 Everything `validation.judge` returns lives here. Intervals unpack as `low, high`; raw bootstrap
 distributions are kept as numpy arrays (one value per resample) so that a caller can recompute an
 interval with another method or plot the distribution without re-running the bootstrap.
-`Verdict.to_json()` gives the `verdict.json` document of docs/formats.md.
+`Verdict.to_json()` gives the judged keys of the `verdict.json` document of docs/formats.md
+(`validation.study_verdict.StudyVerdict.to_json` builds the whole document).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import polars as pl
 
@@ -55,16 +56,10 @@ class Gate:
         return {"passed": self.passed, "reasons": list(self.reasons)}
 
 
-class VerdictPart(Protocol):
-    """An exploratory analysis made by a stage above this one (the similarity, the step analysis),
-    which serializes itself into its key of verdict.json."""
-
-    def to_json(self) -> dict[str, Any]: ...
-
-
 @dataclass(frozen=True, eq=False)
 class Verdict:
-    """What `validation.judge` returns and `verdict.json` serializes."""
+    """What `validation.judge` returns; `validation.study_verdict.StudyVerdict` adds the exploratory
+    analyses and the calibration, and builds `verdict.json` from both."""
 
     users: tuple[UserResult, ...]
     criteria: tuple[CriterionResult, ...]  # strict, lenient, catastrophic, in that order
@@ -79,14 +74,8 @@ class Verdict:
     # The matrix the margins are computed from: one row per (adapter, eval), columns
     # `adapter, eval, ppl, log_ppl, n_seeds`; ppl = geometric mean over the seeds that have the cell.
     matrix: pl.DataFrame | None = None
-    # Domain-similarity structure (`validation.exploratory.similarity.Similarity`), added by the CLI after
-    # judging (`similarity_for_verdict`); None when not computed.
-    similarity: VerdictPart | None = None
     # base -> loo:j -> pooled -> own j per user; empty without the leave-one-out controls
     decomposition: tuple[Decomposition, ...] = ()
-    # The training-step interaction (`validation.exploratory.steps.StepsAnalysis`), added by the CLI after
-    # judging (`analyze_steps`); None with one step count.
-    steps_analysis: VerdictPart | None = None
     # population statistics; None when not computed
     population: PopulationResult | None = None
     # the step counts: which one gated, the exploratory others (`validation.judgment.steps.judge_counts`);
@@ -172,8 +161,6 @@ class Verdict:
             "matrix": [] if self.matrix is None else [
                 {"adapter": r["adapter"], "eval": r["eval"], "ppl": _num(r["ppl"]), "n_seeds": r["n_seeds"]}
                 for r in self.matrix.iter_rows(named=True)],
-            "similarity": None if self.similarity is None else self.similarity.to_json(),
-            "steps_analysis": None if self.steps_analysis is None else self.steps_analysis.to_json(),
             "population": None if self.population is None else self.population.to_json(),
             "steps": None if self.steps is None else self.steps.to_json(),
             "routing": None if self.routing is None else self.routing.to_json(),

@@ -5,12 +5,11 @@ Pure functions returning strings; the CLI writes them (atomically).
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import unicodedata
 import xml.etree.ElementTree as ET
-from typing import Any
+from collections.abc import Sequence
 
 from validation.judgment.decomposition import share_fig
 from validation.judgment.population import DESCRIPTIONS, NO_USER_MEASURED, descriptive_note, population_sentence
@@ -64,14 +63,6 @@ def _share(x: float) -> str:
     return "n/a" if not math.isfinite(x) else f"{x:.0%}"
 
 
-def verdict_json(verdict: Verdict, calibration: Any = None) -> str:
-    """verdict.json; `calibration` (a `DesignCalibration`, or None) under the key `calibration`."""
-    doc = verdict.to_json()
-    doc["summary"] = summary_sentence(verdict)
-    doc["calibration"] = None if calibration is None else calibration.to_json()
-    return json.dumps(doc, indent=2, allow_nan=False) + "\n"
-
-
 def _banner(v: Verdict) -> str:
     if v.prereg.locked:
         return f"pre-registered (prereg sha256 {v.prereg.sha256[:12]}, matches the run manifest)"
@@ -93,8 +84,9 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [fmt(header)] + [fmt(r) for r in rows]
 
 
-def verdict_text(v: Verdict, source: str = "") -> str:
-    """The readable verdict table printed on stdout."""
+def verdict_text(v: Verdict, source: str = "", exploratory: Sequence[str] = ()) -> str:
+    """The readable verdict table printed on stdout; `exploratory`: the lines of the analyses above
+    judgment (`validation.study_verdict.StudyVerdict.text`), before the gate's lines."""
     level = f"{v.bootstrap.level:.0%}"
     lines = [f"VERDICT: gate {'PASSED' if v.gate.passed else 'FAILED'} (exit {v.exit_code})   {term(_banner(v))}",
              term(summary_sentence(v)), ""]
@@ -133,7 +125,7 @@ def verdict_text(v: Verdict, source: str = "") -> str:
         lines.append(effect_line(v.model, v.bootstrap.level))
         lines += [f"  - {r}" for r in diagnostic_readings(v.model)]
         lines.append("  (the fit's optimizer and diagnostics: verdict.json, `model`; and the report)")
-    lines += steps_lines(v)
+    lines += list(exploratory)
     lines.append(f"gate: {'PASSED' if v.gate.passed else 'FAILED'}")
     lines += [f"  - {term(r)}" for r in v.gate.reasons]
     shown = [w for w in v.warnings if not is_raw_model_warning(w) and not w.startswith("raw: ")]
@@ -212,21 +204,6 @@ def population_lines(v: Verdict) -> list[str]:
 # (step key, column header) of the decomposition table: the chain, then the summaries
 DECOMPOSITION_COLUMNS = (("new_user", "base -> loo"), ("seen_user", "loo -> pooled"),
                          ("pooled_to_own", "pooled -> own"), ("loo_to_own", "loo -> own"))
-
-
-def steps_lines(v: Verdict) -> list[str]:
-    """Issue 13: the per-user trend of the margin with training (`verdict.json` `steps_analysis`),
-    exploratory; nothing with one step count."""
-    st = v.steps_analysis
-    if st is None:
-        return []
-    head = (f"training steps {', '.join(map(str, st.steps))} (exploratory; criteria read at "
-            f"{'the primary count' if st.primary is None else st.primary}):")
-    overall = [] if st.interaction is None else [f"  - {term(st.interaction.words)}"]
-    model = [] if st.model is None else [
-        f"  - mixed model diag x log2(steps) {st.model.interaction:+.4f} log ppl per doubling: descriptive only "
-        "(its Wald p counts a trend the seeds share once per seed; verdict.json `steps_analysis.model`)"]
-    return [head] + overall + [f"  - {term(s)}" for s in st.sentences()] + model + [""]
 
 
 def decomposition_lines(v: Verdict) -> list[str]:
@@ -344,4 +321,4 @@ def markdown_summary(v: Verdict) -> str:
     return "\n".join(out) + "\n\n"
 
 
-__all__ = ["junit_xml", "markdown_summary", "md", "term", "verdict_json", "verdict_text", "xml_text"]
+__all__ = ["junit_xml", "markdown_summary", "md", "term", "verdict_text", "xml_text"]
