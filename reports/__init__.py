@@ -1,6 +1,7 @@
 """HTML report and charts of a verdict: rendering only, no statistics (docs/architecture.md).
 
-`write_report(verdict, data, path)` writes one self-contained, offline page; `write_charts(...)`
+`write_report(result, data, path)` writes one self-contained, offline page of a
+`validation.study_verdict.StudyVerdict` (or a bare `Verdict`); `write_charts(...)`
 writes the same charts as SVG or PNG files.
 """
 

@@ -1,6 +1,8 @@
 """The report page: one self-contained HTML file, and the same charts as SVG/PNG files.
 
-`write_report(verdict, data, path)` is what `python -m validation.verdict` calls. The page holds
+`render_report(result, data)` is what `python -m validation.verdict` calls, with its
+`validation.study_verdict.StudyVerdict` (a bare `Verdict` gives the page without the exploratory
+analyses and the calibration). The page holds
 one inline copy of Vega/Vega-Lite/vega-embed (`bundle.py`), one JSON spec per chart, the tables,
 and a Content-Security-Policy that forbids every network request; it opens from file://.
 """
@@ -27,11 +29,11 @@ from reports.sections import (
     similarity_section,
     steps_sections,
 )
-from validation.calibration.results import DesignCalibration
 from validation.inputs.study import StudyData
 from validation.judgment.population import NO_USER_MEASURED, descriptive_note
 from validation.judgment.results import Verdict
 from validation.stats.types import BootstrapMode
+from validation.study_verdict import StudyVerdict
 from validation.text.model_reading import diagnostic_readings
 from validation.text.summary_sentence import summary_sentence
 
@@ -48,19 +50,20 @@ def _thresholds(verdict: Verdict) -> dict[str, float]:
             "delta": by_name.get("catastrophic", 0.02), "level": verdict.bootstrap.level}
 
 
-def chart_sections(verdict: Verdict, data: StudyData,
-                   calibration: DesignCalibration | None = None) -> list[ChartSection]:
+def chart_sections(result: StudyVerdict | Verdict, data: StudyData) -> list[ChartSection]:
     """Every chart of the report, in page order; missing inputs give an explained gap.
 
-    `calibration` is `validation.calibrate.calibration_for_study`'s result for the run's design.
+    The calibration is `validation.calibrate.calibration_for_study`'s result for the run's design.
     """
+    result = StudyVerdict.of(result)
+    verdict, calibration = result.verdict, result.calibration
     t = _thresholds(verdict)
     margins = verdict.users_table()
-    matrix, kind = tables.matrix_table(verdict, data)
+    matrix, kind = tables.matrix_table(verdict, data, result.similarity)
     controls = data.controls
     many = tables.many_users(verdict)
     order_words = (" Users are in the order of the similarity clustering (users whose adapters transfer "
-                   "to each other side by side)." if verdict.similarity is not None else "")
+                   "to each other side by side)." if result.similarity is not None else "")
     many_words = (f" With {len(verdict.users)} users the cells are small and unlabelled (hover for the "
                   "value), and the leave-one-out controls are one row: in each column, loo:<that user>."
                   if many else "")
@@ -150,9 +153,9 @@ def chart_sections(verdict: Verdict, data: StudyData,
         f"No bootstrap draws (mode `{verdict.bootstrap.mode}`): one seed and no per-document "
         "data leave nothing to resample, so there are no intervals."))
     out.append(population_section(verdict))
-    out.append(similarity_section(verdict, many))
+    out.append(similarity_section(result.similarity, many))
     out += routing_sections(verdict)
-    out += steps_sections(verdict, many)
+    out += steps_sections(result.steps_analysis, many)
     out.append(ChartSection(
         "calibration", "How far the intervals can be trusted: simulated calibration of this design",
         ("Experiments simulated with known margins for this run's design "
@@ -235,12 +238,13 @@ def page_title(data: StudyData, today: _dt.date | None = None) -> str:
     return f"{name}, judged {(today or _dt.datetime.now(_dt.UTC).date()).isoformat()}"
 
 
-def render_report(verdict: Verdict, data: StudyData, *, title: str | None = None,
-                  calibration: DesignCalibration | None = None) -> str:
+def render_report(result: StudyVerdict | Verdict, data: StudyData, *, title: str | None = None) -> str:
     """The report as an HTML string (see `write_report`)."""
+    result = StudyVerdict.of(result)
+    verdict, calibration = result.verdict, result.calibration
     manifest = data.manifest
     run_id = manifest.run_id if manifest else (data.source.name if data.source else "external input")
-    sections = chart_sections(verdict, data, calibration)
+    sections = chart_sections(result, data)
     calibration_rows = (_frame_rows(calibration_table(calibration)) if calibration is not None
                         else None)
     cells_shown, n_cells = tables.page_rows(tables.cells_table(data))
@@ -285,15 +289,13 @@ def render_report(verdict: Verdict, data: StudyData, *, title: str | None = None
     return _ENV.get_template("report.html.j2").render(**context)
 
 
-def write_report(verdict: Verdict, data: StudyData, path: str | Path, *,
-                 calibration: DesignCalibration | None = None) -> Path:
+def write_report(result: StudyVerdict | Verdict, data: StudyData, path: str | Path) -> Path:
     """Write the self-contained report page to `path` atomically; returns the path."""
-    return atomic_write_text(Path(path), render_report(verdict, data, calibration=calibration))
+    return atomic_write_text(Path(path), render_report(result, data))
 
 
-def write_charts(verdict: Verdict, data: StudyData, out_dir: str | Path,
-                 fmt: str = "svg", scale: float = 2.0, *,
-                 calibration: DesignCalibration | None = None) -> list[Path]:
+def write_charts(result: StudyVerdict | Verdict, data: StudyData, out_dir: str | Path,
+                 fmt: str = "svg", scale: float = 2.0) -> list[Path]:
     """Write every available chart as `<out_dir>/<key>.<fmt>` (svg or png), offline via vl-convert.
 
     `scale` multiplies the PNG resolution (2 = print quality). Returns the files written.
@@ -303,7 +305,7 @@ def write_charts(verdict: Verdict, data: StudyData, out_dir: str | Path,
     out_dir = Path(out_dir)
     written = []
     version = bundle.vegalite_minor()
-    for s in chart_sections(verdict, data, calibration):
+    for s in chart_sections(result, data):
         if s.chart is None:
             continue
         spec = s.chart.to_dict()

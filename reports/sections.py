@@ -12,6 +12,8 @@ import altair as alt
 import polars as pl
 
 from reports import charts, exploratory_charts, tables
+from validation.exploratory.similarity import Similarity
+from validation.exploratory.steps import StepsAnalysis
 from validation.judgment.results import Verdict
 from validation.text.summary_sentence import POPULATION_USERS
 
@@ -105,11 +107,10 @@ def routing_sections(verdict: Verdict) -> list[ChartSection]:
     return out
 
 
-def similarity_section(verdict: Verdict, many: bool = False) -> ChartSection:
+def similarity_section(sim: Similarity | None, many: bool = False) -> ChartSection:
     """Domain-similarity structure (docs/methods.md, section 11): ordered heatmap, split supports
     and the Mantel test in the caption, adapter-vs-transfer scatter when adapters were read."""
     title = "Which users\u2019 adapters transfer to each other? (exploratory)"
-    sim = verdict.similarity
     if sim is None:
         return ChartSection("similarity", title, "", None,
                             "Not computed for this verdict (`python -m validation.verdict` computes it).")
@@ -136,11 +137,10 @@ def similarity_section(verdict: Verdict, many: bool = False) -> ChartSection:
                         if ok else None, None if ok else "Fewer than two users: no distance to show.")
 
 
-def steps_sections(verdict: Verdict, many: bool = False) -> list[ChartSection]:
+def steps_sections(st: StepsAnalysis | None, many: bool = False) -> list[ChartSection]:
     """The training-step interaction (docs/methods.md, section 12), only for a run with more than
     one step count: margin and gains versus steps with interval bands; the per-user trend
     sentences and the mixed model's interaction test in the caption."""
-    st = verdict.steps_analysis
     if st is None or len(st.steps) < 2:
         return []
     m = st.model

@@ -14,6 +14,7 @@ import polars as pl
 
 from common.contract import CONTROLS, LOO_PREFIX, ROUTING_PREFIXES
 from validation.contract.manifest import Manifest
+from validation.exploratory.similarity import Similarity
 from validation.inputs.study import StudyData
 from validation.judgment.results import Verdict
 from validation.stats.fits import ModelFit
@@ -124,16 +125,15 @@ def many_users(verdict: Verdict) -> bool:
     return len(verdict.users) > MANY_USERS
 
 
-def user_order(verdict: Verdict) -> list[str]:
+def user_order(verdict: Verdict, sim: Similarity | None = None) -> list[str]:
     """The users in the order the page draws them: the similarity tree's leaf order (users whose
     adapters transfer to each other side by side) when computed, else sorted by name."""
-    sim = verdict.similarity
     names = [u.user for u in verdict.users]
     order = [] if sim is None else list(sim.order)
     return order if sorted(order) == sorted(names) else sorted(names)
 
 
-def matrix_table(verdict: Verdict, data: StudyData) -> tuple[pl.DataFrame, str]:
+def matrix_table(verdict: Verdict, data: StudyData, similarity: Similarity | None = None) -> tuple[pl.DataFrame, str]:
     """The confusion matrix to draw, and which one it is: `"geometric-mean"` or `"per-seed"`.
 
     Columns: `adapter, eval, ppl, n_seeds, seed (null for the geometric mean), group ("user
@@ -154,7 +154,7 @@ def matrix_table(verdict: Verdict, data: StudyData) -> tuple[pl.DataFrame, str]:
         kind = "geometric-mean" if df["seed"].n_unique() == 1 else "per-seed"
         if kind == "geometric-mean":
             df = df.with_columns(pl.lit(None, dtype=pl.Int64).alias("seed"))
-    ordered = user_order(verdict)
+    ordered = user_order(verdict, similarity)
     users = ordered if set(ordered) == set(df["eval"].to_list()) else sorted(set(df["eval"].to_list()))
     if many_users(verdict):
         # one row for the leave-one-out controls: in column j, loo:j (the others are not drawn)
@@ -199,7 +199,7 @@ def routing_tables(verdict: Verdict) -> tuple[pl.DataFrame, pl.DataFrame, pl.Dat
     pairs: pair, user, quantity ("own vs average" / "average vs base"), gain, ci_low, ci_high,
     reading, transfer_distance.
     """
-    r = getattr(verdict, "routing", None)
+    r = verdict.routing
     if r is None or not r.present:
         return None
 
@@ -236,7 +236,7 @@ def population_tables(verdict: Verdict) -> tuple[pl.DataFrame, pl.DataFrame, pl.
     effects: key, what, gain, gain_low, gain_high, new_low, new_high, user_sd (gains = 1 - exp(effect));
     user effects: key, user, gain (each user's BLUP as a gain), sorted by gain.
     """
-    p = getattr(verdict, "population", None)
+    p = verdict.population
     if p is None:
         return None
     from validation.judgment.population import DESCRIPTIONS

@@ -31,16 +31,20 @@ from validation.contract.prereg_check import (
     with_recorded_settings,
     with_unregistered,
 )
+from validation.exploratory.similarity import Similarity, similarity_for_verdict
+from validation.exploratory.steps import StepsAnalysis, analyze_resampled
 from validation.inputs.load import resolve_run
 from validation.inputs.sealed import NOT_SEALED, check_facts, open_seal
 from validation.inputs.sweep import load_steps
 from validation.inputs.tables import InputError
 from validation.judgment.criteria import ACCEPT_FLAG, preregistration_gate
+from validation.judgment.results import Verdict
 from validation.judgment.routing_checks import check_routing
-from validation.judgment.steps import judge_exploratory, primary_count, unregistered_count
+from validation.judgment.steps import judge_exploratory, primary_count, resample_counts, unregistered_count
 from validation.judgment.study import judge
-from validation.stats.bootstrap import bootstrap_bytes
-from validation.text.outputs import junit_xml, markdown_summary, term, verdict_json, verdict_text
+from validation.stats.bootstrap import Resampled, bootstrap_bytes
+from validation.study_verdict import StudyVerdict
+from validation.text.outputs import junit_xml, markdown_summary, term
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
 
@@ -220,19 +224,23 @@ def _judge_and_write(args, run_dir: Path | None, out: Path) -> int:
         check_bootstrap_memory(data, settings.n_resamples, settings.n_resamples_source)
         with warnings.catch_warnings(record=True) as raw:  # raw library warnings never reach
             warnings.simplefilter("always")                # the terminal: verdict.json keeps them
+            resampled = resample_counts(study, settings)   # every count bootstrapped once, one set of draws
             verdict = judge(data, prereg, rng=np.random.default_rng(settings.rng_seed),
-                            n_resamples=settings.n_resamples_flag, prereg_status=status)
+                            n_resamples=settings.n_resamples_flag, prereg_status=status,
+                            resampled=resampled.get(primary) if primary is not None else None)
             verdict = replace(verdict, warnings=verdict.warnings + recorded_warnings + steps_warnings,
-                              steps=judge_exploratory(study, primary, settings, prereg_status=status))
+                              steps=judge_exploratory(study, primary, settings, prereg_status=status,
+                                                      resampled=resampled))
             calibration, cal_warnings = _calibration(args, data, prereg, run_dir, regime=(
                 verdict.bootstrap.regime.label if verdict.bootstrap.regime is not None else None))
-            verdict = _with_similarity(verdict, data, run_dir)
-            verdict = _with_steps(verdict, study.cells, study.docs, settings, primary=primary)
+            verdict, similarity = _similarity(verdict, data, run_dir)
+            verdict, steps_analysis = _steps_analysis(verdict, resampled, settings, primary=primary)
         verdict = _with_raw_warnings(verdict, raw)
         verdict = replace(verdict, gate=preregistration_gate(verdict.gate, status))
         if cal_warnings:
             verdict = replace(verdict, warnings=verdict.warnings + tuple(cal_warnings))
-        texts = {"verdict.json": verdict_json(verdict, calibration), "junit.xml": junit_xml(verdict)}
+        result = StudyVerdict(verdict, similarity, steps_analysis, calibration)
+        texts = {"verdict.json": result.json_text(), "junit.xml": junit_xml(verdict)}
     except (InputError, PreregError, ValueError) as e:
         print(f"error: {term(e)}", file=sys.stderr)  # no raw control character reaches the terminal
         return EXIT_ERROR
@@ -240,12 +248,12 @@ def _judge_and_write(args, run_dir: Path | None, out: Path) -> int:
         traceback.print_exc()
         print(f"error: tool error ({type(e).__name__}: {e})", file=sys.stderr)
         return EXIT_ERROR
-    report, note = (None, None) if args.no_report else _render_report(verdict, data, calibration)
+    report, note = (None, None) if args.no_report else _render_report(result, data)
     stale = [out / name for name, new in (("report.html", report), ("charts", args.charts))
              if new is None and (out / name).exists()]
     writers = {out / name: _text_writer(text) for name, text in texts.items()}
     writers[out / "report.html"] = None if report is None else _text_writer(report)
-    writers[out / "charts"] = None if not args.charts else _charts_writer(verdict, data, calibration, args.charts)
+    writers[out / "charts"] = None if not args.charts else _charts_writer(result, data, args.charts)
     try:
         replace_together(writers)  # every output replaced, or none: never a new one beside an old one
     except OSError as e:
@@ -255,7 +263,7 @@ def _judge_and_write(args, run_dir: Path | None, out: Path) -> int:
     except Exception as e:
         print(f"error: cannot write the charts ({type(e).__name__}: {e}); nothing was replaced", file=sys.stderr)
         return EXIT_ERROR
-    print(verdict_text(verdict, str(data.source or "")), end="")
+    print(result.text(str(data.source or "")), end="")
     print(verdict.steps.line())
     for old in stale:
         print(f"note: removed {old}, written by an earlier verdict"
@@ -280,54 +288,50 @@ def _text_writer(text: str):
     return lambda tmp: Path(tmp).write_text(text, encoding="utf-8")
 
 
-def _render_report(verdict, data, calibration) -> tuple[str | None, str | None]:
+def _render_report(result: StudyVerdict, data) -> tuple[str | None, str | None]:
     """The report page as text, or (None, why): a report that cannot be rendered is said, never fatal."""
     try:
         import reports
-        return reports.render_report(verdict, data, calibration=calibration), None
+        return reports.render_report(result, data), None
     except Exception as e:
         return None, f"report failed ({type(e).__name__}: {e}); verdict.json and junit.xml are written"
 
 
-def _charts_writer(verdict, data, calibration, fmt: str):
+def _charts_writer(result: StudyVerdict, data, fmt: str):
     def write(tmp: str) -> None:
         import reports
-        reports.write_charts(verdict, data, tmp, fmt=fmt, calibration=calibration)
+        reports.write_charts(result, data, tmp, fmt=fmt)
     return write
 
 
-def _with_similarity(verdict, data, run_dir: Path | None):
+def _similarity(verdict, data, run_dir: Path | None) -> tuple[Verdict, Similarity | None]:
     """The domain-similarity structure (verdict.json key `similarity`); bad adapter files are
     an input error (exit 2), any other failure a warning (the verdict does not depend on it)."""
-    from validation.exploratory.similarity import similarity_for_verdict
     try:
-        return replace(verdict, similarity=similarity_for_verdict(verdict, data, run_dir))
+        return verdict, similarity_for_verdict(verdict, data, run_dir)
     except InputError:
         raise
     except Exception as e:
         return replace(verdict, warnings=verdict.warnings + (
-            f"similarity failed ({type(e).__name__}: {e}); the verdict does not depend on it",))
+            f"similarity failed ({type(e).__name__}: {e}); the verdict does not depend on it",)), None
 
 
-def _with_steps(verdict, cells, docs, settings: Settings, primary: int | None = None):
+def _steps_analysis(verdict: Verdict, resampled: dict[int, Resampled], settings: Settings,
+                    primary: int | None = None) -> tuple[Verdict, StepsAnalysis | None]:
     """The training-step interaction (verdict.json key `steps_analysis`; docs/methods.md, section 12).
 
-    `cells`/`docs` are the run's tables over EVERY step count, with their `steps` column (the
-    verdict itself judges the primary count's rows only); a table without that column, or with one
-    count, leaves the verdict unchanged. The bootstrap restarts from `settings.rng_seed`, so its draws are
-    the verdict's own: at the primary count every figure equals `users[]`. Bad input (a partial
-    `steps` column, counts that cannot be paired, a primary count not trained) raises InputError
+    `resampled`: every step count's arrays and bootstrap (`resample_counts`), the very draws each
+    count was judged with, so nothing is resampled again and at the primary count every point
+    estimate equals `users[]`; None with fewer than two counts. Bad input raises InputError
     (exit 2); a numerical failure is a warning, the verdict does not depend on it."""
-    from validation.exploratory.steps import analyze_steps
     try:
-        st = analyze_steps(cells, docs, settings.prereg, rng=np.random.default_rng(settings.rng_seed),
-                           primary=primary, n_resamples=settings.n_resamples_flag)
+        st = analyze_resampled(sorted(resampled.items()), settings.prereg, primary=primary)
     except InputError:
         raise
     except Exception as e:
         return replace(verdict, warnings=verdict.warnings + (
-            f"step analysis failed ({type(e).__name__}: {e}); the verdict does not depend on it",))
-    return verdict if st is None else replace(verdict, steps_analysis=st)
+            f"step analysis failed ({type(e).__name__}: {e}); the verdict does not depend on it",)), None
+    return verdict, st
 
 
 def _with_raw_warnings(verdict, caught):

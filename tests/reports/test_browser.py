@@ -14,6 +14,7 @@ import pytest
 import reports
 from tests.support import examples
 from tests.support.browser import Chromium, missing
+from validation.study_verdict import StudyVerdict
 
 pytestmark = [
     pytest.mark.browser,
@@ -62,7 +63,7 @@ def test_full_study_renders_every_chart_offline(browser, tmp_path):
 
     verdict, data = examples.full_study(seed=0)
     calibration, _ = calibration_for_study(data, cache_dir=tmp_path / "cal")
-    path = reports.write_report(verdict, data, tmp_path / "report.html", calibration=calibration)
+    path = reports.write_report(StudyVerdict(verdict, calibration=calibration), data, tmp_path / "report.html")
     load = browser.load(path)
     _check_drawn(load, EXPECTED_MARKS)
     assert load.render_ms < 5000, f"rendered in {load.render_ms:.0f} ms"

@@ -14,6 +14,7 @@ import pytest
 import reports
 from tests.support import examples
 from tests.support.browser import Chromium, missing
+from validation.study_verdict import StudyVerdict
 from validation.text.summary_sentence import summary_sentence
 
 pytestmark = [
@@ -52,7 +53,7 @@ def test_the_answer_is_on_the_first_screen_at_laptop_size(tmp_path):
     verdict, data = examples.full_study(seed=0, n_resamples=500, locked=True)
     calibration, _ = calibration_for_study(data, cache_dir=tmp_path / "cal", n_experiments=40,
                                            n_resamples=100)
-    path = reports.write_report(verdict, data, tmp_path / "report.html", calibration=calibration)
+    path = reports.write_report(StudyVerdict(verdict, calibration=calibration), data, tmp_path / "report.html")
     shots = Path(os.environ.get("REPORT_SCREENSHOT_DIR", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
     with Chromium(width=LAPTOP[0], height=LAPTOP[1]) as browser:

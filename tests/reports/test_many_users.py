@@ -13,7 +13,7 @@ from reports import tables
 from reports.page import chart_sections, render_report
 from tests.support import examples
 from tests.support.browser import Chromium, missing
-from validation.text.outputs import TERMINAL_USERS, verdict_text
+from validation.text.outputs import TERMINAL_USERS
 
 N_USERS = 50
 PAGE_BYTES = 3_000_000   # measured 2.1 MB at 50 users (the inline Vega bundle alone is 0.9 MB)
@@ -25,9 +25,9 @@ def study():
 
 
 def test_matrix_is_in_tree_order_with_one_leave_one_out_row(study):
-    verdict, data = study
-    matrix, _ = tables.matrix_table(verdict, data)
-    order = verdict.similarity.order
+    result, data = study
+    matrix, _ = tables.matrix_table(result.verdict, data, result.similarity)
+    order = result.similarity.order
     cols = matrix.filter(matrix["adapter"] == order[0]).sort("col_order")["eval"].to_list()
     assert cols == list(order) and order != tuple(sorted(order))   # the planted groups reorder it
     controls = sorted(set(matrix.filter(matrix["group"] == "controls")["adapter"].to_list()))
@@ -55,8 +55,8 @@ def test_charts_summarize_and_the_page_stays_small(study):
 
 
 def test_terminal_folds_the_user_tables(study):
-    verdict, _ = study
-    text = verdict_text(verdict)
+    result, _ = study
+    text = result.text()
     lines = text.splitlines()
     assert sum(line.startswith("user") and "%" in line for line in lines) <= 2 * TERMINAL_USERS + 2
     assert "50 users, sorted by margin: the 10 lowest and 10 highest shown" in text
@@ -101,6 +101,6 @@ def test_fifty_user_page_is_a_few_screens_long_with_tables_folded(study, tmp_pat
 def test_step_summary_folds_the_user_tables(study):
     from validation.text.outputs import markdown_summary
 
-    text = markdown_summary(study[0])
+    text = markdown_summary(study[0].verdict)
     assert text.count("<details>") == 1 and text.count("</details>") == 1
     assert "Population: " in text

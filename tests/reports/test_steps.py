@@ -16,7 +16,7 @@ from validation.contract.prereg import Prereg
 from validation.exploratory.steps import analyze_steps, split_by_steps
 from validation.simulation.simulate import SimParams
 from validation.simulation.steps import simulate_steps
-from validation.text.outputs import verdict_json, verdict_text
+from validation.study_verdict import StudyVerdict
 
 
 def study(n_seeds=3, steps=(25, 100, 400)):
@@ -26,26 +26,26 @@ def study(n_seeds=3, steps=(25, 100, 400)):
     v = judge(primary, Prereg(), rng=np.random.default_rng(5), n_resamples=200)
     a = analyze_steps(st.data.cells, st.data.docs, Prereg(), rng=np.random.default_rng(5), n_resamples=200,
                       primary=100)
-    return replace(v, steps_analysis=a), primary
+    return StudyVerdict(v, steps_analysis=a), primary
 
 
 def test_primary_count_equals_the_verdict_and_json_and_text_carry_it():
     v, _ = study()
     a = v.steps_analysis
     i = a.steps.index(100)
-    for u, vu in zip(a.users, v.users, strict=True):   # same rng seed: the verdict's own draws
+    for u, vu in zip(a.users, v.verdict.users, strict=True):   # same rng seed: the verdict's own draws
         assert u.margin[i].value == vu.margin and tuple(u.margin[i].ci) == tuple(vu.ci)
-    doc = json.loads(verdict_json(v))
+    doc = json.loads(v.json_text())
     st = doc["steps_analysis"]
     assert st["steps"] == [25, 100, 400] and st["primary"] == 100 and st["exploratory"] == [25, 400]
     assert [u["margin_slope"]["direction"] for u in st["users"]][::2] == ["falls", "rises"]
-    text = verdict_text(v)
+    text = v.text()
     assert "training steps 25, 100, 400 (exploratory; criteria read at 100):" in text
     assert "user0: the margin falls with training (slope " in text
     assert "diag x log2(steps), every user: " in text and "descriptive only" in text   # issue 23
     assert st["interaction"]["unit"].startswith("seeds and held-out documents")
-    assert json.loads(verdict_json(replace(v, steps_analysis=None)))["steps_analysis"] is None
-    assert "training steps" not in verdict_text(replace(v, steps_analysis=None))
+    assert json.loads(replace(v, steps_analysis=None).json_text())["steps_analysis"] is None
+    assert "training steps" not in replace(v, steps_analysis=None).text()
 
 
 def test_report_section_only_with_several_counts(tmp_path):
@@ -75,16 +75,20 @@ def test_chart_leaves_out_gains_without_controls():
 
 def test_cli_hook_is_a_no_op_without_a_steps_column_and_names_bad_input():
     from validation.contract.prereg_check import Settings
+    from validation.inputs.sweep import StepsStudy
     from validation.inputs.tables import InputError
-    from validation.verdict import _with_steps
+    from validation.judgment.steps import resample_counts
+    from validation.verdict import _steps_analysis
     v, data = study()
-    plain = replace(v, steps_analysis=None)
-    assert _with_steps(plain, data.cells, data.docs, Settings(Prereg(), rng_seed_flag=5)) is plain
+    plain = v.verdict
+    settings = Settings(Prereg(), n_resamples_flag=200, rng_seed_flag=5)
+    assert _steps_analysis(plain, {}, settings) == (plain, None)
     st = simulate_steps(SimParams(n_docs=(5, 5, 5)), 0.1, (50, 200), 2, np.random.default_rng(1))
-    out = _with_steps(plain, st.data.cells, st.data.docs, Settings(Prereg(), rng_seed_flag=5), primary=200)
-    assert out.steps_analysis.steps == (50, 200) and out.steps_analysis.primary == 200
+    resampled = resample_counts(StepsStudy(st.data.cells, st.data.docs, (50, 200)), settings)
+    out = _steps_analysis(plain, resampled, settings, primary=200)[1]
+    assert out.steps == (50, 200) and out.primary == 200
     with pytest.raises(InputError, match="primary step count 100 was not trained"):
-        _with_steps(plain, st.data.cells, st.data.docs, Settings(Prereg(), rng_seed_flag=5), primary=100)
+        _steps_analysis(plain, resampled, settings, primary=100)
 
 
 def many_users_sweep(n_users=14):
@@ -96,7 +100,7 @@ def many_users_sweep(n_users=14):
     v = judge(primary, Prereg(), rng=np.random.default_rng(5), n_resamples=200, fit=False)
     a = analyze_steps(st.data.cells, st.data.docs, Prereg(), rng=np.random.default_rng(5), n_resamples=200,
                       primary=100, fit=False)
-    return replace(v, steps_analysis=a), primary
+    return StudyVerdict(v, steps_analysis=a), primary
 
 
 def test_many_users_get_one_line_each_and_sorted_slopes_not_a_panel_row_each(tmp_path):

@@ -20,6 +20,7 @@ from validation.inputs.study import StudyData
 from validation.judgment.results import Verdict
 from validation.judgment.study import judge
 from validation.simulation.simulate import cells_from_matrix, simulate_study
+from validation.study_verdict import StudyVerdict
 
 USERS = ("alice", "bob", "carol")
 
@@ -96,7 +97,7 @@ def external_matrix(seed: int = 0) -> tuple[Verdict, StudyData]:
 
 
 def many_users_study(n_users: int = 50, seed: int = 0, n_seeds: int = 3, n_docs: int = 12,
-                     n_resamples: int = 200, fit: bool = False) -> tuple[Verdict, StudyData]:
+                     n_resamples: int = 200, fit: bool = False) -> tuple[StudyVerdict, StudyData]:
     """A population-sized study: `n_users` users in 5 planted domain groups (so the matrix has a
     structure to order), per-user personalization drawn around 12% (a few users near 0), 3 seeds,
     base + pooled + `loo:<user>`, documents, train log and manifest; judged and with similarity.
@@ -116,7 +117,7 @@ def many_users_study(n_users: int = 50, seed: int = 0, n_seeds: int = 3, n_docs:
     status = PreregStatus(True, "cd" * 32, "cd" * 32, "prereg.toml", "matches manifest")
     verdict = judge(data, Prereg(), rng=np.random.default_rng(seed + 1), n_resamples=n_resamples,
                     prereg_status=status, fit=fit, fit_population=True)
-    return dataclasses.replace(verdict, similarity=similarity_for_verdict(verdict, data, None)), data
+    return StudyVerdict(verdict, similarity=similarity_for_verdict(verdict, data, None)), data
 
 
 def seal_folder(run) -> None:

@@ -29,13 +29,16 @@ document's scores at every count kept together), and the users' cells (a t on th
 words and the interaction test are the pure pieces of `validation.exploratory.trends`.
 
 Exploratory: nothing here changes the gate; the criteria are read at the primary count only.
-`analyze_steps` is the one entry point; it returns None when the tables hold one count.
+`analyze_steps` is the entry point from tables; it returns None when they hold one count. The verdict
+calls `analyze_resampled` on the counts it judged (`validation.judgment.steps.resample_counts`), so
+every count is bootstrapped once, with the draws its verdict used.
 """
 
 from __future__ import annotations
 
 import math
 import warnings as _warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +51,7 @@ from validation.inputs.arrays import StudyArrays, build_arrays
 from validation.inputs.study import StudyData
 from validation.inputs.tables import InputError
 from validation.stats import metrics
-from validation.stats.bootstrap import apply_draws, bootstrap_mode, draw_weights
+from validation.stats.bootstrap import Resampled, Weights, apply_draws, bootstrap_mode, draw_weights
 from validation.stats.design import IntervalDesign
 from validation.stats.mixed_model import StepsModelFit, fit_steps_model
 from validation.stats.types import BootstrapMode, Interval, _num
@@ -191,16 +194,22 @@ def split_by_steps(cells: pl.DataFrame, docs: pl.DataFrame | None,
     return tuple(out)
 
 
-def paired_draws(per_count: list[StudyArrays], n_resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """(K, B, A, J): the hierarchical bootstrap with ONE set of seed and document draws applied to
-    every count (paired replicates). Every count must have the design of the first."""
+def paired_weights(per_count: list[StudyArrays], n_resamples: int, rng: np.random.Generator) -> Weights:
+    """ONE set of seed and document draws (`draw_weights`) for every count: applied to each, they pair
+    the counts' replicates. Every count must have the design of the first."""
     first = per_count[0]
     for a in per_count[1:]:
         if (a.seeds, a.adapters, a.users) != (first.seeds, first.adapters, first.users) or \
                 bootstrap_mode(a) is not bootstrap_mode(first) or \
                 (a.doc_nll is not None and [x.shape[0] for x in a.doc_nll] != [x.shape[0] for x in first.doc_nll]):
             raise ValueError("every step count must have the same seeds, adapter rows, users and documents.")
-    weights = draw_weights(first, n_resamples, rng)
+    return draw_weights(first, n_resamples, rng)
+
+
+def paired_draws(per_count: list[StudyArrays], n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """(K, B, A, J): the hierarchical bootstrap with ONE set of seed and document draws applied to
+    every count (paired replicates, `paired_weights`)."""
+    weights = paired_weights(per_count, n_resamples, rng)
     return np.stack([apply_draws(a, weights) for a in per_count])
 
 
@@ -258,17 +267,38 @@ def analyze_steps(cells: pl.DataFrame, docs: pl.DataFrame | None, prereg: Prereg
     if STEPS not in cells.columns or cells[STEPS].n_unique() < 2:
         return None
     B = prereg.n_resamples if n_resamples is None else int(n_resamples)
-    method = interval_method or prereg.interval_method
-    level = prereg.confidence
     split = split_by_steps(cells, docs, source)
     steps = tuple(k for k, _ in split)
     if primary is not None and primary not in steps:
         raise InputError(f"the primary step count {primary} was not trained (the run has {list(steps)}); "
                          "fix `[steps] primary` in prereg.toml.")
     arrays = [build_arrays(d) for _, d in split]
+    weights = paired_weights(arrays, B, rng)
+    return analyze_resampled([(k, Resampled.of(a, weights)) for k, a in zip(steps, arrays, strict=True)], prereg,
+                             primary=primary, interval_method=interval_method, fit=fit)
+
+
+def analyze_resampled(counts: Sequence[tuple[int, Resampled]], prereg: Prereg, *, primary: int | None = None,
+                      interval_method: str | None = None, fit: bool = True) -> StepsAnalysis | None:
+    """The step analysis of step counts already bootstrapped with one set of draws (ascending
+    `(steps, Resampled)` pairs sharing one `weights`, e.g. `validation.judgment.steps.resample_counts`,
+    whose draws the verdict judged every count with); None with fewer than two counts."""
+    if len(counts) < 2:
+        return None
+    steps = tuple(k for k, _ in counts)
+    if primary is not None and primary not in steps:
+        raise InputError(f"the primary step count {primary} was not trained (the run has {list(steps)}); "
+                         "fix `[steps] primary` in prereg.toml.")
+    if any(r.weights is not counts[0][1].weights for _, r in counts):
+        raise ValueError("the step counts were not resampled with one set of draws (their replicates would not "
+                         "be paired); resample them with `validation.judgment.steps.resample_counts`.")
+    method = interval_method or prereg.interval_method
+    level = prereg.confidence
+    arrays = [r.arrays for _, r in counts]
     a0 = arrays[0]
     mode = bootstrap_mode(a0)
-    draws = paired_draws(arrays, B, rng)                                    # (K, B, A, J)
+    draws = np.stack([r.draws for _, r in counts])                          # (K, B, A, J)
+    B = draws.shape[1]
     with _warnings.catch_warnings():
         _warnings.simplefilter("ignore", RuntimeWarning)
         point = np.stack([np.nanmean(a.logppl, axis=0) for a in arrays])    # (K, A, J)

@@ -34,8 +34,7 @@ from scipy import stats
 from validation.contract.prereg import MIN_USERS_EFFECT, min_users_share
 from validation.contract.status import Status
 from validation.inputs.arrays import StudyArrays
-from validation.judgment.results import CriterionResult
-from validation.judgment.user_results import Decomposition, UserResult
+from validation.judgment.user_results import CriterionResult, Decomposition, UserResult
 from validation.stats.random_effects import PopulationEffect, fit_random_intercept, fit_random_slope, loo_log_ratios
 from validation.stats.types import Interval, _interval, _num, signed_pct, threshold_pct
 

@@ -3,40 +3,24 @@
 Everything `validation.judge` returns lives here. Intervals unpack as `low, high`; raw bootstrap
 distributions are kept as numpy arrays (one value per resample) so that a caller can recompute an
 interval with another method or plot the distribution without re-running the bootstrap.
-`Verdict.to_json()` gives the `verdict.json` document of docs/formats.md.
+`Verdict.to_json()` gives the judged keys of the `verdict.json` document of docs/formats.md
+(`validation.study_verdict.StudyVerdict.to_json` builds the whole document).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import polars as pl
 
 from validation.contract.prereg import Prereg
 from validation.contract.status import PreregStatus, Status
-from validation.judgment.user_results import Decomposition, GainStep, UserResult
+from validation.judgment.population import PopulationResult
+from validation.judgment.routing_results import RoutingResult
+from validation.judgment.user_results import CriterionResult, Decomposition, GainStep, UserResult
 from validation.stats.fits import ModelFit, Regime
 from validation.stats.types import BootstrapMode, Interval, _at, _interval, _num
-
-
-@dataclass(frozen=True)
-class CriterionResult:
-    """One pre-registered criterion: interval-based status plus the point-estimate reading."""
-
-    name: str              # "strict" | "lenient" | "catastrophic"
-    status: Status         # from the intervals; this is what the gate uses
-    point: Status          # the same rule applied to point estimates (what earlier reports did)
-    threshold: float       # the margin bar (strict, lenient) or delta (catastrophic)
-    explanation: str       # one sentence naming the users that decided it
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "status": self.status.value,
-            "point": self.point.value,
-            "threshold": self.threshold,
-            "explanation": self.explanation,
-        }
 
 
 @dataclass(frozen=True)
@@ -72,17 +56,10 @@ class Gate:
         return {"passed": self.passed, "reasons": list(self.reasons)}
 
 
-class VerdictPart(Protocol):
-    """A part of the verdict made by a stage that this module cannot import without an import
-    running back up the stages (the population statistics, the step counts, the exploratory
-    analyses): whatever its class, it serializes itself into its key of verdict.json."""
-
-    def to_json(self) -> dict[str, Any]: ...
-
-
 @dataclass(frozen=True, eq=False)
 class Verdict:
-    """What `validation.judge` returns and `verdict.json` serializes."""
+    """What `validation.judge` returns; `validation.study_verdict.StudyVerdict` adds the exploratory
+    analyses and the calibration, and builds `verdict.json` from both."""
 
     users: tuple[UserResult, ...]
     criteria: tuple[CriterionResult, ...]  # strict, lenient, catastrophic, in that order
@@ -97,22 +74,15 @@ class Verdict:
     # The matrix the margins are computed from: one row per (adapter, eval), columns
     # `adapter, eval, ppl, log_ppl, n_seeds`; ppl = geometric mean over the seeds that have the cell.
     matrix: pl.DataFrame | None = None
-    # Domain-similarity structure (`validation.exploratory.similarity.Similarity`), added by the CLI after
-    # judging (`similarity_for_verdict`); None when not computed.
-    similarity: VerdictPart | None = None
     # base -> loo:j -> pooled -> own j per user; empty without the leave-one-out controls
     decomposition: tuple[Decomposition, ...] = ()
-    # The training-step interaction (`validation.exploratory.steps.StepsAnalysis`), added by the CLI after
-    # judging (`analyze_steps`); None with one step count.
-    steps_analysis: VerdictPart | None = None
-    # population statistics (`validation.judgment.population.PopulationResult`); None when not computed
-    population: VerdictPart | None = None
-    # the step counts (`validation.judgment.steps.StepsResult`): which one gated, the exploratory
-    # others; added by the CLI after judging; None when not computed
-    steps: VerdictPart | None = None
-    # ROUTING / AVERAGING / NOISE and the storage bill (`validation.judgment.routing.RoutingResult`,
-    # docs/routing.md); None when not computed
-    routing: VerdictPart | None = None
+    # population statistics; None when not computed
+    population: PopulationResult | None = None
+    # the step counts: which one gated, the exploratory others (`validation.judgment.steps.judge_counts`);
+    # None when not computed
+    steps: StepsResult | None = None
+    # ROUTING / AVERAGING / NOISE and the storage bill (docs/routing.md); None when not computed
+    routing: RoutingResult | None = None
 
     def criterion(self, name: str) -> CriterionResult:
         for c in self.criteria:
@@ -191,15 +161,56 @@ class Verdict:
             "matrix": [] if self.matrix is None else [
                 {"adapter": r["adapter"], "eval": r["eval"], "ppl": _num(r["ppl"]), "n_seeds": r["n_seeds"]}
                 for r in self.matrix.iter_rows(named=True)],
-            "similarity": None if self.similarity is None else self.similarity.to_json(),
-            "steps_analysis": None if self.steps_analysis is None else self.steps_analysis.to_json(),
             "population": None if self.population is None else self.population.to_json(),
             "steps": None if self.steps is None else self.steps.to_json(),
             "routing": None if self.routing is None else self.routing.to_json(),
         }
 
 
+EXPLORATORY_NOTE = ("exploratory: judged with the same statistics, but the criteria and the gate are "
+                    "pre-registered at the primary step count only")
+
+
+@dataclass(frozen=True, eq=False)
+class ExploratoryCount:
+    """The per-user statistics at one non-primary step count."""
+
+    steps: int
+    verdict: Verdict  # judge()'s full result at this count; its criteria and gate decide nothing
+
+    def to_json(self) -> dict[str, Any]:
+        return {"label": "exploratory", **self.verdict.statistics_json()}
+
+
+@dataclass(frozen=True, eq=False)
+class StepsResult:
+    """verdict.json `steps`: which count gated, the counts, and the exploratory ones."""
+
+    primary: int | None                       # the count judged; None: the input has no `steps` column
+    counts: tuple[int, ...]                   # every count of the study (() without a `steps` column)
+    preregistered_primary: int                # `[steps] primary`
+    exploratory: tuple[ExploratoryCount, ...]  # the other counts, ascending
+
+    def line(self) -> str:
+        """The terminal's line about the step counts."""
+        if self.primary is None:
+            return (f"step counts: no `steps` column (a one-count study); pre-registered primary "
+                    f"{self.preregistered_primary}")
+        others = [str(e.steps) for e in self.exploratory]
+        if not others:
+            return f"step count: {self.primary} (the criteria and the gate are judged there)"
+        return (f"step counts: primary {self.primary} (the criteria and the gate); {', '.join(others)} exploratory "
+                "(verdict.json `steps.exploratory`, same statistics, no gate)")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"primary": self.primary, "counts": list(self.counts),
+                "preregistered_primary": self.preregistered_primary, "note": EXPLORATORY_NOTE,
+                "exploratory": {str(e.steps): e.to_json() for e in self.exploratory}}
+
+
 __all__ = [
-    "BootstrapInfo", "BootstrapMode", "CriterionResult", "Decomposition", "GainStep", "Gate", "Interval",
-    "ModelFit", "PreregStatus", "Regime", "Status", "UserResult", "Verdict", "_at", "_interval", "_num",
+    "BootstrapInfo", "BootstrapMode", "CriterionResult", "Decomposition", "ExploratoryCount", "GainStep", "Gate",
+    "Interval",
+    "ModelFit", "PreregStatus", "Regime", "Status", "StepsResult", "UserResult", "Verdict", "_at", "_interval",
+    "_num",
 ]

@@ -45,7 +45,6 @@ from validation.contract.prereg import Prereg
 from validation.contract.status import Status
 from validation.inputs.arrays import StudyArrays, build_arrays
 from validation.inputs.study import StudyData
-from validation.judgment.results import CriterionResult
 from validation.judgment.routing_checks import _needed_rows, check_sigmas, routing_names, storage_bill
 from validation.judgment.routing_results import (
     MIN_PAIRS_RANK,
@@ -59,7 +58,7 @@ from validation.judgment.routing_results import (
     RoutingResult,
     _sigma_of,
 )
-from validation.judgment.user_results import UserResult
+from validation.judgment.user_results import CriterionResult, UserResult
 from validation.stats import metrics
 from validation.stats.bootstrap import apply_draws
 from validation.stats.intervals import bootstrap_interval

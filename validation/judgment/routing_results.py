@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.contract import noise_parts
-from validation.judgment.results import CriterionResult
+from validation.judgment.user_results import CriterionResult
 from validation.stats.types import Interval, _interval, _num
 
 NAMES = ("routing", "averaging", "noise")

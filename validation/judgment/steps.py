@@ -5,26 +5,23 @@ STRICT / LENIENT / CATASTROPHIC and the gate are judged at the pre-registered pr
 (`[steps] primary`, `Prereg.primary_steps`) only, so a sweep can never be used to pick the count
 that passes; every other count is judged by the same `judge`, with the same bootstrap seed (the
 same seed and document draws wherever the counts share a design), and reported under
-verdict.json's `steps.exploratory` (docs/formats.md). Pure: no file I/O.
+verdict.json's `steps.exploratory` (docs/formats.md). `resample_counts` bootstraps every count once, with
+one set of draws, for the verdict and the step analysis alike. Pure: no file I/O.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from validation.contract.prereg import Prereg
 from validation.contract.prereg_check import Settings
 from validation.contract.status import PreregStatus
+from validation.inputs.arrays import build_arrays
 from validation.inputs.sweep import StepsStudy
 from validation.inputs.tables import InputError
-from validation.judgment.results import Verdict
+from validation.judgment.results import ExploratoryCount, StepsResult
 from validation.judgment.study import judge
-
-EXPLORATORY_NOTE = ("exploratory: judged with the same statistics, but the criteria and the gate are "
-                    "pre-registered at the primary step count only")
+from validation.stats.bootstrap import Resampled, bootstrap_mode, draw_weights
 
 
 def primary_count(study: StepsStudy, prereg: Prereg) -> tuple[int | None, tuple[str, ...]]:
@@ -79,52 +76,40 @@ def _manifest_counts(study: StepsStudy) -> tuple[int, ...]:
     return tuple(counts) if ok else ()
 
 
-@dataclass(frozen=True, eq=False)
-class ExploratoryCount:
-    """The per-user statistics at one non-primary step count."""
-
-    steps: int
-    verdict: Verdict  # judge()'s full result at this count; its criteria and gate decide nothing
-
-    def to_json(self) -> dict[str, Any]:
-        return {"label": "exploratory", **self.verdict.statistics_json()}
-
-
-@dataclass(frozen=True, eq=False)
-class StepsResult:
-    """verdict.json `steps`: which count gated, the counts, and the exploratory ones."""
-
-    primary: int | None                       # the count judged; None: the input has no `steps` column
-    counts: tuple[int, ...]                   # every count of the study (() without a `steps` column)
-    preregistered_primary: int                # `[steps] primary`
-    exploratory: tuple[ExploratoryCount, ...]  # the other counts, ascending
-
-    def line(self) -> str:
-        """The terminal's line about the step counts."""
-        if self.primary is None:
-            return (f"step counts: no `steps` column (a one-count study); pre-registered primary "
-                    f"{self.preregistered_primary}")
-        others = [str(e.steps) for e in self.exploratory]
-        if not others:
-            return f"step count: {self.primary} (the criteria and the gate are judged there)"
-        return (f"step counts: primary {self.primary} (the criteria and the gate); {', '.join(others)} exploratory "
-                "(verdict.json `steps.exploratory`, same statistics, no gate)")
-
-    def to_json(self) -> dict[str, Any]:
-        return {"primary": self.primary, "counts": list(self.counts),
-                "preregistered_primary": self.preregistered_primary, "note": EXPLORATORY_NOTE,
-                "exploratory": {str(e.steps): e.to_json() for e in self.exploratory}}
+def resample_counts(study: StepsStudy, settings: Settings) -> dict[int, Resampled]:
+    """Every step count's arrays and bootstrap under ONE set of draws: `settings.n_resamples` draws
+    from a Generator seeded `settings.rng_seed`, made on the first count and applied to each (every
+    count holds the same seeds, rows, users and documents: `load_steps` checks, and this raises
+    InputError if not). They are the draws `judge` makes for any one count from that seed, so the
+    verdict, the exploratory counts and the step analysis (`validation.exploratory.steps`) read the
+    same, paired resamples, each count bootstrapped once. {} without a `steps` column."""
+    if not study.counts:
+        return {}
+    arrays = {k: build_arrays(study.at(k)) for k in study.counts}
+    first = arrays[study.counts[0]]
+    for k, a in arrays.items():
+        if (a.seeds, a.adapters, a.users) != (first.seeds, first.adapters, first.users) or \
+                bootstrap_mode(a) is not bootstrap_mode(first) or (a.doc_nll is not None and [
+                    x.shape[0] for x in a.doc_nll] != [x.shape[0] for x in first.doc_nll]):
+            raise InputError(f"{study.source}: step count {k} holds other seeds, adapter rows, users or documents "
+                             f"than step count {study.counts[0]}; every count must be evaluated on the same "
+                             "design so that counts can be paired (resume the run).")
+    weights = draw_weights(first, settings.n_resamples, np.random.default_rng(settings.rng_seed))
+    return {k: Resampled.of(a, weights) for k, a in arrays.items()}
 
 
 def judge_exploratory(study: StepsStudy, primary: int | None, settings: Settings, *,
-                      prereg_status: PreregStatus | None = None) -> StepsResult:
-    """`judge` at every count but the primary, each with a fresh Generator seeded `settings.rng_seed`."""
+                      prereg_status: PreregStatus | None = None,
+                      resampled: dict[int, Resampled] | None = None) -> StepsResult:
+    """`judge` at every count but the primary, each with a fresh Generator seeded `settings.rng_seed`,
+    or on `resampled[k]` (`resample_counts`: the same draws, made once) where given."""
     prereg = settings.prereg
+    resampled = {} if resampled is None else resampled
     out = []
     for k in study.counts:
         if k == primary:
             continue
         v = judge(study.at(k), prereg, rng=np.random.default_rng(settings.rng_seed),
-                  n_resamples=settings.n_resamples_flag, prereg_status=prereg_status)
+                  n_resamples=settings.n_resamples_flag, prereg_status=prereg_status, resampled=resampled.get(k))
         out.append(ExploratoryCount(k, v))
     return StepsResult(primary, study.counts, prereg.primary_steps, tuple(out))

@@ -20,7 +20,7 @@ from validation.judgment.results import BootstrapInfo, Verdict
 from validation.judgment.routing import routing_stats
 from validation.judgment.user_results import UserResult
 from validation.stats import metrics
-from validation.stats.bootstrap import apply_draws, bootstrap_mode, draw_weights
+from validation.stats.bootstrap import Resampled, bootstrap_mode, draw_weights
 from validation.stats.design import IntervalDesign
 from validation.stats.intervals import (
     MIN_TAIL_DRAWS,
@@ -75,6 +75,7 @@ def judge(
     prereg_status: PreregStatus | None = None,
     interval_method: str | None = None,
     fit_population: bool | None = None,
+    resampled: Resampled | None = None,
 ) -> Verdict:
     """Compute every quantity, interval, criterion and the gate for one study.
 
@@ -83,12 +84,14 @@ def judge(
     for calibration loops); `fit=False` skips the mixed model (`Verdict.model` is None) and, unless
     `fit_population=True`, the population models (`validation.judgment.population`).
     `prereg_status` comes from `validation.contract.prereg_check.check_prereg`; None = NOT PRE-REGISTERED
-    (not checked). Cost: about B * sum_j n_j * S * A multiply-adds plus the model fit.
+    (not checked). `resampled`: this study's arrays and bootstrap already made (`Resampled.of`, with
+    `n_resamples` draws; `validation.judgment.steps.resample_counts`), used instead of drawing from `rng`
+    (whose seed is still reported). Cost: about B * sum_j n_j * S * A multiply-adds plus the model fit.
     """
     prereg = Prereg() if prereg is None else prereg
     B = _judge_iv(prereg, rng, n_resamples)
     method = interval_method or prereg.interval_method
-    arrays = build_arrays(data)
+    arrays = build_arrays(data) if resampled is None else resampled.arrays
     warnings = list(arrays.warnings)
     mode = bootstrap_mode(arrays)
     if mode is BootstrapMode.NONE:
@@ -97,8 +100,12 @@ def judge(
         warnings.append(f"degraded bootstrap ({mode.value}): "
                         + ("no per-document data, only seeds are resampled" if mode is BootstrapMode.SEEDS_ONLY
                            else "one seed, only documents are resampled; seed-to-seed variation is not captured"))
-    weights = draw_weights(arrays, B, rng)  # the routing rows are resampled with the same draws (paired)
-    draws = apply_draws(arrays, weights)                                 # (B, A, J)
+    if resampled is None:
+        resampled = Resampled.of(arrays, draw_weights(arrays, B, rng))
+    elif mode is not BootstrapMode.NONE and resampled.draws.shape[0] != B:
+        raise ValueError(f"`resampled` holds {resampled.draws.shape[0]} resamples; `n_resamples` is {B}.")
+    weights = resampled.weights  # the routing rows are resampled with the same draws (paired)
+    draws = resampled.draws                                              # (B, A, J)
     design = IntervalDesign.of(arrays, method, prereg.confidence)        # every interval's design
     n_seeds, n_docs, doc_df = design.n_seeds, design.n_docs, design.doc_df
     with _warnings.catch_warnings():

@@ -1,5 +1,7 @@
 """Per-user results of a verdict: the diagonal margin with its interval and draws, the gains, and
-the base -> loo -> pooled -> own decomposition. Re-exported by `validation.judgment.results`."""
+the base -> loo -> pooled -> own decomposition, and one criterion's result (`CriterionResult`: here,
+so that the population and routing results, which `Verdict` carries, need not import
+`validation.judgment.results`). Re-exported by `validation.judgment.results`."""
 
 from __future__ import annotations
 
@@ -8,7 +10,27 @@ from typing import Any
 
 import numpy as np
 
+from validation.contract.status import Status
 from validation.stats.types import Interval, _at, _interval, _num
+
+
+@dataclass(frozen=True)
+class CriterionResult:
+    """One pre-registered criterion: interval-based status plus the point-estimate reading."""
+
+    name: str              # "strict" | "lenient" | "catastrophic"
+    status: Status         # from the intervals; this is what the gate uses
+    point: Status          # the same rule applied to point estimates (what earlier reports did)
+    threshold: float       # the margin bar (strict, lenient) or delta (catastrophic)
+    explanation: str       # one sentence naming the users that decided it
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status.value,
+            "point": self.point.value,
+            "threshold": self.threshold,
+            "explanation": self.explanation,
+        }
 
 
 @dataclass(frozen=True, eq=False)

@@ -13,10 +13,29 @@ resampling at several levels.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from validation.inputs.arrays import StudyArrays
 from validation.stats.types import BootstrapMode
+
+Weights = tuple[np.ndarray, tuple[np.ndarray, ...] | None] | None   # `draw_weights`' result
+
+
+@dataclass(frozen=True, eq=False)
+class Resampled:
+    """One study's arrays with its bootstrap made once: `draws` = `apply_draws(arrays, weights)`,
+    (B, A, J), empty in mode NONE. Several readers of one study (the verdict at each training-step
+    count and the step analysis) share it instead of resampling again."""
+
+    arrays: StudyArrays
+    weights: Weights
+    draws: np.ndarray
+
+    @classmethod
+    def of(cls, arrays: StudyArrays, weights: Weights) -> Resampled:
+        return cls(arrays, weights, apply_draws(arrays, weights))
 
 
 def bootstrap_mode(arrays: StudyArrays) -> BootstrapMode:
@@ -64,8 +83,7 @@ def resample_logppl(arrays: StudyArrays, n_resamples: int, rng: np.random.Genera
     return apply_draws(arrays, draw_weights(arrays, n_resamples, rng))
 
 
-def draw_weights(arrays: StudyArrays, n_resamples: int,
-                 rng: np.random.Generator) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None] | None:
+def draw_weights(arrays: StudyArrays, n_resamples: int, rng: np.random.Generator) -> Weights:
     """The random part of one bootstrap: (seed weights (B, S), per column j the document counts
     (B, n_j), or None without documents); None in mode NONE. Draws in the module's fixed order,
     so `apply_draws` of these weights is `resample_logppl`. Applying the same weights to studies

@@ -5,12 +5,11 @@ Pure functions returning strings; the CLI writes them (atomically).
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import unicodedata
 import xml.etree.ElementTree as ET
-from typing import Any
+from collections.abc import Sequence
 
 from validation.judgment.decomposition import share_fig
 from validation.judgment.population import DESCRIPTIONS, NO_USER_MEASURED, descriptive_note, population_sentence
@@ -64,14 +63,6 @@ def _share(x: float) -> str:
     return "n/a" if not math.isfinite(x) else f"{x:.0%}"
 
 
-def verdict_json(verdict: Verdict, calibration: Any = None) -> str:
-    """verdict.json; `calibration` (a `DesignCalibration`, or None) under the key `calibration`."""
-    doc = verdict.to_json()
-    doc["summary"] = summary_sentence(verdict)
-    doc["calibration"] = None if calibration is None else calibration.to_json()
-    return json.dumps(doc, indent=2, allow_nan=False) + "\n"
-
-
 def _banner(v: Verdict) -> str:
     if v.prereg.locked:
         return f"pre-registered (prereg sha256 {v.prereg.sha256[:12]}, matches the run manifest)"
@@ -93,8 +84,9 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [fmt(header)] + [fmt(r) for r in rows]
 
 
-def verdict_text(v: Verdict, source: str = "") -> str:
-    """The readable verdict table printed on stdout."""
+def verdict_text(v: Verdict, source: str = "", exploratory: Sequence[str] = ()) -> str:
+    """The readable verdict table printed on stdout; `exploratory`: the lines of the analyses above
+    judgment (`validation.study_verdict.StudyVerdict.text`), before the gate's lines."""
     level = f"{v.bootstrap.level:.0%}"
     lines = [f"VERDICT: gate {'PASSED' if v.gate.passed else 'FAILED'} (exit {v.exit_code})   {term(_banner(v))}",
              term(summary_sentence(v)), ""]
@@ -121,7 +113,7 @@ def verdict_text(v: Verdict, source: str = "") -> str:
     lines.append("")
     lines += decomposition_lines(v)
     lines += population_lines(v)
-    lines += [term(line) for line in routing_lines(getattr(v, "routing", None))]
+    lines += [term(line) for line in routing_lines(v.routing)]
     rows = [[c.name.upper(), c.status.value, c.point.value, _bar(c), term(c.explanation)]
             for c in v.criteria]
     rows += [[c.name.upper(), c.status_text, c.result.point.value if c.result else "-",
@@ -133,7 +125,7 @@ def verdict_text(v: Verdict, source: str = "") -> str:
         lines.append(effect_line(v.model, v.bootstrap.level))
         lines += [f"  - {r}" for r in diagnostic_readings(v.model)]
         lines.append("  (the fit's optimizer and diagnostics: verdict.json, `model`; and the report)")
-    lines += steps_lines(v)
+    lines += list(exploratory)
     lines.append(f"gate: {'PASSED' if v.gate.passed else 'FAILED'}")
     lines += [f"  - {term(r)}" for r in v.gate.reasons]
     shown = [w for w in v.warnings if not is_raw_model_warning(w) and not w.startswith("raw: ")]
@@ -149,7 +141,7 @@ def verdict_text(v: Verdict, source: str = "") -> str:
 
 def _extra_criteria(v: Verdict) -> tuple:
     """The off-by-default criteria: the population's, then the routing ones (docs/routing.md)."""
-    routing = getattr(v, "routing", None)
+    routing = v.routing
     return ((v.population.criteria if v.population is not None else ())
             + (routing.criteria if routing is not None else ()))
 
@@ -214,21 +206,6 @@ DECOMPOSITION_COLUMNS = (("new_user", "base -> loo"), ("seen_user", "loo -> pool
                          ("pooled_to_own", "pooled -> own"), ("loo_to_own", "loo -> own"))
 
 
-def steps_lines(v: Verdict) -> list[str]:
-    """Issue 13: the per-user trend of the margin with training (`verdict.json` `steps_analysis`),
-    exploratory; nothing with one step count."""
-    st = v.steps_analysis
-    if st is None:
-        return []
-    head = (f"training steps {', '.join(map(str, st.steps))} (exploratory; criteria read at "
-            f"{'the primary count' if st.primary is None else st.primary}):")
-    overall = [] if st.interaction is None else [f"  - {term(st.interaction.words)}"]
-    model = [] if st.model is None else [
-        f"  - mixed model diag x log2(steps) {st.model.interaction:+.4f} log ppl per doubling: descriptive only "
-        "(its Wald p counts a trend the seeds share once per seed; verdict.json `steps_analysis.model`)"]
-    return [head] + overall + [f"  - {term(s)}" for s in st.sentences()] + model + [""]
-
-
 def decomposition_lines(v: Verdict) -> list[str]:
     """The base -> loo:<user> -> pooled -> own table with intervals, and each user in words."""
     if not v.decomposition:
@@ -276,7 +253,7 @@ def junit_xml(v: Verdict) -> str:
         ok = v.settings.gate_allows(c.name, c.status)
         out = f"{c.status.value} (point reading {c.point.value}); {c.explanation}"
         case("verdict.criteria", c.name, None if ok else f"{c.name.upper()} is {c.status.value}", out)
-    routing_names = {c.name for c in (v.routing.criteria if getattr(v, "routing", None) is not None else ())}
+    routing_names = {c.name for c in (v.routing.criteria if v.routing is not None else ())}
     for pc in _extra_criteria(v):
         gated = v.settings.gates_population(pc.name)
         if pc.result is None and not gated:
@@ -344,4 +321,4 @@ def markdown_summary(v: Verdict) -> str:
     return "\n".join(out) + "\n\n"
 
 
-__all__ = ["junit_xml", "markdown_summary", "md", "term", "verdict_json", "verdict_text", "xml_text"]
+__all__ = ["junit_xml", "markdown_summary", "md", "term", "verdict_text", "xml_text"]

@@ -21,7 +21,7 @@ from validation.inputs.tables import InputError
 from validation.judgment.study import judge
 from validation.simulation.simulate import cells_from_matrix, simulate_study
 from validation.stats.mantel import mantel
-from validation.text.outputs import verdict_json
+from validation.study_verdict import StudyVerdict
 from validation.verdict import main
 
 REPO = Path(__file__).resolve().parents[3]
@@ -55,7 +55,7 @@ def test_three_users_cluster_by_hand_and_say_what_cannot_be_concluded():
     text = " ".join(s.notes)
     assert "only 3 possible splits" in text and "1/6" in text
     assert "supports are not computed" in text
-    doc = json.loads(verdict_json(v.__class__(**{**v.__dict__, "similarity": s})))
+    doc = json.loads(StudyVerdict(v, similarity=s).json_text())
     assert doc["similarity"]["splits"][0]["support"] is None
 
 
@@ -238,26 +238,24 @@ def test_verdict_json_has_the_similarity_keys(tmp_path, capsys):
 
 
 def test_report_section_has_the_supports_the_mantel_test_and_both_charts(tmp_path):
-    from dataclasses import replace
-
     import reports
     from reports.page import chart_sections
 
     data, v = _planted(0)
     _write_adapters(tmp_path, USERS6, data.seeds, GROUPS, np.random.default_rng(0))
-    v = replace(v, similarity=similarity_for_verdict(v, data, tmp_path))
-    sec = {s.key: s for s in chart_sections(v, data)}["similarity"]
-    support = {sp.members: sp.support for sp in v.similarity.splits}[("u0", "u1", "u2")]
+    r = StudyVerdict(v, similarity=similarity_for_verdict(v, data, tmp_path))
+    sec = {s.key: s for s in chart_sections(r, data)}["similarity"]
+    support = {sp.members: sp.support for sp in r.similarity.splits}[("u0", "u1", "u2")]
     assert f"{{u0, u1, u2}} descriptive support {support:.0%}" in sec.caption
     assert "Mantel r = " in sec.caption and "720 relabelings" in sec.caption
     spec = sec.chart.to_dict()
     assert len(spec["hconcat"]) == 2                       # ordered heatmap + scatter
-    html = reports.render_report(v, data)
+    html = reports.render_report(r, data)
     assert 'id="chart-similarity"' in html and "support" in html
-    files = reports.write_charts(v, data, tmp_path / "charts", fmt="svg")
+    files = reports.write_charts(r, data, tmp_path / "charts", fmt="svg")
     assert any(Path(f).name.startswith("similarity") for f in files)
     # without adapters: the heatmap alone; without a similarity: an explained gap
-    v2 = replace(v, similarity=similarity_for_verdict(v, data))
+    v2 = StudyVerdict(v, similarity=similarity_for_verdict(v, data))
     assert "hconcat" not in {s.key: s for s in chart_sections(v2, data)}["similarity"].chart.to_dict()
-    gap = {s.key: s for s in chart_sections(replace(v, similarity=None), data)}["similarity"]
+    gap = {s.key: s for s in chart_sections(v, data)}["similarity"]
     assert gap.chart is None and "Not computed" in gap.missing

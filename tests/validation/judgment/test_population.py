@@ -287,13 +287,13 @@ def test_a_user_without_a_margin_stays_in_the_share_as_possible_not_sure():
 def test_a_boundary_fit_of_the_population_model_serializes():
     """A random-slope fit whose optimum is the grid's theta = 0 kept a numpy float, so `singular`
     became numpy.bool and verdict.json failed to serialize (9 of 40 simulated 3-seed studies)."""
-    from validation.text.outputs import verdict_json
+    from validation.study_verdict import StudyVerdict
     d = simulate_study(np.random.default_rng(37), n_seeds=3, n_docs=10)
     v = judge(d, Prereg(n_resamples=200), rng=np.random.default_rng(0), fit=True, fit_population=True)
     effects = v.population.effects
     assert effects and any(e.singular for e in effects)
     assert all(type(e.singular) is bool for e in effects)
-    json.loads(verdict_json(v, None))
+    json.loads(StudyVerdict(v).json_text())
 
 
 def test_the_terminal_calls_few_users_descriptive():

@@ -22,7 +22,8 @@ from tests.support.routing import STORAGE, default_rows, with_rows
 from validation.contract.prereg import Prereg
 from validation.judgment.study import judge
 from validation.simulation.simulate import write_study
-from validation.text.outputs import junit_xml, verdict_json, verdict_text
+from validation.study_verdict import StudyVerdict
+from validation.text.outputs import junit_xml, verdict_text
 from validation.verdict import main
 
 REPO = Path(__file__).resolve().parents[3]
@@ -227,7 +228,7 @@ def test_ensemble_rows_for_some_users_only_are_refused(study):
 def test_verdict_json_terminal_and_junit(tmp_path, study):
     data = with_rows(study, default_rows(study), storage=STORAGE)
     v = _judge(data)
-    doc = json.loads(verdict_json(v))["routing"]
+    doc = json.loads(StudyVerdict(v).json_text())["routing"]
     assert doc["present"] and doc["interval_method"] == v.bootstrap.method
     assert {k: c["status"] for k, c in doc["criteria"].items()} == {"routing": "PASS", "averaging": "PASS",
                                                                     "noise": "PASS"}

@@ -12,7 +12,8 @@ import numpy as np
 from validation.contract.prereg import Prereg
 from validation.judgment.study import judge
 from validation.simulation.simulate import SimParams, simulate_experiment, simulate_study
-from validation.text.outputs import inverted_cell, verdict_json
+from validation.study_verdict import StudyVerdict
+from validation.text.outputs import inverted_cell
 
 B = 300
 
@@ -30,7 +31,7 @@ def test_a_user_without_an_interval_is_not_read_as_not_inverted():
     u0 = v.user("u0")
     assert not u0.ci.known and u0.margin < 0
     assert u0.inverted is None and u0.inverted_point is True
-    doc = json.loads(verdict_json(v, None))
+    doc = json.loads(StudyVerdict(v).json_text())
     row = next(u for u in doc["users"] if u["user"] == "u0")
     assert row["inverted"] is None and row["inverted_point"] is True
     others = [u for u in doc["users"] if u["user"] != "u0"]
@@ -50,7 +51,7 @@ def test_the_report_labels_few_user_population_figures_descriptive():
     html = render_report(few, data)
     assert 'id="population-descriptive"' in html and "descriptive only" in html
     assert "a new user (prediction interval) (descriptive only)" in html
-    assert json.loads(verdict_json(few, None))["population"]["effects_descriptive_only"] is True
+    assert json.loads(StudyVerdict(few).json_text())["population"]["effects_descriptive_only"] is True
 
 
 # ---- item 7: no variance, no interval --------------------------------------------------------
@@ -122,5 +123,5 @@ def test_a_diverged_seed_for_one_user_uses_that_users_finite_seeds():
                                 seed_values=alice.seed_margins[:2], n_docs=20, doc_df=doc_df)
     assert alice.ci.known and np.allclose(alice.ci, direct)
     assert any("fewer finite seeds than the study's 3" in w and "alice 2" in w for w in v.warnings)
-    row = next(u for u in json.loads(verdict_json(v, None))["users"] if u["user"] == "alice")
+    row = next(u for u in json.loads(StudyVerdict(v).json_text())["users"] if u["user"] == "alice")
     assert row["n_seeds_finite"] == 2

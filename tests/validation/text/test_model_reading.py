@@ -9,8 +9,9 @@ import numpy as np
 
 from validation import Prereg, judge
 from validation.simulation.simulate import simulate_study
+from validation.study_verdict import StudyVerdict
 from validation.text.model_reading import diagnostic_readings, effect_line, is_raw_model_warning
-from validation.text.outputs import verdict_json, verdict_text
+from validation.text.outputs import verdict_text
 
 RAW_FALLBACK = ("optimizer powell (after lbfgs: not converged (Maximum Likelihood optimization "
                 "failed to converge. Check mle_retvals))")
@@ -39,7 +40,7 @@ def test_boundary_fit_is_translated_on_the_terminal_and_kept_raw_in_the_json():
             "held-out documents carry the uncertainty") in text
     for raw in (RAW_FALLBACK, "powell", "lbfgs", "mle_retvals", "Hessian", "MLE", "1e-08"):
         assert raw not in text, raw
-    doc = json.loads(verdict_json(v))
+    doc = json.loads(StudyVerdict(v).json_text())
     assert doc["model"]["fallback"] == RAW_FALLBACK
     assert all(f"model: {w}" in doc["warnings"] for w in RAW_WARNINGS)
 
