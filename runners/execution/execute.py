@@ -30,7 +30,7 @@ from runners import rundir, snapshots
 from runners.base_model import BaseModel, load_or_pretrain
 from runners.dtypes import DTYPES
 from runners.execution.executors import LocalExecutor, chunks
-from runners.execution.prepare import Prepared, _threads, memory_record, plan_run, prepare
+from runners.execution.prepare import Prepared, grid_threads, memory_record, plan_run, prepare
 from runners.execution.units import (
     EvalUnit,
     RoutingScored,
@@ -258,7 +258,7 @@ def run_grid(fs: FixtureSet, s: GridSettings, *, on_seed_done=None, hf=None, exe
     before this call (e.g. `load_s`, loading the checkpoint), recorded in the manifest's timings."""
     t_start = time.perf_counter()
     plan = plan or plan_run(s, fs, hf)
-    torch.set_num_threads(_threads())
+    torch.set_num_threads(grid_threads())
     config = run_config(s, fs, None if hf is None else hf_backend().run_config_part(hf))
     label = s.preset if hf is None else hf.path.resolve().name
     run_dir = s.out / rundir.run_id(config, f"{Path(fs.name).name}-{label}")

@@ -157,7 +157,7 @@ def plan_run(s: GridSettings, fs: FixtureSet, hf=None) -> MemoryPlan:
         bound_heap_retention()
     log.info("timing training micro-batches of the model to estimate a step ...")
     t0 = time.perf_counter()
-    torch.set_num_threads(_threads())  # as the training will run
+    torch.set_num_threads(grid_threads())  # as the training will run
     if hf is None:  # the built-in model's shape with random weights (its own are loaded later)
         with torch.random.fork_rng(devices=[]):
             twin = GPT(s.model).cast_frozen(DTYPES[s.dtype])
@@ -189,7 +189,7 @@ def _doc_frame(adapter: str, eval_user: str, w, nll: np.ndarray, status: str) ->
                         schema_overrides={"n_tokens": pl.Int64, "n_bytes": pl.Int64})
 
 
-def _threads() -> int:
+def grid_threads() -> int:
     """Every core, unless `OMP_NUM_THREADS` says otherwise (on a machine shared with other jobs one
     thread can be many times faster than two that wait for each other)."""
     env = os.environ.get("OMP_NUM_THREADS", "")

@@ -28,7 +28,6 @@ population effect and a new user's prediction interval are calibrated by `--stud
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import warnings
@@ -40,7 +39,7 @@ import numpy as np
 
 from common.contract import loo_name
 from validation.calibration.plan import regime_params
-from validation.calibration.results import binomial_se
+from validation.calibration.results import binomial_se, write_json
 from validation.contract.prereg import Prereg
 
 SCHEMA = "normadapt-calibration-figures/1"
@@ -293,7 +292,4 @@ def format_figures_table(res: FiguresCalibration, title: str = "Figures beyond t
 
 def write_figures_calibration(res: FiguresCalibration, out_dir: str | Path,
                               filename: str = "calibration_figures.json") -> Path:
-    from common.atomic import atomic_write_text
-    path = Path(out_dir) / filename
-    atomic_write_text(path, json.dumps(res.to_json(), indent=2, allow_nan=False) + "\n")
-    return path
+    return write_json(res.to_json(), out_dir, filename)

@@ -18,7 +18,6 @@ Experiments are deterministic given (rng_seed, scenario, users, index).
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -27,8 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from common.atomic import atomic_write_text
-from validation.calibration.results import binomial_se
+from validation.calibration.results import binomial_se, write_json
 from validation.contract.prereg import Prereg
 from validation.contract.status import Status
 from validation.inputs.arrays import build_arrays
@@ -172,10 +170,7 @@ def format_population_table(c: PopulationCalibration) -> str:
 
 
 def write_population_calibration(c: PopulationCalibration, out_dir: str | Path) -> Path:
-    path = Path(out_dir) / FILENAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(c.to_json(), indent=2, allow_nan=False) + "\n")
-    return path
+    return write_json(c.to_json(), out_dir, FILENAME)
 
 
 # ---- the share at many users (issue 23), the cheap path ------------------------------------------
@@ -287,7 +282,4 @@ def format_share_users_table(c: ShareUsersCalibration) -> str:
 
 
 def write_share_users_calibration(c: ShareUsersCalibration, out_dir: str | Path) -> Path:
-    path = Path(out_dir) / SHARE_MANY_FILENAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(c.to_json(), indent=2, allow_nan=False) + "\n")
-    return path
+    return write_json(c.to_json(), out_dir, SHARE_MANY_FILENAME)

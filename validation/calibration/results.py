@@ -194,6 +194,15 @@ def calibration_text(result: CalibrationResult) -> str:
     return json.dumps(result.to_json(), indent=2, allow_nan=False) + "\n"
 
 
+def write_json(doc: dict, out_dir: str | Path, filename: str) -> Path:
+    """`out_dir/filename`: one calibration study's JSON document (indented, no NaN), written
+    atomically; the folder is made when missing. Every `write_*_calibration` goes through it."""
+    from common.atomic import atomic_write_text
+    path = Path(out_dir) / filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_text(path, json.dumps(doc, indent=2, allow_nan=False) + "\n")
+
+
 def write_calibration(result: CalibrationResult, out_dir: str | Path) -> Path:
     """`out_dir/calibration.json`, written atomically."""
     from common.atomic import atomic_write_text

@@ -26,7 +26,6 @@ Experiments are deterministic given (rng_seed, design, scenario, index).
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -35,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from validation.calibration.plan import regime_params
-from validation.calibration.results import binomial_se
+from validation.calibration.results import binomial_se, write_json
 from validation.contract.prereg import Prereg
 
 SCHEMA = "normadapt-calibration-steps/1"
@@ -236,9 +235,7 @@ def format_steps_table(res: StepsCalibration) -> str:
 
 
 def write_steps_calibration(res: StepsCalibration, out_dir: str | Path) -> Path:
-    from common.atomic import atomic_write_text
-    return atomic_write_text(Path(out_dir) / "calibration_steps.json",
-                             json.dumps(res.to_json(), indent=2, allow_nan=False) + "\n")
+    return write_json(res.to_json(), out_dir, "calibration_steps.json")
 
 
 # --------------------------------------------------------------------------- seed-shared trends (issue 23)
@@ -389,6 +386,4 @@ def format_trend_table(res: TrendCalibration) -> str:
 
 
 def write_trend_calibration(res: TrendCalibration, out_dir: str | Path) -> Path:
-    from common.atomic import atomic_write_text
-    return atomic_write_text(Path(out_dir) / "calibration_step_trends.json",
-                             json.dumps(res.to_json(), indent=2, allow_nan=False) + "\n")
+    return write_json(res.to_json(), out_dir, "calibration_step_trends.json")

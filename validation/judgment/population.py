@@ -34,7 +34,7 @@ from scipy import stats
 from validation.contract.prereg import MIN_USERS_EFFECT, min_users_share
 from validation.contract.status import Status
 from validation.inputs.arrays import StudyArrays
-from validation.judgment.user_results import CriterionResult, Decomposition, UserResult
+from validation.judgment.user_results import CriterionResult, Decomposition, OptionalCriterion, UserResult
 from validation.stats.random_effects import PopulationEffect, fit_random_intercept, fit_random_slope, loo_log_ratios
 from validation.stats.types import Interval, _interval, _num, signed_pct, threshold_pct
 
@@ -123,21 +123,13 @@ DESCRIPTIONS = {
 # ---- criteria ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class PopulationCriterion:
+class PopulationCriterion(OptionalCriterion):
     """A population criterion: its CriterionResult, or "not applicable" with the reason."""
 
     name: str                       # "population_share" | "population_effect"
     min_users: int
     result: CriterionResult | None  # None = not applicable (too few users, or no model)
     reason: str = ""
-
-    @property
-    def applicable(self) -> bool:
-        return self.result is not None
-
-    @property
-    def status_text(self) -> str:
-        return "NOT_APPLICABLE" if self.result is None else self.result.status.value
 
     def to_json(self) -> dict[str, Any]:
         if self.result is None:

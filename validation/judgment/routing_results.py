@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.contract import noise_parts
-from validation.judgment.user_results import CriterionResult
+from validation.judgment.user_results import CriterionResult, OptionalCriterion
 from validation.stats.types import Interval, _interval, _num
 
 NAMES = ("routing", "averaging", "noise")
@@ -93,7 +93,7 @@ class RankLink:
 
 
 @dataclass(frozen=True)
-class RoutingCriterion:
+class RoutingCriterion(OptionalCriterion):
     """ROUTING / AVERAGING / NOISE: its CriterionResult, or NOT_APPLICABLE with the reason; and what
     its status means for the routing decision, in one sentence."""
 
@@ -102,18 +102,9 @@ class RoutingCriterion:
     reason: str = ""
     meaning: str = ""
 
-    @property
-    def applicable(self) -> bool:
-        return self.result is not None
-
-    @property
-    def status_text(self) -> str:
-        return "NOT_APPLICABLE" if self.result is None else self.result.status.value
-
     def to_json(self) -> dict[str, Any]:
         if self.result is None:
-            return {"status": "NOT_APPLICABLE", "point": None, "threshold": None, "explanation": self.reason,
-                    "meaning": self.meaning}
+            return {**self.not_applicable_json(), "meaning": self.meaning}
         return self.result.to_json() | {"meaning": self.meaning}
 
 

@@ -33,6 +33,26 @@ class CriterionResult:
         }
 
 
+class OptionalCriterion:
+    """A criterion that may not apply (the population and routing criteria): its `result`, or None
+    with a `reason`. Mixed into their dataclasses, which hold those two fields."""
+
+    result: CriterionResult | None
+    reason: str
+
+    @property
+    def applicable(self) -> bool:
+        return self.result is not None
+
+    @property
+    def status_text(self) -> str:
+        return "NOT_APPLICABLE" if self.result is None else self.result.status.value
+
+    def not_applicable_json(self) -> dict[str, Any]:
+        """The JSON of a criterion that does not apply: status, no point or threshold, the reason."""
+        return {"status": "NOT_APPLICABLE", "point": None, "threshold": None, "explanation": self.reason}
+
+
 @dataclass(frozen=True, eq=False)
 class UserResult:
     """Everything computed for one evaluation user j (one column of the matrix).
